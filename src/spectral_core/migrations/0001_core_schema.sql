@@ -1,0 +1,54 @@
+-- The core schema: deployment generations, the outbox, the idempotency ledger and the
+-- worker registry.  Every object is schema-qualified: nothing relies on search_path.
+CREATE SCHEMA IF NOT EXISTS core;
+
+CREATE TABLE core.deployments (
+    generation  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version     text NOT NULL CHECK (version <> ''),
+    note        text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE core.outbox (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    generation       bigint NOT NULL REFERENCES core.deployments (generation),
+    topic            text NOT NULL,
+    payload          jsonb NOT NULL,
+    idempotency_key  text NOT NULL,
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'in_flight', 'done', 'dead')),
+    attempts         integer NOT NULL DEFAULT 0,
+    available_at     timestamptz NOT NULL DEFAULT now(),
+    claimed_at       timestamptz,
+    claimed_by       uuid,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz
+);
+
+-- The claim path: pending rows of one generation, oldest first.
+CREATE INDEX outbox_pending_v1 ON core.outbox (generation, id) WHERE status = 'pending';
+-- The reaper path: in-flight rows of one generation by claimer.
+CREATE INDEX outbox_in_flight_v1 ON core.outbox (generation, claimed_by) WHERE status = 'in_flight';
+
+CREATE TABLE core.event_handled (
+    handler_name     text NOT NULL,
+    idempotency_key  text NOT NULL,
+    outbox_id        bigint,
+    generation       bigint NOT NULL,
+    handled_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (handler_name, idempotency_key)
+);
+
+CREATE TABLE core.workers (
+    id          uuid PRIMARY KEY,
+    generation  bigint NOT NULL REFERENCES core.deployments (generation),
+    state       text NOT NULL CHECK (state IN ('running', 'reconnecting', 'exited')),
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    version     text NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    last_seen   timestamptz NOT NULL DEFAULT now(),
+    exited_at   timestamptz
+);
+CREATE INDEX workers_generation_v1 ON core.workers (generation, state);

@@ -1,0 +1,280 @@
+"""The consumer: LISTEN plus poll, batched claims in parallel lanes, reconnects.
+
+A consumer is bound to one generation (through its :class:`Claimer`).  ``lanes`` tasks
+each loop *claim a batch -> handle it -> settle it*; an idle lane sleeps until a NOTIFY
+on the generation's channel wakes it or ``poll_interval_s`` passes, so a lost
+notification costs at most one poll interval.  A lane that claimed a full batch wakes
+another lane, so a backlog is drained by every lane at once.
+
+When the listener or a pool connection drops, :attr:`Consumer.state` becomes
+``reconnecting``; lanes keep polling through the pool if it still works, the listener
+reconnects with bounded exponential backoff and jitter, and the consumer catches up from
+the table once back.  After ``outage_limit_s`` of continuous failure :meth:`run` raises
+:class:`~spectral_core.errors.ConnectionLost`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import psycopg
+import structlog
+from psycopg import sql
+
+from ..db import Database
+from ..db._wrap import is_connection_error, translate
+from ..errors import ConnectionLost
+from ..settings import Settings
+from .claim import Claimer
+from .handlers import HandlerRegistry
+from .process import BatchProcessor, RetryPolicy
+from .records import channel_for
+
+__all__ = ["Consumer", "ConsumerConfig"]
+
+log = structlog.get_logger("spectral.consumer")
+
+State = Literal["running", "reconnecting"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    batch_size: int = 100
+    lanes: int = 4
+    poll_interval_s: float = 1.0
+    listen: bool = True
+    reconnect_backoff_cap_s: float = 5.0
+    outage_limit_s: float = 300.0
+    retry: RetryPolicy = RetryPolicy()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ConsumerConfig:
+        values: dict[str, Any] = {
+            "batch_size": settings.outbox_batch_size,
+            "lanes": settings.outbox_lanes,
+            "poll_interval_s": settings.poll_interval_s,
+            "reconnect_backoff_cap_s": settings.reconnect_backoff_cap_s,
+            "outage_limit_s": settings.outage_limit_s,
+            "retry": RetryPolicy(settings.outbox_max_attempts, settings.outbox_backoff_base_s,
+                                 settings.outbox_backoff_cap_s),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def reconnect_delay(attempt: int, cap_s: float, rand: random.Random) -> float:
+    """Bounded exponential backoff with full jitter (0.1 s, 0.2 s, ... up to ``cap_s``)."""
+    return rand.uniform(0.05, min(cap_s, 0.1 * (2 ** min(attempt, 16))))
+
+
+class Consumer:
+    """Consumes one generation's outbox rows with the registered handlers."""
+
+    def __init__(self, db: Database, *, generation: int, worker_id: uuid.UUID,
+                 registry: HandlerRegistry, config: ConsumerConfig | None = None) -> None:
+        self.db = db
+        self.config = config or ConsumerConfig()
+        self.claimer = Claimer(generation, worker_id)
+        self.processor = BatchProcessor(self.claimer, registry, self.config.retry)
+        self.channel = channel_for(generation)
+        self.handled = 0
+        self._rand = random.Random()
+        self._stopping = anyio.Event()
+        self._idle: list[anyio.Event] = []
+        self._missed_wake = False
+        self._inflight: set[int] = set()
+        self._orphans = False
+        self._listener_ok = not self.config.listen
+        self._pool_failing = False
+        self._down_since: float | None = None
+        self._listening = anyio.Event()
+
+    # -- observable state ---------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self.claimer.generation
+
+    @property
+    def state(self) -> State:
+        return "reconnecting" if (self._pool_failing or not self._listener_ok) else "running"
+
+    @property
+    def inflight(self) -> frozenset[int]:
+        return frozenset(self._inflight)
+
+    async def wait_listening(self) -> None:
+        """Wait until the listener is subscribed (tests, readiness)."""
+        await self._listening.wait()
+
+    def stop(self) -> None:
+        """Stop claiming (idempotent); lanes finish the batch they hold."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            log.info("consumer.stopping", inflight=len(self._inflight))
+        self._wake_all()
+
+    # -- main loop ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until :meth:`stop`; returns when every lane has settled its batch.
+
+        Raises:
+            ConnectionLost: the database stayed unreachable for ``outage_limit_s``.
+        """
+        async with anyio.create_task_group() as tg:
+            if self.config.listen:
+                tg.start_soon(self._listen_loop)
+            async with anyio.create_task_group() as lanes:
+                for i in range(self.config.lanes):
+                    lanes.start_soon(self._lane, i)
+            tg.cancel_scope.cancel()
+
+    async def release_inflight(self) -> int:
+        """Give every row we still hold back to ``pending`` (shielded: survives cancellation)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            try:
+                async with self.db.pool.connection(timeout=5) as conn:
+                    n = await self.claimer.release_orphans(conn, [])
+                    if n:
+                        log.info("consumer.released", n=n)
+                    return n
+            except Exception as exc:
+                log.warning("consumer.release_failed", error_type=type(exc).__name__)
+        return 0
+
+    # -- lanes ----------------------------------------------------------------------
+    async def _lane(self, lane: int) -> None:
+        batch = self.config.batch_size
+        attempt = 0
+        while not self._stopping.is_set():
+            n = 0
+            try:
+                async with self.db.pool.connection() as conn:
+                    if self._orphans:
+                        self._orphans = False
+                        await self.claimer.release_orphans(conn, list(self._inflight))
+                    events = await self.claimer.claim(conn, batch)
+                    n = len(events)
+                    if n:
+                        if n == batch:
+                            self._wake_one()
+                        ids = [e.id for e in events]
+                        self._inflight.update(ids)
+                        try:
+                            await self.processor.process(conn, events)
+                            self.handled += n
+                        except BaseException:
+                            self._orphans = True
+                            raise
+                        finally:
+                            self._inflight.difference_update(ids)
+                self._set_pool_ok()
+                attempt = 0
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._set_pool_failing(exc)
+                await self._sleep_or_stop(reconnect_delay(attempt, self.config.reconnect_backoff_cap_s,
+                                                          self._rand))
+                attempt += 1
+                continue
+            if n < batch:
+                await self._wait_for_work()
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stopping.wait()
+
+    async def _wait_for_work(self) -> None:
+        if self._missed_wake:
+            self._missed_wake = False
+            return
+        ev = anyio.Event()
+        self._idle.append(ev)
+        try:
+            with anyio.move_on_after(self.config.poll_interval_s * self._rand.uniform(0.8, 1.0)):
+                await ev.wait()
+        finally:
+            if ev in self._idle:
+                self._idle.remove(ev)
+
+    def _wake_one(self) -> None:
+        if self._idle:
+            self._idle.pop().set()
+        else:
+            self._missed_wake = True
+
+    def _wake_all(self) -> None:
+        while self._idle:
+            self._idle.pop().set()
+
+    # -- health bookkeeping -------------------------------------------------------
+    def _set_pool_failing(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if not self._pool_failing:
+            self._pool_failing = True
+            log.warning("consumer.reconnecting", component="pool", error_type=type(exc).__name__)
+        self._note_down(now, exc)
+
+    def _set_pool_ok(self) -> None:
+        if self._pool_failing:
+            self._pool_failing = False
+            log.info("consumer.running", component="pool")
+            self._orphans = True
+        self._note_up()
+
+    def _note_down(self, now: float, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since > self.config.outage_limit_s:
+            raise ConnectionLost("database unreachable for longer than the outage limit",
+                                 outage_limit_s=self.config.outage_limit_s) from exc
+
+    def _note_up(self) -> None:
+        if not self._pool_failing and self._listener_ok:
+            self._down_since = None
+
+    # -- listener -------------------------------------------------------------------
+    async def _listen_loop(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                conn = await self.db.connect_session()
+                try:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    if not self._listener_ok:
+                        log.info("consumer.running", component="listener")
+                    self._listener_ok = True
+                    self._note_up()
+                    self._listening.set()
+                    attempt = 0
+                    self._wake_all()  # catch up on whatever arrived while we were away
+                    await self._consume_notifies(conn)
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        await conn.close()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise translate(exc) from exc if isinstance(exc, psycopg.Error) else exc
+                if self._listener_ok:
+                    log.warning("consumer.reconnecting", component="listener",
+                                error_type=type(exc).__name__)
+                self._listener_ok = False
+                self._note_down(time.monotonic(), exc)
+                await anyio.sleep(reconnect_delay(attempt, self.config.reconnect_backoff_cap_s,
+                                                  self._rand))
+                attempt += 1
+
+    async def _consume_notifies(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        check_every = max(self.config.poll_interval_s * 5, 2.0)
+        while True:
+            got = False
+            async for _ in conn.notifies(timeout=check_every):
+                got = True
+                self._wake_one()
+            if not got:  # quiet period: make sure the connection is still alive
+                await conn.execute("SELECT 1")

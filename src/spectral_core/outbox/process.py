@@ -1,0 +1,115 @@
+"""Handling a claimed batch: ledger, handlers and settlement.
+
+Fast path: one transaction for the whole batch: for every handler, one statement writes
+its ledger rows for the batch and returns the keys not handled before; the handlers run
+for those; one statement marks the batch ``done``; one commit.  If any handler raises,
+that transaction rolls back (no effect, no ledger row survives) and the batch is redone
+one row and one handler at a time, each in its own transaction, so one poison row cannot
+hold back its neighbours and a handler that already took effect is never re-run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import structlog
+
+from ..errors import ConnectionLost
+from .backoff import next_delay
+from .claim import Claimer
+from .handlers import HandlerRegistry, RegisteredHandler
+from .records import Event
+
+__all__ = ["BatchProcessor", "RetryPolicy"]
+
+log = structlog.get_logger("spectral.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class BatchProcessor:
+    """Runs the registered handlers over claimed events of one :class:`Claimer`."""
+
+    def __init__(self, claimer: Claimer, registry: HandlerRegistry,
+                 retry: RetryPolicy | None = None, *, rand: random.Random | None = None) -> None:
+        self.claimer = claimer
+        self.registry = registry
+        self.retry = retry or RetryPolicy()
+        self._rand = rand or random.Random()
+
+    async def process(self, conn: psycopg.AsyncConnection[Any], events: Sequence[Event]) -> None:
+        """Handle and settle every event of ``events`` (all claimed by our claimer)."""
+        routable: list[Event] = []
+        for ev in events:
+            if self.registry.for_topic(ev.topic):
+                routable.append(ev)
+            else:
+                await self.claimer.kill(conn, ev.id, f"no handler registered for topic {ev.topic!r}")
+                log.warning("outbox.unroutable", event_id=ev.id, topic=ev.topic)
+        if not routable:
+            return
+        try:
+            await self._batch(conn, routable)
+        except ConnectionLost:
+            raise
+        except Exception:  # a handler failed: redo row by row
+            await self._one_by_one(conn, routable)
+
+    async def _batch(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
+        by_handler: dict[str, tuple[RegisteredHandler, list[Event]]] = {}
+        for ev in events:
+            for h in self.registry.for_topic(ev.topic):
+                by_handler.setdefault(h.name, (h, []))[1].append(ev)
+        started = time.perf_counter()
+        async with conn.transaction():
+            for handler, evs in by_handler.values():
+                fresh = await self.claimer.mark_handled(conn, handler.name, evs)
+                for ev in evs:
+                    if ev.idempotency_key in fresh:
+                        fresh.discard(ev.idempotency_key)  # duplicates within one batch
+                        await handler.fn(ev, conn)
+            done = await self.claimer.complete(conn, [e.id for e in events])
+        if done != len(events):
+            log.warning("outbox.claim_lost", expected=len(events), completed=done)
+        log.info("outbox.handled", n=len(events), handlers=len(by_handler),
+                 ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _one_by_one(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
+        for ev in events:
+            errors: list[str] = []
+            for handler in self.registry.for_topic(ev.topic):
+                try:
+                    async with conn.transaction():
+                        fresh = await self.claimer.mark_handled(conn, handler.name, [ev])
+                        if fresh:
+                            await handler.fn(ev, conn)
+                except ConnectionLost:
+                    raise
+                except Exception as exc:
+                    errors.append(f"{handler.name}: {_describe(exc)}")
+                    log.warning("outbox.handler_failed", event_id=ev.id, handler=handler.name,
+                                attempts=ev.attempts, error_type=type(exc).__name__)
+            if not errors:
+                await self.claimer.complete(conn, [ev.id])
+                log.info("outbox.handled", n=1, event_id=ev.id)
+                continue
+            delay = next_delay(ev.attempts, base_s=self.retry.base_s, cap_s=self.retry.cap_s,
+                               rand=self._rand)
+            status = await self.claimer.fail(conn, ev.id, "; ".join(errors), delay,
+                                             self.retry.max_attempts)
+            log.warning("outbox.failed", event_id=ev.id, attempts=ev.attempts, status=status,
+                        retry_in_s=round(delay, 3) if status == "pending" else None)

@@ -1,0 +1,167 @@
+"""Transactional publish: the row exists iff the caller's transaction commits.
+
+``publish_async(conn, topic, payload)`` writes one ``core.outbox`` row in the caller's
+transaction, stamped with the running generation, and issues ``pg_notify`` on the
+generation's channel in the same statement: PostgreSQL delivers the wake-up at commit and
+drops it on rollback.  ``publish`` is the sync twin; both share :func:`_params`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+
+from ..db._wrap import wrap_errors
+from ..errors import PayloadError
+from ..runtime import current_runtime
+from ..sql import query
+from .records import EventIn, channel_for
+
+__all__ = ["Publisher", "publish", "publish_async", "publish_many", "publish_many_async"]
+
+DEFAULT_MAX_PAYLOAD = 256 * 1024
+_TOPIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$")
+_encode = msgspec.json.Encoder().encode
+
+
+def _validate(topic: str, payload: Any, key: str | None, max_bytes: int) -> tuple[str, str]:
+    if not isinstance(topic, str) or not _TOPIC.match(topic):
+        raise PayloadError(f"invalid topic {topic!r}: letters, digits and _ . : - only, "
+                           "at most 200 characters", topic=topic)
+    try:
+        encoded = _encode(payload)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise PayloadError(f"payload is not JSON-encodable: {exc}", topic=topic) from None
+    if len(encoded) > max_bytes:
+        raise PayloadError(f"payload is {len(encoded)} bytes, the limit is {max_bytes}",
+                           topic=topic, size=len(encoded), limit=max_bytes)
+    if b"\\u0000" in encoded:
+        raise PayloadError("payload contains a NUL character, which jsonb cannot store",
+                           topic=topic)
+    if key is None:
+        key = uuid.uuid4().hex
+    elif not isinstance(key, str) or not key or len(key) > 512:
+        raise PayloadError("idempotency_key must be a non-empty string of at most 512 "
+                           "characters", topic=topic)
+    return encoded.decode(), key
+
+
+class Publisher:
+    """Publishes events stamped with one generation (bound at construction)."""
+
+    __slots__ = ("_channel", "generation", "max_payload_bytes")
+
+    def __init__(self, generation: int, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.generation = int(generation)
+        self.max_payload_bytes = max_payload_bytes
+        self._channel = channel_for(self.generation)
+
+    def _params(self, topic: str, payload: Any, key: str | None) -> dict[str, Any]:
+        encoded, key = _validate(topic, payload, key, self.max_payload_bytes)
+        return {"generation": self.generation, "topic": topic, "payload": encoded,
+                "key": key, "channel": self._channel}
+
+    def _many_params(self, events: Iterable[EventIn]) -> dict[str, Any]:
+        topics: list[str] = []
+        payloads: list[str] = []
+        keys: list[str] = []
+        for ev in events:
+            encoded, key = _validate(ev.topic, ev.payload, ev.idempotency_key,
+                                     self.max_payload_bytes)
+            topics.append(ev.topic)
+            payloads.append(encoded)
+            keys.append(key)
+        return {"generation": self.generation, "topics": topics, "payloads": payloads,
+                "keys": keys, "channel": self._channel}
+
+    async def publish_async(self, conn: psycopg.AsyncConnection[Any], topic: str, payload: Any,
+                            *, idempotency_key: str | None = None) -> int:
+        """Write one event in ``conn``'s current transaction; return its id.
+
+        Raises:
+            PayloadError: bad topic, payload or key (nothing is written).
+            DatabaseError: the insert failed.
+        """
+        params = self._params(topic, payload, idempotency_key)
+        with wrap_errors():
+            cur = await conn.execute(query("insert_event"), params)
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def publish(self, conn: psycopg.Connection[Any], topic: str, payload: Any,
+                *, idempotency_key: str | None = None) -> int:
+        """Sync twin of :meth:`publish_async`."""
+        params = self._params(topic, payload, idempotency_key)
+        with wrap_errors():
+            row = conn.execute(query("insert_event"), params).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def publish_many_async(self, conn: psycopg.AsyncConnection[Any],
+                                 events: Sequence[EventIn]) -> list[int]:
+        """Write several events in one statement; return their ids in order.
+
+        Raises:
+            PayloadError: any event is invalid (nothing is written).
+        """
+        if not events:
+            return []
+        params = self._many_params(events)
+        with wrap_errors():
+            cur = await conn.execute(query("insert_events"), params)
+            rows = await cur.fetchall()
+        return [int(r[0]) for r in rows]
+
+    def publish_many(self, conn: psycopg.Connection[Any], events: Sequence[EventIn]) -> list[int]:
+        """Sync twin of :meth:`publish_many_async`."""
+        if not events:
+            return []
+        params = self._many_params(events)
+        with wrap_errors():
+            rows = conn.execute(query("insert_events"), params).fetchall()
+        return [int(r[0]) for r in rows]
+
+
+_publishers: dict[int, Publisher] = {}
+
+
+def _running_publisher() -> Publisher:
+    gen = current_runtime().generation
+    pub = _publishers.get(gen)
+    if pub is None:
+        pub = _publishers[gen] = Publisher(gen)
+    return pub
+
+
+async def publish_async(conn: psycopg.AsyncConnection[Any], topic: str, payload: Any,
+                        *, idempotency_key: str | None = None) -> int:
+    """Publish in the caller's transaction, stamped with the running generation.
+
+    Raises:
+        GenerationError: no runtime is bound.
+        PayloadError: bad topic, payload or key.
+    """
+    return await _running_publisher().publish_async(conn, topic, payload,
+                                                    idempotency_key=idempotency_key)
+
+
+def publish(conn: psycopg.Connection[Any], topic: str, payload: Any,
+            *, idempotency_key: str | None = None) -> int:
+    """Sync twin of :func:`publish_async`."""
+    return _running_publisher().publish(conn, topic, payload, idempotency_key=idempotency_key)
+
+
+async def publish_many_async(conn: psycopg.AsyncConnection[Any], events: Sequence[EventIn]) -> list[int]:
+    """Batched :func:`publish_async`."""
+    return await _running_publisher().publish_many_async(conn, events)
+
+
+def publish_many(conn: psycopg.Connection[Any], events: Sequence[EventIn]) -> list[int]:
+    """Batched :func:`publish`."""
+    return _running_publisher().publish_many(conn, events)

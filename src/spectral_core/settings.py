@@ -1,0 +1,192 @@
+"""Process settings: one frozen Struct, built once per process by the entrypoint.
+
+``Settings.from_env(environ)`` collects every ``SPECTRAL_*`` variable, maps it 1:1 to a
+field (``SPECTRAL_DATABASE_URL`` -> ``database_url``) and validates it.  An unknown
+``SPECTRAL_*`` variable or a bad value is a :class:`~spectral_core.errors.ConfigError`.
+``spectral_core`` itself never reads ``os.environ``: entrypoints pass the mapping in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .errors import ConfigError, GenerationError
+
+__all__ = ["Settings", "package_version", "redact_url"]
+
+PREFIX = "SPECTRAL_"
+CREDENTIAL_PREFIX = "SPECTRAL_LLM_CREDENTIAL__"
+_DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+PosFloat = Annotated[float, Meta(gt=0)]
+PosInt = Annotated[int, Meta(ge=1)]
+
+
+def package_version() -> str:
+    """The installed spectral version (``0+unknown`` when not installed)."""
+    try:
+        return version("spectral")
+    except PackageNotFoundError:  # pragma: no cover - only in a bare source tree
+        return "0+unknown"
+
+
+def redact_url(url: str | None) -> str | None:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs)."""
+    if url is None:
+        return None
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a spectral process is configured with.
+
+    Field names are the ``SPECTRAL_*`` variable names without the prefix, lower-cased.
+    Secrets (database URLs, LLM credentials) never appear in ``repr``.
+    """
+
+    database_url: str | None = None
+    database_session_url: str | None = None
+    #: Set when ``database_url`` points at a transaction pooler (PgBouncer/Supavisor in
+    #: transaction mode): no server-side prepared statements, no session state.
+    database_transaction_pooler: bool = False
+    database_pool_min: Annotated[int, Meta(ge=0)] = 1
+    database_pool_max: PosInt = 10
+    database_connect_timeout_s: PosFloat = 10.0
+
+    generation: Annotated[int, Meta(ge=1)] | None = None
+    version: str = ""
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Meta(ge=0, le=65535)] = 8000
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    operator_keys: str = ""
+    llm_credential: dict[str, str] = {}
+
+    # outbox / workers tunables
+    outbox_max_payload_bytes: PosInt = 256 * 1024
+    outbox_batch_size: Annotated[int, Meta(ge=1, le=1000)] = 100
+    outbox_lanes: Annotated[int, Meta(ge=1, le=64)] = 4
+    outbox_max_attempts: PosInt = 10
+    outbox_backoff_base_s: PosFloat = 1.0
+    outbox_backoff_cap_s: PosFloat = 300.0
+    poll_interval_s: PosFloat = 1.0
+    heartbeat_interval_s: PosFloat = 2.0
+    worker_stale_after_s: PosFloat = 10.0
+    reaper_interval_s: PosFloat = 2.0
+    shutdown_grace_s: PosFloat = 10.0
+    reconnect_backoff_cap_s: PosFloat = 5.0
+    outage_limit_s: PosFloat = 300.0
+
+    # only read by the test-suite; accepted so a shell exporting it can still boot
+    test_database_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for domain in self.llm_credential:
+            if not _DOMAIN.match(domain):
+                raise ConfigError(f"bad LLM credential domain name: {domain!r}", field=domain)
+        if self.heartbeat_interval_s >= self.worker_stale_after_s:
+            raise ConfigError(
+                "SPECTRAL_WORKER_STALE_AFTER_S must be larger than SPECTRAL_HEARTBEAT_INTERVAL_S",
+                field="worker_stale_after_s",
+            )
+
+    # -- derived values --------------------------------------------------------------
+    @property
+    def session_url(self) -> str | None:
+        """The session-mode URL (LISTEN/NOTIFY); defaults to ``database_url``."""
+        return self.database_session_url or self.database_url
+
+    @property
+    def running_version(self) -> str:
+        return self.version or package_version()
+
+    def require_generation(self) -> int:
+        """Return the configured generation.
+
+        Raises:
+            GenerationError: SPECTRAL_GENERATION is not set.
+        """
+        if self.generation is None:
+            raise GenerationError("SPECTRAL_GENERATION is not set; allocate one with "
+                                  "`spectral deploy allocate --version V`")
+        return self.generation
+
+    def require_database_url(self) -> str:
+        """Return the database URL.
+
+        Raises:
+            ConfigError: SPECTRAL_DATABASE_URL is not set.
+        """
+        if not self.database_url:
+            raise ConfigError("SPECTRAL_DATABASE_URL is not set", field="database_url")
+        return self.database_url
+
+    def __repr__(self) -> str:
+        shown = {
+            f: getattr(self, f) for f in self.__struct_fields__
+            if f not in {"database_url", "database_session_url", "test_database_url",
+                         "llm_credential", "operator_keys"}
+        }
+        shown["database_url"] = redact_url(self.database_url)
+        shown["llm_credential"] = sorted(self.llm_credential)
+        inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"Settings({inner})"
+
+    __str__ = __repr__
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from a ``SPECTRAL_*`` environment mapping.
+
+        Args:
+            environ: usually ``os.environ``, passed in by the entrypoint.
+            overrides: field values that win over the environment.
+
+        Raises:
+            ConfigError: unknown ``SPECTRAL_*`` variable or invalid value.
+        """
+        raw: dict[str, Any] = {}
+        creds: dict[str, str] = {}
+        for name, value in environ.items():
+            if name.startswith(CREDENTIAL_PREFIX):
+                domain = name[len(CREDENTIAL_PREFIX):].lower()
+                creds[domain] = value
+            elif name.startswith(PREFIX):
+                raw[name[len(PREFIX):].lower()] = value
+        if "llm_credential" in raw:
+            raise ConfigError("use SPECTRAL_LLM_CREDENTIAL__<DOMAIN>, one per domain",
+                              field="llm_credential")
+        raw["llm_credential"] = creds
+        raw = {k: v for k, v in raw.items() if v != "" or k == "llm_credential"}
+        raw.update(overrides)
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_explain(str(exc))) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated)."""
+        try:
+            return msgspec.structs.replace(self, **changes)
+        except msgspec.ValidationError as exc:  # pragma: no cover - defensive
+            raise ConfigError(_explain(str(exc))) from None
+
+
+def _explain(message: str) -> str:
+    """Turn msgspec's ``$.field`` paths into the variable the user actually set."""
+    match = re.search(r"`\$\.(\w+)`", message)
+    if match:
+        var = PREFIX + match.group(1).upper()
+        message = message.replace(match.group(0), var)
+    unknown = re.match(r"Object contains unknown field `(\w+)`", message)
+    if unknown:
+        return f"unknown setting {PREFIX}{unknown.group(1).upper()}"
+    return f"invalid setting: {message}"

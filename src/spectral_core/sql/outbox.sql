@@ -1,0 +1,125 @@
+-- name: insert_event
+-- description: the app-side write; NOTIFY is transactional, delivered at commit, dropped on rollback
+WITH ins AS (
+    INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
+    VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)
+    RETURNING id
+)
+SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
+
+-- name: insert_events
+WITH ins AS (
+    INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
+    SELECT %(generation)s, t, p::jsonb, k
+    FROM unnest(%(topics)s::text[], %(payloads)s::text[], %(keys)s::text[]) AS u (t, p, k)
+    RETURNING id
+)
+SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
+
+-- name: claim_batch
+-- description: the only claim path: own generation, pending, available, oldest first
+WITH c AS (
+    SELECT id FROM core.outbox
+    WHERE generation = %(generation)s AND status = 'pending' AND available_at <= now()
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE core.outbox AS o
+SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(), claimed_by = %(worker_id)s
+FROM c
+WHERE o.id = c.id
+RETURNING o.id, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
+
+-- name: mark_handled
+-- description: write the ledger rows of one handler for a batch; returns the keys that were new
+INSERT INTO core.event_handled (handler_name, idempotency_key, outbox_id, generation)
+SELECT %(handler)s, k, i, %(generation)s
+FROM unnest(%(keys)s::text[], %(ids)s::bigint[]) AS u (k, i)
+ORDER BY k
+ON CONFLICT DO NOTHING
+RETURNING idempotency_key
+
+-- name: complete_batch
+UPDATE core.outbox
+SET status = 'done', finished_at = now(), claimed_by = NULL
+WHERE id = ANY(%(ids)s::bigint[]) AND generation = %(generation)s
+  AND status = 'in_flight' AND claimed_by = %(worker_id)s
+
+-- name: fail_event
+-- description: record the error; re-pend with backoff, or dead after max attempts
+UPDATE core.outbox
+SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    available_at = now() + make_interval(secs => %(delay_s)s),
+    last_error = %(error)s,
+    claimed_by = NULL,
+    finished_at = CASE WHEN attempts >= %(max_attempts)s THEN now() END
+WHERE id = %(id)s AND generation = %(generation)s
+  AND status = 'in_flight' AND claimed_by = %(worker_id)s
+RETURNING status
+
+-- name: kill_event
+-- description: dead at once (no handler can ever take it)
+UPDATE core.outbox
+SET status = 'dead', last_error = %(error)s, claimed_by = NULL, finished_at = now()
+WHERE id = %(id)s AND generation = %(generation)s
+  AND status = 'in_flight' AND claimed_by = %(worker_id)s
+
+-- name: release_claims
+-- description: graceful shutdown: give unfinished claims back (attempt not counted)
+UPDATE core.outbox
+SET status = 'pending', claimed_by = NULL, claimed_at = NULL, attempts = greatest(attempts - 1, 0)
+WHERE generation = %(generation)s AND status = 'in_flight' AND claimed_by = %(worker_id)s
+  AND id = ANY(%(ids)s::bigint[])
+
+-- name: repend_stale
+-- description: the reaper: own generation only; claimer's heartbeat stale, exited or unknown
+UPDATE core.outbox AS o
+SET status = CASE WHEN o.attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    last_error = 'claim reaped: worker ' || coalesce(o.claimed_by::text, '?') || ' stopped heartbeating',
+    claimed_by = NULL,
+    claimed_at = NULL,
+    finished_at = CASE WHEN o.attempts >= %(max_attempts)s THEN now() END
+WHERE o.generation = %(generation)s
+  AND o.status = 'in_flight'
+  AND NOT EXISTS (
+      SELECT 1 FROM core.workers AS w
+      WHERE w.id = o.claimed_by
+        AND w.state <> 'exited'
+        AND w.last_seen > now() - make_interval(secs => %(stale_after_s)s)
+  )
+RETURNING o.id, o.status
+
+-- name: redrive_dead
+-- description: operator action: dead rows of one generation back to pending
+UPDATE core.outbox
+SET status = 'pending', attempts = 0, available_at = now(), finished_at = NULL
+WHERE generation = %(generation)s AND status = 'dead'
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+RETURNING id
+
+-- name: purge_done
+-- description: operator retention action: delete finished rows of one generation
+DELETE FROM core.outbox
+WHERE generation = %(generation)s AND status = 'done'
+  AND finished_at < now() - make_interval(secs => %(older_than_s)s)
+
+-- name: count_by_generation_status
+SELECT generation, status, count(*) FROM core.outbox GROUP BY generation, status
+
+-- name: count_live_for_generation
+SELECT
+    count(*) FILTER (WHERE status = 'pending'),
+    count(*) FILTER (WHERE status = 'in_flight')
+FROM core.outbox
+WHERE generation = %(generation)s AND status IN ('pending', 'in_flight')
+
+-- name: notify_channel
+SELECT pg_notify(%(channel)s, '')
+
+-- name: release_orphans
+-- description: after a dropped connection: claims of ours that no lane is working on
+UPDATE core.outbox
+SET status = 'pending', claimed_by = NULL, claimed_at = NULL
+WHERE generation = %(generation)s AND status = 'in_flight' AND claimed_by = %(worker_id)s
+  AND NOT (id = ANY(%(keep)s::bigint[]))

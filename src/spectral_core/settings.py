@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    #: project-local folder for ``spectral up`` (embedded database, operator keys)
+    home_dir: str = ".spectral"
+
     operator_keys: str = ""
     llm_credential: dict[str, str] = {}
 

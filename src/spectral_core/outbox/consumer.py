@@ -107,6 +107,10 @@ class Consumer:
     def inflight(self) -> frozenset[int]:
         return frozenset(self._inflight)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     async def wait_listening(self) -> None:
         """Wait until the listener is subscribed (tests, readiness)."""
         await self._listening.wait()

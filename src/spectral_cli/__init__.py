@@ -1,0 +1,1 @@
+"""The ``spectral`` operator CLI (an entrypoint package: it may read the environment)."""

@@ -1,0 +1,63 @@
+"""``spectral deploy``: allocate a generation, see per-generation status, drain."""
+
+from __future__ import annotations
+
+import argparse
+
+from spectral_core import Settings, allocate_generation
+from spectral_core.outbox import drain, generation_status
+
+from ._db import connect
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("deploy", help="deployment generations")
+    verbs = p.add_subparsers(dest="deploy_verb", required=True, metavar="VERB")
+    a = verbs.add_parser("allocate", help="allocate a new generation and print it")
+    a.add_argument("--version", required=True, help="the version being deployed")
+    a.add_argument("--note", default=None)
+    a.set_defaults(run=allocate)
+    s = verbs.add_parser("status", help="per generation: outbox rows by status, workers by "
+                         "state, drained / draining / stranded")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=status)
+    d = verbs.add_parser("drain", help="wait until a generation has no pending or in-flight rows")
+    d.add_argument("--generation", type=int, required=True)
+    d.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    d.set_defaults(run=drain_cmd)
+
+
+def allocate(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as conn:
+        print(allocate_generation(conn, args.version, args.note))
+    return 0
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as conn:
+        gens = generation_status(conn, stale_after_s=settings.worker_stale_after_s)
+    if args.json:
+        from .main import print_json
+
+        print_json([g.as_dict() for g in gens])
+        return 0
+    print(f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
+          f"{'workers live/reconn/stale/exited':<32} verdict")
+    for g in gens:
+        d = g.as_dict()
+        o, w = d["outbox"], d["workers"]
+        workers = f"{w['live']}/{w['reconnecting']}/{w['stale']}/{w['exited']}"
+        print(f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "
+              f"{o['done']:>8} {o['dead']:>6}  {workers:<32} {g.verdict}")
+    return 0
+
+
+def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    with connect(settings) as conn:
+        ok, pending, in_flight = drain(conn, args.generation, timeout_s=args.timeout)
+    if ok:
+        print(f"generation {args.generation} drained")
+        return 0
+    print(f"generation {args.generation} not drained after {args.timeout:g}s: "
+          f"{pending} pending, {in_flight} in flight")
+    return 1

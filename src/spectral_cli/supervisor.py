@@ -1,0 +1,171 @@
+"""``spectral-app``: starts ``spectral-api`` and ``spectral-workers`` as sibling processes.
+
+Standard library only (gunicorn Arbiter / uvicorn Multiprocess shape):
+
+* signal handlers only record the signal; the main loop acts on it;
+* SIGTERM/SIGINT are forwarded to both children, escalating TERM -> grace -> KILL;
+* a crashed child is restarted in its slot with bounded exponential backoff;
+* more than ``max_restarts`` restarts within ``window_s`` -> stop everything, exit 1;
+* a child exiting with the reserved "cannot start" code (3: bad settings, missing or
+  unallocated generation) is never restarted: stop everything and exit 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+#: Must equal spectral_core.errors.EXIT_CANNOT_START (a test checks it); duplicated so the
+#: supervisor stays standard-library only.
+EXIT_CANNOT_START = 3
+EXIT_GAVE_UP = 1
+
+CHILDREN: dict[str, list[str]] = {
+    "api": [sys.executable, "-m", "spectral_api"],
+    "workers": [sys.executable, "-m", "spectral_workers"],
+}
+
+
+def log(event: str, **kw: object) -> None:
+    print(json.dumps({"event": event, "process": "supervisor", **kw}), file=sys.stderr, flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: collections.deque[float] = field(default_factory=collections.deque)
+    start_at: float | None = 0.0
+    failures: int = 0
+
+
+class Supervisor:
+    def __init__(self, children: Mapping[str, list[str]], *, env: Mapping[str, str] | None = None,
+                 grace_s: float = 15.0, max_restarts: int = 5, window_s: float = 60.0,
+                 backoff_base_s: float = 0.5, backoff_cap_s: float = 10.0) -> None:
+        self.children = [Child(name, list(argv)) for name, argv in children.items()]
+        self.env = dict(env) if env is not None else None
+        self.grace_s = grace_s
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.signals: collections.deque[int] = collections.deque()
+        self.exit_code: int | None = None
+
+    # -- signals: handlers only enqueue -------------------------------------------
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._enqueue)
+
+    def _enqueue(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+
+    # -- main loop ----------------------------------------------------------------------
+    def run(self) -> int:
+        log("supervisor.starting", children=[c.name for c in self.children], pid=os.getpid())
+        while self.exit_code is None:
+            self.tick()
+            time.sleep(0.05)
+        return self.exit_code
+
+    def tick(self) -> None:
+        """One iteration: act on signals, reap children, (re)start due children."""
+        while self.signals and self.exit_code is None:
+            signum = self.signals.popleft()
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                log("supervisor.stopping", signal=signal.Signals(signum).name)
+                self.stop()
+                self.exit_code = 0
+                return
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is not None and (code := child.proc.poll()) is not None:
+                child.proc = None
+                self._child_exited(child, code, now)
+                if self.exit_code is not None:
+                    return
+            if child.proc is None and child.start_at is not None and now >= child.start_at:
+                self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(child.argv, env=self.env)
+        child.start_at = None
+        log("supervisor.child_started", child=child.name, pid=child.proc.pid)
+
+    def _child_exited(self, child: Child, code: int, now: float) -> None:
+        log("supervisor.child_exited", child=child.name, code=code)
+        if code == EXIT_CANNOT_START:
+            log("supervisor.giving_up", child=child.name, code=code,
+                reason="child cannot start with this configuration; not restarting")
+            self.stop()
+            self.exit_code = EXIT_CANNOT_START
+            return
+        child.restarts.append(now)
+        while child.restarts and child.restarts[0] < now - self.window_s:
+            child.restarts.popleft()
+        if len(child.restarts) > self.max_restarts:
+            log("supervisor.giving_up", child=child.name,
+                reason=f"{len(child.restarts)} restarts within {self.window_s:g}s")
+            self.stop()
+            self.exit_code = EXIT_GAVE_UP
+            return
+        delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (len(child.restarts) - 1))
+        child.start_at = now + delay
+        log("supervisor.restarting", child=child.name, in_s=round(delay, 2),
+            restarts_in_window=len(child.restarts))
+
+    # -- shutdown: TERM, grace, KILL, reap ---------------------------------------------
+    def stop(self) -> None:
+        alive = [c for c in self.children if c.proc is not None]
+        for c in alive:
+            assert c.proc is not None
+            try:
+                c.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.grace_s
+        for c in alive:
+            assert c.proc is not None
+            try:
+                c.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log("supervisor.killing", child=c.name, pid=c.proc.pid)
+                c.proc.kill()
+                c.proc.wait()
+            log("supervisor.child_stopped", child=c.name, code=c.proc.returncode)
+            c.proc = None
+        for c in self.children:
+            c.start_at = None
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spectral-app", description="Run spectral-api and "
+                                     "spectral-workers as supervised sibling processes.")
+    parser.add_argument("--only", default="api,workers",
+                        help="comma-separated children to run (default: api,workers)")
+    parser.add_argument("--grace", type=float, default=15.0, help="seconds between TERM and KILL")
+    parser.add_argument("--max-restarts", type=int, default=5)
+    parser.add_argument("--window", type=float, default=60.0, help="restart window in seconds")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CHILDREN]
+    if unknown or not names:
+        parser.error(f"unknown child(ren): {', '.join(unknown) or '(none)'}")
+    sup = Supervisor({n: CHILDREN[n] for n in names}, env=env, grace_s=args.grace,
+                     max_restarts=args.max_restarts, window_s=args.window)
+    sup.install_signal_handlers()
+    return sup.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

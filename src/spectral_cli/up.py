@@ -1,0 +1,64 @@
+"""``spectral up``: the whole system locally.
+
+Without ``SPECTRAL_DATABASE_URL`` it starts the embedded PostgreSQL (data in
+``.spectral/pg``, reused across runs, stopped on exit); then it applies migrations,
+allocates a generation and runs the supervisor (API + workers) until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+
+from spectral_core import Settings, allocate_generation
+from spectral_core.embedded import EmbeddedPostgres
+from spectral_core.migrate import run_migrations
+
+from . import supervisor
+from ._db import connect, embedded_root
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("up", help="run the whole system locally (embedded PostgreSQL unless "
+                       "SPECTRAL_DATABASE_URL is set)")
+    p.add_argument("--version", default=None, help="version label for the new generation")
+    p.add_argument("--no-run", action="store_true",
+                   help="prepare (database, migrations, generation) and exit")
+    p.set_defaults(run=run)
+
+
+def available_children() -> list[str]:
+    return [name for name in ("api", "workers")
+            if importlib.util.find_spec(f"spectral_{name}.main") is not None]
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    embedded: EmbeddedPostgres | None = None
+    if not settings.database_url:
+        embedded = EmbeddedPostgres(embedded_root(settings))
+        url = embedded.start()
+        print(f"embedded PostgreSQL running (data in {embedded.root})")
+        settings = settings.replace(database_url=url)
+    try:
+        with connect(settings) as conn:
+            applied = run_migrations(conn)
+            version = args.version or settings.running_version
+            generation = allocate_generation(conn, version, "spectral up")
+        print(f"migrations: {len(applied)} applied, at head")
+        print(f"generation: {generation} (version {version})")
+        env = dict(os.environ, SPECTRAL_DATABASE_URL=settings.require_database_url(),
+                   SPECTRAL_GENERATION=str(generation))
+        if settings.log_format == "json" and "SPECTRAL_LOG_FORMAT" not in os.environ:
+            env["SPECTRAL_LOG_FORMAT"] = "console"
+        children = available_children()
+        if "api" in children:
+            print(f"API: http://{settings.api_host}:{settings.api_port}/health")
+        print("try it: in another shell, `spectral demo`; stop with Ctrl-C")
+        if args.no_run:
+            return 0
+        return supervisor.main(["--only", ",".join(children)], env=env)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            print("embedded PostgreSQL stopped")

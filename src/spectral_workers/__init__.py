@@ -1,0 +1,1 @@
+"""``spectral-workers``: the worker runtime entrypoint (no HTTP surface)."""

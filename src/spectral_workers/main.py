@@ -1,0 +1,107 @@
+"""The worker process: boot checks, then consumer + reaper + heartbeat in one task group.
+
+Exit codes: 0 clean shutdown; 3 cannot start (bad settings, generation missing or never
+allocated: a supervisor must not restart it); 1 anything else (database unreachable at
+boot or for longer than the outage limit, a crashed component).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import anyio
+import structlog
+
+from spectral_core import (
+    Consumer,
+    ConsumerConfig,
+    HandlerRegistry,
+    Heartbeat,
+    Reaper,
+    RuntimeContext,
+    Settings,
+    WorkerInfo,
+    bind_runtime,
+    open_pools,
+    require_generation_async,
+)
+from spectral_core.errors import EXIT_CANNOT_START, SpectralError
+from spectral_core.logging import configure_logging
+
+from .handlers import build_registry
+
+log = structlog.get_logger("spectral.workers")
+
+
+async def run(settings: Settings, registry: HandlerRegistry) -> int:
+    """Run the worker until SIGTERM/SIGINT; return the exit code."""
+    generation = settings.require_generation()
+    async with open_pools(settings) as db:
+        async with db.pool.connection() as conn:
+            await require_generation_async(conn, generation)
+        rt = bind_runtime(RuntimeContext(generation=generation, version=settings.running_version))
+        structlog.contextvars.bind_contextvars(process="workers", generation=generation,
+                                               worker_id=str(rt.instance_id))
+        consumer = Consumer(db, generation=generation, worker_id=rt.instance_id,
+                            registry=registry, config=ConsumerConfig.from_settings(settings))
+        heartbeat = Heartbeat(db, WorkerInfo.from_runtime(rt),
+                              interval_s=settings.heartbeat_interval_s,
+                              state=lambda: consumer.state)
+        reaper = Reaper(generation, stale_after_s=settings.worker_stale_after_s,
+                        max_attempts=settings.outbox_max_attempts)
+        await heartbeat.register()
+        log.info("worker.started", handlers=registry.names, version=rt.version)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_signals, consumer, tg.cancel_scope, settings.shutdown_grace_s)
+                tg.start_soon(heartbeat.run)
+                tg.start_soon(reaper.run, db, settings.reaper_interval_s)
+                await consumer.run()
+                tg.cancel_scope.cancel()
+        finally:
+            await consumer.release_inflight()
+            await heartbeat.mark_exited()
+        log.info("worker.stopped", handled=consumer.handled)
+    return 0
+
+
+async def _signals(consumer: Consumer, scope: anyio.CancelScope, grace_s: float) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if consumer.stopping:
+                log.warning("worker.forced_exit", signal=signal.Signals(signum).name)
+                os._exit(1)
+            log.info("worker.stopping", signal=signal.Signals(signum).name, grace_s=grace_s)
+            consumer.stop()
+            # lanes finish their batch within the grace period, else they are cancelled
+            # (their transactions roll back) and the rows are released
+            _arm_deadline(scope, grace_s)
+
+
+def _arm_deadline(scope: anyio.CancelScope, grace_s: float) -> None:
+    scope.deadline = min(scope.deadline, anyio.current_time() + grace_s)
+
+
+def main(argv: Sequence[str] | None = None,
+         registry_factory: Callable[[Settings], HandlerRegistry] = build_registry) -> int:
+    """Console entrypoint ``spectral-workers``."""
+    try:
+        settings = Settings.from_env(os.environ)
+    except SpectralError as exc:
+        print(f"spectral-workers: cannot start: {exc.message}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        settings.require_generation()
+        return anyio.run(run, settings, registry_factory(settings), backend="asyncio")
+    except SpectralError as exc:
+        log.error("worker.cannot_start" if exc.exit_code == EXIT_CANNOT_START else "worker.failed",
+                  error=exc.message, error_type=type(exc).__name__)
+        print(f"spectral-workers: {'cannot start' if exc.exit_code == EXIT_CANNOT_START else 'error'}:"
+              f" {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

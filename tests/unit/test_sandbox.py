@@ -333,3 +333,22 @@ async def test_run_async_concurrent_calls_are_isolated(
 def test_echo_preserves_any_json(sandbox: WasmSandbox, echo: CompiledWasm, doc: object) -> None:
     """Property: any JSON document survives the host -> guest -> host round trip."""
     assert sandbox.run(echo, msgspec.json.encode(doc)).value == doc
+
+
+def test_public_api_fallback_path_behaves_the_same(
+    sandbox: WasmSandbox, echo: CompiledWasm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without wasmtime-py's ctypes fast path, results and error mapping are unchanged."""
+    import spectral_core.sandbox.wasm as wasm_mod
+
+    fast = sandbox.run(echo, b'{"n":[1,2]}')
+    monkeypatch.setattr(wasm_mod, "_FAST", False)
+    slow = sandbox.run(echo, b'{"n":[1,2]}')
+    assert slow.output == fast.output
+    assert slow.usage.fuel_consumed == fast.usage.fuel_consumed
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(sandbox.compile(wasm("infinite_loop")), b"{}", Budget(fuel=10_000))
+    assert info.value.budget == "fuel"
+    with pytest.raises(ModuleTrap) as trap:
+        sandbox.run(sandbox.compile(wasm("trap")), b"{}")
+    assert trap.value.trap_code == "INTEGER_DIVISION_BY_ZERO"

@@ -9,7 +9,7 @@ import msgspec
 __all__ = ["Finding", "Gate", "Rule", "RULES", "Severity", "rule"]
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """How a finding affects the exit code."""
 
     ERROR = "error"  # blocking: exit 1
@@ -17,7 +17,7 @@ class Severity(str, enum.Enum):
     WAIVED = "waived"  # a blocking finding waived by a marker; printed with its reason
 
 
-class Gate(str, enum.Enum):
+class Gate(enum.StrEnum):
     """Which marker may waive a rule."""
 
     COMPAT = "compat"  # waived by ``-- compat: breaking (reason: ...)``
@@ -56,10 +56,10 @@ _C, _L, _N = Gate.COMPAT, Gate.LOCKING, Gate.NONE
 RULES: dict[str, Rule] = dict(
     [
         _r("drop-table", _C, True, "DROP TABLE of a table the prior generation uses"),
-        _r("drop-column", _C, True, "DROP COLUMN (or composite attribute) the prior generation uses"),
+        _r("drop-column", _C, True, "DROP COLUMN (or composite attribute) still in use"),
         _r("alter-column-type", _C, True, "ALTER COLUMN TYPE outside the compatible allowlist"),
         _r("add-column-not-null", _C, True, "new NOT NULL column without a non-null DEFAULT"),
-        _r("add-unique", _C, True, "UNIQUE / PRIMARY KEY / EXCLUDE / unique index on a deployed table"),
+        _r("add-unique", _C, True, "UNIQUE / PRIMARY KEY / EXCLUDE / unique index, deployed table"),
         _r("rename-table", _C, True, "RENAME of a table, view or sequence"),
         _r("rename-column", _C, True, "RENAME COLUMN"),
         _r("set-schema", _C, True, "ALTER ... SET SCHEMA"),

@@ -51,6 +51,7 @@ class MarkerScan:
     markers: tuple[Marker, ...]
     near_misses: tuple[tuple[int, str], ...]
     token_starts: tuple[int, ...]  # starts of non-comment tokens, ascending
+    token_ends: tuple[int, ...]  # matching inclusive ends
 
     def reason(self, gate: str) -> str | None:
         """Return the reason of the first valid marker for *gate*, or None."""
@@ -89,7 +90,8 @@ def _attempted_gate(body: str) -> str | None:
             return gate
         # "compat:" / "locking:" as a leading keyword is an attempt even without a verb.
         stripped = low.lstrip("-/* \t")
-        if stripped.startswith(words[hits[0]]) and stripped[len(words[hits[0]]) :].lstrip().startswith(":"):
+        first = words[hits[0]]
+        if stripped.startswith(first) and stripped[len(first) :].lstrip().startswith(":"):
             return gate
     return None
 
@@ -124,6 +126,7 @@ def scan_markers(sql: str) -> MarkerScan:
     markers: list[Marker] = []
     near: list[tuple[int, str]] = []
     starts: list[int] = []
+    ends: list[int] = []
     for tok in scan(sql):
         if tok.name == "SQL_COMMENT" or tok.name == "C_COMMENT":
             text = sql[tok.start : tok.end + 1]
@@ -134,4 +137,5 @@ def scan_markers(sql: str) -> MarkerScan:
                 near.append((tok.start, problem))
         else:
             starts.append(tok.start)
-    return MarkerScan(tuple(markers), tuple(near), tuple(starts))
+            ends.append(tok.end)
+    return MarkerScan(tuple(markers), tuple(near), tuple(starts), tuple(ends))

@@ -44,7 +44,7 @@ class Column:
 
 @dataclass
 class Constraint:
-    """A named table constraint: kind is one of unique, primary, exclusion, check, foreign, notnull."""
+    """A named table constraint; kind: unique, primary, exclusion, check, foreign or notnull."""
 
     kind: str
     deployed: bool
@@ -94,7 +94,7 @@ class SchemaModel:
         return (self.search_path[0] if self.search_path else "public", name)
 
     def table(self, qn: QualName) -> Table:
-        """Return the table *qn*; an unknown table is an existing, populated one of unknown shape."""
+        """Return the table *qn*; an unknown one is existing and populated, of unknown shape."""
         t = self.tables.get(qn)
         if t is None:
             t = self.tables[qn] = Table(qn, deployed=True, columns_known=False)

@@ -48,6 +48,7 @@ class MigrationFile:
     path: Path
     display: str
     deployed: bool = False
+    text: str | None = None  # content to use instead of the file's (a deployed original)
     number: int | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +64,8 @@ class MigrationFile:
         Raises:
             LintError: the file cannot be read or is not UTF-8.
         """
+        if self.text is not None:
+            return self.text
         try:
             return self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -1,0 +1,94 @@
+"""Seeing through DO blocks: their static statements are linted, dynamic SQL fails closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pglast import ast, parse_plpgsql, parse_sql
+from pglast.parser import ParseError
+
+__all__ = ["BlockItem", "constant_string", "do_block_items"]
+
+
+@dataclass(frozen=True)
+class BlockItem:
+    """One statement of a DO block: SQL text to lint, or an opaque statement (sql is None)."""
+
+    lineno: int  # 1-based line within the block body
+    sql: str | None
+    why: str = ""
+
+
+def constant_string(expr: str) -> str | None:
+    """Fold a PL/pgSQL expression to its constant string value (``'a' || $$b$$``), else None."""
+    try:
+        stmts = parse_sql("SELECT " + expr)
+    except ParseError:
+        return None
+    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.SelectStmt):
+        return None
+    targets = stmts[0].stmt.targetList or ()
+    return _fold(targets[0].val) if len(targets) == 1 else None
+
+
+def _fold(node: Any) -> str | None:
+    if isinstance(node, ast.A_Const):
+        val = node.val
+        return val.sval if isinstance(val, ast.String) else None
+    if isinstance(node, ast.TypeCast):
+        return _fold(node.arg)
+    if isinstance(node, ast.A_Expr) and node.name and len(node.name) == 1:
+        if node.name[0].sval == "||":
+            left, right = _fold(node.lexpr), _fold(node.rexpr)
+            if left is not None and right is not None:
+                return left + right
+    return None
+
+
+def _query(expr: Any) -> str:
+    return (expr or {}).get("PLpgSQL_expr", {}).get("query", "")
+
+
+def _walk(node: Any, lineno: int) -> Iterator[BlockItem]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, lineno)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, val in node.items():
+        if key.startswith("PLpgSQL_stmt_") and isinstance(val, dict):
+            line = val.get("lineno", lineno)
+            if key in ("PLpgSQL_stmt_execsql",):
+                yield BlockItem(line, _query(val.get("sqlstmt")))
+            elif key == "PLpgSQL_stmt_call":
+                yield BlockItem(line, _query(val.get("expr")))
+            elif key in ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors") or "dynquery" in val:
+                expr = _query(val.get("query") or val.get("dynquery"))
+                text = constant_string(expr)
+                if text is None:
+                    why = f"dynamic EXECUTE of a non-constant string ({expr})"
+                    yield BlockItem(line, None, why)
+                else:
+                    yield BlockItem(line, text)
+            yield from _walk(val, line)
+        elif isinstance(val, dict | list):
+            yield from _walk(val, lineno)
+
+
+def do_block_items(body: str) -> Iterator[BlockItem]:
+    """Yield the statements of a PL/pgSQL DO body, in order; an unparsable body is opaque."""
+    tag = "$spectral_do$"
+    n = 0
+    while tag in body:
+        n += 1
+        tag = f"$spectral_do{n}$"
+    wrapper = f"CREATE FUNCTION spectral_do() RETURNS void LANGUAGE plpgsql AS {tag}{body}{tag}"
+    try:
+        tree = parse_plpgsql(wrapper)
+    except ParseError as exc:
+        yield BlockItem(1, None, f"DO block does not parse as PL/pgSQL: {exc.args[0]}")
+        return
+    yield from _walk(tree, 1)

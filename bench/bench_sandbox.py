@@ -10,6 +10,8 @@ Measures, per call, with the module compiled once:
   call ``alloc`` and ``decide``, read output) -- no isolation between calls;
 * ``raw-fresh``    raw wasmtime, fresh Store + Instance per call (same isolation as ours,
   with fuel and epoch deadline set) but no limits, checks or JSON validation;
+* ``raw-fresh-ffi`` as raw-fresh, but calling through the same direct ctypes path as the
+  sandbox: the difference to ``sandbox`` is exactly our wrapper's work;
 * ``sandbox``      ``WasmSandbox.run`` (fresh store, limits, fuel, deadline, ABI checks,
   output JSON validation, usage accounting);
 * ``sandbox-async`` ``WasmSandbox.run_async`` (adds the worker-thread hop).
@@ -80,9 +82,8 @@ def main() -> None:
     mem, alloc, decide = ex["memory"], ex["alloc"], ex["decide"]
 
     def raw_reused() -> bytes:
-        ptr = alloc(store, len(doc))
-        if ptr + len(doc) > 60000:  # keep the bump allocator inside one page
-            raise SystemExit("raw_reused: bump allocator exhausted; lower --calls")
+        # alloc(0) returns the bump pointer without advancing it: same call, bounded memory
+        ptr = alloc(store, 0)
         mem.write(store, doc, ptr)
         packed = decide(store, ptr, len(doc))
         return bytes(mem.read(store, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
@@ -98,16 +99,28 @@ def main() -> None:
         packed = e["decide"](s, ptr, len(doc))
         return bytes(m.read(s, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
 
+    from spectral_core.sandbox.wasm import _abi_exports, _call
+
+    def raw_fresh_ffi() -> bytes:
+        # same as raw-fresh but with the direct ctypes calls our wrapper uses
+        s = wasmtime.Store(engine)
+        s.set_fuel(budget.fuel)
+        s.set_epoch_deadline(1000)
+        m, a, d = _abi_exports(s, wasmtime.Instance(s, module, []))
+        ptr = _call(s, a, len(doc))
+        m.write(s, doc, ptr)
+        packed = _call(s, d, ptr, len(doc))
+        return bytes(m.read(s, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
+
     def ours() -> object:
         return sandbox.run(compiled, doc, budget)
 
-    assert raw_fresh() == doc and ours().output == doc  # type: ignore[attr-defined]
+    assert raw_fresh() == doc == raw_fresh_ffi() and ours().output == doc  # type: ignore[attr-defined]
 
     results: dict[str, list[int]] = {}
-    # raw_reused bump-allocates forever in one instance: cap its calls to fit one page
-    reused_calls = min(args.calls, (60000 - 1024) // max(1, len(doc)) - 300)
-    results["raw-reused"] = measure(raw_reused, max(100, reused_calls), warmup=200)
+    results["raw-reused"] = measure(raw_reused, args.calls)
     results["raw-fresh"] = measure(raw_fresh, args.calls)
+    results["raw-fresh-ffi"] = measure(raw_fresh_ffi, args.calls)
     results["sandbox"] = measure(ours, args.calls)
 
     async def async_bench() -> list[int]:
@@ -135,7 +148,7 @@ def main() -> None:
         p50, p99, mean = percentiles(samples)
         stats[name] = (p50, p99, mean)
         print(f"{name:<14} {p50:9.1f} {p99:9.1f} {mean:9.1f}  {len(samples)}")
-    for base in ("raw-fresh", "raw-reused"):
+    for base in ("raw-fresh-ffi", "raw-fresh", "raw-reused"):
         for ours_name in ("sandbox", "sandbox-async"):
             d50 = stats[ours_name][0] - stats[base][0]
             d99 = stats[ours_name][1] - stats[base][1]

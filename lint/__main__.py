@@ -12,8 +12,8 @@ Exit: the worst of the two lints (2 > 1 > 0).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import os
+import subprocess
 import sys
 
 from lint import REPO_ROOT

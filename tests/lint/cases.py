@@ -288,6 +288,10 @@ CASES: list[Case] = [
     c("replace-function-new", "CREATE FUNCTION core.g() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
       "CREATE OR REPLACE FUNCTION core.g() RETURNS int LANGUAGE sql AS 'SELECT 2';"),
     c("create-view-new-ok", "CREATE VIEW core.v2 AS SELECT 1;"),
+    c("replace-unknown-function-no-baseline", "CREATE OR REPLACE FUNCTION core.z() RETURNS int "
+      "LANGUAGE sql AS 'SELECT 1';", W + "replace-deployed"),
+    c("replace-unknown-function-with-baseline", "CREATE OR REPLACE FUNCTION core.z() RETURNS int "
+      "LANGUAGE sql AS 'SELECT 1';\nCREATE OR REPLACE VIEW core.vz AS SELECT 1;", base=True),
     # --- opaque SQL and DO blocks ------------------------------------------------------------
     c("do-static-drop-column", "DO $$\nBEGIN\n  ALTER TABLE core.outbox DROP COLUMN note;\n"
       "END\n$$;", E + "drop-column"),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from pglast import parse_sql
 
+from spectral_core.compat._node import parse
 from spectral_core.compat.typecompat import TypeRef, is_compatible, needs_rewrite, type_ref
 
 
 def _t(sql_type: str) -> TypeRef | None:
-    stmt = parse_sql(f"CREATE TABLE t (c {sql_type})")[0].stmt
-    return type_ref(stmt.tableElts[0].typeName)
+    stmts, _ = parse(f"CREATE TABLE t (c {sql_type})")
+    return type_ref(stmts[0][0].tableElts[0].typeName)
 
 
 @pytest.mark.parametrize(

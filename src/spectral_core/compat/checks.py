@@ -13,18 +13,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
+from spectral_core.compat._node import CharOffsets, Node, const_text, is_, parse
 from spectral_core.compat.plpgsql import do_block_items
 from spectral_core.compat.schema import Column, Constraint, QualName, SchemaModel, Table, display
 from spectral_core.compat.typecompat import SERIAL_TYPES, is_compatible, needs_rewrite, type_ref
 
 __all__ = ["Checker", "Hit"]
 
-AT = enums.AlterTableType
-CT = enums.ConstrType
-OT = enums.ObjectType
+
+
+class _Names:
+    """``CT.CONSTR_CHECK == "CONSTR_CHECK"``: enum values in the JSON tree are their names."""
+
+    def __getattr__(self, name: str) -> str:
+        return name
+
+
+AT = CT = OT = _Names()
 
 _UNIQUE_KINDS = {CT.CONSTR_PRIMARY: "primary", CT.CONSTR_UNIQUE: "unique",
                  CT.CONSTR_EXCLUSION: "exclusion"}
@@ -60,17 +67,17 @@ class Hit:
 
 
 def _is_null(expr: Any) -> bool:
-    if isinstance(expr, ast.A_Const):
+    if is_(expr, "A_Const"):
         return bool(expr.isnull)
-    if isinstance(expr, ast.TypeCast):
+    if is_(expr, "TypeCast"):
         return _is_null(expr.arg)
     return expr is None
 
 
 def _is_volatile(expr: Any) -> bool:
-    if isinstance(expr, ast.FuncCall):
+    if is_(expr, "FuncCall"):
         return expr.funcname[-1].sval in _VOLATILE
-    if isinstance(expr, ast.TypeCast):
+    if is_(expr, "TypeCast"):
         return _is_volatile(expr.arg)
     return False
 
@@ -79,9 +86,6 @@ def _names(nodes: Iterable[Any]) -> list[str]:
     return [n.sval for n in nodes]
 
 
-def _loc(node: Any) -> int | None:
-    loc = getattr(node, "location", None)
-    return loc if isinstance(loc, int) and loc >= 0 else None
 
 
 class Checker:
@@ -101,17 +105,19 @@ class Checker:
         self._touched: dict[tuple[QualName, str], int] = {}
         self._lock_timeout = False
         self._lock_reported = False
-        self._dispatch: dict[type, Callable[[Any], None]] = {}
+        self._char = CharOffsets("")
+        self._dispatch: dict[str, Callable[[Any], None]] = {}
         for name in dir(self):
             if name.startswith("_s_"):
-                self._dispatch[getattr(ast, name[3:])] = getattr(self, name)
+                self._dispatch[name[3:]] = getattr(self, name)
 
     # -- file lifecycle ---------------------------------------------------------------------
 
-    def begin_file(self, text: str, *, deployed: bool,
+    def begin_file(self, text: str, *, deployed: bool, chars: CharOffsets | None = None,
                    tokens: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())) -> None:
         """Start a file: a deployed one is replayed only; a new one is judged too."""
         self.replay_only = deployed
+        self._char = chars if chars is not None else CharOffsets(text)
         self._starts, self._ends = tokens
         self._cursor = 0
         self.hits = []
@@ -125,7 +131,7 @@ class Checker:
         """Judge (unless replaying) and apply one top-level statement starting at *offset*."""
         self._offset = offset
         self._cursor = bisect.bisect_left(self._starts, offset)
-        handler = self._dispatch.get(type(node))
+        handler = self._dispatch.get(node.tag)
         if handler is not None:
             handler(node)
 
@@ -147,6 +153,11 @@ class Checker:
         return self.hits
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _loc(self, node: Any) -> int | None:
+        """The character offset of *node* (its ``location``), if it has one."""
+        loc = node.location if isinstance(node, Node) else None
+        return self._char(loc) if isinstance(loc, int) and loc >= 0 else None
 
     def _emit(self, rule: str, message: str, loc: int | None = None) -> None:
         if self._override is not None:
@@ -182,7 +193,7 @@ class Checker:
             self._emit("lock-timeout", f"{what} takes a strong lock on a deployed table with no "
                        "lock_timeout set earlier in the file; start with SET lock_timeout")
 
-    def _rv(self, rv: ast.RangeVar, kind: str = "table") -> QualName:
+    def _rv(self, rv: Node, kind: str = "table") -> QualName:
         return self.model.qualify(rv.schemaname, rv.relname, kind)
 
     def _qn(self, names: list[str], kind: str) -> QualName:
@@ -192,13 +203,14 @@ class Checker:
             return (names[-2], names[-1])
         return self.model.qualify(None, names[-1], kind)
 
-    def _column(self, cd: ast.ColumnDef, deployed: bool) -> Column:
-        tn = cd.typeName
-        col = Column(cd.colname, type_ref(tn) if tn is not None else None, deployed,
-                     not_null=bool(cd.is_not_null))
-        if tn is not None and tn.names and tn.names[-1].sval in SERIAL_TYPES:
+    def _column(self, cd: Node, deployed: bool) -> Column:
+        d = cd.d
+        tn = d.get("typeName")
+        col = Column(d.get("colname", ""), type_ref(Node("TypeName", tn)) if tn else None,
+                     deployed, not_null=bool(d.get("is_not_null")))
+        if tn and tn.get("names") and tn["names"][-1]["String"]["sval"] in SERIAL_TYPES:
             col.has_default = col.not_null = True
-        if cd.raw_default is not None and not _is_null(cd.raw_default):
+        if d.get("raw_default") is not None and not _is_null(cd.raw_default):
             col.has_default = True
         for c in cd.constraints or ():
             ct = c.contype
@@ -214,7 +226,7 @@ class Checker:
                 col.generated = True
         return col
 
-    def _register_constraint(self, t: Table, c: ast.Constraint, column: str | None) -> None:
+    def _register_constraint(self, t: Table, c: Node, column: str | None) -> None:
         kind = _KIND_OF.get(c.contype)
         if kind is None:
             return
@@ -241,7 +253,7 @@ class Checker:
 
     # -- CREATE -----------------------------------------------------------------------------
 
-    def _s_CreateStmt(self, node: ast.CreateStmt) -> None:
+    def _s_CreateStmt(self, node: Node) -> None:
         qn = self._rv(node.relation)
         if node.if_not_exists and qn in self.model.tables:
             return
@@ -250,11 +262,11 @@ class Checker:
         if node.inhRelations or node.ofTypename is not None or node.partbound is not None:
             t.columns_known = False
         for elt in node.tableElts or ():
-            if isinstance(elt, ast.ColumnDef):
+            if is_(elt, "ColumnDef"):
                 t.columns[elt.colname] = self._column(elt, self.replay_only)
                 for c in elt.constraints or ():
                     self._register_constraint(t, c, elt.colname)
-            elif isinstance(elt, ast.Constraint):
+            elif is_(elt, "Constraint"):
                 self._register_constraint(t, elt, None)
                 if elt.contype == CT.CONSTR_PRIMARY:
                     for key in _names(elt.keys or ()):
@@ -263,7 +275,7 @@ class Checker:
             else:  # LIKE
                 t.columns_known = False
 
-    def _s_CreateTableAsStmt(self, node: ast.CreateTableAsStmt) -> None:
+    def _s_CreateTableAsStmt(self, node: Node) -> None:
         rv = node.into.rel
         if node.objtype == OT.OBJECT_MATVIEW:
             self.model.put("matview", self._rv(rv, "matview"), self.replay_only)
@@ -274,46 +286,47 @@ class Checker:
 
     def _replace(self, kind: str, qn: QualName, replace: bool, loc: int | None) -> None:
         existing = self.model.obj(kind, qn)
-        if replace and (existing is None or existing.deployed):
+        unknown_counts = existing is None and not self.model.has_baseline
+        if replace and (unknown_counts or (existing is not None and existing.deployed)):
             known = "of the prior generation" if existing else "that may exist in production"
             self._emit("replace-deployed", f"CREATE OR REPLACE {kind} {display(qn)} replaces one "
                        f"{known}; old code calls the new definition, so keep its behaviour "
                        "compatible (or create a versioned name)", loc)
         self.model.put(kind, qn, self.replay_only)
 
-    def _s_ViewStmt(self, node: ast.ViewStmt) -> None:
-        self._replace("view", self._rv(node.view, "view"), bool(node.replace), _loc(node.view))
+    def _s_ViewStmt(self, node: Node) -> None:
+        self._replace("view", self._rv(node.view, "view"), bool(node.replace), self._loc(node.view))
 
-    def _s_CreateFunctionStmt(self, node: ast.CreateFunctionStmt) -> None:
+    def _s_CreateFunctionStmt(self, node: Node) -> None:
         qn = self._qn(_names(node.funcname), "function")
         self._replace("function", qn, bool(node.replace), None)
 
-    def _s_CreateSeqStmt(self, node: ast.CreateSeqStmt) -> None:
+    def _s_CreateSeqStmt(self, node: Node) -> None:
         self.model.put("sequence", self._rv(node.sequence, "sequence"), self.replay_only)
 
-    def _s_CreateEnumStmt(self, node: ast.CreateEnumStmt) -> None:
+    def _s_CreateEnumStmt(self, node: Node) -> None:
         self.model.put("type", self._qn(_names(node.typeName), "type"), self.replay_only)
 
-    def _s_CreateDomainStmt(self, node: ast.CreateDomainStmt) -> None:
+    def _s_CreateDomainStmt(self, node: Node) -> None:
         self.model.put("type", self._qn(_names(node.domainname), "type"), self.replay_only)
 
-    def _s_CreateRangeStmt(self, node: ast.CreateRangeStmt) -> None:
+    def _s_CreateRangeStmt(self, node: Node) -> None:
         self.model.put("type", self._qn(_names(node.typeName), "type"), self.replay_only)
 
-    def _s_CompositeTypeStmt(self, node: ast.CompositeTypeStmt) -> None:
+    def _s_CompositeTypeStmt(self, node: Node) -> None:
         self.model.put("type", self._rv(node.typevar, "type"), self.replay_only)
 
-    def _s_DefineStmt(self, node: ast.DefineStmt) -> None:
+    def _s_DefineStmt(self, node: Node) -> None:
         if node.kind == OT.OBJECT_TYPE:
             self.model.put("type", self._qn(_names(node.defnames), "type"), self.replay_only)
         elif node.kind == OT.OBJECT_AGGREGATE:
             self.model.put("function", self._qn(_names(node.defnames), "function"),
                            self.replay_only)
 
-    def _s_CreateExtensionStmt(self, node: ast.CreateExtensionStmt) -> None:
+    def _s_CreateExtensionStmt(self, node: Node) -> None:
         self.model.put("extension", ("", node.extname), self.replay_only)
 
-    def _s_CreateSchemaStmt(self, node: ast.CreateSchemaStmt) -> None:
+    def _s_CreateSchemaStmt(self, node: Node) -> None:
         name = node.schemaname or (node.authrole.rolename if node.authrole else "")
         self.model.put("schema", ("", name), self.replay_only)
         saved = self.model.search_path
@@ -324,11 +337,11 @@ class Checker:
         finally:
             self.model.search_path = saved
 
-    def _s_IndexStmt(self, node: ast.IndexStmt) -> None:
+    def _s_IndexStmt(self, node: Node) -> None:
         qn = self._rv(node.relation)
         t = self.model.table(qn)
         if t.deployed:
-            loc = _loc(node.relation)
+            loc = self._loc(node.relation)
             if node.unique or node.primary:
                 self._emit("add-unique", f"unique index {node.idxname or ''} on {display(qn)}: "
                            "the prior generation can write rows that violate it (and building it "
@@ -347,7 +360,7 @@ class Checker:
 
     # -- ALTER TABLE ------------------------------------------------------------------------
 
-    def _s_AlterTableStmt(self, node: ast.AlterTableStmt) -> None:
+    def _s_AlterTableStmt(self, node: Node) -> None:
         if node.objtype == OT.OBJECT_TYPE:
             self._alter_composite(node)
             return
@@ -361,11 +374,11 @@ class Checker:
         if live and node.cmds:
             self._lock_stmt("ALTER TABLE")
         for cmd in node.cmds or ():
-            handler = getattr(self, f"_at_{cmd.subtype.name}", None)
+            handler = getattr(self, f"_at_{cmd.subtype}", None)
             if handler is not None:
                 handler(t, cmd, live)
 
-    def _alter_composite(self, node: ast.AlterTableStmt) -> None:
+    def _alter_composite(self, node: Node) -> None:
         qn = self._rv(node.relation, "type")
         if self.model.is_new("type", qn):
             return
@@ -384,40 +397,41 @@ class Checker:
             col = t.columns[name] = Column(name, None, deployed=t.deployed)
         return col
 
-    def _at_AT_AddColumn(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
-        cd: ast.ColumnDef = cmd.def_
+    def _at_AT_AddColumn(self, t: Table, cmd: Node, live: bool) -> None:
+        cd: Node = cmd.def_
         if cmd.missing_ok and cd.colname in t.columns:
             return
         col = self._column(cd, self.replay_only)
         t.columns[cd.colname] = col
-        loc = _loc(cd)
+        loc = self._loc(cd)
         for c in cd.constraints or ():
             self._register_constraint(t, c, cd.colname)
         if not live:
             return
         self._new_column_touched(t, cd.colname, loc)
-        where = f"{display(t.name, cd.colname)}"
         for c in cd.constraints or ():
+            where = display(t.name, cd.colname)
+            cloc = self._loc(c) or loc
             if c.contype in _UNIQUE_KINDS:
                 self._emit("add-unique", f"new column {where} is {_UNIQUE_KINDS[c.contype]}: "
                            f"a uniqueness rule on {display(t.name)}, which the prior generation "
-                           "writes, makes its inserts fail", _loc(c) or loc)
+                           "writes, makes its inserts fail", cloc)
                 self._emit("lock-create-index", f"{where}: the unique index is built under "
-                           "ACCESS EXCLUSIVE", _loc(c) or loc)
+                           "ACCESS EXCLUSIVE", cloc)
             elif c.contype == CT.CONSTR_CHECK:
                 self._emit("add-check", f"new CHECK on {where}: writes by the prior generation "
-                           "may violate it", _loc(c) or loc)
+                           "may violate it", cloc)
             elif c.contype == CT.CONSTR_FOREIGN:
                 self._emit("add-foreign-key", f"new FOREIGN KEY on {where}: writes by the prior "
-                           "generation may violate it", _loc(c) or loc)
+                           "generation may violate it", cloc)
             elif c.contype == CT.CONSTR_DEFAULT and _is_volatile(c.raw_expr):
                 self._emit("lock-table-rewrite", f"{where}: a volatile DEFAULT rewrites "
-                           f"{display(t.name)} under ACCESS EXCLUSIVE", _loc(c) or loc)
+                           f"{display(t.name)} under ACCESS EXCLUSIVE", cloc)
             elif c.contype == CT.CONSTR_GENERATED:
                 self._emit("lock-table-rewrite", f"{where}: a stored generated column "
-                           f"rewrites {display(t.name)} under ACCESS EXCLUSIVE", _loc(c) or loc)
+                           f"rewrites {display(t.name)} under ACCESS EXCLUSIVE", cloc)
 
-    def _at_AT_DropColumn(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_DropColumn(self, t: Table, cmd: Node, live: bool) -> None:
         col = t.column(cmd.name)
         if col is None and cmd.missing_ok and t.columns_known:
             return
@@ -426,7 +440,7 @@ class Checker:
                        f"generation still reads or writes it; {_EXPAND}", self._ident(cmd.name))
         t.columns.pop(cmd.name, None)
 
-    def _at_AT_AlterColumnType(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_AlterColumnType(self, t: Table, cmd: Node, live: bool) -> None:
         new = type_ref(cmd.def_.typeName)
         col = self._col(t, cmd.name)
         where = display(t.name, cmd.name)
@@ -445,7 +459,7 @@ class Checker:
                            f"{display(t.name)} under ACCESS EXCLUSIVE", loc)
         col.type = new
 
-    def _at_AT_SetNotNull(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_SetNotNull(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         if live and col.deployed:
             self._emit("set-not-null", f"SET NOT NULL on {display(t.name, cmd.name)}: the prior "
@@ -456,14 +470,14 @@ class Checker:
             self._new_column_touched(t, cmd.name, self._ident(cmd.name))
         col.not_null = True
 
-    def _at_AT_DropNotNull(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_DropNotNull(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         if live and col.deployed:
             self._emit("drop-not-null", f"DROP NOT NULL on {display(t.name, cmd.name)}: the prior "
                        "generation may now read NULLs it does not expect", self._ident(cmd.name))
         col.not_null = False
 
-    def _at_AT_ColumnDefault(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_ColumnDefault(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         dropping = cmd.def_ is None or _is_null(cmd.def_)
         if dropping and live and col.deployed:
@@ -474,7 +488,7 @@ class Checker:
             self._new_column_touched(t, cmd.name, self._ident(cmd.name))
         col.has_default = not dropping
 
-    def _at_AT_DropIdentity(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_DropIdentity(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         if live and col.deployed:
             self._emit("drop-default", f"DROP IDENTITY on {display(t.name, cmd.name)}: inserts by "
@@ -483,12 +497,12 @@ class Checker:
             self._new_column_touched(t, cmd.name, None)
         col.has_default = False
 
-    def _at_AT_AddIdentity(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_AddIdentity(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         col.has_default = col.not_null = True
 
-    def _at_AT_AddConstraint(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
-        c: ast.Constraint = cmd.def_
+    def _at_AT_AddConstraint(self, t: Table, cmd: Node, live: bool) -> None:
+        c: Node = cmd.def_
         self._register_constraint(t, c, None)
         keys = _names(c.keys or ())
         if c.contype in (CT.CONSTR_PRIMARY, CT.CONSTR_NOTNULL):
@@ -497,13 +511,13 @@ class Checker:
                 if c.contype == CT.CONSTR_NOTNULL and live and col.deployed:
                     self._emit("set-not-null", f"NOT NULL constraint on "
                                f"{display(t.name, key)}: the prior generation may still write "
-                               "NULL", _loc(c))
+                               "NULL", self._loc(c))
                 elif live and not col.deployed:
                     self._new_column_touched(t, key, None)
                 col.not_null = True
         if not live:
             return
-        loc = _loc(c)
+        loc = self._loc(c)
         label = f"constraint {c.conname} " if c.conname else ""
         if c.contype in _UNIQUE_KINDS:
             self._emit("add-unique", f"{_UNIQUE_KINDS[c.contype].upper()} {label}on "
@@ -523,7 +537,7 @@ class Checker:
                            "VALID scans the table under lock; add it NOT VALID, then VALIDATE "
                            "CONSTRAINT", loc)
 
-    def _at_AT_DropConstraint(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_DropConstraint(self, t: Table, cmd: Node, live: bool) -> None:
         con = t.constraints.pop(cmd.name, None)
         self.model.drop("index", (t.name[0], cmd.name))
         if not live or (con is not None and not con.deployed):
@@ -542,7 +556,7 @@ class Checker:
             self._emit("drop-not-null", f"DROP CONSTRAINT {cmd.name} on {display(t.name)}: the "
                        "prior generation may now read NULLs it does not expect", loc)
 
-    def _at_AT_EnableRowSecurity(self, t: Table, cmd: ast.AlterTableCmd, live: bool) -> None:
+    def _at_AT_EnableRowSecurity(self, t: Table, cmd: Node, live: bool) -> None:
         if live:
             self._emit("enable-rls", f"row-level security on {display(t.name)}: queries by the "
                        "prior generation see no rows unless a policy admits them")
@@ -551,21 +565,21 @@ class Checker:
 
     # -- DROP, RENAME, SET SCHEMA -----------------------------------------------------------
 
-    def _drop_names(self, node: ast.DropStmt, kind: str) -> list[QualName]:
+    def _drop_names(self, node: Node, kind: str) -> list[QualName]:
         out = []
         for obj in node.objects or ():
-            if isinstance(obj, ast.String):
+            if is_(obj, "String"):
                 names = [obj.sval]
-            elif isinstance(obj, ast.ObjectWithArgs):
+            elif is_(obj, "ObjectWithArgs"):
                 names = _names(obj.objname)
-            elif isinstance(obj, ast.TypeName):
+            elif is_(obj, "TypeName"):
                 names = _names(obj.names)
             else:
                 names = _names(obj)
             out.append(self._qn(names, kind))
         return out
 
-    def _s_DropStmt(self, node: ast.DropStmt) -> None:
+    def _s_DropStmt(self, node: Node) -> None:
         rt = node.removeType
         if rt in _DROP_IGNORED:
             return
@@ -577,8 +591,8 @@ class Checker:
                     self._emit("drop-object", f"DROP POLICY {names[-1]} on {display(tqn)}: with "
                                "row-level security on, the prior generation loses access")
             return
-        kind = _REL_KINDS.get(rt) or _OBJ_KINDS.get(rt) or rt.name.removeprefix("OBJECT_").lower()
-        cascade = " CASCADE" if node.behavior == enums.DropBehavior.DROP_CASCADE else ""
+        kind = _REL_KINDS.get(rt) or _OBJ_KINDS.get(rt) or rt.removeprefix("OBJECT_").lower()
+        cascade = " CASCADE" if node.behavior == "DROP_CASCADE" else ""
         for qn in self._drop_names(node, kind):
             if kind == "index":
                 self._drop_index(qn, node)
@@ -593,7 +607,7 @@ class Checker:
                            f"prior generation may still use it; {_EXPAND}")
             self.model.drop(kind, qn)
 
-    def _drop_index(self, qn: QualName, node: ast.DropStmt) -> None:
+    def _drop_index(self, qn: QualName, node: Node) -> None:
         idx = self.model.obj("index", qn)
         if idx is not None and (not idx.deployed or not idx.unique):
             pass
@@ -608,7 +622,7 @@ class Checker:
             self._lock_stmt("DROP INDEX")
         self.model.drop("index", qn)
 
-    def _s_RenameStmt(self, node: ast.RenameStmt) -> None:
+    def _s_RenameStmt(self, node: Node) -> None:
         rt = node.renameType
         new = node.newname
         if rt == OT.OBJECT_COLUMN:
@@ -620,14 +634,15 @@ class Checker:
                 if t.deployed and col.deployed:
                     self._emit("rename-column", f"RENAME COLUMN {display(qn, node.subname)} TO "
                                f"{new}: the prior generation still uses the old name; {_EXPAND}",
-                               _loc(node.relation))
+                               self._loc(node.relation))
                     self._lock_stmt("RENAME COLUMN")
                 t.columns.pop(node.subname, None)
                 col.name = new
                 t.columns[new] = col
             elif not self.model.is_new(kind, qn):
-                self._emit("rename-column", f"RENAME COLUMN {display(qn, node.subname)} TO {new}:"
-                           " the prior generation still uses the old name", _loc(node.relation))
+                self._emit("rename-column", f"RENAME COLUMN {display(qn, node.subname)} TO "
+                           f"{new}: the prior generation still uses the old name",
+                           self._loc(node.relation))
             return
         if rt in _RENAME_WARN:
             what = _RENAME_WARN[rt]
@@ -655,23 +670,23 @@ class Checker:
             if not self.model.is_new(kind, qn):
                 self._emit("rename-table", f"RENAME {kind.upper()} {display(qn)} TO {new}: the "
                            f"prior generation still uses the old name; {_EXPAND}",
-                           _loc(node.relation))
+                           self._loc(node.relation))
                 if kind == "table":
                     self._lock_stmt("RENAME TABLE")
             self.model.move(kind, qn, (qn[0], new))
             return
-        kind = _OBJ_KINDS.get(rt, rt.name.removeprefix("OBJECT_").lower())
+        kind = _OBJ_KINDS.get(rt, rt.removeprefix("OBJECT_").lower())
         obj = node.object
         if rt == OT.OBJECT_SCHEMA:
             qn: QualName = ("", node.subname)
         elif rt == OT.OBJECT_ATTRIBUTE:
             qn = self._rv(node.relation, "type")
             kind = "type"
-        elif isinstance(obj, ast.ObjectWithArgs):
+        elif is_(obj, "ObjectWithArgs"):
             qn = self._qn(_names(obj.objname), kind)
-        elif isinstance(obj, ast.TypeName):
+        elif is_(obj, "TypeName"):
             qn = self._qn(_names(obj.names), kind)
-        elif isinstance(obj, ast.String):
+        elif is_(obj, "String"):
             qn = ("", obj.sval)
         elif isinstance(obj, tuple | list):
             qn = self._qn(_names(obj), kind)
@@ -684,14 +699,14 @@ class Checker:
         if rt != OT.OBJECT_ATTRIBUTE:
             self.model.move(kind, qn, (qn[0], new) if qn[0] else ("", new))
 
-    def _s_AlterObjectSchemaStmt(self, node: ast.AlterObjectSchemaStmt) -> None:
+    def _s_AlterObjectSchemaStmt(self, node: Node) -> None:
         ot = node.objectType
-        kind = _REL_KINDS.get(ot) or _OBJ_KINDS.get(ot) or ot.name.removeprefix("OBJECT_").lower()
+        kind = _REL_KINDS.get(ot) or _OBJ_KINDS.get(ot) or ot.removeprefix("OBJECT_").lower()
         if node.relation is not None:
             qn = self._rv(node.relation, kind)
-        elif isinstance(node.object, ast.ObjectWithArgs):
+        elif is_(node.object, "ObjectWithArgs"):
             qn = self._qn(_names(node.object.objname), kind)
-        elif isinstance(node.object, ast.TypeName):
+        elif is_(node.object, "TypeName"):
             qn = self._qn(_names(node.object.names), kind)
         elif isinstance(node.object, tuple | list):
             qn = self._qn(_names(node.object), kind)
@@ -700,14 +715,14 @@ class Checker:
         if not self.model.is_new(kind, qn):
             self._emit("set-schema", f"ALTER {kind.upper()} {display(qn)} SET SCHEMA "
                        f"{node.newschema}: the prior generation still uses the old qualified "
-                       f"name; {_EXPAND}", _loc(node.relation))
+                       f"name; {_EXPAND}", self._loc(node.relation))
             if kind == "table":
                 self._lock_stmt("SET SCHEMA")
         self.model.move(kind, qn, (node.newschema, qn[1]))
 
     # -- enums, domains, privileges, data ---------------------------------------------------
 
-    def _s_AlterEnumStmt(self, node: ast.AlterEnumStmt) -> None:
+    def _s_AlterEnumStmt(self, node: Node) -> None:
         qn = self._qn(_names(node.typeName), "type")
         if self.model.is_new("type", qn):
             return
@@ -718,7 +733,7 @@ class Checker:
             self._emit("enum-add-value", f"ADD VALUE {node.newVal!r} to enum {display(qn)}: the "
                        "prior generation may read a label it does not know")
 
-    def _s_AlterDomainStmt(self, node: ast.AlterDomainStmt) -> None:
+    def _s_AlterDomainStmt(self, node: Node) -> None:
         qn = self._qn(_names(node.typeName), "type")
         if self.model.is_new("type", qn):
             return
@@ -735,78 +750,75 @@ class Checker:
             self._emit("drop-default", f"DROP DEFAULT on domain {display(qn)}: inserts by the "
                        "prior generation relying on it change meaning")
 
-    def _s_GrantStmt(self, node: ast.GrantStmt) -> None:
+    def _s_GrantStmt(self, node: Node) -> None:
         if node.is_grant:
             return
         objs = node.objects or ()
-        if (node.targtype == enums.GrantTargetType.ACL_TARGET_OBJECT
+        if (node.targtype == "ACL_TARGET_OBJECT"
                 and node.objtype == OT.OBJECT_TABLE and objs
-                and all(isinstance(o, ast.RangeVar) and self.model.is_new("table", self._rv(o))
+                and all(is_(o, "RangeVar") and self.model.is_new("table", self._rv(o))
                         for o in objs)):
             return
         self._emit("revoke", "REVOKE: the prior generation may lose a privilege it uses")
 
-    def _s_GrantRoleStmt(self, node: ast.GrantRoleStmt) -> None:
+    def _s_GrantRoleStmt(self, node: Node) -> None:
         if not node.is_grant:
             self._emit("revoke", "REVOKE of role membership: the prior generation may lose "
                        "privileges it uses")
 
-    def _s_TruncateStmt(self, node: ast.TruncateStmt) -> None:
+    def _s_TruncateStmt(self, node: Node) -> None:
         for rv in node.relations or ():
             qn = self._rv(rv)
             if not self.model.is_new("table", qn):
                 self._emit("truncate", f"TRUNCATE {display(qn)}: deletes data the prior "
-                           "generation is serving", _loc(rv))
+                           "generation is serving", self._loc(rv))
                 self._lock_stmt("TRUNCATE")
 
-    def _s_DropOwnedStmt(self, node: ast.DropOwnedStmt) -> None:
+    def _s_DropOwnedStmt(self, node: Node) -> None:
         self._emit("drop-object", "DROP OWNED drops every object of the role, including ones "
                    "the prior generation uses")
 
-    def _s_CreateTrigStmt(self, node: ast.CreateTrigStmt) -> None:
+    def _s_CreateTrigStmt(self, node: Node) -> None:
         if self.model.table(self._rv(node.relation)).deployed:
             self._lock_stmt("CREATE TRIGGER")
 
     # -- session settings -------------------------------------------------------------------
 
-    def _s_VariableSetStmt(self, node: ast.VariableSetStmt) -> None:
+    def _s_VariableSetStmt(self, node: Node) -> None:
         name = (node.name or "").lower()
-        setting = node.kind == enums.VariableSetKind.VAR_SET_VALUE
-        values = [getattr(a.val, "sval", None) or str(getattr(a.val, "ival", ""))
-                  for a in node.args or () if isinstance(a, ast.A_Const)]
+        setting = node.kind == "VAR_SET_VALUE"
+        values = [v for v in (const_text(a) for a in node.args or ()) if v is not None]
         if name == "lock_timeout":
             self._lock_timeout = setting and bool(values) and values[0] not in ("0", "")
         elif name == "search_path":
             self.model.search_path = [v for v in values if v] if setting else ["public"]
 
-    def _s_SelectStmt(self, node: ast.SelectStmt) -> None:
+    def _s_SelectStmt(self, node: Node) -> None:
         for target in node.targetList or ():
             fc = target.val
-            if isinstance(fc, ast.FuncCall) and fc.funcname[-1].sval == "set_config":
+            if is_(fc, "FuncCall") and fc.funcname[-1].sval == "set_config":
                 args = fc.args or ()
-                if len(args) >= 2 and all(isinstance(a, ast.A_Const) for a in args[:2]):
-                    if getattr(args[0].val, "sval", "") == "lock_timeout":
-                        self._lock_timeout = getattr(args[1].val, "sval", "0") not in ("0", "")
+                if len(args) >= 2 and const_text(args[0]) == "lock_timeout":
+                    self._lock_timeout = (const_text(args[1]) or "0") not in ("0", "")
 
     # -- opaque SQL -------------------------------------------------------------------------
 
-    def _s_CallStmt(self, node: ast.CallStmt) -> None:
+    def _s_CallStmt(self, node: Node) -> None:
         name = ".".join(_names(node.funccall.funcname))
         self._emit("opaque-sql", f"CALL {name}: a procedure body is opaque to the lint; inline "
                    "its statements or waive with a reason")
 
-    def _s_ExecuteStmt(self, node: ast.ExecuteStmt) -> None:
+    def _s_ExecuteStmt(self, node: Node) -> None:
         self._emit("opaque-sql", f"EXECUTE {node.name}: a prepared statement is opaque to the "
                    "lint")
 
-    def _s_DoStmt(self, node: ast.DoStmt) -> None:
+    def _s_DoStmt(self, node: Node) -> None:
         body, language, body_loc = "", "plpgsql", None
         for de in node.args or ():
             if de.defname == "as":
                 body = de.arg.sval
-                body_loc = getattr(de, "arg_location", None)
-                if body_loc is None or body_loc < 0:
-                    body_loc = getattr(de, "location", None)
+                raw = de.arg_location if de.arg_location is not None else de.location
+                body_loc = self._char(raw) if isinstance(raw, int) and raw >= 0 else None
             elif de.defname == "language":
                 language = de.arg.sval.lower()
         if language != "plpgsql":
@@ -822,13 +834,13 @@ class Checker:
                                "use static statements or waive with a reason")
                     continue
                 try:
-                    inner = parse_sql(item.sql)
+                    inner, _ = parse(item.sql)
                 except ParseError as exc:
                     self._emit("opaque-sql", f"statement in DO block does not parse "
                                f"({exc.args[0]}); the lint cannot see what it does")
                     continue
-                for raw in inner:
-                    self.statement(raw.stmt, self._offset)
+                for stmt, _ in inner:
+                    self.statement(stmt, self._offset)
         finally:
             self._override = saved
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from pglast import parse_sql
 from pglast.parser import ParseError
 
+from spectral_core.compat._node import parse
 from spectral_core.compat.checks import Checker, Hit
 from spectral_core.compat.errors import LintError
 from spectral_core.compat.finding import RULES, Finding, Gate, Severity
@@ -59,21 +59,19 @@ class Linter:
     def model(self) -> SchemaModel:
         return self.checker.model
 
-    def _run(self, text: str, path: str, *, deployed: bool) -> tuple[list[Hit], int]:
-        stmts = parse_sql(text)
-        scan = None if deployed else scan_markers(text)
+    def _run(self, text: str, path: str, scan: MarkerScan | None) -> tuple[list[Hit], int]:
+        stmts, chars = parse(text)
         starts = scan.token_starts if scan is not None else ()
         checker = self.checker
         tokens = (starts, scan.token_ends if scan is not None else ())
-        checker.begin_file(text, deployed=deployed, tokens=tokens)
-        for raw in stmts:
-            offset = raw.stmt_location or 0
+        checker.begin_file(text, deployed=scan is None, chars=chars, tokens=tokens)
+        for stmt, offset in stmts:
             if starts:
                 i = bisect.bisect_left(starts, offset)
                 if i < len(starts):
                     offset = starts[i]
             try:
-                checker.statement(raw.stmt, offset)
+                checker.statement(stmt, offset)
             except Exception as exc:  # a bug must not pass silently: fail closed, exit 2
                 line, col = Positions(text).at(offset)
                 raise LintError(f"internal error at {path}:{line}:{col}: {exc!r}",
@@ -82,8 +80,9 @@ class Linter:
 
     def replay(self, text: str, path: str) -> FileResult:
         """Apply a deployed migration to the model; it is not judged."""
+        self.model.has_baseline = True
         try:
-            _, count = self._run(text, path, deployed=True)
+            _, count = self._run(text, path, None)
         except ParseError as exc:
             pos = Positions(text)
             f = _syntax(path, text, pos, exc)
@@ -102,7 +101,7 @@ class Linter:
             return FileResult(path, [_syntax(path, text, pos, exc)])
         out = [_finding(path, pos, off, "marker-invalid", msg) for off, msg in scan.near_misses]
         try:
-            hits, count = self._run(text, path, deployed=False)
+            hits, count = self._run(text, path, scan)
         except ParseError as exc:
             return FileResult(path, [_syntax(path, text, pos, exc), *out])
         out.extend(self._waive(path, pos, scan, hits))

@@ -32,6 +32,7 @@ PLACEHOLDER_REASONS = frozenset(
      "<reason>", "<non-empty text>", "<text>", "...)", "placeholder", "wip", "later", "."}
 )
 
+_COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 _KEYWORDS = {"compat": ("breaking",), "locking": ("accepted",)}
 
 
@@ -62,11 +63,10 @@ class MarkerScan:
 
 
 def _close(word: str, target: str) -> bool:
-    """True when *word* is within edit distance 2 of *target* (1 for short targets)."""
+    """True when *word* is within edit distance 2 of *target*."""
     if word == target:
         return True
-    limit = 1 if len(target) <= 6 else 2
-    if abs(len(word) - len(target)) > limit:
+    if abs(len(word) - len(target)) > 2:
         return False
     prev = list(range(len(target) + 1))
     for i, a in enumerate(word, 1):
@@ -74,25 +74,40 @@ def _close(word: str, target: str) -> bool:
         for j, b in enumerate(target, 1):
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b)))
         prev = cur
-    return prev[-1] <= limit
+    return prev[-1] <= 2
 
 
-def _attempted_gate(body: str) -> str | None:
-    """Return the gate a comment seems to be aiming at, or None for an ordinary comment."""
-    low = body.lower()
+def _one_edit(word: str) -> frozenset[str]:
+    """Every spelling within one edit (delete, transpose, replace, insert) of *word*."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    out = {a + b[1:] for a, b in splits if b}
+    out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    out |= {a + c + b[1:] for a, b in splits if b for c in letters}
+    out |= {a + c + b for a, b in splits for c in letters}
+    return frozenset(out)
+
+
+_GATE_SPELLINGS = {gate: _one_edit(gate) for gate in _KEYWORDS}
+
+
+def _attempted_gate(text: str) -> str | None:
+    """Return the gate a comment seems to aim at, or None for an ordinary comment.
+
+    An attempt is a word within one edit of ``compat`` / ``locking`` that is followed by a
+    colon or accompanied by a word within two edits of the verb (``breaking`` / ``accepted``).
+    """
+    low = text.lower()
     words = _WORDS.findall(low)
     for gate, verbs in _KEYWORDS.items():
-        hits = [i for i, w in enumerate(words) if _close(w, gate)]
-        if not hits:
-            continue
-        rest = set(words[hits[0] + 1 :])
-        if any(_close(w, v) for w in rest for v in verbs) or "reason" in rest:
-            return gate
-        # "compat:" / "locking:" as a leading keyword is an attempt even without a verb.
-        stripped = low.lstrip("-/* \t")
-        first = words[hits[0]]
-        if stripped.startswith(first) and stripped[len(first) :].lstrip().startswith(":"):
-            return gate
+        spellings = _GATE_SPELLINGS[gate]
+        for i, w in enumerate(words):
+            if w not in spellings:
+                continue
+            after = low[low.find(w) + len(w) :].lstrip()
+            if after.startswith(":") or any(_close(v, verb) for v in words[i + 1 :]
+                                            for verb in verbs):
+                return gate
     return None
 
 
@@ -125,17 +140,15 @@ def scan_markers(sql: str) -> MarkerScan:
     """
     markers: list[Marker] = []
     near: list[tuple[int, str]] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    for tok in scan(sql):
-        if tok.name == "SQL_COMMENT" or tok.name == "C_COMMENT":
-            text = sql[tok.start : tok.end + 1]
-            marker, problem = _judge(text)
+    tokens = scan(sql)  # Token(start, end, name, kind); end is inclusive
+    for start, end, name, _ in tokens:
+        if name in _COMMENT_TOKENS:
+            marker, problem = _judge(sql[start : end + 1])
             if marker is not None:
-                markers.append(Marker(marker.gate, marker.reason, tok.start))
+                markers.append(Marker(marker.gate, marker.reason, start))
             elif problem is not None:
-                near.append((tok.start, problem))
-        else:
-            starts.append(tok.start)
-            ends.append(tok.end)
-    return MarkerScan(tuple(markers), tuple(near), tuple(starts), tuple(ends))
+                near.append((start, problem))
+    code = [t for t in tokens if t[2] not in _COMMENT_TOKENS]
+    starts = tuple(t[0] for t in code)
+    ends = tuple(t[1] for t in code)
+    return MarkerScan(tuple(markers), tuple(near), starts, ends)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pglast import ast, parse_plpgsql, parse_sql
-from pglast.parser import ParseError
+from pglast.parser import ParseError, parse_plpgsql_json
+
+from spectral_core.compat._node import is_, parse
 
 __all__ = ["BlockItem", "constant_string", "do_block_items"]
 
@@ -24,22 +26,21 @@ class BlockItem:
 def constant_string(expr: str) -> str | None:
     """Fold a PL/pgSQL expression to its constant string value (``'a' || $$b$$``), else None."""
     try:
-        stmts = parse_sql("SELECT " + expr)
+        stmts, _ = parse("SELECT " + expr)
     except ParseError:
         return None
-    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.SelectStmt):
+    if len(stmts) != 1 or not is_(stmts[0][0], "SelectStmt"):
         return None
-    targets = stmts[0].stmt.targetList or ()
+    targets = stmts[0][0].targetList or ()
     return _fold(targets[0].val) if len(targets) == 1 else None
 
 
 def _fold(node: Any) -> str | None:
-    if isinstance(node, ast.A_Const):
-        val = node.val
-        return val.sval if isinstance(val, ast.String) else None
-    if isinstance(node, ast.TypeCast):
+    if is_(node, "A_Const"):
+        return node.d["sval"].get("sval", "") if "sval" in node.d else None
+    if is_(node, "TypeCast"):
         return _fold(node.arg)
-    if isinstance(node, ast.A_Expr) and node.name and len(node.name) == 1:
+    if is_(node, "A_Expr") and node.name and len(node.name) == 1:
         if node.name[0].sval == "||":
             left, right = _fold(node.lexpr), _fold(node.rexpr)
             if left is not None and right is not None:
@@ -87,7 +88,7 @@ def do_block_items(body: str) -> Iterator[BlockItem]:
         tag = f"$spectral_do{n}$"
     wrapper = f"CREATE FUNCTION spectral_do() RETURNS void LANGUAGE plpgsql AS {tag}{body}{tag}"
     try:
-        tree = parse_plpgsql(wrapper)
+        tree = json.loads(parse_plpgsql_json(wrapper))
     except ParseError as exc:
         yield BlockItem(1, None, f"DO block does not parse as PL/pgSQL: {exc.args[0]}")
         return

@@ -82,6 +82,9 @@ class SchemaModel:
     tables: dict[QualName, Table] = field(default_factory=dict)
     objects: dict[tuple[str, QualName], SchemaObject] = field(default_factory=dict)
     search_path: list[str] = field(default_factory=lambda: ["public"])
+    #: True once deployed migrations were replayed: the model then knows every view and
+    #: function the prior generation has, so an unknown one is new.
+    has_baseline: bool = False
 
     def qualify(self, schema: str | None, name: str, kind: str = "table") -> QualName:
         """Resolve *name* through the search_path when it is not schema-qualified."""

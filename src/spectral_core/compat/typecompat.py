@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pglast import ast
+from spectral_core.compat._node import Node, const_int, wrap
 
 __all__ = ["TypeRef", "is_compatible", "needs_rewrite", "type_ref"]
 
@@ -42,25 +42,27 @@ class TypeRef:
         return f"{self.name}{mods}{'[]' if self.array else ''}"
 
 
-def type_ref(tn: ast.TypeName) -> TypeRef | None:
+def type_ref(tn: Node) -> TypeRef | None:
     """Normalize a pglast TypeName; None when it cannot be known statically (``%TYPE``)."""
-    if tn.pct_type or not tn.names:
+    d = tn.d
+    names = d.get("names")
+    if d.get("pct_type") or not names:
         return None
-    parts = [n.sval for n in tn.names]
+    parts = [n["String"]["sval"] for n in names]
     if len(parts) == 2 and parts[0] == "pg_catalog":
         parts = parts[1:]
     name = ".".join(parts)
     name = _ALIASES.get(name, name)
+    array = bool(d.get("arrayBounds"))
     mods: list[int] = []
-    for m in tn.typmods or ():
-        val = getattr(m, "val", None)
-        ival = getattr(val, "ival", None)
+    for m in d.get("typmods", ()):
+        ival = const_int(wrap(m))
         if ival is None:
-            return TypeRef(name + "(?)", (), bool(tn.arrayBounds))
+            return TypeRef(name + "(?)", (), array)
         mods.append(ival)
     if name in ("float4", "float8") and mods:  # float(p)
         name, mods = ("float4" if mods[0] <= 24 else "float8"), []
-    return TypeRef(name, tuple(mods), bool(tn.arrayBounds))
+    return TypeRef(name, tuple(mods), array)
 
 
 def _widening(old: TypeRef, new: TypeRef) -> bool:

@@ -87,6 +87,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reconnect_backoff_cap_s: PosFloat = 5.0
     outage_limit_s: PosFloat = 300.0
 
+    # spectral-api: request limits, per-tenant defaults (overridable per tenant in
+    # core.tenants), cache lifetimes and the sandbox budget of one decision
+    api_max_body_bytes: PosInt = 1024 * 1024
+    api_rate: PosFloat = 50.0
+    api_burst: PosInt = 100
+    api_concurrency: PosInt = 16
+    api_auth_ttl_s: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    api_approval_ttl_s: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    api_health_cache_s: Annotated[float, Meta(ge=0, le=60)] = 0.5
+    api_sandbox_threads: Annotated[int, Meta(ge=1, le=256)] = 8
+    sandbox_fuel: PosInt = 10_000_000
+    sandbox_deadline_ms: PosInt = 100
+    sandbox_memory_bytes: Annotated[int, Meta(ge=64 * 1024)] = 16 * 1024 * 1024
+    sandbox_output_bytes: PosInt = 64 * 1024
+
     # only read by the test-suite; accepted so a shell exporting it can still boot
     test_database_url: str | None = None
 

@@ -1,4 +1,4 @@
-"""Decision modules: keys, operator approvals (and, alongside, the store and cache)."""
+"""Decision modules: keys, operator approvals, the content-addressed store and the cache."""
 
 from spectral_core.modules.approval import (
     Approval,
@@ -11,15 +11,48 @@ from spectral_core.modules.approval import (
     save_private_key,
     sign_approval,
 )
+from spectral_core.modules.cache import ModuleCache, Verdict
+from spectral_core.modules.store import (
+    ModuleInfo,
+    ModuleStore,
+    StoredApproval,
+    add_approval,
+    approvals_for,
+    content_hash_of,
+    fetch_pinned,
+    get_blob,
+    list_approvals,
+    list_modules,
+    pin_module,
+    put_blob,
+    revoke_approval,
+    validate_key,
+)
 
 __all__ = [
     "Approval",
     "Keyring",
+    "ModuleCache",
+    "ModuleInfo",
     "ModuleKey",
+    "ModuleStore",
+    "StoredApproval",
+    "Verdict",
+    "add_approval",
     "approval_message",
+    "approvals_for",
+    "content_hash_of",
+    "fetch_pinned",
     "generate_operator_key",
+    "get_blob",
     "key_id_for",
+    "list_approvals",
+    "list_modules",
     "load_private_key",
+    "pin_module",
+    "put_blob",
+    "revoke_approval",
     "save_private_key",
     "sign_approval",
+    "validate_key",
 ]

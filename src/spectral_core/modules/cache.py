@@ -1,0 +1,235 @@
+"""The verified-module cache used on the decide path (per process).
+
+:meth:`ModuleCache.resolve` turns a :class:`ModuleKey` into a compiled module that may run
+now, or raises.  Three layers, each with its own lifetime:
+
+* **pin -> content hash**: pins never change (enforced in SQL), so a resolved pin is cached
+  for the life of the process (LRU-bounded).  Unknown keys are not cached.
+* **content hash -> compiled module**: the bytes are read once, their sha256 recomputed and
+  compared with the pinned address (:func:`~spectral_core.modules.store.fetch_pinned`),
+  compiled by the sandbox off the event loop and cached by hash (LRU-bounded).  The compiled
+  module is made from the verified bytes, so later edits of the database copy cannot change
+  what runs; a process that loads tampered bytes refuses them.
+* **approval verdict**: the result of checking the stored approvals (one indexed query plus
+  Ed25519 verification of the candidate rows) is reused for at most ``approval_ttl_s``
+  (default 0.5 s), then re-checked.  A revocation or an expiry therefore stops execution
+  within ``approval_ttl_s`` (plus one query) on every process, cache included; the expiry
+  time itself is compared with the clock on every call.  Fails closed: an error while
+  checking is an error for the caller, never a pass.
+
+Nothing here is shared between processes: with N API processes each holds its own cache
+and each re-checks approvals on its own; the bound above holds for every one of them.
+See ``docs/adr/0007-module-store-and-revocation.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+import msgspec
+import structlog
+
+from spectral_core.errors import ApprovalError, ConfigError
+from spectral_core.modules.approval import Keyring, ModuleKey
+from spectral_core.modules.store import ModuleStore, StoredApproval
+from spectral_core.sandbox import CompiledModule, Sandbox
+
+__all__ = ["ModuleCache", "Verdict"]
+
+log = structlog.get_logger(__name__)
+
+#: Approval failures that mean someone forged or replayed something: logged at error level.
+_SUSPICIOUS: Final = frozenset({"unknown_key", "bad_signature", "hash_mismatch",
+                                "key_mismatch", "malformed"})
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    """The cached outcome of one approval check.
+
+    Attributes:
+        checked_at: Monotonic time of the check.
+        expires_at: Latest expiry among the valid approvals (epoch seconds), 0 if none.
+        approval_id: Id of the approval that validated the module, if any.
+        reason: Failure reason when no approval is valid.
+        message: Failure message.
+    """
+
+    checked_at: float
+    expires_at: int = 0
+    approval_id: int | None = None
+    reason: str | None = None
+    message: str = ""
+
+
+class ModuleCache:
+    """Resolve module keys to runnable compiled modules, verified and approved.
+
+    Args:
+        store: The module store.
+        sandbox: The sandbox that compiles (and later runs) the modules.
+        keyring: The trusted operator public keys.
+        approval_ttl_s: How long an approval verdict is reused before it is re-checked.
+        max_modules: Compiled modules kept (least recently used evicted).
+        max_keys: Pins and approval verdicts kept.
+        clock: Monotonic clock (tests).
+        wall: Wall clock in epoch seconds (tests).
+
+    Raises:
+        ConfigError: A bound is out of range.
+    """
+
+    def __init__(
+        self,
+        store: ModuleStore,
+        sandbox: Sandbox,
+        keyring: Keyring,
+        *,
+        approval_ttl_s: float = 0.5,
+        max_modules: int = 256,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 <= approval_ttl_s <= 60 or max_modules < 1 or max_keys < 1:
+            raise ConfigError("invalid module cache bounds")
+        self.store = store
+        self.sandbox = sandbox
+        self.keyring = keyring
+        self.approval_ttl_s = approval_ttl_s
+        self._max_modules = max_modules
+        self._max_keys = max_keys
+        self._clock = clock
+        self._wall = wall
+        self._pins: OrderedDict[ModuleKey, str] = OrderedDict()
+        self._compiled: OrderedDict[str, CompiledModule] = OrderedDict()
+        self._verdicts: OrderedDict[tuple[ModuleKey, str], Verdict] = OrderedDict()
+        self._refresh_locks: dict[tuple[ModuleKey, str], anyio.Lock] = {}
+        self._load_lock = anyio.Lock()
+
+    def __len__(self) -> int:
+        """Compiled modules currently cached."""
+        return len(self._compiled)
+
+    def clear(self) -> None:
+        """Forget everything (pins, compiled modules, verdicts)."""
+        self._pins.clear()
+        self._compiled.clear()
+        self._verdicts.clear()
+        self._refresh_locks.clear()
+
+    async def resolve(self, key: ModuleKey) -> CompiledModule:
+        """The compiled module pinned for ``key``, if it may run now.
+
+        Raises:
+            ModuleNotFound: ``key`` is not pinned.
+            ContentHashMismatch: The stored bytes do not match their address (tampering).
+            ApprovalError: No valid, unexpired, unrevoked operator approval for exactly this
+                content and key (``.reason`` says why).
+            SandboxError: The sandbox refuses the module (invalid, declares imports).
+            ModuleTrap: The module does not implement the ABI.
+            DatabaseError: The store could not be read.
+        """
+        compiled = self._cached_module(key)
+        if compiled is None:
+            compiled = await self._load(key)
+        await self._check_approved(key, compiled.content_hash)
+        return compiled
+
+    def _cached_module(self, key: ModuleKey) -> CompiledModule | None:
+        content_hash = self._pins.get(key)
+        if content_hash is None:
+            return None
+        compiled = self._compiled.get(content_hash)
+        if compiled is not None:
+            self._compiled.move_to_end(content_hash)
+        return compiled
+
+    async def _load(self, key: ModuleKey) -> CompiledModule:
+        async with self._load_lock:
+            compiled = self._cached_module(key)
+            if compiled is not None:
+                return compiled
+            content_hash, data = await self.store.fetch_pinned(key)
+            compiled = self._compiled.get(content_hash)
+            if compiled is None:
+                compiled = await anyio.to_thread.run_sync(self.sandbox.compile, data)
+                # the sandbox hashes the bytes it compiled: it must be the pinned address
+                if compiled.content_hash != content_hash:  # pragma: no cover - defensive
+                    raise ApprovalError("compiled content differs from the pin",
+                                        reason="hash_mismatch")
+                self._compiled[content_hash] = compiled
+                while len(self._compiled) > self._max_modules:
+                    self._compiled.popitem(last=False)
+                log.info("module.loaded", org=key.org, domain=key.domain, action=key.action,
+                         world_model_version=key.world_model_version,
+                         content_hash=content_hash, size=compiled.size)
+            self._pins[key] = content_hash
+            while len(self._pins) > self._max_keys:
+                self._pins.popitem(last=False)
+            return compiled
+
+    async def _check_approved(self, key: ModuleKey, content_hash: str) -> None:
+        slot = (key, content_hash)
+        verdict = self._verdicts.get(slot)
+        if verdict is None or self._clock() - verdict.checked_at >= self.approval_ttl_s:
+            lock = self._refresh_locks.get(slot)
+            if lock is None:
+                lock = self._refresh_locks[slot] = anyio.Lock()
+            async with lock:
+                verdict = self._verdicts.get(slot)
+                if verdict is None or self._clock() - verdict.checked_at >= self.approval_ttl_s:
+                    verdict = await self._verify(key, content_hash)
+                    self._verdicts[slot] = verdict
+                    self._verdicts.move_to_end(slot)
+                    while len(self._verdicts) > self._max_keys:
+                        old, _ = self._verdicts.popitem(last=False)
+                        self._refresh_locks.pop(old, None)
+        if verdict.reason is not None:
+            raise ApprovalError(verdict.message, reason=verdict.reason)
+        if not self._wall() < verdict.expires_at:
+            raise ApprovalError("approval has expired", reason="expired")
+
+    async def _verify(self, key: ModuleKey, content_hash: str) -> Verdict:
+        """One indexed query, then Ed25519 verification of each live candidate row."""
+        checked_at = self._clock()
+        rows = await self.store.approvals_for(key, content_hash)
+        now = self._wall()
+        best: StoredApproval | None = None
+        failures: list[ApprovalError] = []
+        revoked = 0
+        for row in rows:
+            if row.revoked:
+                revoked += 1
+                continue
+            try:
+                self.keyring.verify(row.approval, content_hash, key, now)
+            except ApprovalError as exc:
+                failures.append(exc)
+                if getattr(exc, "reason", None) in _SUSPICIOUS:
+                    log.error("module.approval_rejected", approval_id=row.id,
+                              reason=exc.context.get("reason"), key_id=row.approval.key_id,
+                              org=key.org, domain=key.domain, action=key.action,
+                              content_hash=content_hash, alert="forged or foreign approval")
+                continue
+            if best is None or row.approval.expires_at > best.approval.expires_at:
+                best = row
+        if best is not None:
+            return Verdict(checked_at=checked_at, expires_at=best.approval.expires_at,
+                           approval_id=best.id)
+        return Verdict(checked_at=checked_at, **_failure(failures, revoked))
+
+
+def _failure(failures: list[ApprovalError], revoked: int) -> dict[str, Any]:
+    reasons = [str(f.context.get("reason", "invalid")) for f in failures]
+    if "expired" in reasons:
+        return {"reason": "expired", "message": "the module's approval has expired"}
+    if reasons:
+        return {"reason": reasons[0], "message": "the module's approval is not valid"}
+    if revoked:
+        return {"reason": "revoked", "message": "the module's approval was revoked"}
+    return {"reason": "missing", "message": "the module has no operator approval"}

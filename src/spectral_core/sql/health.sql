@@ -1,0 +1,9 @@
+-- name: health_probe
+-- description: every database-side health fact in one round trip
+SELECT
+    (SELECT coalesce(max(number), 0) FROM core.schema_migrations) AS migration_head,
+    CASE WHEN to_regclass('core.outbox') IS NULL THEN false
+         ELSE has_table_privilege('core.outbox', 'INSERT') END AS outbox_writable,
+    (SELECT count(*) FROM core.workers
+     WHERE generation = %(generation)s AND state IN ('running', 'reconnecting')
+       AND last_seen > now() - make_interval(secs => %(stale_after_s)s)) AS live_workers

@@ -72,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     operator_keys: str = ""
     llm_credential: dict[str, str] = {}
 
+    #: extra handler installers for spectral-workers: ``module:function`` entries,
+    #: comma-separated; each is called as ``function(registry, settings)``
+    worker_handlers: str = ""
+
     # outbox / workers tunables
     outbox_max_payload_bytes: PosInt = 256 * 1024
     outbox_batch_size: Annotated[int, Meta(ge=1, le=1000)] = 100

@@ -50,6 +50,7 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
         heartbeat = Heartbeat(db, WorkerInfo.from_runtime(rt),
                               interval_s=settings.heartbeat_interval_s,
                               state=lambda: consumer.state)
+        consumer.on_state_change = heartbeat.poke
         reaper = Reaper(generation, stale_after_s=settings.worker_stale_after_s,
                         max_attempts=settings.outbox_max_attempts)
         await heartbeat.register()

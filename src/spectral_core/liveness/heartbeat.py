@@ -50,6 +50,11 @@ class Heartbeat:
         self.interval_s = interval_s
         self._state = state
         self.last_written: str | None = None
+        self._poked = anyio.Event()
+
+    def poke(self) -> None:
+        """Beat now (called on a state change, so other processes see it at once)."""
+        self._poked.set()
 
     async def register(self) -> None:
         """Insert the worker's row (state ``running``)."""
@@ -89,7 +94,9 @@ class Heartbeat:
                 if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
                     raise
                 log.warning("worker.heartbeat_failed", error_type=type(exc).__name__)
-            await anyio.sleep(self.interval_s)
+            with anyio.move_on_after(self.interval_s):
+                await self._poked.wait()
+            self._poked = anyio.Event()
 
     async def mark_exited(self) -> None:
         """Record a clean exit (shielded: survives cancellation)."""

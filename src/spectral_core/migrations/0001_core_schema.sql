@@ -49,6 +49,7 @@ CREATE TABLE core.workers (
     version     text NOT NULL,
     started_at  timestamptz NOT NULL DEFAULT now(),
     last_seen   timestamptz NOT NULL DEFAULT now(),
+    reconnects  integer NOT NULL DEFAULT 0,     -- transitions into 'reconnecting'
     exited_at   timestamptz
 );
 CREATE INDEX workers_generation_v1 ON core.workers (generation, state);

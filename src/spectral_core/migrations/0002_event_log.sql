@@ -3,7 +3,8 @@
 CREATE TABLE core.event_log (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     outbox_id        bigint NOT NULL,
-    generation       bigint NOT NULL,
+    generation       bigint NOT NULL,            -- the outbox row's generation
+    handled_by       bigint NOT NULL,            -- the generation of the worker that ran it
     topic            text NOT NULL,
     idempotency_key  text NOT NULL,
     payload          jsonb NOT NULL,

@@ -35,8 +35,8 @@ class Claimer:
             cur = await conn.execute(query("claim_batch"), {**self._base, "limit": limit})
             rows = await cur.fetchall()
         rows.sort(key=lambda r: r[0])
-        return [Event(id=r[0], generation=self.generation, topic=r[1], payload=r[2],
-                      idempotency_key=r[3], attempts=r[4], created_at=r[5]) for r in rows]
+        return [Event(id=r[0], generation=r[1], topic=r[2], payload=r[3],
+                      idempotency_key=r[4], attempts=r[5], created_at=r[6]) for r in rows]
 
     async def mark_handled(self, conn: psycopg.AsyncConnection[Any], handler: str,
                            events: list[Event]) -> set[str]:

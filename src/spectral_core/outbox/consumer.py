@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal
 
 import anyio
@@ -68,8 +69,9 @@ class ConsumerConfig:
 
 
 def reconnect_delay(attempt: int, cap_s: float, rand: random.Random) -> float:
-    """Bounded exponential backoff with full jitter (0.1 s, 0.2 s, ... up to ``cap_s``)."""
-    return rand.uniform(0.05, min(cap_s, 0.1 * (2 ** min(attempt, 16))))
+    """Bounded exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... up to ``cap_s``,
+    each scaled by a random factor in [0.5, 1]."""
+    return rand.uniform(0.5, 1.0) * min(cap_s, 0.25 * (2 ** min(attempt, 16)))
 
 
 class Consumer:
@@ -89,10 +91,12 @@ class Consumer:
         self._missed_wake = False
         self._inflight: set[int] = set()
         self._orphans = False
-        self._listener_ok = not self.config.listen
+        self._listener_ok = True  # until the first failure: booting is not reconnecting
         self._pool_failing = False
         self._down_since: float | None = None
         self._listening = anyio.Event()
+        #: called whenever :attr:`state` changes (the worker beats at once)
+        self.on_state_change: Callable[[], None] = lambda: None
 
     # -- observable state ---------------------------------------------------------
     @property
@@ -222,6 +226,7 @@ class Consumer:
         if not self._pool_failing:
             self._pool_failing = True
             log.warning("consumer.reconnecting", component="pool", error_type=type(exc).__name__)
+            self.on_state_change()
         self._note_down(now, exc)
 
     def _set_pool_ok(self) -> None:
@@ -229,6 +234,7 @@ class Consumer:
             self._pool_failing = False
             log.info("consumer.running", component="pool")
             self._orphans = True
+            self.on_state_change()
         self._note_up()
 
     def _note_down(self, now: float, exc: BaseException) -> None:
@@ -250,9 +256,11 @@ class Consumer:
                 conn = await self.db.connect_session()
                 try:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    if not self._listener_ok:
-                        log.info("consumer.running", component="listener")
+                    was_ok = self._listener_ok
                     self._listener_ok = True
+                    if not was_ok:
+                        log.info("consumer.running", component="listener")
+                        self.on_state_change()
                     self._note_up()
                     self._listening.set()
                     attempt = 0
@@ -265,9 +273,10 @@ class Consumer:
                 if not is_connection_error(exc):
                     raise translate(exc) from exc if isinstance(exc, psycopg.Error) else exc
                 if self._listener_ok:
+                    self._listener_ok = False
                     log.warning("consumer.reconnecting", component="listener",
                                 error_type=type(exc).__name__)
-                self._listener_ok = False
+                    self.on_state_change()
                 self._note_down(time.monotonic(), exc)
                 await anyio.sleep(reconnect_delay(attempt, self.config.reconnect_backoff_cap_s,
                                                   self._rand))

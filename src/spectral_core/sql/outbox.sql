@@ -29,7 +29,7 @@ UPDATE core.outbox AS o
 SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(), claimed_by = %(worker_id)s
 FROM c
 WHERE o.id = c.id
-RETURNING o.id, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
+RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
 
 -- name: mark_handled
 -- description: write the ledger rows of one handler for a batch; returns the keys that were new

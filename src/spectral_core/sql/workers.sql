@@ -4,7 +4,10 @@ VALUES (%(id)s, %(generation)s, 'running', %(host)s, %(pid)s, %(version)s)
 
 -- name: beat_worker
 -- description: heartbeat; also records the state (running / reconnecting)
-UPDATE core.workers SET last_seen = now(), state = %(state)s
+UPDATE core.workers
+SET last_seen = now(), state = %(state)s,
+    reconnects = reconnects + CASE WHEN %(state)s = 'reconnecting' AND state <> 'reconnecting'
+                                   THEN 1 ELSE 0 END
 WHERE id = %(id)s AND state <> 'exited'
 RETURNING id
 

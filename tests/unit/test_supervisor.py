@@ -1,0 +1,82 @@
+"""The supervisor with real child processes: restart with backoff, give up, never
+restart a "cannot start" child, forward signals and escalate to SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from spectral_cli.supervisor import EXIT_CANNOT_START, Supervisor
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def run_until_exit(sup: Supervisor, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while sup.exit_code is None:
+        assert time.monotonic() < deadline, "supervisor did not finish"
+        sup.tick()
+        time.sleep(0.02)
+    return sup.exit_code
+
+
+def test_crashing_child_is_restarted_with_backoff_then_supervisor_gives_up(tmp_path: Path) -> None:
+    """A child that keeps crashing is restarted with growing delays; past max_restarts in the
+    window the supervisor stops its siblings and exits 1."""
+    starts = tmp_path / "starts"
+    crash = py(f"import time; open({str(starts)!r}, 'a').write(f'{{time.monotonic()}}\\n'); "
+               "raise SystemExit(1)")
+    sleeper = py("import time; time.sleep(60)")
+    sup = Supervisor({"bad": crash, "good": sleeper}, grace_s=2, max_restarts=3, window_s=60,
+                     backoff_base_s=0.1, backoff_cap_s=1)
+    assert run_until_exit(sup) == 1
+    times = [float(x) for x in starts.read_text().split()]
+    assert len(times) == 4  # first start + 3 restarts
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps[-1] > gaps[0]  # exponential backoff
+    assert all(c.proc is None for c in sup.children)  # the healthy sibling was stopped too
+
+
+def test_cannot_start_exit_code_is_never_restarted(tmp_path: Path) -> None:
+    """A child exiting with the reserved code 3 stops everything at once with exit 3."""
+    starts = tmp_path / "starts"
+    child = py(f"open({str(starts)!r}, 'a').write('x'); raise SystemExit({EXIT_CANNOT_START})")
+    sup = Supervisor({"api": child, "workers": py("import time; time.sleep(60)")}, grace_s=2)
+    assert run_until_exit(sup) == EXIT_CANNOT_START
+    assert starts.read_text() == "x"
+
+
+def test_sigterm_is_forwarded_and_a_stubborn_child_is_killed(tmp_path: Path) -> None:
+    """SIGTERM reaches both children; one exits cleanly, the one ignoring TERM is killed
+    after the grace period; the supervisor exits 0."""
+    marker = tmp_path / "got-term"
+    polite = py("import signal, sys, time\n"
+                f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write('1'), "
+                "sys.exit(0)))\n"
+                "time.sleep(60)")
+    stubborn = py("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                  "time.sleep(60)")
+    sup = Supervisor({"polite": polite, "stubborn": stubborn}, grace_s=1.0)
+    sup.tick()
+    time.sleep(1.0)  # let the children install their handlers
+    procs = {c.name: c.proc for c in sup.children}
+    sup.signals.append(signal.SIGTERM)
+    started = time.monotonic()
+    assert run_until_exit(sup) == 0
+    assert marker.read_text() == "1"
+    assert procs["polite"] is not None and procs["polite"].returncode == 0
+    assert procs["stubborn"] is not None and procs["stubborn"].returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+def test_signal_handler_only_enqueues() -> None:
+    """The installed handler records the signal; the main loop acts on it later."""
+    sup = Supervisor({"x": py("pass")})
+    sup._enqueue(signal.SIGTERM, None)
+    assert list(sup.signals) == [signal.SIGTERM] and sup.exit_code is None
+    assert os.getpid() > 0

@@ -1,0 +1,5 @@
+"""``python -m spectral_api`` (same as ``spectral-api``)."""
+
+from .main import main
+
+raise SystemExit(main())

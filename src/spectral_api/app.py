@@ -1,0 +1,158 @@
+"""``create_app(settings, db, ...)``: the Starlette application, wired to spectral_core.
+
+The app owns no resources it did not get: the database is opened (and closed) by the
+entrypoint; the lifespan only starts and stops the sandbox's epoch ticker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spectral_core import Settings
+from spectral_core.db import Database
+from spectral_core.health import HealthProbe
+from spectral_core.modules import Keyring, ModuleCache, ModuleStore
+from spectral_core.ratelimit import TenantLimits
+from spectral_core.sandbox import Budget
+from spectral_core.sandbox.wasm import WasmSandbox, self_test
+from spectral_core.tenants import Authenticator, Principal
+
+from .auth import PRINCIPAL_KEY, ApiAuthMiddleware, TenantLimiter
+from .errors import exception_handlers
+from .routes import decide_routes, health_routes, module_routes
+
+__all__ = ["Services", "build_services", "create_app"]
+
+log = structlog.get_logger("spectral.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything the routes use, built once per app."""
+
+    settings: Settings
+    db: Database
+    generation: int
+    sandbox: WasmSandbox
+    budget: Budget
+    keyring: Keyring
+    store: ModuleStore
+    cache: ModuleCache
+    authenticator: Authenticator
+    limiter: TenantLimiter
+    health: HealthProbe
+
+
+def build_services(settings: Settings, db: Database, *, generation: int | None = None,
+                   sandbox: WasmSandbox | None = None, keyring: Keyring | None = None
+                   ) -> Services:
+    """Wire the core objects from settings.
+
+    Raises:
+        ConfigError: Invalid settings (operator keys, budgets, limits).
+    """
+    gen = settings.require_generation() if generation is None else generation
+    budget = Budget(fuel=settings.sandbox_fuel, deadline_ms=settings.sandbox_deadline_ms,
+                    memory_bytes=settings.sandbox_memory_bytes,
+                    output_bytes=settings.sandbox_output_bytes)
+    sandbox = sandbox or WasmSandbox(default_budget=budget,
+                                     max_threads=settings.api_sandbox_threads)
+    keyring = keyring if keyring is not None else Keyring.from_config(settings.operator_keys)
+    store = ModuleStore(db)
+    probe_sandbox = sandbox
+    return Services(
+        settings=settings, db=db, generation=gen, sandbox=sandbox, budget=budget,
+        keyring=keyring, store=store,
+        cache=ModuleCache(store, sandbox, keyring, approval_ttl_s=settings.api_approval_ttl_s),
+        authenticator=Authenticator(db, ttl_s=settings.api_auth_ttl_s),
+        limiter=TenantLimiter(TenantLimits(rate=settings.api_rate, burst=settings.api_burst,
+                                           concurrency=settings.api_concurrency)),
+        health=HealthProbe(settings, db, generation=gen,
+                           sandbox_check=lambda: self_test(probe_sandbox),
+                           operator_keys=len(keyring), cache_s=settings.api_health_cache_s),
+    )
+
+
+class AccessLog:
+    """One canonical log line per request (``api.request``), no bodies, no secrets."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            who = scope.get(PRINCIPAL_KEY)
+            fields: dict[str, Any] = {
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+            if isinstance(who, Principal):
+                fields["tenant"] = who.org
+                fields["key_id"] = who.key_id
+            if status >= 500:
+                log.error("api.request", **fields)
+            elif scope["path"] != "/health":
+                log.info("api.request", **fields)
+
+
+def create_app(settings: Settings, db: Database, *, generation: int | None = None,
+               sandbox: WasmSandbox | None = None, keyring: Keyring | None = None,
+               access_log: bool = True) -> Starlette:
+    """The spectral API application.
+
+    Args:
+        settings: Process settings.
+        db: The opened database (the caller owns it).
+        generation: The verified running generation (default: ``settings.generation``).
+        sandbox: A sandbox to use (default: one built from the settings' budget).
+        keyring: Trusted operator keys (default: ``SPECTRAL_OPERATOR_KEYS``).
+        access_log: Emit one ``api.request`` line per request.
+
+    Raises:
+        ConfigError: Invalid settings.
+    """
+    services = build_services(settings, db, generation=generation, sandbox=sandbox,
+                              keyring=keyring)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services.sandbox.start()
+        log.info("api.started", generation=services.generation,
+                 operator_keys=len(services.keyring), version=settings.running_version)
+        try:
+            yield
+        finally:
+            services.sandbox.stop()
+            log.info("api.stopped")
+
+    middleware = [Middleware(ApiAuthMiddleware, authenticator=services.authenticator,
+                             limiter=services.limiter)]
+    if access_log:
+        middleware.insert(0, Middleware(AccessLog))
+    app = Starlette(routes=[*health_routes(), *decide_routes(), *module_routes()],
+                    middleware=middleware, exception_handlers=exception_handlers(),
+                    lifespan=lifespan)
+    app.state.services = services
+    return app

@@ -1,0 +1,136 @@
+"""Authentication and per-tenant limits for every ``/api/*`` request (pure ASGI).
+
+For each request under ``/api/``: the ``Authorization: Bearer <token>`` header is resolved
+to a :class:`~spectral_core.tenants.Principal` (401 otherwise), then the tenant's rate
+(GCRA) and concurrency cap are applied (429 with ``Retry-After`` and the ``RateLimit`` /
+``RateLimit-Policy`` headers otherwise).  Admitted responses carry the ``RateLimit``
+headers too.  The principal is put in the ASGI scope under ``"spectral.principal"``;
+routes read it with :func:`principal`.  Nothing outside ``/api/`` (``/health``) is touched.
+
+Limits are per process (see ``docs/reference/ratelimit.md``): each distinct
+:class:`~spectral_core.ratelimit.TenantLimits` value gets its own limiter pair, so a
+tenant's overrides in ``core.tenants`` apply as soon as its key lookup is refreshed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spectral_core.errors import DatabaseError, RateLimited, SpectralError, TenantError
+from spectral_core.ratelimit import (
+    ConcurrencyLimiter,
+    RateLimiter,
+    TenantLimits,
+    rate_limit_headers,
+)
+from spectral_core.tenants import Authenticator, Principal
+
+from .errors import Forbidden, problem_response
+
+__all__ = ["PRINCIPAL_KEY", "ApiAuthMiddleware", "TenantLimiter", "principal", "require_operator"]
+
+PRINCIPAL_KEY: Final = "spectral.principal"
+
+
+def principal(request: Request) -> Principal:
+    """The authenticated caller of an ``/api/*`` request."""
+    found = request.scope.get(PRINCIPAL_KEY)
+    if not isinstance(found, Principal):  # pragma: no cover - the middleware guarantees it
+        raise TenantError("invalid API key", reason="bad_key")
+    return found
+
+
+def require_operator(request: Request) -> Principal:
+    """The caller, who must hold an operator key.
+
+    Raises:
+        Forbidden: A tenant key on an operator route.
+    """
+    who = principal(request)
+    if not who.operator:
+        raise Forbidden("this route needs an operator API key")
+    return who
+
+
+class TenantLimiter:
+    """Rate + concurrency limiters per distinct limits value (defaults or overrides)."""
+
+    def __init__(self, default: TenantLimits) -> None:
+        self.default = default
+        self._pairs: dict[TenantLimits, tuple[RateLimiter, ConcurrencyLimiter]] = {}
+
+    def _pair(self, limits: TenantLimits) -> tuple[RateLimiter, ConcurrencyLimiter]:
+        pair = self._pairs.get(limits)
+        if pair is None:
+            pair = self._pairs[limits] = (RateLimiter(limits), ConcurrencyLimiter(limits))
+        return pair
+
+    def admit(self, who: Principal) -> tuple[Any, dict[str, str]]:
+        """Count one request; return ``(slot, headers)``.
+
+        Raises:
+            RateLimited: Over the rate or the concurrency cap.
+        """
+        rate, concurrency = self._pair(who.limits(self.default))
+        state = rate.acquire(who.org)
+        slot = concurrency.acquire(who.org)
+        return slot, rate_limit_headers(state)
+
+
+class ApiAuthMiddleware:
+    """Authenticate and rate-limit everything under ``/api/``.
+
+    Args:
+        app: The wrapped application.
+        authenticator: Token lookup (with its short cache).
+        limiter: Per-tenant limits.
+    """
+
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator,
+                 limiter: TenantLimiter) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            who = await self.authenticator.authenticate(_bearer(scope))
+            slot, headers = self.limiter.admit(who)
+        except (TenantError, RateLimited, DatabaseError) as exc:
+            await problem_response(exc)(scope, receive, send)
+            return
+        except SpectralError as exc:  # pragma: no cover - defensive
+            await problem_response(exc)(scope, receive, send)
+            return
+        scope[PRINCIPAL_KEY] = who
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *raw]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            slot.release()
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            try:
+                text = value.decode("latin-1")
+            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+                break
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise TenantError("invalid API key", reason="bad_key")

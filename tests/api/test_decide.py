@@ -1,0 +1,146 @@
+"""POST /api/decide end to end: decisions, client errors and hostile modules."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+
+from spectral_core.modules import ModuleKey
+
+from .conftest import KEY, Api, decide_body, wasm
+
+pytestmark = pytest.mark.anyio
+
+PROBLEM = "application/problem+json"
+
+
+def problem(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    body = resp.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    return body
+
+
+async def assert_healthy(api: Api, client: httpx.AsyncClient) -> None:
+    """The server still answers: a good decision and /health."""
+    resp = await client.post("/api/decide", json=decide_body())
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["decision"] == {"decision": "approve"}
+    assert (await client.get("/health")).status_code == 200
+
+
+async def test_decide_runs_the_pinned_module(api: Api, acme: httpx.AsyncClient) -> None:
+    """An approved module decides from the input; the response carries hash and usage."""
+    h, _ = await api.module("decision", KEY)
+    resp = await acme.post("/api/decide", json=decide_body(inp={"risk": "high"}))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["decision"] == {"decision": "deny"}
+    assert body["content_hash"] == h
+    assert body["usage"]["fuel"] > 0 and body["usage"]["memory_bytes"] == 65536
+    assert body["usage"]["wall_time_us"] >= 0
+    assert "ratelimit" in resp.headers and "ratelimit-policy" in resp.headers
+    # org in the body is accepted when it is the caller's own
+    resp = await acme.post("/api/decide", json=decide_body(org="acme"))
+    assert resp.json()["decision"] == {"decision": "approve"}
+
+
+async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncClient) -> None:
+    """Malformed JSON 400, schema violations 422 naming the field, oversize 413, unknown
+    module 404, unknown route 404, wrong method 405; all problem+json."""
+    await api.module("decision", KEY)
+    problem(await acme.post("/api/decide", content=b"{not json"), 400)
+    problem(await acme.post("/api/decide", content=b""), 400)
+    body = problem(await acme.post("/api/decide", json={"domain": "credit"}), 422)
+    assert body["field"] in {"action", "world_model_version", "input", "$"}
+    body = problem(await acme.post("/api/decide", json=decide_body(inp=[1, 2])), 422)  # type: ignore[arg-type]
+    assert body["field"] == "input"
+    body = problem(await acme.post("/api/decide", json={**decide_body(), "extra": 1}), 422)
+    body = problem(await acme.post("/api/decide", json=decide_body(KeyModuleKey := ModuleKey(
+        org="acme", domain="has space", action="a", world_model_version="v")), ), 422)
+    assert body["field"] == "domain" and KeyModuleKey
+    big = b'{"input": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    problem(await acme.post("/api/decide", content=big), 413)
+
+    async def chunks():  # no Content-Length: counted while streaming
+        for _ in range(40):
+            yield b"x" * 65536
+
+    problem(await acme.post("/api/decide", content=chunks()), 413)
+    problem(await acme.post("/api/decide",
+                            json=decide_body(ModuleKey(org="acme", domain="nope", action="a",
+                                                       world_model_version="v1"))), 404)
+    problem(await acme.get("/api/decide"), 405)
+    problem(await acme.get("/api/nothing-here"), 404)
+    problem(await acme.get("/version"), 404)
+    deep = b'{"domain":"credit","action":"approve","world_model_version":"v1","input":' + \
+        b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"
+    assert (await acme.post("/api/decide", content=deep)).status_code in {400, 422}
+    for junk in (b"null", b"[]", b"1", b'"s"', b"\xff\xfe", b'{"input": {"\\ud800": 1}}',
+                 b'{"domain": 1, "action": null, "world_model_version": [], "input": {}}'):
+        resp = await acme.post("/api/decide", content=junk)
+        assert resp.status_code in {400, 422}, (junk, resp.status_code)
+    await assert_healthy(api, acme)
+
+
+HOSTILE = [
+    # (module, status, problem slug, budget)
+    ("infinite_loop", 422, "budget-exceeded", {"fuel", "deadline"}),
+    ("memory_bomb", 422, "budget-exceeded", {"memory"}),
+    ("big_memory", 422, "budget-exceeded", {"memory"}),
+    ("huge_output", 422, "budget-exceeded", {"output"}),
+    ("deep_recursion", 422, "module-trap", None),
+    ("invalid_json", 422, "module-trap", None),
+    ("trap", 422, "module-trap", None),
+    ("bad_pointer", 422, "module-trap", None),
+    ("with_import", 422, "module-refused", None),
+    ("missing_export", 422, "module-trap", None),
+]
+
+
+@pytest.mark.parametrize(("name", "status", "slug", "budgets"), HOSTILE,
+                         ids=[h[0] for h in HOSTILE])
+async def test_hostile_module_is_contained(api: Api, acme: httpx.AsyncClient, name: str,
+                                           status: int, slug: str,
+                                           budgets: set[str] | None) -> None:
+    """Each hostile module gets its precise error (budget named), the server is unharmed
+    and the next request is served normally."""
+    await api.module("decision", KEY)
+    bad = ModuleKey(org="acme", domain="hostile", action=name, world_model_version="v1")
+    await api.module(name, bad)
+    for _ in range(2):  # a second time: from the cache
+        body = problem(await acme.post("/api/decide", json=decide_body(bad)), status)
+        assert body["type"].endswith(slug)
+        if budgets:
+            assert body["budget"] in budgets
+    await assert_healthy(api, acme)
+
+
+async def test_hostile_modules_in_parallel_do_not_starve_good_ones(
+        api: Api, acme: httpx.AsyncClient) -> None:
+    """Infinite loops running in parallel with good decisions: every good decision
+    succeeds and every loop is stopped by its budget."""
+    await api.module("decision", KEY)
+    loop = ModuleKey(org="acme", domain="hostile", action="loop", world_model_version="v1")
+    await api.module("infinite_loop", loop)
+    results: list[int] = []
+
+    async def call(key: ModuleKey) -> None:
+        results.append((await acme.post("/api/decide", json=decide_body(key))).status_code)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(30):
+            tg.start_soon(call, loop if i % 3 == 0 else KEY)
+    assert results.count(200) == 20 and results.count(422) == 10
+    await assert_healthy(api, acme)
+
+
+async def test_upload_refuses_modules_the_sandbox_refuses(api: Api) -> None:
+    """The operator upload compiles first: a module with imports or junk bytes is 422."""
+    async with api.client(await api.tenant("ops", operator=True)) as ops:
+        body = problem(await ops.put("/api/modules/blobs", content=wasm("with_import")), 422)
+        assert body["reason"] == "imports"
+        problem(await ops.put("/api/modules/blobs", content=b"not wasm"), 422)
+        problem(await ops.put("/api/modules/blobs", content=b""), 400)

@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.add_argument("--generation", type=int, required=True)
     d.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     d.set_defaults(run=drain_cmd)
+    register_health(verbs)
 
 
 def allocate(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,4 +61,40 @@ def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"generation {args.generation} not drained after {args.timeout:g}s: "
           f"{pending} pending, {in_flight} in flight")
+    return 1
+
+
+def register_health(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    h = verbs.add_parser("wait-healthy", help="go/no-go: wait until GET /health answers 200 "
+                         "(status pass or warn)")
+    h.add_argument("--url", required=True, help="base URL of the new generation's API")
+    h.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    h.add_argument("--generation", type=int, default=None,
+                   help="also require /health's releaseId to be this generation")
+    h.set_defaults(run=wait_healthy)
+
+
+def wait_healthy(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + args.timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(args.url.rstrip("/") + "/health", timeout=5) as resp:
+                doc = json.loads(resp.read())
+            release = str(doc.get("releaseId"))
+            if args.generation is None or release == str(args.generation):
+                print(f"go: {doc.get('status')} (generation {release})")
+                return 0
+            last = f"answering for generation {release}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            last = type(exc).__name__
+        time.sleep(0.5)
+    print(f"no-go after {args.timeout:g}s: {last}")
     return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -46,12 +47,19 @@ async def run(settings: Settings, keyring: Keyring) -> int:
                                 lifespan="on", log_config=None, access_log=False,
                                 server_header=False, timeout_graceful_shutdown=10)
         server = uvicorn.Server(config)
+        # uvicorn handles SIGTERM gracefully, then re-raises it against the handler that
+        # was installed before it: make that one a no-op so a clean stop exits 0.
+        signal.signal(signal.SIGTERM, _ignore_after_shutdown)
         log.info("api.serving", host=settings.api_host, port=settings.api_port)
         await server.serve()
         if not server.started:
             log.error("api.failed", error="the server did not start (port in use?)")
             return 1
     return 0
+
+
+def _ignore_after_shutdown(signum: int, frame: object) -> None:
+    """Installed only while uvicorn serves; uvicorn's own handler runs first."""
 
 
 def _parser() -> argparse.ArgumentParser:

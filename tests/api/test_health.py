@@ -1,0 +1,121 @@
+"""GET /health: the application/health+json go/no-go document."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+
+from spectral_core.migrate import head
+
+from .conftest import Api
+
+pytestmark = pytest.mark.anyio
+
+
+async def get_health(api: Api) -> httpx.Response:
+    async with api.client() as client:
+        return await client.get("/health")
+
+
+async def test_health_document_shape(api_factory) -> None:  # type: ignore[no-untyped-def]
+    """/health is health+json with status, version, releaseId (the generation) and one
+    check per wired feature; LLM credentials appear as true/false, never the secret."""
+    api = api_factory(llm_credential={"credit": "sk-very-secret", "fraud": ""})
+    resp = await get_health(api)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/health+json"
+    assert resp.headers["cache-control"] == "no-store"
+    doc = resp.json()
+    assert doc["releaseId"] == str(api.settings.generation)
+    assert doc["version"] == api.settings.running_version
+    assert set(doc["checks"]) == {
+        "database:reachable", "migrations:head", "outbox:writable", "workers:live",
+        "sandbox:self_test", "operator_keys:loaded", "llm_credential:credit",
+        "llm_credential:fraud"}
+    checks = {k: v[0] for k, v in doc["checks"].items()}
+    assert checks["database:reachable"]["status"] == "pass"
+    assert checks["migrations:head"]["observedValue"] == {"database": head(), "code": head()}
+    assert checks["outbox:writable"]["status"] == "pass"
+    assert checks["sandbox:self_test"]["status"] == "pass"
+    assert checks["operator_keys:loaded"]["observedValue"] == 1
+    assert checks["llm_credential:credit"]["observedValue"] is True
+    assert checks["llm_credential:fraud"]["observedValue"] is False
+    assert "sk-very-secret" not in resp.text
+    # no live worker of this generation yet -> warn (still 200)
+    assert checks["workers:live"]["status"] == "warn"
+    assert doc["status"] == "warn"
+
+
+async def test_health_passes_with_a_live_worker(api: Api) -> None:
+    """With a live worker of this generation and operator keys, every check passes."""
+    api.sql("INSERT INTO core.workers (id, generation, state, host, pid, version) "
+            "VALUES (%s, %s, 'running', 'h', 1, 'v')", (uuid.uuid4(), api.settings.generation))
+    time.sleep(api.settings.api_health_cache_s)
+    doc = (await get_health(api)).json()
+    assert doc["checks"]["workers:live"][0]["observedValue"] == 1
+    assert doc["status"] == "pass"
+
+
+async def test_health_fails_when_migrations_are_behind(api: Api) -> None:
+    """A schema behind the code is a no-go: 503 with status fail."""
+    api.sql("DELETE FROM core.schema_migrations WHERE number = %s", (head(),))
+    time.sleep(api.settings.api_health_cache_s)
+    resp = await get_health(api)
+    assert resp.status_code == 503
+    assert resp.json()["status"] == "fail"
+    assert resp.json()["checks"]["migrations:head"][0]["status"] == "fail"
+
+
+async def test_health_warns_without_operator_keys(api_factory) -> None:  # type: ignore[no-untyped-def]
+    """No trusted operator key: nothing can run, reported as warn."""
+    api = api_factory(operator_keys="")
+    doc = (await get_health(api)).json()
+    assert doc["checks"]["operator_keys:loaded"][0]["status"] == "warn"
+
+
+async def test_health_fails_when_database_is_gone(api: Api, pg_server, db_url) -> None:  # type: ignore[no-untyped-def]
+    """Database unreachable: 503 fail, quickly (bounded by the probe timeout)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    try:
+        time.sleep(api.settings.api_health_cache_s)
+        t0 = time.monotonic()
+        resp = await get_health(api)
+        assert time.monotonic() - t0 < 3
+        assert resp.status_code == 503
+        assert resp.json()["checks"]["database:reachable"][0]["status"] == "fail"
+    finally:
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+
+
+async def test_health_is_cheap_and_cached(api: Api) -> None:
+    """Probing every few ms is fine: 200 probes answer fast and the checks (one DB round
+    trip each time) run at most once per cache interval."""
+    assert api.server.server is not None
+    probe = api.server.server.config.app.state.services.health
+    calls = 0
+    original = probe.compute
+
+    async def counting():  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await original()
+
+    probe.compute = counting
+    async with api.client() as client:
+        t0 = time.monotonic()
+        for _ in range(200):
+            assert (await client.get("/health")).status_code == 200
+        elapsed = time.monotonic() - t0
+    assert elapsed < 5
+    assert calls <= elapsed / api.settings.api_health_cache_s + 2

@@ -112,8 +112,11 @@ def test_project_installed_with_api_and_workers_extras_without_pip_cache() -> No
 def test_copied_sources_exist_and_are_not_dockerignored() -> None:
     """Every COPY source exists in the repository and is not excluded by .dockerignore, so
     the build context really contains what the install needs (pyproject, README, src)."""
-    ignore = [p.strip().rstrip("/") for p in DOCKERIGNORE.read_text().splitlines()
-              if p.strip() and not p.strip().startswith("#")]
+    ignore = [
+        p.strip().rstrip("/")
+        for p in DOCKERIGNORE.read_text().splitlines()
+        if p.strip() and not p.strip().startswith("#")
+    ]
     assert not any(p.startswith("!") for p in ignore), "negations are not modelled here"
     sources: list[str] = []
     for args in all_of("COPY"):

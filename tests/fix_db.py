@@ -56,21 +56,28 @@ def pg_server() -> Iterator[PgServer]:
 def template_db(pg_server: PgServer) -> Iterator[str]:
     name = f"spectral_tpl_{os.getpid()}"
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with psycopg.connect(pg_server.url_for(name), autocommit=True) as conn:
         run_migrations(conn)
     yield name
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def _clone(pg_server: PgServer, template: str | None) -> str:
     name = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
         if template:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(name), sql.Identifier(template)))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
         else:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name
@@ -78,7 +85,9 @@ def _clone(pg_server: PgServer, template: str | None) -> str:
 
 def _drop(pg_server: PgServer, name: str) -> None:
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -111,9 +120,17 @@ def generation(conn: psycopg.Connection[Any]) -> int:
 
 @pytest.fixture
 def settings(db_url: str, generation: int) -> Settings:
-    return Settings(database_url=db_url, generation=generation, poll_interval_s=0.2,
-                    heartbeat_interval_s=0.5, worker_stale_after_s=3.0, reaper_interval_s=0.5,
-                    outbox_backoff_base_s=0.01, outbox_backoff_cap_s=0.05, database_pool_max=8)
+    return Settings(
+        database_url=db_url,
+        generation=generation,
+        poll_interval_s=0.2,
+        heartbeat_interval_s=0.5,
+        worker_stale_after_s=3.0,
+        reaper_interval_s=0.5,
+        outbox_backoff_base_s=0.01,
+        outbox_backoff_cap_s=0.05,
+        database_pool_max=8,
+    )
 
 
 @pytest.fixture

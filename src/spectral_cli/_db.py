@@ -25,16 +25,19 @@ def resolve_url(settings: Settings) -> str:
     server = EmbeddedPostgres(embedded_root(settings))
     if server.is_running():
         return server.start()
-    raise ConfigError("SPECTRAL_DATABASE_URL is not set and no embedded server is running "
-                      "here (start one with `spectral up`)")
+    raise ConfigError(
+        "SPECTRAL_DATABASE_URL is not set and no embedded server is running "
+        "here (start one with `spectral up`)"
+    )
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     url = resolve_url(settings)
     kwargs = connect_kwargs(transaction_pooler=settings.database_transaction_pooler)
     try:
-        return psycopg.connect(url, connect_timeout=int(settings.database_connect_timeout_s),
-                               **kwargs)
+        return psycopg.connect(
+            url, connect_timeout=int(settings.database_connect_timeout_s), **kwargs
+        )
     except psycopg.OperationalError as exc:
         from spectral_core.db._wrap import translate
 

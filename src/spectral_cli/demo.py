@@ -38,8 +38,10 @@ DEMO_KEY = ("demo", "credit", "approve_loan", "wm-1")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="a guided end-to-end run (embedded PostgreSQL unless "
-                       "SPECTRAL_DATABASE_URL is set)")
+    p = sub.add_parser(
+        "demo",
+        help="a guided end-to-end run (embedded PostgreSQL unless SPECTRAL_DATABASE_URL is set)",
+    )
     p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     p.set_defaults(run=run)
 
@@ -84,13 +86,16 @@ async def _seed(url: str) -> tuple[str, str, str]:
         wat = (files("spectral_cli") / "demo_decision.wat").read_text()
         wasm = wasmtime.wat2wasm(wat)
         content_hash = await put_blob(conn, wasm)
-        key = ModuleKey(org=DEMO_KEY[0], domain=DEMO_KEY[1], action=DEMO_KEY[2],
-                        world_model_version=DEMO_KEY[3])
+        key = ModuleKey(
+            org=DEMO_KEY[0], domain=DEMO_KEY[1], action=DEMO_KEY[2], world_model_version=DEMO_KEY[3]
+        )
         await pin_module(conn, key, content_hash)
         approval = sign_approval(private_pem, content_hash, key, int(time.time()) + 3600)
         approval_id = await add_approval(conn, approval)
-        print(f"    module sha256:{content_hash[:16]}... put, pinned to {'/'.join(DEMO_KEY)}, "
-              f"approved (approval #{approval_id}, expires in 1 h)")
+        print(
+            f"    module sha256:{content_hash[:16]}... put, pinned to {'/'.join(DEMO_KEY)}, "
+            f"approved (approval #{approval_id}, expires in 1 h)"
+        )
     return token, public, content_hash
 
 
@@ -107,8 +112,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             embedded = EmbeddedPostgres(embedded_root(settings))
             reused = embedded.is_running()
             url = embedded.start()
-            print(f"    embedded PostgreSQL {'reused' if reused else 'started'} "
-                  f"(data in {embedded.root})")
+            print(
+                f"    embedded PostgreSQL {'reused' if reused else 'started'} "
+                f"(data in {embedded.root})"
+            )
             if reused:
                 embedded = None  # somebody else (spectral up) owns it: do not stop it
         with psycopg.connect(url, autocommit=True) as conn:
@@ -122,12 +129,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         step(3, "starting spectral-api and spectral-workers under the supervisor")
         port = args.port or _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
-        env.update(SPECTRAL_DATABASE_URL=url, SPECTRAL_GENERATION=str(generation),
-                   SPECTRAL_API_PORT=str(port), SPECTRAL_OPERATOR_KEYS=public,
-                   SPECTRAL_LOG_LEVEL="warning", SPECTRAL_LOG_FORMAT="console",
-                   SPECTRAL_LLM_CREDENTIAL__CREDIT="demo-credential")
-        app = subprocess.Popen([sys.executable, "-m", "spectral_cli.supervisor", "--grace", "10"],
-                               env=env)
+        env.update(
+            SPECTRAL_DATABASE_URL=url,
+            SPECTRAL_GENERATION=str(generation),
+            SPECTRAL_API_PORT=str(port),
+            SPECTRAL_OPERATOR_KEYS=public,
+            SPECTRAL_LOG_LEVEL="warning",
+            SPECTRAL_LOG_FORMAT="console",
+            SPECTRAL_LLM_CREDENTIAL__CREDIT="demo-credential",
+        )
+        app = subprocess.Popen(
+            [sys.executable, "-m", "spectral_cli.supervisor", "--grace", "10"], env=env
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while not _probe(base):
@@ -141,30 +154,54 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         step(4, "publishing 5 events (one transaction) for the workers")
         with psycopg.connect(url, autocommit=True) as conn:
             with conn.transaction():
-                ids = Publisher(generation).publish_many(conn, [
-                    EventIn(topic="platform.record", payload={"n": i},
-                            idempotency_key=f"demo-{generation}-{i}") for i in range(5)])
+                ids = Publisher(generation).publish_many(
+                    conn,
+                    [
+                        EventIn(
+                            topic="platform.record",
+                            payload={"n": i},
+                            idempotency_key=f"demo-{generation}-{i}",
+                        )
+                        for i in range(5)
+                    ],
+                )
             wait_until = time.monotonic() + 20
             while time.monotonic() < wait_until:
-                done = conn.execute("SELECT count(*) FROM core.outbox WHERE id = ANY(%s) AND "
-                                    "status = 'done'", (ids,)).fetchone()
+                done = conn.execute(
+                    "SELECT count(*) FROM core.outbox WHERE id = ANY(%s) AND status = 'done'",
+                    (ids,),
+                ).fetchone()
                 if done and done[0] == len(ids):
                     break
                 time.sleep(0.1)
-            handled = conn.execute("SELECT count(*) FROM core.event_log WHERE outbox_id = ANY(%s)",
-                                   (ids,)).fetchone()
-        print(f"    outbox rows {ids[0]}..{ids[-1]}: {handled[0] if handled else 0}/5 handled by "
-              f"generation {generation}'s workers (exactly once, ledger in core.event_handled)")
+            handled = conn.execute(
+                "SELECT count(*) FROM core.event_log WHERE outbox_id = ANY(%s)", (ids,)
+            ).fetchone()
+        print(
+            f"    outbox rows {ids[0]}..{ids[-1]}: {handled[0] if handled else 0}/5 handled by "
+            f"generation {generation}'s workers (exactly once, ledger in core.event_handled)"
+        )
 
         step(5, "POST /api/decide")
         for doc in ({"amount": 1200, "risk": "low"}, {"amount": 90000, "risk": "high"}):
-            code, body = _http("POST", base + "/api/decide", {
-                "domain": DEMO_KEY[1], "action": DEMO_KEY[2], "world_model_version": DEMO_KEY[3],
-                "input": doc}, token)
+            code, body = _http(
+                "POST",
+                base + "/api/decide",
+                {
+                    "domain": DEMO_KEY[1],
+                    "action": DEMO_KEY[2],
+                    "world_model_version": DEMO_KEY[3],
+                    "input": doc,
+                },
+                token,
+            )
             print(f"    input {json.dumps(doc)} -> HTTP {code} {json.dumps(body)}")
-        code, body = _http("POST", base + "/api/decide", {
-            "domain": "credit", "action": "unknown", "world_model_version": "wm-1", "input": {}},
-            token)
+        code, body = _http(
+            "POST",
+            base + "/api/decide",
+            {"domain": "credit", "action": "unknown", "world_model_version": "wm-1", "input": {}},
+            token,
+        )
         print(f"    an unknown module -> HTTP {code} {body.get('title') if body else ''}")
 
         step(6, "GET /health")

@@ -17,8 +17,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--version", required=True, help="the version being deployed")
     a.add_argument("--note", default=None)
     a.set_defaults(run=allocate)
-    s = verbs.add_parser("status", help="per generation: outbox rows by status, workers by "
-                         "state, drained / draining / stranded")
+    s = verbs.add_parser(
+        "status",
+        help="per generation: outbox rows by status, workers by "
+        "state, drained / draining / stranded",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=status)
     d = verbs.add_parser("drain", help="wait until a generation has no pending or in-flight rows")
@@ -42,14 +45,18 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
         print_json([g.as_dict() for g in gens])
         return 0
-    print(f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
-          f"{'workers live/reconn/stale/exited':<32} verdict")
+    print(
+        f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
+        f"{'workers live/reconn/stale/exited':<32} verdict"
+    )
     for g in gens:
         d = g.as_dict()
         o, w = d["outbox"], d["workers"]
         workers = f"{w['live']}/{w['reconnecting']}/{w['stale']}/{w['exited']}"
-        print(f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "
-              f"{o['done']:>8} {o['dead']:>6}  {workers:<32} {g.verdict}")
+        print(
+            f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "
+            f"{o['done']:>8} {o['dead']:>6}  {workers:<32} {g.verdict}"
+        )
     return 0
 
 
@@ -59,18 +66,25 @@ def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if ok:
         print(f"generation {args.generation} drained")
         return 0
-    print(f"generation {args.generation} not drained after {args.timeout:g}s: "
-          f"{pending} pending, {in_flight} in flight")
+    print(
+        f"generation {args.generation} not drained after {args.timeout:g}s: "
+        f"{pending} pending, {in_flight} in flight"
+    )
     return 1
 
 
 def register_health(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    h = verbs.add_parser("wait-healthy", help="go/no-go: wait until GET /health answers 200 "
-                         "(status pass or warn)")
+    h = verbs.add_parser(
+        "wait-healthy", help="go/no-go: wait until GET /health answers 200 (status pass or warn)"
+    )
     h.add_argument("--url", required=True, help="base URL of the new generation's API")
     h.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
-    h.add_argument("--generation", type=int, default=None,
-                   help="also require /health's releaseId to be this generation")
+    h.add_argument(
+        "--generation",
+        type=int,
+        default=None,
+        help="also require /health's releaseId to be this generation",
+    )
     h.set_defaults(run=wait_healthy)
 
 

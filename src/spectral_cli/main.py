@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from spectral_core import Settings
 from spectral_core.errors import SpectralError
 
-from . import demo, deploy, migrate, outbox, up
+from . import demo, deploy, migrate, modules, outbox, tenants, up
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -23,10 +23,11 @@ Command = Callable[[argparse.Namespace, Settings], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spectral", description="spectral operator CLI")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (up, demo, migrate, deploy, outbox):
+    for module in (up, demo, migrate, deploy, outbox, tenants, modules):
         module.register(sub)
-    lint = sub.add_parser("lint", help="migration compat lint and deploy-manifest lint",
-                          add_help=False)
+    lint = sub.add_parser(
+        "lint", help="migration compat lint and deploy-manifest lint", add_help=False
+    )
     lint.add_argument("what", choices=["compat", "manifest"], nargs="?")
     lint.add_argument("rest", nargs=argparse.REMAINDER)
     lint.set_defaults(run=_lint, needs_settings=False)

@@ -11,10 +11,13 @@ from ._db import connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("migrate", help="apply pending migrations (forward-only)",
-                       description="Apply pending migrations in order. With --check, report "
-                       "applied and pending migrations without applying; exit 1 if any is "
-                       "pending or the ledger disagrees with the files.")
+    p = sub.add_parser(
+        "migrate",
+        help="apply pending migrations (forward-only)",
+        description="Apply pending migrations in order. With --check, report "
+        "applied and pending migrations without applying; exit 1 if any is "
+        "pending or the ledger disagrees with the files.",
+    )
     p.add_argument("--check", action="store_true", help="report only; exit 1 when not at head")
     p.set_defaults(run=run)
 

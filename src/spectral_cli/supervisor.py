@@ -49,9 +49,17 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, children: Mapping[str, list[str]], *, env: Mapping[str, str] | None = None,
-                 grace_s: float = 15.0, max_restarts: int = 5, window_s: float = 60.0,
-                 backoff_base_s: float = 0.5, backoff_cap_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        children: Mapping[str, list[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        grace_s: float = 15.0,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 10.0,
+    ) -> None:
         self.children = [Child(name, list(argv)) for name, argv in children.items()]
         self.env = dict(env) if env is not None else None
         self.grace_s = grace_s
@@ -105,8 +113,12 @@ class Supervisor:
     def _child_exited(self, child: Child, code: int, now: float) -> None:
         log("supervisor.child_exited", child=child.name, code=code)
         if code == EXIT_CANNOT_START:
-            log("supervisor.giving_up", child=child.name, code=code,
-                reason="child cannot start with this configuration; not restarting")
+            log(
+                "supervisor.giving_up",
+                child=child.name,
+                code=code,
+                reason="child cannot start with this configuration; not restarting",
+            )
             self.stop()
             self.exit_code = EXIT_CANNOT_START
             return
@@ -114,15 +126,22 @@ class Supervisor:
         while child.restarts and child.restarts[0] < now - self.window_s:
             child.restarts.popleft()
         if len(child.restarts) > self.max_restarts:
-            log("supervisor.giving_up", child=child.name,
-                reason=f"{len(child.restarts)} restarts within {self.window_s:g}s")
+            log(
+                "supervisor.giving_up",
+                child=child.name,
+                reason=f"{len(child.restarts)} restarts within {self.window_s:g}s",
+            )
             self.stop()
             self.exit_code = EXIT_GAVE_UP
             return
         delay = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (len(child.restarts) - 1))
         child.start_at = now + delay
-        log("supervisor.restarting", child=child.name, in_s=round(delay, 2),
-            restarts_in_window=len(child.restarts))
+        log(
+            "supervisor.restarting",
+            child=child.name,
+            in_s=round(delay, 2),
+            restarts_in_window=len(child.restarts),
+        )
 
     # -- shutdown: TERM, grace, KILL, reap ---------------------------------------------
     def stop(self) -> None:
@@ -149,10 +168,15 @@ class Supervisor:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spectral-app", description="Run spectral-api and "
-                                     "spectral-workers as supervised sibling processes.")
-    parser.add_argument("--only", default="api,workers",
-                        help="comma-separated children to run (default: api,workers)")
+    parser = argparse.ArgumentParser(
+        prog="spectral-app",
+        description="Run spectral-api and spectral-workers as supervised sibling processes.",
+    )
+    parser.add_argument(
+        "--only",
+        default="api,workers",
+        help="comma-separated children to run (default: api,workers)",
+    )
     parser.add_argument("--grace", type=float, default=15.0, help="seconds between TERM and KILL")
     parser.add_argument("--max-restarts", type=int, default=5)
     parser.add_argument("--window", type=float, default=60.0, help="restart window in seconds")
@@ -161,8 +185,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     unknown = [n for n in names if n not in CHILDREN]
     if unknown or not names:
         parser.error(f"unknown child(ren): {', '.join(unknown) or '(none)'}")
-    sup = Supervisor({n: CHILDREN[n] for n in names}, env=env, grace_s=args.grace,
-                     max_restarts=args.max_restarts, window_s=args.window)
+    sup = Supervisor(
+        {n: CHILDREN[n] for n in names},
+        env=env,
+        grace_s=args.grace,
+        max_restarts=args.max_restarts,
+        window_s=args.window,
+    )
     sup.install_signal_handlers()
     return sup.run()
 

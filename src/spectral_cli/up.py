@@ -20,17 +20,24 @@ from ._db import connect, embedded_root
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("up", help="run the whole system locally (embedded PostgreSQL unless "
-                       "SPECTRAL_DATABASE_URL is set)")
+    p = sub.add_parser(
+        "up",
+        help="run the whole system locally (embedded PostgreSQL unless "
+        "SPECTRAL_DATABASE_URL is set)",
+    )
     p.add_argument("--version", default=None, help="version label for the new generation")
-    p.add_argument("--no-run", action="store_true",
-                   help="prepare (database, migrations, generation) and exit")
+    p.add_argument(
+        "--no-run", action="store_true", help="prepare (database, migrations, generation) and exit"
+    )
     p.set_defaults(run=run)
 
 
 def available_children() -> list[str]:
-    return [name for name in ("api", "workers")
-            if importlib.util.find_spec(f"spectral_{name}.main") is not None]
+    return [
+        name
+        for name in ("api", "workers")
+        if importlib.util.find_spec(f"spectral_{name}.main") is not None
+    ]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,8 +54,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             generation = allocate_generation(conn, version, "spectral up")
         print(f"migrations: {len(applied)} applied, at head")
         print(f"generation: {generation} (version {version})")
-        env = dict(os.environ, SPECTRAL_DATABASE_URL=settings.require_database_url(),
-                   SPECTRAL_GENERATION=str(generation))
+        env = dict(
+            os.environ,
+            SPECTRAL_DATABASE_URL=settings.require_database_url(),
+            SPECTRAL_GENERATION=str(generation),
+        )
         if settings.log_format == "json" and "SPECTRAL_LOG_FORMAT" not in os.environ:
             env["SPECTRAL_LOG_FORMAT"] = "console"
         children = available_children()

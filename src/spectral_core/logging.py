@@ -15,8 +15,12 @@ import structlog
 
 __all__ = ["configure_logging"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def _json_default(obj: Any) -> Any:
@@ -36,7 +40,9 @@ def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
         factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     else:
         encoder = msgspec.json.Encoder(enc_hook=_json_default)
-        processors.append(structlog.processors.JSONRenderer(serializer=lambda o, **_: encoder.encode(o)))
+        processors.append(
+            structlog.processors.JSONRenderer(serializer=lambda o, **_: encoder.encode(o))
+        )
         factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
     structlog.configure(
         processors=processors,

@@ -90,18 +90,23 @@ def load_migrations(source: Traversable | Path | Iterable[Traversable | Path]) -
             continue
         m = _NAME.match(entry.name)
         if not m:
-            raise MigrationError(f"badly named migration file {entry.name!r} "
-                                 "(expected NNNN_lowercase_name.sql)", file=entry.name)
+            raise MigrationError(
+                f"badly named migration file {entry.name!r} (expected NNNN_lowercase_name.sql)",
+                file=entry.name,
+            )
         found.append(Migration(int(m["number"]), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.number)
     for expected, mig in enumerate(found, start=1):
         if mig.number != expected:
-            raise MigrationError(f"migration numbering must be 0001, 0002, ... without gaps or "
-                                 f"duplicates: found {mig.name!r} at position {expected}",
-                                 file=mig.name)
+            raise MigrationError(
+                f"migration numbering must be 0001, 0002, ... without gaps or "
+                f"duplicates: found {mig.name!r} at position {expected}",
+                file=mig.name,
+            )
         if not mig.transactional and _statement_count(mig.sql) != 1:
-            raise MigrationError(f"{mig.name}: a no-transaction migration holds exactly one "
-                                 "statement", file=mig.name)
+            raise MigrationError(
+                f"{mig.name}: a no-transaction migration holds exactly one statement", file=mig.name
+            )
     return found
 
 
@@ -133,7 +138,8 @@ def _check(applied: list[AppliedMigration], migrations: list[Migration]) -> tupl
         if mig.checksum != row.checksum:
             raise ChecksumMismatch(
                 f"applied migration {row.name} was edited (checksum differs); migrations are "
-                "forward-only: add a new file instead", file=row.name,
+                "forward-only: add a new file instead",
+                file=row.name,
             )
     done = {row.number for row in applied}
     return tuple(m for m in migrations if m.number not in done)
@@ -215,7 +221,12 @@ def _apply_one(conn: psycopg.Connection[Any], mig: Migration, all_: list[Migrati
 
 
 def _record(conn: psycopg.Connection[Any], mig: Migration, started: float) -> None:
-    conn.execute(query("insert_applied_migration"), {
-        "number": mig.number, "name": mig.name, "checksum": mig.checksum,
-        "duration_ms": int((time.perf_counter() - started) * 1000),
-    })
+    conn.execute(
+        query("insert_applied_migration"),
+        {
+            "number": mig.number,
+            "name": mig.name,
+            "checksum": mig.checksum,
+            "duration_ms": int((time.perf_counter() - started) * 1000),
+        },
+    )

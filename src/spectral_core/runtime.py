@@ -29,8 +29,9 @@ class RuntimeContext:
 
     def __post_init__(self) -> None:
         if not isinstance(self.generation, int) or self.generation < 1:
-            raise GenerationError("generation must be a positive integer",
-                                  generation=self.generation)
+            raise GenerationError(
+                "generation must be a positive integer", generation=self.generation
+            )
 
 
 _current: RuntimeContext | None = None
@@ -44,8 +45,9 @@ def bind_runtime(ctx: RuntimeContext) -> RuntimeContext:
     """
     global _current
     if _current is not None and _current.generation != ctx.generation:
-        raise GenerationError("this process already runs another generation",
-                              generation=_current.generation)
+        raise GenerationError(
+            "this process already runs another generation", generation=_current.generation
+        )
     _current = ctx
     return ctx
 

@@ -136,8 +136,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             GenerationError: SPECTRAL_GENERATION is not set.
         """
         if self.generation is None:
-            raise GenerationError("SPECTRAL_GENERATION is not set; allocate one with "
-                                  "`spectral deploy allocate --version V`")
+            raise GenerationError(
+                "SPECTRAL_GENERATION is not set; allocate one with "
+                "`spectral deploy allocate --version V`"
+            )
         return self.generation
 
     def require_database_url(self) -> str:
@@ -152,9 +154,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def __repr__(self) -> str:
         shown = {
-            f: getattr(self, f) for f in self.__struct_fields__
-            if f not in {"database_url", "database_session_url", "test_database_url",
-                         "llm_credential", "operator_keys"}
+            f: getattr(self, f)
+            for f in self.__struct_fields__
+            if f
+            not in {
+                "database_url",
+                "database_session_url",
+                "test_database_url",
+                "llm_credential",
+                "operator_keys",
+            }
         }
         shown["database_url"] = redact_url(self.database_url)
         shown["llm_credential"] = sorted(self.llm_credential)
@@ -179,13 +188,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         creds: dict[str, str] = {}
         for name, value in environ.items():
             if name.startswith(CREDENTIAL_PREFIX):
-                domain = name[len(CREDENTIAL_PREFIX):].lower()
+                domain = name[len(CREDENTIAL_PREFIX) :].lower()
                 creds[domain] = value
             elif name.startswith(PREFIX):
-                raw[name[len(PREFIX):].lower()] = value
+                raw[name[len(PREFIX) :].lower()] = value
         if "llm_credential" in raw:
-            raise ConfigError("use SPECTRAL_LLM_CREDENTIAL__<DOMAIN>, one per domain",
-                              field="llm_credential")
+            raise ConfigError(
+                "use SPECTRAL_LLM_CREDENTIAL__<DOMAIN>, one per domain", field="llm_credential"
+            )
         raw["llm_credential"] = creds
         raw = {k: v for k, v in raw.items() if v != "" or k == "llm_credential"}
         raw.update(overrides)

@@ -34,8 +34,12 @@ def free_port() -> int:
 
 
 def start_app(db_url: str, gen: int, port: int, log: Path) -> Proc:
-    env = clean_env(SPECTRAL_DATABASE_URL=db_url, SPECTRAL_GENERATION=str(gen),
-                    SPECTRAL_API_PORT=str(port), SPECTRAL_VERSION=f"v{gen}")
+    env = clean_env(
+        SPECTRAL_DATABASE_URL=db_url,
+        SPECTRAL_GENERATION=str(gen),
+        SPECTRAL_API_PORT=str(port),
+        SPECTRAL_VERSION=f"v{gen}",
+    )
     return Proc([sys.executable, "-m", "spectral_cli.supervisor", "--grace", "10"], env, log)
 
 
@@ -49,8 +53,9 @@ def health(port: int) -> int:
         return 0
 
 
-def test_cutover_rehearsal(db_url: str, conn: psycopg.Connection[Any], generation: int,
-                           tmp_path: Path) -> None:
+def test_cutover_rehearsal(
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path
+) -> None:
     """The full deploy flow, under load, loses nothing and never crosses generations."""
     gen_n = generation
     port_n, port_n1 = free_port(), free_port()
@@ -91,13 +96,23 @@ def test_cutover_rehearsal(db_url: str, conn: psycopg.Connection[Any], generatio
         gen_n1 = allocate_generation(conn, "v-next")
         app_n1 = start_app(db_url, gen_n1, port_n1, tmp_path / "n1.log")
         wait_for(lambda: health(port_n1) == 200, 60, "generation N+1 go/no-go")
-        live_port["port"] = port_n1   # the edge now routes to N+1
+        live_port["port"] = port_n1  # the edge now routes to N+1
         time.sleep(0.5)
-        current["gen"] = gen_n1       # publishers now run N+1 code
+        current["gen"] = gen_n1  # publishers now run N+1 code
         time.sleep(1.0)
-        drained = wait_for(lambda: scalar(
-            db_url, "SELECT count(*) FROM core.outbox WHERE generation = %s AND status IN "
-                    "('pending', 'in_flight')", (gen_n,)) == 0, 30, "generation N drained")
+        drained = wait_for(
+            lambda: (
+                scalar(
+                    db_url,
+                    "SELECT count(*) FROM core.outbox WHERE generation = %s AND status IN "
+                    "('pending', 'in_flight')",
+                    (gen_n,),
+                )
+                == 0
+            ),
+            30,
+            "generation N drained",
+        )
         assert drained
         app_n.signal(signal.SIGTERM)
         assert app_n.wait(30) == 0, app_n.output()[-3000:]
@@ -106,8 +121,11 @@ def test_cutover_rehearsal(db_url: str, conn: psycopg.Connection[Any], generatio
         stop.set()
         for t in threads:
             t.join()
-    wait_for(lambda: scalar(db_url, "SELECT count(*) FROM core.outbox WHERE status <> 'done'") == 0,
-             30, "everything done")
+    wait_for(
+        lambda: scalar(db_url, "SELECT count(*) FROM core.outbox WHERE status <> 'done'") == 0,
+        30,
+        "everything done",
+    )
     app_n1.signal(signal.SIGTERM)
     assert app_n1.wait(30) == 0, app_n1.output()[-3000:]
 

@@ -21,10 +21,21 @@ pytestmark = pytest.mark.slow
 SLOW = {"SPECTRAL_WORKER_HANDLERS": "tests.acceptance.slow_handlers:install"}
 
 
-def publish(conn: psycopg.Connection[Any], gen: int, n: int, topic: str = "platform.record",
-            payload: dict[str, Any] | None = None, prefix: str = "k") -> None:
-    Publisher(gen).publish_many(conn, [EventIn(topic=topic, payload=payload or {},
-                                               idempotency_key=f"{prefix}{i}") for i in range(n)])
+def publish(
+    conn: psycopg.Connection[Any],
+    gen: int,
+    n: int,
+    topic: str = "platform.record",
+    payload: dict[str, Any] | None = None,
+    prefix: str = "k",
+) -> None:
+    Publisher(gen).publish_many(
+        conn,
+        [
+            EventIn(topic=topic, payload=payload or {}, idempotency_key=f"{prefix}{i}")
+            for i in range(n)
+        ],
+    )
 
 
 def counts(url: str) -> dict[str, int]:
@@ -35,7 +46,8 @@ def counts(url: str) -> dict[str, int]:
 def exactly_once(url: str, n: int) -> None:
     with psycopg.connect(url, autocommit=True) as c:
         total, distinct = c.execute(
-            "SELECT count(*), count(DISTINCT idempotency_key) FROM core.event_log").fetchone()
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM core.event_log"
+        ).fetchone()
     assert (total, distinct) == (n, n)
 
 
@@ -55,19 +67,30 @@ def test_refuses_to_start_without_or_with_unknown_generation(db_url: str, tmp_pa
 def test_fails_fast_when_database_unreachable(tmp_path: Path) -> None:
     """An unreachable database at boot: bounded wait, then a non-zero (non-3) exit."""
     started = time.monotonic()
-    p = start_workers("postgresql://postgres@127.0.0.1:1/none", 1, tmp_path / "w.log",
-                      SPECTRAL_DATABASE_CONNECT_TIMEOUT_S="2")
+    p = start_workers(
+        "postgresql://postgres@127.0.0.1:1/none",
+        1,
+        tmp_path / "w.log",
+        SPECTRAL_DATABASE_CONNECT_TIMEOUT_S="2",
+    )
     assert p.wait(30) == 1
     assert time.monotonic() - started < 20
 
 
-def test_sigterm_under_load_exits_zero_and_loses_nothing(db_url: str, conn: psycopg.Connection[Any],
-                                                         generation: int, tmp_path: Path) -> None:
+def test_sigterm_under_load_exits_zero_and_loses_nothing(
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path
+) -> None:
     """SIGTERM mid-drain: exit 0 within the grace period, worker marked exited, no row left
     in flight; a second worker finishes the rest, each event handled exactly once."""
     publish(conn, generation, 400, topic="drill.slow", payload={"sleep_s": 0.02})
-    w = start_workers(db_url, generation, tmp_path / "w1.log", SPECTRAL_SHUTDOWN_GRACE_S="5",
-                      SPECTRAL_OUTBOX_BATCH_SIZE="5", **SLOW)
+    w = start_workers(
+        db_url,
+        generation,
+        tmp_path / "w1.log",
+        SPECTRAL_SHUTDOWN_GRACE_S="5",
+        SPECTRAL_OUTBOX_BATCH_SIZE="5",
+        **SLOW,
+    )
     wait_for(lambda: scalar(db_url, "SELECT count(*) FROM core.event_log") > 20, 30, "progress")
     t0 = time.monotonic()
     w.signal(signal.SIGTERM)
@@ -83,20 +106,31 @@ def test_sigterm_under_load_exits_zero_and_loses_nothing(db_url: str, conn: psyc
     exactly_once(db_url, 400)
 
 
-def test_sigkill_holding_a_batch_is_recovered_exactly_once(db_url: str, conn: psycopg.Connection[Any],
-                                                          generation: int, tmp_path: Path) -> None:
+def test_sigkill_holding_a_batch_is_recovered_exactly_once(
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path
+) -> None:
     """SIGKILL while holding claimed rows: the reaper (in a surviving worker) re-pends them
     after the stale period, and every event takes effect exactly once."""
     publish(conn, generation, 60, topic="drill.slow", payload={"sleep_s": 0.2})
-    victim = start_workers(db_url, generation, tmp_path / "victim.log",
-                           SPECTRAL_OUTBOX_BATCH_SIZE="10", **SLOW)
+    victim = start_workers(
+        db_url, generation, tmp_path / "victim.log", SPECTRAL_OUTBOX_BATCH_SIZE="10", **SLOW
+    )
     wait_for(lambda: counts(db_url).get("in_flight", 0) > 0, 30, "a claimed batch")
     victim.kill()
     killed_at = time.monotonic()
-    survivor = start_workers(db_url, generation, tmp_path / "survivor.log",
-                             SPECTRAL_OUTBOX_BATCH_SIZE="10", **SLOW)
-    wait_for(lambda: scalar(db_url, "SELECT count(*) FROM core.outbox WHERE last_error LIKE "
-                                    "'claim reaped%%'") > 0, 30, "reaping")
+    survivor = start_workers(
+        db_url, generation, tmp_path / "survivor.log", SPECTRAL_OUTBOX_BATCH_SIZE="10", **SLOW
+    )
+    wait_for(
+        lambda: (
+            scalar(
+                db_url, "SELECT count(*) FROM core.outbox WHERE last_error LIKE 'claim reaped%%'"
+            )
+            > 0
+        ),
+        30,
+        "reaping",
+    )
     recovery_s = time.monotonic() - killed_at
     wait_for(lambda: counts(db_url) == {"done": 60}, 60, "drain")
     survivor.signal(signal.SIGTERM)
@@ -107,28 +141,57 @@ def test_sigkill_holding_a_batch_is_recovered_exactly_once(db_url: str, conn: ps
 
 
 def test_terminated_connections_show_reconnecting_and_recover(
-        db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path) -> None:
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path
+) -> None:
     """pg_terminate_backend on the listener: another process sees `reconnecting` in
     core.workers within about one heartbeat; the worker returns to running; nothing lost."""
-    w = start_workers(db_url, generation, tmp_path / "w.log",
-                      SPECTRAL_RECONNECT_BACKOFF_CAP_S="3", SPECTRAL_HEARTBEAT_INTERVAL_S="0.3")
+    w = start_workers(
+        db_url,
+        generation,
+        tmp_path / "w.log",
+        SPECTRAL_RECONNECT_BACKOFF_CAP_S="3",
+        SPECTRAL_HEARTBEAT_INTERVAL_S="0.3",
+    )
     wait_for(lambda: scalar(db_url, "SELECT state FROM core.workers") == "running", 30, "boot")
-    wait_for(lambda: scalar(db_url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                                    "'LISTEN%%' AND datname = current_database()") == 1, 30, "listen")
+    wait_for(
+        lambda: (
+            scalar(
+                db_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                "'LISTEN%%' AND datname = current_database()",
+            )
+            == 1
+        ),
+        30,
+        "listen",
+    )
     seen: list[str] = []
     for attempt in range(3):
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE query LIKE 'LISTEN%%' AND datname = current_database()")
-        state = wait_for(lambda: scalar(db_url, "SELECT state FROM core.workers") == "reconnecting"
-                         and "reconnecting", 0.3 + 0.2, "reconnecting state within one heartbeat", step=0.01)
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+        )
+        state = wait_for(
+            lambda: (
+                scalar(db_url, "SELECT state FROM core.workers") == "reconnecting"
+                and "reconnecting"
+            ),
+            0.3 + 0.2,
+            "reconnecting state within one heartbeat",
+            step=0.01,
+        )
         seen.append(state)
         assert scalar(db_url, "SELECT reconnects FROM core.workers") == attempt + 1
-        wait_for(lambda: scalar(db_url, "SELECT state FROM core.workers") == "running", 15, "recovery")
+        wait_for(
+            lambda: scalar(db_url, "SELECT state FROM core.workers") == "running", 15, "recovery"
+        )
         seen.append("running")
     publish(conn, generation, 50)
     # kill the pool connections too
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> "
-                 "pg_backend_pid() AND datname = current_database() AND application_name = ''")
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> "
+        "pg_backend_pid() AND datname = current_database() AND application_name = ''"
+    )
     wait_for(lambda: counts(db_url) == {"done": 50}, 30, "drain after reconnect")
     w.signal(signal.SIGTERM)
     assert w.wait(15) == 0
@@ -136,14 +199,21 @@ def test_terminated_connections_show_reconnecting_and_recover(
     assert seen == ["reconnecting", "running"] * 3
 
 
-def test_postgres_restart_under_load(pg_server: Any, db_url: str, conn: psycopg.Connection[Any],
-                                     generation: int, tmp_path: Path) -> None:
+def test_postgres_restart_under_load(
+    pg_server: Any, db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path
+) -> None:
     """Restarting PostgreSQL mid-drain: the worker reconnects, no loss, no double effect."""
     if pg_server.embedded is None:
         pytest.skip("needs the embedded server (cannot restart an external one)")
     publish(conn, generation, 600, topic="drill.slow", payload={"sleep_s": 0.005})
-    w = start_workers(db_url, generation, tmp_path / "w.log", SPECTRAL_RECONNECT_BACKOFF_CAP_S="1",
-                      SPECTRAL_WORKER_STALE_AFTER_S="6", **SLOW)
+    w = start_workers(
+        db_url,
+        generation,
+        tmp_path / "w.log",
+        SPECTRAL_RECONNECT_BACKOFF_CAP_S="1",
+        SPECTRAL_WORKER_STALE_AFTER_S="6",
+        **SLOW,
+    )
     wait_for(lambda: scalar(db_url, "SELECT count(*) FROM core.event_log") > 50, 30, "progress")
     conn.close()
     pg_server.embedded.restart(wait_down_s=1.0)
@@ -155,8 +225,9 @@ def test_postgres_restart_under_load(pg_server: Any, db_url: str, conn: psycopg.
     exactly_once(db_url, 600)
 
 
-def test_two_generations_side_by_side(db_url: str, conn: psycopg.Connection[Any], generation: int,
-                                      tmp_path: Path) -> None:
+def test_two_generations_side_by_side(
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path
+) -> None:
     """N and N+1 both publishing and consuming: every handler run's generation equals its
     row's generation; N drains and stops; nothing is left behind."""
     g2 = allocate_generation(conn, "test-2")
@@ -167,8 +238,18 @@ def test_two_generations_side_by_side(db_url: str, conn: psycopg.Connection[Any]
         publish(conn, g2, 30, prefix=f"b{i}-")
         time.sleep(0.05)
     assert scalar(db_url, "SELECT count(*) FROM core.event_log WHERE generation <> handled_by") == 0
-    wait_for(lambda: scalar(db_url, "SELECT count(*) FROM core.outbox WHERE generation = %s AND "
-                                    "status <> 'done'", (generation,)) == 0, 30, "gen N drained")
+    wait_for(
+        lambda: (
+            scalar(
+                db_url,
+                "SELECT count(*) FROM core.outbox WHERE generation = %s AND status <> 'done'",
+                (generation,),
+            )
+            == 0
+        ),
+        30,
+        "gen N drained",
+    )
     w1.signal(signal.SIGTERM)
     assert w1.wait(15) == 0
     publish(conn, g2, 30, prefix="late-")

@@ -33,29 +33,40 @@ async def wait_until(pred: Any, timeout: float = 10.0) -> None:
             await anyio.sleep(0.02)
 
 
-async def test_consumer_drains_backlog_with_all_lanes(db: Database, generation: int,
-                                                      conn: psycopg.Connection[Any]) -> None:
+async def test_consumer_drains_backlog_with_all_lanes(
+    db: Database, generation: int, conn: psycopg.Connection[Any]
+) -> None:
     """A backlog larger than one batch is fully handled and every row ends done."""
     Publisher(generation).publish_many(conn, [EventIn(topic="t.x", payload={}) for _ in range(250)])
     seen: dict[str, float] = {}
-    consumer = Consumer(db, generation=generation, worker_id=uuid.uuid4(),
-                        registry=timing_registry(seen),
-                        config=ConsumerConfig(batch_size=20, lanes=3, poll_interval_s=0.5))
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=timing_registry(seen),
+        config=ConsumerConfig(batch_size=20, lanes=3, poll_interval_s=0.5),
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
         await wait_until(lambda: len(seen) == 250)
         consumer.stop()
     assert conn.execute("SELECT status, count(*) FROM core.outbox GROUP BY 1").fetchall() == [
-        ("done", 250)]
+        ("done", 250)
+    ]
 
 
 async def test_notify_wakes_consumer_long_before_the_poll_interval(
-        db: Database, generation: int, db_url: str) -> None:
+    db: Database, generation: int, db_url: str
+) -> None:
     """With LISTEN working, a committed event is handled well within the poll interval (10 s)."""
     seen: dict[str, float] = {}
-    consumer = Consumer(db, generation=generation, worker_id=uuid.uuid4(),
-                        registry=timing_registry(seen),
-                        config=ConsumerConfig(lanes=2, poll_interval_s=10.0))
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=timing_registry(seen),
+        config=ConsumerConfig(lanes=2, poll_interval_s=10.0),
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
         await consumer.wait_listening()
@@ -71,9 +82,13 @@ async def test_notify_wakes_consumer_long_before_the_poll_interval(
 async def test_poll_fallback_without_listen(db: Database, generation: int, db_url: str) -> None:
     """With notifications disabled, an event is still handled within about one poll interval."""
     seen: dict[str, float] = {}
-    consumer = Consumer(db, generation=generation, worker_id=uuid.uuid4(),
-                        registry=timing_registry(seen),
-                        config=ConsumerConfig(lanes=1, poll_interval_s=0.3, listen=False))
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=timing_registry(seen),
+        config=ConsumerConfig(lanes=1, poll_interval_s=0.3, listen=False),
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
         await anyio.sleep(0.1)
@@ -84,14 +99,18 @@ async def test_poll_fallback_without_listen(db: Database, generation: int, db_ur
 
 
 async def test_listener_terminated_reports_reconnecting_and_recovers(
-        db: Database, generation: int, db_url: str) -> None:
+    db: Database, generation: int, db_url: str
+) -> None:
     """pg_terminate_backend on the LISTEN connection flips the state to reconnecting; the
     consumer reconnects, returns to running and handles what was published meanwhile."""
     seen: dict[str, float] = {}
-    consumer = Consumer(db, generation=generation, worker_id=uuid.uuid4(),
-                        registry=timing_registry(seen),
-                        config=ConsumerConfig(lanes=1, poll_interval_s=5.0,
-                                              reconnect_backoff_cap_s=0.3))
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=timing_registry(seen),
+        config=ConsumerConfig(lanes=1, poll_interval_s=5.0, reconnect_backoff_cap_s=0.3),
+    )
     states: list[str] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
@@ -99,7 +118,8 @@ async def test_listener_terminated_reports_reconnecting_and_recovers(
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query LIKE 'LISTEN%%' AND datname = current_database()")
+                "WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+            )
             with anyio.fail_after(5):
                 while consumer.state != "reconnecting":
                     await anyio.sleep(0.01)
@@ -112,8 +132,9 @@ async def test_listener_terminated_reports_reconnecting_and_recovers(
     assert states == ["reconnecting", "running"]
 
 
-async def test_pool_connections_terminated_nothing_lost(db: Database, generation: int,
-                                                        db_url: str) -> None:
+async def test_pool_connections_terminated_nothing_lost(
+    db: Database, generation: int, db_url: str
+) -> None:
     """Killing every pool connection mid-stream loses no event and handles none twice."""
     reg = HandlerRegistry()
     count: dict[str, int] = {}
@@ -124,28 +145,42 @@ async def test_pool_connections_terminated_nothing_lost(db: Database, generation
         count[ev.idempotency_key] = count.get(ev.idempotency_key, 0) + 1
 
     reg.register("workers.test.count", "t.x", fn)
-    consumer = Consumer(db, generation=generation, worker_id=uuid.uuid4(), registry=reg,
-                        config=ConsumerConfig(batch_size=10, lanes=2, poll_interval_s=0.2,
-                                              reconnect_backoff_cap_s=0.2))
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=reg,
+        config=ConsumerConfig(
+            batch_size=10, lanes=2, poll_interval_s=0.2, reconnect_backoff_cap_s=0.2
+        ),
+    )
     with psycopg.connect(db_url, autocommit=True) as c:
         c.execute("CREATE TABLE public.effects (key text)")  # no unique constraint on purpose
-        Publisher(generation).publish_many(c, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}")
-                                               for i in range(300)])
+        Publisher(generation).publish_many(
+            c, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(300)]
+        )
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
         await wait_until(lambda: len(count) > 30)
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> "
-                "pg_backend_pid() AND datname = current_database()")
+                "pg_backend_pid() AND datname = current_database()"
+            )
         with psycopg.connect(db_url, autocommit=True) as c:
-            await wait_until(lambda: c.execute(
-                "SELECT count(*) FROM core.outbox WHERE status = 'done'").fetchone() == (300,),
-                timeout=30)
+            await wait_until(
+                lambda: (
+                    c.execute("SELECT count(*) FROM core.outbox WHERE status = 'done'").fetchone()
+                    == (300,)
+                ),
+                timeout=30,
+            )
         consumer.stop()
     with psycopg.connect(db_url, autocommit=True) as c:
         # effects in PostgreSQL are exactly once; the in-memory counter may see a retry of
         # a batch whose transaction was rolled back by the kill, never a second commit
         assert c.execute("SELECT count(*), count(DISTINCT key) FROM public.effects").fetchone() == (
-            300, 300)
+            300,
+            300,
+        )
     assert set(count) == {f"k{i}" for i in range(300)}

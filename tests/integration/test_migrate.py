@@ -10,7 +10,13 @@ import psycopg
 import pytest
 
 from spectral_core.errors import ChecksumMismatch, MigrationError, MissingMigration
-from spectral_core.migrate import Migration, bundled_migrations, load_migrations, plan, run_migrations
+from spectral_core.migrate import (
+    Migration,
+    bundled_migrations,
+    load_migrations,
+    plan,
+    run_migrations,
+)
 
 
 def write(tmp: Path, files: dict[str, str]) -> Path:
@@ -20,8 +26,12 @@ def write(tmp: Path, files: dict[str, str]) -> Path:
 
 
 def tables(conn: psycopg.Connection[Any]) -> set[str]:
-    return {r[0] for r in conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+    }
 
 
 def test_bundled_migrations_apply_on_empty_db_and_are_idempotent(empty_db_url: str) -> None:
@@ -31,7 +41,9 @@ def test_bundled_migrations_apply_on_empty_db_and_are_idempotent(empty_db_url: s
         assert [m.number for m in applied] == list(range(1, len(bundled_migrations()) + 1))
         assert run_migrations(conn) == []
         assert plan(conn).at_head
-        ledger = conn.execute("SELECT name, checksum FROM core.schema_migrations ORDER BY number").fetchall()
+        ledger = conn.execute(
+            "SELECT name, checksum FROM core.schema_migrations ORDER BY number"
+        ).fetchall()
         assert ledger == [(m.name, m.checksum) for m in bundled_migrations()]
 
 
@@ -41,36 +53,54 @@ def test_bundled_migration_files_are_properly_named() -> None:
     assert [m.number for m in migs] == list(range(1, len(migs) + 1))
 
 
-def test_edited_applied_file_is_an_error_and_nothing_is_applied(empty_db_url: str, tmp_path: Path) -> None:
+def test_edited_applied_file_is_an_error_and_nothing_is_applied(
+    empty_db_url: str, tmp_path: Path
+) -> None:
     """Editing an applied migration raises ChecksumMismatch before any pending file runs."""
     d = write(tmp_path, {"0001_a.sql": "CREATE TABLE public.a (x int);"})
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         run_migrations(conn, load_migrations(d))
-        write(d, {"0001_a.sql": "CREATE TABLE public.a (x bigint);",
-                  "0002_b.sql": "CREATE TABLE public.b (x int);"})
+        write(
+            d,
+            {
+                "0001_a.sql": "CREATE TABLE public.a (x bigint);",
+                "0002_b.sql": "CREATE TABLE public.b (x int);",
+            },
+        )
         with pytest.raises(ChecksumMismatch, match="0001_a.sql"):
             run_migrations(conn, load_migrations(d))
         assert tables(conn) == {"a"}
 
 
-@pytest.mark.parametrize("files", [
-    {"0002_b.sql": "CREATE TABLE public.b (x int);"},                       # missing (gap)
-    {"0001_renamed.sql": "CREATE TABLE public.a (x int);",
-     "0002_b.sql": "CREATE TABLE public.b (x int);"},                        # renamed
-])
-def test_missing_or_renumbered_applied_file_is_an_error(empty_db_url: str, tmp_path: Path,
-                                                       files: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"0002_b.sql": "CREATE TABLE public.b (x int);"},  # missing (gap)
+        {
+            "0001_renamed.sql": "CREATE TABLE public.a (x int);",
+            "0002_b.sql": "CREATE TABLE public.b (x int);",
+        },  # renamed
+    ],
+)
+def test_missing_or_renumbered_applied_file_is_an_error(
+    empty_db_url: str, tmp_path: Path, files: dict[str, str]
+) -> None:
     """A missing, renamed or renumbered applied file is refused and nothing is applied."""
     first = tmp_path / "first"
     first.mkdir()
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        run_migrations(conn, load_migrations(write(first, {"0001_a.sql": "CREATE TABLE public.a (x int);"})))
+        run_migrations(
+            conn, load_migrations(write(first, {"0001_a.sql": "CREATE TABLE public.a (x int);"}))
+        )
         second = tmp_path / "second"
         second.mkdir()
         write(second, files)
         with pytest.raises(MigrationError):
-            run_migrations(conn, load_migrations(second)) if "0001_renamed.sql" in files else \
-                run_migrations(conn, [Migration(2, "0002_b.sql", files["0002_b.sql"])])
+            run_migrations(
+                conn, load_migrations(second)
+            ) if "0001_renamed.sql" in files else run_migrations(
+                conn, [Migration(2, "0002_b.sql", files["0002_b.sql"])]
+            )
         assert tables(conn) == {"a"}
 
 
@@ -93,8 +123,10 @@ def test_bad_file_names_and_gaps_are_rejected(tmp_path: Path) -> None:
 
 def test_failed_migration_rolls_back_with_its_ledger_row(empty_db_url: str) -> None:
     """A failing file leaves neither its partial effects nor a ledger row."""
-    migs = [Migration(1, "0001_a.sql", "CREATE TABLE public.a (x int);"),
-            Migration(2, "0002_b.sql", "CREATE TABLE public.b (x int); SELECT 1/0;")]
+    migs = [
+        Migration(1, "0001_a.sql", "CREATE TABLE public.a (x int);"),
+        Migration(2, "0002_b.sql", "CREATE TABLE public.b (x int); SELECT 1/0;"),
+    ]
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         with pytest.raises(Exception, match="division by zero"):
             run_migrations(conn, migs)
@@ -104,19 +136,31 @@ def test_failed_migration_rolls_back_with_its_ledger_row(empty_db_url: str) -> N
 
 def test_no_transaction_migration_runs_outside_a_transaction(empty_db_url: str) -> None:
     """A file marked no-transaction may CREATE INDEX CONCURRENTLY; it is recorded once."""
-    migs = [Migration(1, "0001_a.sql", "CREATE TABLE public.a (x int);"),
-            Migration(2, "0002_idx.sql", "-- spectral: no-transaction\n"
-                      "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON public.a (x);")]
+    migs = [
+        Migration(1, "0001_a.sql", "CREATE TABLE public.a (x int);"),
+        Migration(
+            2,
+            "0002_idx.sql",
+            "-- spectral: no-transaction\n"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x ON public.a (x);",
+        ),
+    ]
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         assert [m.number for m in run_migrations(conn, migs)] == [1, 2]
-        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'a_x'").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'a_x'"
+        ).fetchone() == (1,)
         assert run_migrations(conn, migs) == []
 
 
 def test_concurrent_runners_serialize_and_apply_each_file_once(empty_db_url: str) -> None:
     """Several runners at once: every file applied exactly once, no runner fails."""
-    migs = [Migration(i, f"{i:04d}_t{i}.sql",
-                      f"CREATE TABLE public.t{i} (x int); SELECT pg_sleep(0.05);") for i in range(1, 6)]
+    migs = [
+        Migration(
+            i, f"{i:04d}_t{i}.sql", f"CREATE TABLE public.t{i} (x int); SELECT pg_sleep(0.05);"
+        )
+        for i in range(1, 6)
+    ]
     results: list[list[int]] = []
     errors: list[BaseException] = []
 

@@ -35,26 +35,34 @@ def rows(conn: psycopg.Connection[Any], where: str = "true") -> list[tuple[Any, 
 
 
 def effect_table(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("CREATE TABLE public.effects (handler text, key text, generation bigint, "
-                 "row_generation bigint)")
+    conn.execute(
+        "CREATE TABLE public.effects (handler text, key text, generation bigint, "
+        "row_generation bigint)"
+    )
 
 
-def recording_registry(*names: str, topic: str = "t.x", fail: set[str] | None = None
-                       ) -> HandlerRegistry:
+def recording_registry(
+    *names: str, topic: str = "t.x", fail: set[str] | None = None
+) -> HandlerRegistry:
     """Handlers that write one row per execution into public.effects."""
     reg = HandlerRegistry()
     for name in names:
+
         async def fn(ev: Event, c: psycopg.AsyncConnection[Any], _name: str = name) -> None:
-            await c.execute("INSERT INTO public.effects VALUES (%s, %s, %s, %s)",
-                            (_name, ev.idempotency_key, ev.generation, ev.generation))
+            await c.execute(
+                "INSERT INTO public.effects VALUES (%s, %s, %s, %s)",
+                (_name, ev.idempotency_key, ev.generation, ev.generation),
+            )
             if fail and ev.payload.get("fail") and _name in fail:
                 raise RuntimeError("boom")
+
         reg.register(name, topic, fn)
     return reg
 
 
-async def test_publish_commits_row_and_notify_at_commit(db: Database, generation: int, db_url: str
-                                                        ) -> None:
+async def test_publish_commits_row_and_notify_at_commit(
+    db: Database, generation: int, db_url: str
+) -> None:
     """A committed publish leaves exactly one pending row stamped with the generation, and
     the NOTIFY on the generation's channel arrives only after commit."""
     listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
@@ -72,8 +80,9 @@ async def test_publish_commits_row_and_notify_at_commit(db: Database, generation
         assert [(r[1], r[2], r[3], r[5]) for r in rows(s)] == [(generation, "t.x", "pending", "k1")]
 
 
-async def test_rolled_back_publish_leaves_no_row_and_no_wakeup(db: Database, generation: int,
-                                                              db_url: str) -> None:
+async def test_rolled_back_publish_leaves_no_row_and_no_wakeup(
+    db: Database, generation: int, db_url: str
+) -> None:
     """A rolled-back transaction leaves no row and delivers no notification."""
     listener = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
     await listener.execute(f"LISTEN {channel_for(generation)}")
@@ -100,41 +109,58 @@ def test_sync_publish_and_batched_publish(conn: psycopg.Connection[Any], generat
     assert [r[2] for r in got] == ["t.x", "t.y", "t.y", "t.y"]
     assert len({r[5] for r in got}) == 4
     assert conn.execute("SELECT payload FROM core.outbox WHERE id = %s", (many[2],)).fetchone() == (
-        {"n": 2},)
+        {"n": 2},
+    )
 
 
-@pytest.mark.parametrize("topic,payload,key,fragment", [
-    ("bad topic", {}, None, "invalid topic"),
-    ("", {}, None, "invalid topic"),
-    ("t.x", {"x": object()}, None, "not JSON-encodable"),
-    ("t.x", {"x": "a" * 300_000}, None, "limit"),
-    ("t.x", {"x": "\x00"}, None, "NUL"),
-    ("t.x", {}, "", "idempotency_key"),
-])
+@pytest.mark.parametrize(
+    "topic,payload,key,fragment",
+    [
+        ("bad topic", {}, None, "invalid topic"),
+        ("", {}, None, "invalid topic"),
+        ("t.x", {"x": object()}, None, "not JSON-encodable"),
+        ("t.x", {"x": "a" * 300_000}, None, "limit"),
+        ("t.x", {"x": "\x00"}, None, "NUL"),
+        ("t.x", {}, "", "idempotency_key"),
+    ],
+)
 def test_bad_publish_is_a_clear_error_and_writes_nothing(
-        conn: psycopg.Connection[Any], generation: int, topic: str, payload: Any, key: str | None,
-        fragment: str) -> None:
+    conn: psycopg.Connection[Any],
+    generation: int,
+    topic: str,
+    payload: Any,
+    key: str | None,
+    fragment: str,
+) -> None:
     """Invalid topic, payload or key raises PayloadError naming the problem; no row appears."""
     with pytest.raises(PayloadError, match=fragment):
         Publisher(generation).publish(conn, topic, payload, idempotency_key=key)
     with pytest.raises(PayloadError):
-        Publisher(generation).publish_many(conn, [EventIn(topic="t.ok", payload={}),
-                                                  EventIn(topic=topic, payload=payload,
-                                                          idempotency_key=key)])
+        Publisher(generation).publish_many(
+            conn,
+            [
+                EventIn(topic="t.ok", payload={}),
+                EventIn(topic=topic, payload=payload, idempotency_key=key),
+            ],
+        )
     assert rows(conn) == []
 
 
 async def test_claim_only_own_generation_oldest_first_and_available(
-        db: Database, conn: psycopg.Connection[Any], generation: int) -> None:
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
     """A claimer sees only its generation's pending, available rows, oldest first, and two
     claimers never get the same row."""
     from spectral_core.generations import allocate_generation
+
     other = allocate_generation(conn, "test-2")
     Publisher(other).publish_many(conn, [EventIn(topic="t.x", payload={}) for _ in range(5)])
-    ids = Publisher(generation).publish_many(conn, [EventIn(topic="t.x", payload={})
-                                                    for _ in range(6)])
-    conn.execute("UPDATE core.outbox SET available_at = now() + interval '1 hour' WHERE id = %s",
-                 (ids[0],))
+    ids = Publisher(generation).publish_many(
+        conn, [EventIn(topic="t.x", payload={}) for _ in range(6)]
+    )
+    conn.execute(
+        "UPDATE core.outbox SET available_at = now() + interval '1 hour' WHERE id = %s", (ids[0],)
+    )
     a, b = Claimer(generation, uuid.uuid4()), Claimer(generation, uuid.uuid4())
     async with db.pool.connection() as c1, db.pool.connection() as c2:
         first = await a.claim(c1, 3)
@@ -147,11 +173,13 @@ async def test_claim_only_own_generation_oldest_first_and_available(
 
 
 async def test_handlers_and_ledger_commit_together_and_row_done(
-        db: Database, conn: psycopg.Connection[Any], generation: int) -> None:
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
     """Every subscribed handler runs once; ledger rows exist for each; the row is done."""
     effect_table(conn)
-    Publisher(generation).publish_many(conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}")
-                                              for i in range(4)])
+    Publisher(generation).publish_many(
+        conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(4)]
+    )
     reg = recording_registry("workers.a.one", "workers.a.two")
     claimer = Claimer(generation, uuid.uuid4())
     async with db.pool.connection() as c:
@@ -163,7 +191,8 @@ async def test_handlers_and_ledger_commit_together_and_row_done(
 
 
 async def test_redelivered_row_skips_handlers_that_already_ran(
-        db: Database, conn: psycopg.Connection[Any], generation: int) -> None:
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
     """A duplicate publish (same key) and a redelivery never repeat a handler's effect."""
     effect_table(conn)
     pub = Publisher(generation)
@@ -179,7 +208,8 @@ async def test_redelivered_row_skips_handlers_that_already_ran(
 
 
 async def test_failing_handler_rolls_back_its_effect_and_backs_off_then_dead(
-        db: Database, conn: psycopg.Connection[Any], generation: int) -> None:
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
     """A failing handler leaves no effect and no ledger row, its neighbours in the batch
     still complete, the error is recorded, and after max attempts the row is dead."""
     effect_table(conn)
@@ -192,81 +222,117 @@ async def test_failing_handler_rolls_back_its_effect_and_backs_off_then_dead(
     proc = BatchProcessor(claimer, reg, RetryPolicy(max_attempts=3, base_s=0.001, cap_s=0.001))
     async with db.pool.connection() as c:
         await proc.process(c, await claimer.claim(c, 10))
-        status = conn.execute("SELECT status, attempts, last_error FROM core.outbox WHERE id=%s",
-                              (bad,)).fetchone()
+        status = conn.execute(
+            "SELECT status, attempts, last_error FROM core.outbox WHERE id=%s", (bad,)
+        ).fetchone()
         assert status[0] == "pending" and status[1] == 1 and "RuntimeError: boom" in status[2]
         # handler one succeeded for the bad row and must never run again for it
         for _ in range(2):
             await anyio.sleep(0.01)
             await proc.process(c, await claimer.claim(c, 10))
-    assert conn.execute("SELECT status, attempts FROM core.outbox WHERE id=%s", (bad,)).fetchone() == (
-        "dead", 3)
-    effects = conn.execute("SELECT handler, key, count(*) FROM public.effects GROUP BY 1, 2 "
-                           "ORDER BY 1, 2").fetchall()
-    assert effects == [("workers.a.one", "bad", 1), ("workers.a.one", "good1", 1),
-                       ("workers.a.one", "good2", 1), ("workers.a.two", "good1", 1),
-                       ("workers.a.two", "good2", 1)]
-    assert conn.execute("SELECT count(*) FROM core.event_handled WHERE idempotency_key='bad'"
-                        ).fetchone() == (1,)
+    assert conn.execute(
+        "SELECT status, attempts FROM core.outbox WHERE id=%s", (bad,)
+    ).fetchone() == ("dead", 3)
+    effects = conn.execute(
+        "SELECT handler, key, count(*) FROM public.effects GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    assert effects == [
+        ("workers.a.one", "bad", 1),
+        ("workers.a.one", "good1", 1),
+        ("workers.a.one", "good2", 1),
+        ("workers.a.two", "good1", 1),
+        ("workers.a.two", "good2", 1),
+    ]
+    assert conn.execute(
+        "SELECT count(*) FROM core.event_handled WHERE idempotency_key='bad'"
+    ).fetchone() == (1,)
     assert redrive_dead(conn, generation) == [bad]
-    assert conn.execute("SELECT status, attempts FROM core.outbox WHERE id=%s", (bad,)).fetchone() == (
-        "pending", 0)
+    assert conn.execute(
+        "SELECT status, attempts FROM core.outbox WHERE id=%s", (bad,)
+    ).fetchone() == ("pending", 0)
 
 
 async def test_row_without_handler_goes_dead_with_reason(
-        db: Database, conn: psycopg.Connection[Any], generation: int) -> None:
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
     """A topic nobody handles in this generation ends dead and says why (not stuck)."""
     Publisher(generation).publish(conn, "t.nobody", {})
     claimer = Claimer(generation, uuid.uuid4())
     async with db.pool.connection() as c:
         await BatchProcessor(claimer, recording_registry("workers.a.one")).process(
-            c, await claimer.claim(c, 10))
+            c, await claimer.claim(c, 10)
+        )
     status, error = conn.execute("SELECT status, last_error FROM core.outbox").fetchone()
     assert status == "dead" and "no handler" in error
 
 
 async def test_reaper_repends_only_dead_claimers_of_its_generation(
-        db: Database, conn: psycopg.Connection[Any], generation: int) -> None:
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
     """The reaper re-pends in-flight rows whose claimer is unknown, exited or stale, keeps a
     live worker's rows, never touches another generation, and makes a poison row dead."""
     from spectral_core.generations import allocate_generation
+
     other = allocate_generation(conn, "test-2")
     live, dead_w = uuid.uuid4(), uuid.uuid4()
     for wid, state, age in ((live, "running", "0 s"), (dead_w, "running", "1 hour")):
-        conn.execute("INSERT INTO core.workers (id, generation, state, host, pid, version, last_seen)"
-                     " VALUES (%s, %s, %s, 'h', 1, 'v', now() - %s::interval)",
-                     (wid, generation, state, age))
+        conn.execute(
+            "INSERT INTO core.workers (id, generation, state, host, pid, version, last_seen)"
+            " VALUES (%s, %s, %s, 'h', 1, 'v', now() - %s::interval)",
+            (wid, generation, state, age),
+        )
     pub = Publisher(generation)
     ids = pub.publish_many(conn, [EventIn(topic="t.x", payload={}) for _ in range(4)])
     other_id = Publisher(other).publish(conn, "t.x", {})
-    conn.execute("UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
-                 (live, ids[0]))
-    conn.execute("UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
-                 (dead_w, ids[1]))
-    conn.execute("UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
-                 (uuid.uuid4(), ids[2]))
-    conn.execute("UPDATE core.outbox SET status='in_flight', attempts=5, claimed_by=%s WHERE id=%s",
-                 (dead_w, ids[3]))
-    conn.execute("UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
-                 (dead_w, other_id))
+    conn.execute(
+        "UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
+        (live, ids[0]),
+    )
+    conn.execute(
+        "UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
+        (dead_w, ids[1]),
+    )
+    conn.execute(
+        "UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
+        (uuid.uuid4(), ids[2]),
+    )
+    conn.execute(
+        "UPDATE core.outbox SET status='in_flight', attempts=5, claimed_by=%s WHERE id=%s",
+        (dead_w, ids[3]),
+    )
+    conn.execute(
+        "UPDATE core.outbox SET status='in_flight', attempts=1, claimed_by=%s WHERE id=%s",
+        (dead_w, other_id),
+    )
     async with db.pool.connection() as c:
         result = await Reaper(generation, stale_after_s=30, max_attempts=5).reap(c)
     assert result == {"pending": 2, "dead": 1}
     status = dict(conn.execute("SELECT id, status FROM core.outbox").fetchall())
-    assert status == {ids[0]: "in_flight", ids[1]: "pending", ids[2]: "pending", ids[3]: "dead",
-                      other_id: "in_flight"}
+    assert status == {
+        ids[0]: "in_flight",
+        ids[1]: "pending",
+        ids[2]: "pending",
+        ids[3]: "dead",
+        other_id: "in_flight",
+    }
 
 
-def test_generation_status_counts_and_verdicts(conn: psycopg.Connection[Any], generation: int) -> None:
+def test_generation_status_counts_and_verdicts(
+    conn: psycopg.Connection[Any], generation: int
+) -> None:
     """deploy status: counts per generation and status; drained / draining / stranded."""
     from spectral_core.generations import allocate_generation
+
     g2 = allocate_generation(conn, "test-2")
     g3 = allocate_generation(conn, "test-3")
     Publisher(generation).publish_many(conn, [EventIn(topic="t.x", payload={})] * 2)
     Publisher(g2).publish(conn, "t.x", {})
     conn.execute("UPDATE core.outbox SET status='done' WHERE generation = %s", (generation,))
-    conn.execute("INSERT INTO core.workers (id, generation, state, host, pid, version) "
-                 "VALUES (%s, %s, 'running', 'h', 1, 'v')", (uuid.uuid4(), g3))
+    conn.execute(
+        "INSERT INTO core.workers (id, generation, state, host, pid, version) "
+        "VALUES (%s, %s, 'running', 'h', 1, 'v')",
+        (uuid.uuid4(), g3),
+    )
     Publisher(g3).publish(conn, "t.x", {})
     got = {s.generation: s.as_dict() for s in generation_status(conn, stale_after_s=10)}
     assert got[generation]["verdict"] == "drained" and got[generation]["outbox"]["done"] == 2

@@ -28,7 +28,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
 )
 
@@ -52,11 +51,17 @@ class Env:
         self.url = url
         self.portal = portal
         self.sync = psycopg.connect(url, autocommit=True)
-        self.gens = [allocate_generation(self.sync, "prop-a"), allocate_generation(self.sync, "prop-b")]
-        self.sync.execute("CREATE TABLE public.effects (handler text, key text, row_gen bigint, "
-                          "consumer_gen bigint)")
+        self.gens = [
+            allocate_generation(self.sync, "prop-a"),
+            allocate_generation(self.sync, "prop-b"),
+        ]
+        self.sync.execute(
+            "CREATE TABLE public.effects (handler text, key text, row_gen bigint, "
+            "consumer_gen bigint)"
+        )
         self.aconns: list[psycopg.AsyncConnection[Any]] = [
-            portal.call(_aconnect, url) for _ in range(4)]
+            portal.call(_aconnect, url) for _ in range(4)
+        ]
 
     def close(self) -> None:
         for c in self.aconns:
@@ -92,10 +97,13 @@ class Consumer:
         self.worker_id = uuid.uuid4()
         self.m.env.sync.execute(
             "INSERT INTO core.workers (id, generation, state, host, pid, version) "
-            "VALUES (%s, %s, 'running', 'prop', 0, 'v')", (self.worker_id, self.gen))
+            "VALUES (%s, %s, 'running', 'prop', 0, 'v')",
+            (self.worker_id, self.gen),
+        )
         self.claimer = Claimer(self.gen, self.worker_id)
-        self.processor = BatchProcessor(self.claimer, self.m.registry,
-                                        RetryPolicy(MAX_ATTEMPTS, 0.0001, 0.0001))
+        self.processor = BatchProcessor(
+            self.claimer, self.m.registry, RetryPolicy(MAX_ATTEMPTS, 0.0001, 0.0001)
+        )
         self.held = []
 
     @property
@@ -118,12 +126,15 @@ class OutboxMachine(RuleBasedStateMachine):
     def _handler(self, name: str) -> Any:
         async def handle(ev: Event, conn: psycopg.AsyncConnection[Any]) -> None:
             consumer_gen = self.current.gen
-            await conn.execute("INSERT INTO public.effects VALUES (%s, %s, %s, %s)",
-                               (name, ev.idempotency_key, ev.generation, consumer_gen))
+            await conn.execute(
+                "INSERT INTO public.effects VALUES (%s, %s, %s, %s)",
+                (name, ev.idempotency_key, ev.generation, consumer_gen),
+            )
             if self.crash_next:
                 raise Crash()
             if ev.idempotency_key in self.failing and name == HANDLERS[1]:
                 raise RuntimeError("flaky handler")
+
         return handle
 
     @initialize()
@@ -134,8 +145,12 @@ class OutboxMachine(RuleBasedStateMachine):
         self.current = self.cons[0]
 
     # -- rules ------------------------------------------------------------------------
-    @rule(gen_index=st.integers(0, 1), key=st.sampled_from(KEYS), commit=st.booleans(),
-          n=st.integers(1, 3))
+    @rule(
+        gen_index=st.integers(0, 1),
+        key=st.sampled_from(KEYS),
+        commit=st.booleans(),
+        n=st.integers(1, 3),
+    )
     def publish(self, gen_index: int, key: str, commit: bool, n: int) -> None:
         gen = self.env.gens[gen_index]
         pub = Publisher(gen)
@@ -143,7 +158,9 @@ class OutboxMachine(RuleBasedStateMachine):
         try:
             with self.env.sync.transaction():
                 for _ in range(n):
-                    ids.append(pub.publish(self.env.sync, "t.prop", {"k": key}, idempotency_key=key))
+                    ids.append(
+                        pub.publish(self.env.sync, "t.prop", {"k": key}, idempotency_key=key)
+                    )
                 if not commit:
                     raise _Rollback()
         except _Rollback:
@@ -183,25 +200,30 @@ class OutboxMachine(RuleBasedStateMachine):
                     self.env.portal.call(c.processor._batch, c.conn, c.held)
             finally:
                 self.crash_next = False
-        self.env.sync.execute("UPDATE core.workers SET last_seen = now() - interval '1 hour' "
-                              "WHERE id = %s", (c.worker_id,))
+        self.env.sync.execute(
+            "UPDATE core.workers SET last_seen = now() - interval '1 hour' WHERE id = %s",
+            (c.worker_id,),
+        )
         c.restart()
 
     @rule(gen_index=st.integers(0, 1))
     def reap(self, gen_index: int) -> None:
         gen = self.env.gens[gen_index]
         before = self._in_flight_owners()
-        self.env.portal.call(Reaper(gen, stale_after_s=60, max_attempts=MAX_ATTEMPTS).reap,
-                             self.cons[0].conn)
+        self.env.portal.call(
+            Reaper(gen, stale_after_s=60, max_attempts=MAX_ATTEMPTS).reap, self.cons[0].conn
+        )
         after = self._in_flight_owners()
         # the reaper never touches another generation's rows
-        assert {k: v for k, v in before.items() if v[0] != gen} == \
-               {k: v for k, v in after.items() if v[0] != gen}
+        assert {k: v for k, v in before.items() if v[0] != gen} == {
+            k: v for k, v in after.items() if v[0] != gen
+        }
 
     # -- invariants -------------------------------------------------------------------
     def _in_flight_owners(self) -> dict[int, tuple[int, Any]]:
         rows = self.env.sync.execute(
-            "SELECT id, generation, claimed_by FROM core.outbox WHERE status = 'in_flight'").fetchall()
+            "SELECT id, generation, claimed_by FROM core.outbox WHERE status = 'in_flight'"
+        ).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
     @invariant()
@@ -210,11 +232,13 @@ class OutboxMachine(RuleBasedStateMachine):
             return
         bad = self.env.sync.execute(
             "SELECT count(*) FROM core.outbox o JOIN core.workers w ON w.id = o.claimed_by "
-            "WHERE o.status = 'in_flight' AND w.generation <> o.generation").fetchone()
+            "WHERE o.status = 'in_flight' AND w.generation <> o.generation"
+        ).fetchone()
         assert bad == (0,)
         # effects are written inside the handler transaction: only committed ones remain
         assert self.env.sync.execute(
-            "SELECT count(*) FROM public.effects WHERE row_gen <> consumer_gen").fetchone() == (0,)
+            "SELECT count(*) FROM public.effects WHERE row_gen <> consumer_gen"
+        ).fetchone() == (0,)
 
     @invariant()
     def rolled_back_publishes_never_appear(self) -> None:
@@ -230,16 +254,18 @@ class OutboxMachine(RuleBasedStateMachine):
             self.crash_consumer_quietly(c)
         for _ in range(60):
             for gen in self.env.gens:
-                self.env.portal.call(Reaper(gen, stale_after_s=60, max_attempts=MAX_ATTEMPTS).reap,
-                                     self.cons[0].conn)
+                self.env.portal.call(
+                    Reaper(gen, stale_after_s=60, max_attempts=MAX_ATTEMPTS).reap, self.cons[0].conn
+                )
             for c in self.cons:
                 self.current = c
                 c.held = self.env.portal.call(c.claimer.claim, c.conn, 50)
                 if c.held:
                     self.env.portal.call(c.processor.process, c.conn, c.held)
                     c.held = []
-            live = self.env.sync.execute("SELECT count(*) FROM core.outbox WHERE status IN "
-                                         "('pending', 'in_flight')").fetchone()
+            live = self.env.sync.execute(
+                "SELECT count(*) FROM core.outbox WHERE status IN ('pending', 'in_flight')"
+            ).fetchone()
             if live == (0,):
                 break
             time.sleep(0.002)
@@ -253,15 +279,20 @@ class OutboxMachine(RuleBasedStateMachine):
         ).fetchall()
         assert survivors == []
         done_keys = {self.committed[i][1] for i, s in statuses.items() if s == "done"}
-        handled = set(self.env.sync.execute(
-            "SELECT handler_name, idempotency_key FROM core.event_handled").fetchall())
+        handled = set(
+            self.env.sync.execute(
+                "SELECT handler_name, idempotency_key FROM core.event_handled"
+            ).fetchall()
+        )
         for key in done_keys:
             for name in HANDLERS:
                 assert (name, key) in handled
 
     def crash_consumer_quietly(self, c: Consumer) -> None:
-        self.env.sync.execute("UPDATE core.workers SET last_seen = now() - interval '1 hour' "
-                              "WHERE id = %s", (c.worker_id,))
+        self.env.sync.execute(
+            "UPDATE core.workers SET last_seen = now() - interval '1 hour' WHERE id = %s",
+            (c.worker_id,),
+        )
         c.restart()
 
 
@@ -273,7 +304,10 @@ def test_outbox_state_machine(env: Env) -> None:
     """Runs the state machine above with a meaningful number of examples."""
     OutboxMachine.env = env
     runner = OutboxMachine.TestCase
-    runner.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
-                               suppress_health_check=list(HealthCheck))
+    runner.settings = settings(
+        max_examples=100,
+        stateful_step_count=40,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     runner().runTest()
-

@@ -29,11 +29,19 @@ def test_crashing_child_is_restarted_with_backoff_then_supervisor_gives_up(tmp_p
     """A child that keeps crashing is restarted with growing delays; past max_restarts in the
     window the supervisor stops its siblings and exits 1."""
     starts = tmp_path / "starts"
-    crash = py(f"import time; open({str(starts)!r}, 'a').write(f'{{time.monotonic()}}\\n'); "
-               "raise SystemExit(1)")
+    crash = py(
+        f"import time; open({str(starts)!r}, 'a').write(f'{{time.monotonic()}}\\n'); "
+        "raise SystemExit(1)"
+    )
     sleeper = py("import time; time.sleep(60)")
-    sup = Supervisor({"bad": crash, "good": sleeper}, grace_s=2, max_restarts=3, window_s=60,
-                     backoff_base_s=0.1, backoff_cap_s=1)
+    sup = Supervisor(
+        {"bad": crash, "good": sleeper},
+        grace_s=2,
+        max_restarts=3,
+        window_s=60,
+        backoff_base_s=0.1,
+        backoff_cap_s=1,
+    )
     assert run_until_exit(sup) == 1
     times = [float(x) for x in starts.read_text().split()]
     assert len(times) == 4  # first start + 3 restarts
@@ -55,12 +63,15 @@ def test_sigterm_is_forwarded_and_a_stubborn_child_is_killed(tmp_path: Path) -> 
     """SIGTERM reaches both children; one exits cleanly, the one ignoring TERM is killed
     after the grace period; the supervisor exits 0."""
     marker = tmp_path / "got-term"
-    polite = py("import signal, sys, time\n"
-                f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write('1'), "
-                "sys.exit(0)))\n"
-                "time.sleep(60)")
-    stubborn = py("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                  "time.sleep(60)")
+    polite = py(
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').write('1'), "
+        "sys.exit(0)))\n"
+        "time.sleep(60)"
+    )
+    stubborn = py(
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
+    )
     sup = Supervisor({"polite": polite, "stubborn": stubborn}, grace_s=1.0)
     sup.tick()
     time.sleep(1.0)  # let the children install their handlers

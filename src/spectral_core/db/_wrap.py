@@ -32,8 +32,9 @@ def translate(exc: BaseException) -> DatabaseError:
         return exc
     state = getattr(exc, "sqlstate", None)
     if is_connection_error(exc):
-        err: DatabaseError = ConnectionLost(f"database connection lost: {_first_line(exc)}",
-                                            sqlstate=state)
+        err: DatabaseError = ConnectionLost(
+            f"database connection lost: {_first_line(exc)}", sqlstate=state
+        )
     else:
         err = DatabaseError(f"database error: {_first_line(exc)}", sqlstate=state)
     err.__cause__ = exc

@@ -43,8 +43,14 @@ class WorkerInfo:
 class Heartbeat:
     """Registers a worker and keeps its ``last_seen`` fresh."""
 
-    def __init__(self, db: Database, info: WorkerInfo, *, interval_s: float,
-                 state: Callable[[], str] = lambda: "running") -> None:
+    def __init__(
+        self,
+        db: Database,
+        info: WorkerInfo,
+        *,
+        interval_s: float,
+        state: Callable[[], str] = lambda: "running",
+    ) -> None:
         self.db = db
         self.info = info
         self.interval_s = interval_s
@@ -60,10 +66,16 @@ class Heartbeat:
         """Insert the worker's row (state ``running``)."""
         async with self.db.pool.connection() as conn:
             with wrap_errors():
-                await conn.execute(query("register_worker"), {
-                    "id": self.info.id, "generation": self.info.generation,
-                    "host": self.info.host, "pid": self.info.pid, "version": self.info.version,
-                })
+                await conn.execute(
+                    query("register_worker"),
+                    {
+                        "id": self.info.id,
+                        "generation": self.info.generation,
+                        "host": self.info.host,
+                        "pid": self.info.pid,
+                        "version": self.info.version,
+                    },
+                )
         self.last_written = "running"
         log.info("worker.registered", host=self.info.host, pid=self.info.pid)
 

@@ -7,8 +7,9 @@ import random
 __all__ = ["next_delay"]
 
 
-def next_delay(attempts: int, *, base_s: float, cap_s: float,
-               rand: random.Random | None = None) -> float:
+def next_delay(
+    attempts: int, *, base_s: float, cap_s: float, rand: random.Random | None = None
+) -> float:
     """Seconds to wait before attempt ``attempts + 1``.
 
     "Equal jitter": half the exponential step is fixed, half random, so retries of many

@@ -35,17 +35,33 @@ class Claimer:
             cur = await conn.execute(query("claim_batch"), {**self._base, "limit": limit})
             rows = await cur.fetchall()
         rows.sort(key=lambda r: r[0])
-        return [Event(id=r[0], generation=r[1], topic=r[2], payload=r[3],
-                      idempotency_key=r[4], attempts=r[5], created_at=r[6]) for r in rows]
+        return [
+            Event(
+                id=r[0],
+                generation=r[1],
+                topic=r[2],
+                payload=r[3],
+                idempotency_key=r[4],
+                attempts=r[5],
+                created_at=r[6],
+            )
+            for r in rows
+        ]
 
-    async def mark_handled(self, conn: psycopg.AsyncConnection[Any], handler: str,
-                           events: list[Event]) -> set[str]:
+    async def mark_handled(
+        self, conn: psycopg.AsyncConnection[Any], handler: str, events: list[Event]
+    ) -> set[str]:
         """Insert ledger rows for ``handler``; return the keys that were not handled before."""
         with wrap_errors():
-            cur = await conn.execute(query("mark_handled"), {
-                "handler": handler, "generation": self.generation,
-                "keys": [e.idempotency_key for e in events], "ids": [e.id for e in events],
-            })
+            cur = await conn.execute(
+                query("mark_handled"),
+                {
+                    "handler": handler,
+                    "generation": self.generation,
+                    "keys": [e.idempotency_key for e in events],
+                    "ids": [e.id for e in events],
+                },
+            )
             return {r[0] for r in await cur.fetchall()}
 
     async def complete(self, conn: psycopg.AsyncConnection[Any], ids: list[int]) -> int:
@@ -54,22 +70,35 @@ class Claimer:
             cur = await conn.execute(query("complete_batch"), {**self._base, "ids": ids})
         return cur.rowcount
 
-    async def fail(self, conn: psycopg.AsyncConnection[Any], event_id: int, error: str,
-                   delay_s: float, max_attempts: int) -> str | None:
+    async def fail(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        event_id: int,
+        error: str,
+        delay_s: float,
+        max_attempts: int,
+    ) -> str | None:
         """Record a failure: re-pend after ``delay_s`` or ``dead``; return the new status."""
         with wrap_errors():
-            cur = await conn.execute(query("fail_event"), {
-                **self._base, "id": event_id, "error": error[:4000], "delay_s": delay_s,
-                "max_attempts": max_attempts,
-            })
+            cur = await conn.execute(
+                query("fail_event"),
+                {
+                    **self._base,
+                    "id": event_id,
+                    "error": error[:4000],
+                    "delay_s": delay_s,
+                    "max_attempts": max_attempts,
+                },
+            )
             row = await cur.fetchone()
         return row[0] if row else None
 
     async def kill(self, conn: psycopg.AsyncConnection[Any], event_id: int, error: str) -> None:
         """Mark a row we hold ``dead`` at once."""
         with wrap_errors():
-            await conn.execute(query("kill_event"), {**self._base, "id": event_id,
-                                                     "error": error[:4000]})
+            await conn.execute(
+                query("kill_event"), {**self._base, "id": event_id, "error": error[:4000]}
+            )
 
     async def release(self, conn: psycopg.AsyncConnection[Any], ids: list[int]) -> int:
         """Give rows we hold back to ``pending`` (graceful shutdown)."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -61,8 +61,11 @@ class ConsumerConfig:
             "poll_interval_s": settings.poll_interval_s,
             "reconnect_backoff_cap_s": settings.reconnect_backoff_cap_s,
             "outage_limit_s": settings.outage_limit_s,
-            "retry": RetryPolicy(settings.outbox_max_attempts, settings.outbox_backoff_base_s,
-                                 settings.outbox_backoff_cap_s),
+            "retry": RetryPolicy(
+                settings.outbox_max_attempts,
+                settings.outbox_backoff_base_s,
+                settings.outbox_backoff_cap_s,
+            ),
         }
         values.update(overrides)
         return cls(**values)
@@ -77,8 +80,15 @@ def reconnect_delay(attempt: int, cap_s: float, rand: random.Random) -> float:
 class Consumer:
     """Consumes one generation's outbox rows with the registered handlers."""
 
-    def __init__(self, db: Database, *, generation: int, worker_id: uuid.UUID,
-                 registry: HandlerRegistry, config: ConsumerConfig | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        generation: int,
+        worker_id: uuid.UUID,
+        registry: HandlerRegistry,
+        config: ConsumerConfig | None = None,
+    ) -> None:
         self.db = db
         self.config = config or ConsumerConfig()
         self.claimer = Claimer(generation, worker_id)
@@ -186,8 +196,9 @@ class Consumer:
                 if not is_connection_error(exc):
                     raise
                 self._set_pool_failing(exc)
-                await self._sleep_or_stop(reconnect_delay(attempt, self.config.reconnect_backoff_cap_s,
-                                                          self._rand))
+                await self._sleep_or_stop(
+                    reconnect_delay(attempt, self.config.reconnect_backoff_cap_s, self._rand)
+                )
                 attempt += 1
                 continue
             if n < batch:
@@ -241,8 +252,10 @@ class Consumer:
         if self._down_since is None:
             self._down_since = now
         elif now - self._down_since > self.config.outage_limit_s:
-            raise ConnectionLost("database unreachable for longer than the outage limit",
-                                 outage_limit_s=self.config.outage_limit_s) from exc
+            raise ConnectionLost(
+                "database unreachable for longer than the outage limit",
+                outage_limit_s=self.config.outage_limit_s,
+            ) from exc
 
     def _note_up(self) -> None:
         if not self._pool_failing and self._listener_ok:
@@ -274,12 +287,14 @@ class Consumer:
                     raise translate(exc) from exc if isinstance(exc, psycopg.Error) else exc
                 if self._listener_ok:
                     self._listener_ok = False
-                    log.warning("consumer.reconnecting", component="listener",
-                                error_type=type(exc).__name__)
+                    log.warning(
+                        "consumer.reconnecting", component="listener", error_type=type(exc).__name__
+                    )
                     self.on_state_change()
                 self._note_down(time.monotonic(), exc)
-                await anyio.sleep(reconnect_delay(attempt, self.config.reconnect_backoff_cap_s,
-                                                  self._rand))
+                await anyio.sleep(
+                    reconnect_delay(attempt, self.config.reconnect_backoff_cap_s, self._rand)
+                )
                 attempt += 1
 
     async def _consume_notifies(self, conn: psycopg.AsyncConnection[Any]) -> None:

@@ -46,8 +46,10 @@ class HandlerRegistry:
                 already registered.
         """
         if not _NAME.match(name):
-            raise HandlerError(f"handler name {name!r} must be scope-qualified, e.g. "
-                               "'workers.billing.charge'", name=name)
+            raise HandlerError(
+                f"handler name {name!r} must be scope-qualified, e.g. 'workers.billing.charge'",
+                name=name,
+            )
         if name in self._by_name:
             raise HandlerError(f"handler {name!r} is already registered", name=name)
         if not topic:

@@ -44,8 +44,14 @@ def _describe(exc: BaseException) -> str:
 class BatchProcessor:
     """Runs the registered handlers over claimed events of one :class:`Claimer`."""
 
-    def __init__(self, claimer: Claimer, registry: HandlerRegistry,
-                 retry: RetryPolicy | None = None, *, rand: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        claimer: Claimer,
+        registry: HandlerRegistry,
+        retry: RetryPolicy | None = None,
+        *,
+        rand: random.Random | None = None,
+    ) -> None:
         self.claimer = claimer
         self.registry = registry
         self.retry = retry or RetryPolicy()
@@ -58,7 +64,9 @@ class BatchProcessor:
             if self.registry.for_topic(ev.topic):
                 routable.append(ev)
             else:
-                await self.claimer.kill(conn, ev.id, f"no handler registered for topic {ev.topic!r}")
+                await self.claimer.kill(
+                    conn, ev.id, f"no handler registered for topic {ev.topic!r}"
+                )
                 log.warning("outbox.unroutable", event_id=ev.id, topic=ev.topic)
         if not routable:
             return
@@ -85,8 +93,12 @@ class BatchProcessor:
             done = await self.claimer.complete(conn, [e.id for e in events])
         if done != len(events):
             log.warning("outbox.claim_lost", expected=len(events), completed=done)
-        log.info("outbox.handled", n=len(events), handlers=len(by_handler),
-                 ms=round((time.perf_counter() - started) * 1000, 2))
+        log.info(
+            "outbox.handled",
+            n=len(events),
+            handlers=len(by_handler),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
     async def _one_by_one(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
         for ev in events:
@@ -101,15 +113,27 @@ class BatchProcessor:
                     raise
                 except Exception as exc:
                     errors.append(f"{handler.name}: {_describe(exc)}")
-                    log.warning("outbox.handler_failed", event_id=ev.id, handler=handler.name,
-                                attempts=ev.attempts, error_type=type(exc).__name__)
+                    log.warning(
+                        "outbox.handler_failed",
+                        event_id=ev.id,
+                        handler=handler.name,
+                        attempts=ev.attempts,
+                        error_type=type(exc).__name__,
+                    )
             if not errors:
                 await self.claimer.complete(conn, [ev.id])
                 log.info("outbox.handled", n=1, event_id=ev.id)
                 continue
-            delay = next_delay(ev.attempts, base_s=self.retry.base_s, cap_s=self.retry.cap_s,
-                               rand=self._rand)
-            status = await self.claimer.fail(conn, ev.id, "; ".join(errors), delay,
-                                             self.retry.max_attempts)
-            log.warning("outbox.failed", event_id=ev.id, attempts=ev.attempts, status=status,
-                        retry_in_s=round(delay, 3) if status == "pending" else None)
+            delay = next_delay(
+                ev.attempts, base_s=self.retry.base_s, cap_s=self.retry.cap_s, rand=self._rand
+            )
+            status = await self.claimer.fail(
+                conn, ev.id, "; ".join(errors), delay, self.retry.max_attempts
+            )
+            log.warning(
+                "outbox.failed",
+                event_id=ev.id,
+                attempts=ev.attempts,
+                status=status,
+                retry_in_s=round(delay, 3) if status == "pending" else None,
+            )

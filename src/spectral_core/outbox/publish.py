@@ -31,23 +31,31 @@ _encode = msgspec.json.Encoder().encode
 
 def _validate(topic: str, payload: Any, key: str | None, max_bytes: int) -> tuple[str, str]:
     if not isinstance(topic, str) or not _TOPIC.match(topic):
-        raise PayloadError(f"invalid topic {topic!r}: letters, digits and _ . : - only, "
-                           "at most 200 characters", topic=topic)
+        raise PayloadError(
+            f"invalid topic {topic!r}: letters, digits and _ . : - only, at most 200 characters",
+            topic=topic,
+        )
     try:
         encoded = _encode(payload)
     except (TypeError, msgspec.EncodeError) as exc:
         raise PayloadError(f"payload is not JSON-encodable: {exc}", topic=topic) from None
     if len(encoded) > max_bytes:
-        raise PayloadError(f"payload is {len(encoded)} bytes, the limit is {max_bytes}",
-                           topic=topic, size=len(encoded), limit=max_bytes)
+        raise PayloadError(
+            f"payload is {len(encoded)} bytes, the limit is {max_bytes}",
+            topic=topic,
+            size=len(encoded),
+            limit=max_bytes,
+        )
     if b"\\u0000" in encoded:
-        raise PayloadError("payload contains a NUL character, which jsonb cannot store",
-                           topic=topic)
+        raise PayloadError(
+            "payload contains a NUL character, which jsonb cannot store", topic=topic
+        )
     if key is None:
         key = uuid.uuid4().hex
     elif not isinstance(key, str) or not key or len(key) > 512:
-        raise PayloadError("idempotency_key must be a non-empty string of at most 512 "
-                           "characters", topic=topic)
+        raise PayloadError(
+            "idempotency_key must be a non-empty string of at most 512 characters", topic=topic
+        )
     return encoded.decode(), key
 
 
@@ -63,24 +71,41 @@ class Publisher:
 
     def _params(self, topic: str, payload: Any, key: str | None) -> dict[str, Any]:
         encoded, key = _validate(topic, payload, key, self.max_payload_bytes)
-        return {"generation": self.generation, "topic": topic, "payload": encoded,
-                "key": key, "channel": self._channel}
+        return {
+            "generation": self.generation,
+            "topic": topic,
+            "payload": encoded,
+            "key": key,
+            "channel": self._channel,
+        }
 
     def _many_params(self, events: Iterable[EventIn]) -> dict[str, Any]:
         topics: list[str] = []
         payloads: list[str] = []
         keys: list[str] = []
         for ev in events:
-            encoded, key = _validate(ev.topic, ev.payload, ev.idempotency_key,
-                                     self.max_payload_bytes)
+            encoded, key = _validate(
+                ev.topic, ev.payload, ev.idempotency_key, self.max_payload_bytes
+            )
             topics.append(ev.topic)
             payloads.append(encoded)
             keys.append(key)
-        return {"generation": self.generation, "topics": topics, "payloads": payloads,
-                "keys": keys, "channel": self._channel}
+        return {
+            "generation": self.generation,
+            "topics": topics,
+            "payloads": payloads,
+            "keys": keys,
+            "channel": self._channel,
+        }
 
-    async def publish_async(self, conn: psycopg.AsyncConnection[Any], topic: str, payload: Any,
-                            *, idempotency_key: str | None = None) -> int:
+    async def publish_async(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        topic: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Write one event in ``conn``'s current transaction; return its id.
 
         Raises:
@@ -94,8 +119,14 @@ class Publisher:
         assert row is not None
         return int(row[0])
 
-    def publish(self, conn: psycopg.Connection[Any], topic: str, payload: Any,
-                *, idempotency_key: str | None = None) -> int:
+    def publish(
+        self,
+        conn: psycopg.Connection[Any],
+        topic: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Sync twin of :meth:`publish_async`."""
         params = self._params(topic, payload, idempotency_key)
         with wrap_errors():
@@ -103,8 +134,9 @@ class Publisher:
         assert row is not None
         return int(row[0])
 
-    async def publish_many_async(self, conn: psycopg.AsyncConnection[Any],
-                                 events: Sequence[EventIn]) -> list[int]:
+    async def publish_many_async(
+        self, conn: psycopg.AsyncConnection[Any], events: Sequence[EventIn]
+    ) -> list[int]:
         """Write several events in one statement; return their ids in order.
 
         Raises:
@@ -139,25 +171,34 @@ def _running_publisher() -> Publisher:
     return pub
 
 
-async def publish_async(conn: psycopg.AsyncConnection[Any], topic: str, payload: Any,
-                        *, idempotency_key: str | None = None) -> int:
+async def publish_async(
+    conn: psycopg.AsyncConnection[Any],
+    topic: str,
+    payload: Any,
+    *,
+    idempotency_key: str | None = None,
+) -> int:
     """Publish in the caller's transaction, stamped with the running generation.
 
     Raises:
         GenerationError: no runtime is bound.
         PayloadError: bad topic, payload or key.
     """
-    return await _running_publisher().publish_async(conn, topic, payload,
-                                                    idempotency_key=idempotency_key)
+    return await _running_publisher().publish_async(
+        conn, topic, payload, idempotency_key=idempotency_key
+    )
 
 
-def publish(conn: psycopg.Connection[Any], topic: str, payload: Any,
-            *, idempotency_key: str | None = None) -> int:
+def publish(
+    conn: psycopg.Connection[Any], topic: str, payload: Any, *, idempotency_key: str | None = None
+) -> int:
     """Sync twin of :func:`publish_async`."""
     return _running_publisher().publish(conn, topic, payload, idempotency_key=idempotency_key)
 
 
-async def publish_many_async(conn: psycopg.AsyncConnection[Any], events: Sequence[EventIn]) -> list[int]:
+async def publish_many_async(
+    conn: psycopg.AsyncConnection[Any], events: Sequence[EventIn]
+) -> list[int]:
     """Batched :func:`publish_async`."""
     return await _running_publisher().publish_many_async(conn, events)
 

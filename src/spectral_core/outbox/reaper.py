@@ -36,10 +36,14 @@ class Reaper:
     async def reap(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
         """One pass; returns how many rows went back to ``pending`` and to ``dead``."""
         with wrap_errors():
-            cur = await conn.execute(query("repend_stale"), {
-                "generation": self.generation, "stale_after_s": self.stale_after_s,
-                "max_attempts": self.max_attempts,
-            })
+            cur = await conn.execute(
+                query("repend_stale"),
+                {
+                    "generation": self.generation,
+                    "stale_after_s": self.stale_after_s,
+                    "max_attempts": self.max_attempts,
+                },
+            )
             rows = await cur.fetchall()
         result = {"pending": 0, "dead": 0}
         for _id, status in rows:

@@ -42,32 +42,43 @@ class GenerationStatus:
         return "stranded"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"generation": self.generation, "version": self.version,
-                "outbox": {s: self.outbox.get(s, 0) for s in ("pending", "in_flight", "done", "dead")},
-                "workers": {s: self.workers.get(s, 0)
-                            for s in ("live", "reconnecting", "stale", "exited")},
-                "verdict": self.verdict}
+        return {
+            "generation": self.generation,
+            "version": self.version,
+            "outbox": {s: self.outbox.get(s, 0) for s in ("pending", "in_flight", "done", "dead")},
+            "workers": {
+                s: self.workers.get(s, 0) for s in ("live", "reconnecting", "stale", "exited")
+            },
+            "verdict": self.verdict,
+        }
 
 
-def generation_status(conn: psycopg.Connection[Any], *, stale_after_s: float) -> list[GenerationStatus]:
+def generation_status(
+    conn: psycopg.Connection[Any], *, stale_after_s: float
+) -> list[GenerationStatus]:
     """Status of every allocated generation, oldest first."""
     with wrap_errors():
         gens = conn.execute(query("list_generations")).fetchall()
         counts = conn.execute(query("count_by_generation_status")).fetchall()
-        workers = conn.execute(query("workers_by_generation"),
-                               {"stale_after_s": stale_after_s}).fetchall()
+        workers = conn.execute(
+            query("workers_by_generation"), {"stale_after_s": stale_after_s}
+        ).fetchall()
     out = {g: GenerationStatus(g, v) for g, v, _note, _at in gens}
     for g, status, n in counts:
         out[g].outbox[status] = n
     for g, _id, state, *_rest, stale in workers:
-        key = "exited" if state == "exited" else ("stale" if stale else
-                                                  "reconnecting" if state == "reconnecting" else "live")
+        key = (
+            "exited"
+            if state == "exited"
+            else ("stale" if stale else "reconnecting" if state == "reconnecting" else "live")
+        )
         out[g].workers[key] = out[g].workers.get(key, 0) + 1
     return list(out.values())
 
 
-def drain(conn: psycopg.Connection[Any], generation: int, *, timeout_s: float,
-          poll_s: float = 0.5) -> tuple[bool, int, int]:
+def drain(
+    conn: psycopg.Connection[Any], generation: int, *, timeout_s: float, poll_s: float = 0.5
+) -> tuple[bool, int, int]:
     """Wait until ``generation`` has no pending or in-flight rows.
 
     Returns ``(drained, pending, in_flight)`` at the end of the wait.
@@ -75,9 +86,10 @@ def drain(conn: psycopg.Connection[Any], generation: int, *, timeout_s: float,
     deadline = time.monotonic() + timeout_s
     while True:
         with wrap_errors():
-            row = conn.execute(query("count_live_for_generation"),
-                               {"generation": generation}).fetchone()
-        pending, in_flight = (row or (0, 0))
+            row = conn.execute(
+                query("count_live_for_generation"), {"generation": generation}
+            ).fetchone()
+        pending, in_flight = row or (0, 0)
         if pending + in_flight == 0:
             return True, 0, 0
         if time.monotonic() >= deadline:
@@ -85,11 +97,14 @@ def drain(conn: psycopg.Connection[Any], generation: int, *, timeout_s: float,
         time.sleep(poll_s)
 
 
-def redrive_dead(conn: psycopg.Connection[Any], generation: int,
-                 ids: list[int] | None = None) -> list[int]:
+def redrive_dead(
+    conn: psycopg.Connection[Any], generation: int, ids: list[int] | None = None
+) -> list[int]:
     """Operator action: ``dead`` rows of ``generation`` back to ``pending``."""
     with wrap_errors():
-        rows = conn.execute(query("redrive_dead"), {"generation": generation, "ids": ids}).fetchall()
+        rows = conn.execute(
+            query("redrive_dead"), {"generation": generation, "ids": ids}
+        ).fetchall()
         conn.execute(query("notify_channel"), {"channel": f"spectral_outbox_g{generation}"})
     return [r[0] for r in rows]
 
@@ -97,6 +112,7 @@ def redrive_dead(conn: psycopg.Connection[Any], generation: int,
 def purge_done(conn: psycopg.Connection[Any], generation: int, *, older_than_s: float) -> int:
     """Operator retention action: delete ``done`` rows of ``generation`` (nothing else)."""
     with wrap_errors():
-        cur = conn.execute(query("purge_done"), {"generation": generation,
-                                                 "older_than_s": older_than_s})
+        cur = conn.execute(
+            query("purge_done"), {"generation": generation, "older_than_s": older_than_s}
+        )
     return cur.rowcount

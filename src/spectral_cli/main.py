@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in (up, demo, migrate, deploy, outbox, tenants, modules):
         module.register(sub)
-    lint = sub.add_parser("lint", help="migration compat lint and deploy-manifest lint",
-                          add_help=False)
+    lint = sub.add_parser(
+        "lint", help="migration compat lint and deploy-manifest lint", add_help=False
+    )
     lint.add_argument("what", choices=["compat", "manifest"], nargs="?")
     lint.add_argument("rest", nargs=argparse.REMAINDER)
     lint.set_defaults(run=_lint, needs_settings=False)

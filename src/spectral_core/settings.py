@@ -105,6 +105,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox_deadline_ms: PosInt = 100
     sandbox_memory_bytes: Annotated[int, Meta(ge=64 * 1024)] = 16 * 1024 * 1024
     sandbox_output_bytes: PosInt = 64 * 1024
+    # World Agent (spectral_core.agent): turns run off the decision path, at most
+    # ``agent_concurrency`` at once per worker, each within a step and token budget
+    agent_concurrency: PosInt = 4
+    #: ``anthropic`` (the ``anthropic`` extra), ``scripted`` (spectral_core.testing, reads
+    #: ``agent_script_path``) or ``module:function`` returning a ModelFactory for settings
+    agent_provider: str = "anthropic"
+    agent_model: str = "claude-sonnet-4-5"
+    agent_base_url: str | None = None
+    agent_script_path: str | None = None
+    #: checkpointer connection (defaults to ``database_url``); must keep startup options
+    agent_database_url: str | None = None
+    agent_llm_timeout_s: PosFloat = 120.0
+    agent_llm_retries: Annotated[int, Meta(ge=0, le=10)] = 3
+    agent_llm_backoff_base_s: PosFloat = 0.5
+    agent_max_steps: Annotated[int, Meta(ge=1, le=100)] = 12
+    agent_max_tokens: PosInt = 50_000
+    agent_max_attempts: PosInt = 5
+    agent_poll_interval_s: PosFloat = 1.0
 
     # only read by the test-suite; accepted so a shell exporting it can still boot
     test_database_url: str | None = None
@@ -163,6 +181,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "test_database_url",
                 "llm_credential",
                 "operator_keys",
+                "agent_database_url",
             }
         }
         shown["database_url"] = redact_url(self.database_url)

@@ -5,7 +5,9 @@ The built-in ones are small platform handlers used by the demo and the tests:
 (optionally holding its transaction for ``payload["sleep_ms"]``: a stand-in for slow work
 in load and fault drills).  Services add their own handlers through
 ``SPECTRAL_WORKER_HANDLERS`` (``module:function`` entries, each called with the registry
-and the settings).
+and the settings).  ``workers.world_agent.observe`` hands ``world.observe`` events to the
+World Agent (:mod:`spectral_core.agent`), whose runner the worker starts beside the
+consumer.
 Services embedding spectral_core register their own on a :class:`HandlerRegistry`.
 """
 
@@ -20,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from spectral_core import Event, HandlerRegistry, Settings, current_runtime
+from spectral_core import agent
 from spectral_core.errors import ConfigError
 
 
@@ -39,6 +42,7 @@ async def record(event: Event, conn: psycopg.AsyncConnection[Any]) -> None:
 def build_registry(settings: Settings) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register("workers.platform.record", "platform.record", record)
+    agent.install(registry, settings)
     for entry in filter(None, (e.strip() for e in settings.worker_handlers.split(","))):
         module_name, _, attr = entry.partition(":")
         try:

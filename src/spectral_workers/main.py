@@ -1,4 +1,5 @@
-"""The worker process: boot checks, then consumer + reaper + heartbeat in one task group.
+"""The worker process: boot checks, then consumer + reaper + heartbeat + the World Agent's
+turn runner in one task group.
 
 Exit codes: 0 clean shutdown; 3 cannot start (bad settings, generation missing or never
 allocated: a supervisor must not restart it); 1 anything else (database unreachable at
@@ -28,6 +29,7 @@ from spectral_core import (
     open_pools,
     require_generation_async,
 )
+from spectral_core.agent import AgentRunner, open_world_agent
 from spectral_core.errors import EXIT_CANNOT_START, SpectralError
 from spectral_core.logging import configure_logging
 
@@ -53,23 +55,32 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
         consumer.on_state_change = heartbeat.poke
         reaper = Reaper(generation, stale_after_s=settings.worker_stale_after_s,
                         max_attempts=settings.outbox_max_attempts)
-        await heartbeat.register()
-        log.info("worker.started", handlers=registry.names, version=rt.version)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_signals, consumer, tg.cancel_scope, settings.shutdown_grace_s)
-                tg.start_soon(heartbeat.run)
-                tg.start_soon(reaper.run, db, settings.reaper_interval_s)
-                await consumer.run()
-                tg.cancel_scope.cancel()
-        finally:
-            await consumer.release_inflight()
-            await heartbeat.mark_exited()
-        log.info("worker.stopped", handled=consumer.handled)
+        async with open_world_agent(settings, db, generation=generation,
+                                    worker_id=rt.instance_id) as agent:
+            await heartbeat.register()
+            log.info("worker.started", handlers=registry.names, version=rt.version)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_signals, consumer, agent, tg.cancel_scope,
+                                  settings.shutdown_grace_s)
+                    tg.start_soon(heartbeat.run)
+                    tg.start_soon(reaper.run, db, settings.reaper_interval_s)
+                    async with anyio.create_task_group() as work:
+                        # agent turns run beside the consumer, never inside its batches
+                        work.start_soon(agent.run)
+                        await consumer.run()
+                        agent.stop()
+                    tg.cancel_scope.cancel()
+            finally:
+                await consumer.release_inflight()
+                await agent.release_inflight()
+                await heartbeat.mark_exited()
+            log.info("worker.stopped", handled=consumer.handled, turns=agent.completed)
     return 0
 
 
-async def _signals(consumer: Consumer, scope: anyio.CancelScope, grace_s: float) -> None:
+async def _signals(consumer: Consumer, agent: AgentRunner, scope: anyio.CancelScope,
+                   grace_s: float) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if consumer.stopping:
@@ -77,8 +88,10 @@ async def _signals(consumer: Consumer, scope: anyio.CancelScope, grace_s: float)
                 os._exit(1)
             log.info("worker.stopping", signal=signal.Signals(signum).name, grace_s=grace_s)
             consumer.stop()
-            # lanes finish their batch within the grace period, else they are cancelled
-            # (their transactions roll back) and the rows are released
+            agent.stop()
+            # lanes finish their batch and turns their graph within the grace period, else
+            # they are cancelled (transactions roll back, turns keep their checkpoints) and
+            # the rows and turns are released
             _arm_deadline(scope, grace_s)
 
 

@@ -105,6 +105,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox_deadline_ms: PosInt = 100
     sandbox_memory_bytes: Annotated[int, Meta(ge=64 * 1024)] = 16 * 1024 * 1024
     sandbox_output_bytes: PosInt = 64 * 1024
+    #: fuel of the inline fast path: a decision that finishes within it runs on the event
+    #: loop (no thread hop); otherwise it is re-run in a worker thread with the full
+    #: budget.  0 disables the fast path.
+    sandbox_inline_fuel: Annotated[int, Meta(ge=0)] = 200_000
+
     # World Agent (spectral_core.agent): turns run off the decision path, at most
     # ``agent_concurrency`` at once per worker, each within a step and token budget
     agent_concurrency: PosInt = 4

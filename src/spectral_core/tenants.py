@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
+import anyio
 import msgspec
 import psycopg
 import structlog
@@ -261,6 +262,7 @@ class Authenticator:
         self._max = max_entries
         self._clock = clock
         self._cache: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
+        self._locks: dict[bytes, anyio.Lock] = {}
 
     async def authenticate(self, token: str) -> Principal:
         """The principal for ``token``.
@@ -272,12 +274,32 @@ class Authenticator:
         if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             raise TenantError("invalid API key", reason="bad_key")
         digest = hash_token(token)
-        now = self._clock()
+        hit = self._fresh(digest)
+        if hit is None:
+            # single flight: concurrent requests with one token share one lookup
+            lock = self._locks.get(digest)
+            if lock is None:
+                lock = self._locks[digest] = anyio.Lock()
+            try:
+                async with lock:
+                    hit = self._fresh(digest)
+                    if hit is None:
+                        hit = await self._lookup(digest, token)
+            finally:
+                if not lock.statistics().tasks_waiting:
+                    self._locks.pop(digest, None)
+        if hit[1] is None:
+            raise TenantError("invalid API key", reason="bad_key")
+        return hit[1]
+
+    def _fresh(self, digest: bytes) -> tuple[float, Principal | None] | None:
         hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            if hit[1] is None:
-                raise TenantError("invalid API key", reason="bad_key")
-            return hit[1]
+        if hit is not None and self._clock() - hit[0] < self.ttl_s:
+            return hit
+        return None
+
+    async def _lookup(self, digest: bytes, token: str) -> tuple[float, Principal | None]:
+        now = self._clock()
         principal: Principal | None
         try:
             with wrap_errors():
@@ -285,10 +307,9 @@ class Authenticator:
                     principal = await authenticate(conn, token)
         except TenantError:
             principal = None
-        self._cache[digest] = (now, principal)
+        entry = (now, principal)
+        self._cache[digest] = entry
         self._cache.move_to_end(digest)
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
-        if principal is None:
-            raise TenantError("invalid API key", reason="bad_key")
-        return principal
+        return entry

@@ -13,16 +13,14 @@ Services embedding spectral_core register their own on a :class:`HandlerRegistry
 
 from __future__ import annotations
 
-from typing import Any
-
 import importlib
+from typing import Any
 
 import anyio
 import psycopg
 from psycopg.types.json import Jsonb
 
-from spectral_core import Event, HandlerRegistry, Settings, current_runtime
-from spectral_core import agent
+from spectral_core import Event, HandlerRegistry, Settings, agent, current_runtime
 from spectral_core.errors import ConfigError
 
 

@@ -7,9 +7,10 @@ now, or raises.  Three layers, each with its own lifetime:
   for the life of the process (LRU-bounded).  Unknown keys are not cached.
 * **content hash -> compiled module**: the bytes are read once, their sha256 recomputed and
   compared with the pinned address (:func:`~spectral_core.modules.store.fetch_pinned`),
-  compiled by the sandbox off the event loop and cached by hash (LRU-bounded).  The compiled
-  module is made from the verified bytes, so later edits of the database copy cannot change
-  what runs; a process that loads tampered bytes refuses them.
+  their approval checked (unapproved bytes are never compiled), then compiled by the
+  sandbox off the event loop and cached by hash (LRU-bounded; a refusal is cached too).
+  The compiled module is made from the verified bytes, so later edits of the database copy
+  cannot change what runs; a process that loads tampered bytes refuses them.
 * **approval verdict**: the result of checking the stored approvals (one indexed query plus
   Ed25519 verification of the candidate rows) is reused for at most ``approval_ttl_s``
   (default 0.5 s), then re-checked.  A revocation or an expiry therefore stops execution
@@ -34,7 +35,7 @@ import anyio.to_thread
 import msgspec
 import structlog
 
-from spectral_core.errors import ApprovalError, ConfigError
+from spectral_core.errors import ApprovalError, ConfigError, SandboxError
 from spectral_core.modules.approval import Keyring, ModuleKey
 from spectral_core.modules.store import ModuleStore, StoredApproval
 from spectral_core.sandbox import CompiledModule, Sandbox
@@ -109,6 +110,8 @@ class ModuleCache:
         self._compiled: OrderedDict[str, CompiledModule] = OrderedDict()
         self._verdicts: OrderedDict[tuple[ModuleKey, str], Verdict] = OrderedDict()
         self._refresh_locks: dict[tuple[ModuleKey, str], anyio.Lock] = {}
+        #: content hash -> the sandbox's refusal (bytes are immutable: so is the verdict)
+        self._refused: OrderedDict[str, SandboxError] = OrderedDict()
         self._load_lock = anyio.Lock()
 
     def __len__(self) -> int:
@@ -121,6 +124,7 @@ class ModuleCache:
         self._compiled.clear()
         self._verdicts.clear()
         self._refresh_locks.clear()
+        self._refused.clear()
 
     async def resolve(self, key: ModuleKey) -> CompiledModule:
         """The compiled module pinned for ``key``, if it may run now.
@@ -136,7 +140,7 @@ class ModuleCache:
         """
         compiled = self._cached_module(key)
         if compiled is None:
-            compiled = await self._load(key)
+            return await self._load(key)
         await self._check_approved(key, compiled.content_hash)
         return compiled
 
@@ -153,11 +157,25 @@ class ModuleCache:
         async with self._load_lock:
             compiled = self._cached_module(key)
             if compiled is not None:
+                await self._check_approved(key, compiled.content_hash)
                 return compiled
             content_hash, data = await self.store.fetch_pinned(key)
+            # the approval gates compilation too: unapproved bytes never reach the compiler
+            await self._check_approved(key, content_hash)
             compiled = self._compiled.get(content_hash)
             if compiled is None:
-                compiled = await anyio.to_thread.run_sync(self.sandbox.compile, data)
+                refused = self._refused.get(content_hash)
+                if refused is not None:
+                    raise type(refused)(refused.message, **refused.context)
+                try:
+                    compiled = await anyio.to_thread.run_sync(self.sandbox.compile, data)
+                except SandboxError as exc:
+                    self._refused[content_hash] = exc
+                    while len(self._refused) > self._max_modules:
+                        self._refused.popitem(last=False)
+                    log.warning("module.refused", content_hash=content_hash,
+                                error=exc.message)
+                    raise
                 # the sandbox hashes the bytes it compiled: it must be the pinned address
                 if compiled.content_hash != content_hash:  # pragma: no cover - defensive
                     raise ApprovalError("compiled content differs from the pin",

@@ -1,0 +1,683 @@
+"""Outbox micro-benchmarks on a fresh embedded PostgreSQL 18 (default durability, fsync on).
+
+    python bench/bench_outbox.py                      # ~4-5 min on a 2-vCPU box
+    python bench/bench_outbox.py --quick              # smoke test (numbers meaningless)
+    python bench/bench_outbox.py --only publish,drain --drain-n 50000 --rounds 5
+
+Sections (``--only``):
+
+publish   (a) one event per transaction: ``BEGIN; Publisher.publish_async; COMMIT`` vs a bare
+          ``BEGIN; INSERT; COMMIT`` into a plain table with the same columns (no NOTIFY, no
+          partial indexes, no FK), plus a hand-written INSERT into ``core.outbox`` without
+          NOTIFY to split the overhead; (b) batches of 100: ``publish_many_async`` vs a bare
+          ``INSERT ... SELECT ... FROM unnest(...)`` (and the same into ``core.outbox``).
+          Variants alternate inside each round; the figure is the median over rounds.
+          ``--publish-conns K`` (default 4) repeats (a) with K producers at once.
+drain     (c) N pending events drained by one consumer process (``--lanes`` x ``--batches``)
+          with a no-op handler (the ledger ``core.event_handled`` row and the ``done`` update
+          are still written); rate = N / (go -> every row settled, seen by a 10 ms poll).
+          The table is ANALYZEd after the fill (as the peer harness does); ``--plan-check``
+          batch sizes are drained again with the statistics cleared (``--no-analyze``: all).
+latency   (d) a consumer process idles on an empty queue; producers in this process publish
+          single events at a steady rate; latency = producer's COMMIT returned -> handler
+          start (``time.monotonic`` is system-wide on Linux), with LISTEN and with
+          ``ConsumerConfig(listen=False)`` (poll interval ``--poll-interval``, default 1 s);
+          CPU per event of the consumer process during the steady phase.
+procs     (e) drain with K consumer processes (``--procs``, default 2) x lanes 4 x batch 100.
+
+Writes ``bench/results/outbox-<UTC>.json`` and, with matplotlib installed, the chart
+``docs/perf/outbox.png`` (``--chart PATH`` to change, ``--no-chart`` to skip,
+``--chart-from JSON`` to redraw from a results file).  ``--profile-consumer PREFIX`` runs each
+consumer process under cProfile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_mod
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "bench.noop"
+GEN = 1
+LIVE = ("SELECT count(*) FROM core.outbox WHERE generation = 1 "
+        "AND status IN ('pending', 'in_flight')")
+
+
+def cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def pct(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------- database set-up
+def prepare(uri: str) -> None:
+    import psycopg
+
+    from spectral_core.generations import allocate_generation
+    from spectral_core.migrate import run_migrations
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        run_migrations(conn)
+        assert allocate_generation(conn, "bench") == GEN
+        conn.execute("CREATE SCHEMA bench")
+        # same columns, defaults, identity and CHECKs as core.outbox; a plain PK, nothing else
+        conn.execute("CREATE TABLE bench.plain (LIKE core.outbox INCLUDING DEFAULTS "
+                     "INCLUDING IDENTITY INCLUDING CONSTRAINTS, PRIMARY KEY (id))")
+
+
+def admin(uri: str, *stmts: str) -> None:
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for s in stmts:
+            conn.execute(s)
+
+
+def reset(uri: str) -> None:
+    admin(uri, "TRUNCATE core.outbox, core.event_handled, bench.plain", "CHECKPOINT")
+
+
+async def aconnect(uri: str):
+    import psycopg
+
+    from spectral_core.db.pools import connect_kwargs
+
+    # the library's own connection options: autocommit, prepare_threshold=1
+    return await psycopg.AsyncConnection.connect(uri, **connect_kwargs(transaction_pooler=False))
+
+
+# ------------------------------------------------------------------------- (a)/(b) publish
+BARE_ONE = ("INSERT INTO bench.plain (generation, topic, payload, idempotency_key) "
+            "VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)")
+HAND_ONE = ("INSERT INTO core.outbox (generation, topic, payload, idempotency_key) "
+            "VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)")
+BARE_MANY = ("INSERT INTO bench.plain (generation, topic, payload, idempotency_key) "
+             "SELECT %(generation)s, t, p::jsonb, k "
+             "FROM unnest(%(topics)s::text[], %(payloads)s::text[], %(keys)s::text[]) AS u (t, p, k)")
+HAND_MANY = BARE_MANY.replace("bench.plain", "core.outbox")
+
+
+async def _single(conn, variant: str, n: int) -> float:
+    from spectral_core.outbox import Publisher
+
+    pub = Publisher(GEN)
+    t0 = time.perf_counter()
+    if variant == "publish":
+        for i in range(n):
+            async with conn.transaction():
+                await pub.publish_async(conn, TOPIC, {"i": i})
+    else:
+        sql = BARE_ONE if variant == "bare" else HAND_ONE
+        for i in range(n):
+            async with conn.transaction():
+                # the caller still builds a payload and a key, as an app would
+                await conn.execute(sql, {"generation": GEN, "topic": TOPIC,
+                                         "payload": json.dumps({"i": i}), "key": uuid.uuid4().hex})
+    return n / (time.perf_counter() - t0)
+
+
+async def _batched(conn, variant: str, calls: int, size: int) -> float:
+    from spectral_core.outbox import EventIn, Publisher
+
+    pub = Publisher(GEN)
+    t0 = time.perf_counter()
+    if variant == "publish":
+        for c in range(calls):
+            await pub.publish_many_async(conn, [EventIn(topic=TOPIC, payload={"i": c * size + j})
+                                                for j in range(size)])
+    else:
+        sql = BARE_MANY if variant == "bare" else HAND_MANY
+        for c in range(calls):
+            await conn.execute(sql, {"generation": GEN, "topics": [TOPIC] * size,
+                                     "payloads": [json.dumps({"i": c * size + j}) for j in range(size)],
+                                     "keys": [uuid.uuid4().hex for _ in range(size)]})
+    return calls * size / (time.perf_counter() - t0)
+
+
+def bench_publish(uri: str, a) -> dict[str, Any]:
+    variants = ["bare", "hand", "publish"]
+    single: dict[str, list[float]] = {v: [] for v in variants}
+    batched: dict[str, list[float]] = {v: [] for v in variants}
+
+    async def run() -> None:
+        conn = await aconnect(uri)
+        try:
+            for v in variants:  # warm-up: prepare statements, fill caches
+                await _single(conn, v, 20)
+                await _batched(conn, v, 3, 100)
+            for r in range(a.rounds):
+                order = variants[r % 3:] + variants[:r % 3]  # rotate so drifts hit all
+                for v in order:
+                    single[v].append(await _single(conn, v, a.single_n))
+                for v in order:
+                    batched[v].append(await _batched(conn, v, a.batch_calls, 100))
+                reset(uri)
+        finally:
+            await conn.close()
+
+    conc: dict[str, list[float]] = {v: [] for v in variants}
+
+    async def run_concurrent(k: int) -> None:
+        # k producers at once, one transaction per event each: NOTIFY serialises commits
+        conns = [await aconnect(uri) for _ in range(k)]
+        try:
+            for c in conns:
+                for v in variants:
+                    await _single(c, v, 5)
+            for r in range(a.rounds):
+                order = variants[r % 3:] + variants[:r % 3]
+                for v in order:
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(_single(c, v, a.single_n // k) for c in conns))
+                    conc[v].append(k * (a.single_n // k) / (time.perf_counter() - t0))
+                reset(uri)
+        finally:
+            for c in conns:
+                await c.close()
+
+    reset(uri)
+    asyncio.run(run())
+    if a.publish_conns > 1:
+        asyncio.run(run_concurrent(a.publish_conns))
+    out: dict[str, Any] = {"single_n": a.single_n, "batch_calls": a.batch_calls, "rounds": a.rounds,
+                           "publish_conns": a.publish_conns}
+    groups = [("single", single), ("batch100", batched)]
+    if a.publish_conns > 1:
+        groups.append((f"single_c{a.publish_conns}", conc))
+    for name, d in groups:
+        med = {v: statistics.median(xs) for v, xs in d.items()}
+        out[name] = {"median_per_s": med, "rounds_per_s": d,
+                     "publish_vs_bare": med["publish"] / med["bare"],
+                     "hand_outbox_vs_bare": med["hand"] / med["bare"]}
+    s, b = out["single"], out["batch100"]
+    say(f"(a) single txn   bare {s['median_per_s']['bare']:8,.0f}/s   outbox by hand (no NOTIFY) "
+        f"{s['median_per_s']['hand']:8,.0f}/s   publish_async {s['median_per_s']['publish']:8,.0f}/s"
+        f"   -> publish = {s['publish_vs_bare']:.1%} of bare ({1 / s['publish_vs_bare'] - 1:+.1%} time/event)")
+    say(f"(b) batch of 100 bare {b['median_per_s']['bare']:8,.0f}/s   outbox by hand (no NOTIFY) "
+        f"{b['median_per_s']['hand']:8,.0f}/s   publish_many   {b['median_per_s']['publish']:8,.0f}/s"
+        f"   -> publish_many = {b['publish_vs_bare']:.1%} of bare")
+    if a.publish_conns > 1:
+        c = out[f"single_c{a.publish_conns}"]
+        say(f"(a) {a.publish_conns} producers, single txn   bare {c['median_per_s']['bare']:8,.0f}/s   outbox by hand "
+            f"(no NOTIFY) {c['median_per_s']['hand']:8,.0f}/s   publish_async {c['median_per_s']['publish']:8,.0f}/s"
+            f"   -> publish = {c['publish_vs_bare']:.1%} of bare")
+    for name, _ in groups:
+        say(f"    {name} rounds: " + "  ".join(f"{v}=" + ",".join(f"{x:,.0f}" for x in out[name]['rounds_per_s'][v])
+                                       for v in variants))
+    return out
+
+
+# ------------------------------------------------------------------------- consumer process
+def _worker(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
+    """Spawned child: runs the real Consumer; reports handler timestamps and its CPU."""
+    from spectral_core.logging import configure_logging
+
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - production logging, to /dev/null
+    configure_logging(fmt="json", level=cfg["log_level"])
+    try:
+        if cfg.get("profile"):  # --profile-consumer: cProfile the whole consumer process
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.runcall(asyncio.run, _worker_async(uri, cfg, go, stop, out))
+            prof.dump_stats(f"{cfg['profile']}.{cfg['mode']}.{os.getpid()}.prof")
+        else:
+            asyncio.run(_worker_async(uri, cfg, go, stop, out))
+    except BaseException as exc:  # never leave the parent waiting
+        import traceback
+
+        out.put(("error", traceback.format_exc()))
+        raise exc
+
+
+async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
+    import psycopg
+
+    from spectral_core.db.pools import open_pools
+    from spectral_core.outbox import Consumer, ConsumerConfig, HandlerRegistry
+    from spectral_core.settings import Settings
+
+    seen: list[tuple[int, float]] = []
+    registry = HandlerRegistry()
+
+    async def noop(event, conn) -> None:
+        seen.append((event.payload.get("s", -1), time.monotonic()))
+
+    registry.register("bench.outbox.noop", TOPIC, noop)
+    lanes = cfg["lanes"]
+    settings = Settings(database_url=uri, generation=GEN, database_pool_min=lanes,
+                        database_pool_max=lanes + 2)
+    config = ConsumerConfig(batch_size=cfg["batch"], lanes=lanes, listen=cfg["listen"],
+                            poll_interval_s=cfg["poll"])
+    async with open_pools(settings) as db:
+        consumer = Consumer(db, generation=GEN, worker_id=uuid.uuid4(), registry=registry,
+                            config=config)
+        watch = await psycopg.AsyncConnection.connect(uri, autocommit=True)
+        cpu0 = cpu_self()
+
+        async def drain_watcher() -> None:
+            await asyncio.to_thread(go.wait)
+            while True:
+                await asyncio.sleep(0.01)
+                if (await (await watch.execute(LIVE)).fetchone())[0] == 0:
+                    out.put(("settled", time.monotonic()))
+                    consumer.stop()
+                    return
+
+        async def steady_control() -> None:
+            await consumer.wait_listening() if cfg["listen"] else await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
+            out.put(("ready", None))
+            await asyncio.to_thread(go.wait)
+            nonlocal cpu0
+            cpu0 = cpu_self()
+            await asyncio.to_thread(stop.wait)
+            out.put(("cpu", cpu_self() - cpu0))
+            consumer.stop()
+
+        if cfg["mode"] == "drain":
+            out.put(("ready", None))
+            await asyncio.to_thread(go.wait)
+            cpu0 = cpu_self()
+            side = asyncio.create_task(drain_watcher())
+        else:
+            side = asyncio.create_task(steady_control())
+        try:
+            await consumer.run()
+        finally:
+            side.cancel()
+            await watch.close()
+        cpu = cpu_self() - cpu0
+    out.put(("done", {"seen": seen, "cpu": cpu, "handled": consumer.handled}))
+
+
+class Workers:
+    def __init__(self, uri: str, cfg: dict[str, Any], procs: int = 1):
+        ctx = mp.get_context("spawn")
+        self.go, self.stop, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
+        self.procs = [ctx.Process(target=_worker, args=(uri, cfg, self.go, self.stop, self.out),
+                                  daemon=True) for _ in range(procs)]
+        self.msgs: list[tuple[str, Any]] = []
+
+    def _get(self, kind: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, (k, v) in enumerate(self.msgs):
+                if k == kind:
+                    del self.msgs[i]
+                    return v
+            try:
+                k, v = self.out.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue_mod.Empty:
+                raise TimeoutError(f"no {kind!r} from the consumer within {timeout}s") from None
+            if k == "error":
+                raise RuntimeError(f"consumer process failed:\n{v}")
+            self.msgs.append((k, v))
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        for _ in self.procs:
+            self._get("ready", 60)
+
+    def get_all(self, kind: str, timeout: float) -> list[Any]:
+        return [self._get(kind, timeout) for _ in self.procs]
+
+    def join(self) -> None:
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+
+
+# ------------------------------------------------------------------------- (c)/(e) drain
+async def _fill(uri: str, n: int) -> None:
+    from spectral_core.outbox import EventIn, Publisher
+
+    pub = Publisher(GEN)
+    conn = await aconnect(uri)
+    try:
+        done = 0
+        while done < n:
+            k = min(1000, n - done)
+            await pub.publish_many_async(conn, [EventIn(topic=TOPIC, payload={"s": -1})] * k)
+            done += k
+    finally:
+        await conn.close()
+
+
+def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
+               analyze: bool | None = None) -> dict[str, Any]:
+    analyze = a.analyze if analyze is None else analyze
+    reset(uri)
+    asyncio.run(_fill(uri, n))
+    # ANALYZE as the peer harness does (stats then say "every row is pending"); --no-analyze
+    # leaves the freshly truncated table without statistics (the planner's defaults)
+    if analyze:
+        admin(uri, "ANALYZE core.outbox", "CHECKPOINT")
+    else:  # TRUNCATE keeps old statistics: clear them (PostgreSQL 18)
+        admin(uri, "SELECT pg_clear_relation_stats('core', 'outbox')",
+              "SELECT pg_clear_attribute_stats('core', 'outbox', attname, false) FROM pg_attribute "
+              "WHERE attrelid = 'core.outbox'::regclass AND attnum > 0 AND NOT attisdropped",
+              "CHECKPOINT")
+    w = Workers(uri, {"mode": "drain", "lanes": lanes, "batch": batch, "listen": True,
+                      "poll": a.poll_interval, "log_level": a.log_level,
+                      "profile": a.profile_consumer}, procs)
+    try:
+        w.start()
+        t_go = time.monotonic()
+        w.go.set()
+        settled = min(w.get_all("settled", a.timeout))
+        done = w.get_all("done", 30)
+    finally:
+        w.join()
+    handled = sum(d["handled"] for d in done)
+    last = max(t for d in done for _, t in d["seen"])
+    cpu = sum(d["cpu"] for d in done)
+    res = {"n": n, "lanes": lanes, "batch": batch, "procs": procs, "handled": handled,
+           "analyzed": analyze,
+           "rate": n / (settled - t_go), "rate_to_last_handler": n / (last - t_go),
+           "consumer_cpu_us_per_event": cpu / n * 1e6}
+    if handled != n:
+        res["warning"] = f"handled {handled} != {n}"
+    return res
+
+
+def bench_drain(uri: str, a) -> list[dict[str, Any]]:
+    rows = []
+    for lanes in a.lanes:
+        for batch in a.batches:
+            r = drain_once(uri, a.drain_n, lanes, batch, 1, a)
+            rows.append(r)
+            say(f"(c) drain n={a.drain_n:,} lanes={lanes} batch={batch:<4} {r['rate']:9,.0f} ev/s settled "
+                f"({r['rate_to_last_handler']:,.0f} to last handler)  consumer CPU "
+                f"{r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+    if a.analyze and a.plan_check:
+        # the same drains on a table without statistics: shows how much the claim plan chosen
+        # under "every row is pending" statistics costs (see docs/performance.md)
+        for batch in a.plan_check:
+            r = drain_once(uri, a.drain_n, 4, batch, 1, a, analyze=False)
+            r["plan_check"] = True
+            rows.append(r)
+            say(f"(c) drain n={a.drain_n:,} lanes=4 batch={batch:<4} NOT ANALYZED {r['rate']:9,.0f} ev/s "
+                f"settled  consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+    return rows
+
+
+def bench_procs(uri: str, a) -> list[dict[str, Any]]:
+    rows = []
+    for procs in sorted({1, a.procs}):
+        r = drain_once(uri, a.drain_n, 4, 100, procs, a)
+        rows.append(r)
+        say(f"(e) drain n={a.drain_n:,} procs={procs} x lanes 4 x batch 100 {r['rate']:9,.0f} ev/s "
+            f"settled  consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+    return rows
+
+
+# ------------------------------------------------------------------------- (d) latency
+async def _produce(uri: str, rate: float, seconds: float, producers: int):
+    from spectral_core.outbox import Publisher
+
+    pub = Publisher(GEN)
+    conns = [await aconnect(uri) for _ in range(producers)]
+    commits: dict[int, tuple[float, float]] = {}
+    n = int(rate * seconds)
+    interval = producers / rate
+
+    async def one(k: int, conn) -> None:
+        t0 = time.monotonic() + k / rate
+        for j, s in enumerate(range(k, n, producers)):
+            delay = t0 + j * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with conn.transaction():
+                await pub.publish_async(conn, TOPIC, {"s": s})
+                t_commit = time.monotonic()  # COMMIT is sent when the block exits
+            commits[s] = (t_commit, time.monotonic())
+
+    t_start = time.monotonic()
+    try:
+        await asyncio.gather(*(one(k, c) for k, c in enumerate(conns)))
+        wall = time.monotonic() - t_start
+        # wait until every event is settled (bounded)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            cur = await conns[0].execute(LIVE)
+            if (await cur.fetchone())[0] == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        for c in conns:
+            await c.close()
+    return commits, n / wall
+
+
+def latency_once(uri: str, rate: float, seconds: float, listen: bool, a) -> dict[str, Any]:
+    reset(uri)
+    admin(uri, "VACUUM ANALYZE core.outbox", "CHECKPOINT")
+    w = Workers(uri, {"mode": "steady", "lanes": a.steady_lanes, "batch": a.steady_batch,
+                      "listen": listen, "poll": a.poll_interval, "log_level": a.log_level,
+                      "profile": a.profile_consumer})
+    producers = max(1, int(rate // 250))
+    try:
+        w.start()
+        w.go.set()  # the consumer's CPU clock starts here
+        time.sleep(0.2)
+        commits, offered = asyncio.run(_produce(uri, rate, seconds, producers))
+        time.sleep(0.3)
+        w.stop.set()
+        cpu = w.get_all("cpu", 30)[0]
+        done = w.get_all("done", 30)[0]
+    finally:
+        w.join()
+    seen = {s: t for s, t in done["seen"] if s >= 0}
+    from_commit_sent = [seen[s] - commits[s][0] for s in commits if s in seen]
+    from_commit_ack = [seen[s] - commits[s][1] for s in commits if s in seen]
+    res = {"rate": rate, "offered": offered, "seconds": seconds, "listen": listen,
+           "producers": producers, "n": len(commits), "handled": len(seen),
+           "consumer_cpu_s": cpu, "consumer_cpu_us_per_event": cpu / max(1, len(seen)) * 1e6}
+    for name, xs in (("from_commit", from_commit_sent), ("from_commit_ack", from_commit_ack)):
+        for p in (50, 90, 99):
+            v = pct(xs, p)
+            res[f"{name}_p{p}_ms"] = None if v is None else v * 1000
+        res[f"{name}_max_ms"] = max(xs) * 1000 if xs else None
+    return res
+
+
+def bench_latency(uri: str, a) -> list[dict[str, Any]]:
+    rows = []
+    for listen in (True, False):
+        for rate in a.rates:
+            secs = a.steady_seconds if rate <= 100 else a.steady_seconds / 2
+            r = latency_once(uri, rate, secs, listen, a)
+            rows.append(r)
+            say(f"(d) steady {rate:6,.0f}/s (offered {r['offered']:,.0f}/s, {r['producers']} producer conns) "
+                f"listen={'on ' if listen else 'off'} commit->handler p50 {r['from_commit_p50_ms']:7.2f} ms "
+                f"p90 {r['from_commit_p90_ms']:7.2f} p99 {r['from_commit_p99_ms']:7.2f} max "
+                f"{r['from_commit_max_ms']:7.2f} (from COMMIT ack: p50 {r['from_commit_ack_p50_ms']:.2f} "
+                f"p99 {r['from_commit_ack_p99_ms']:.2f})  consumer CPU {r['consumer_cpu_us_per_event']:.0f} "
+                f"us/ev  handled {r['handled']}/{r['n']}")
+    return rows
+
+
+# ------------------------------------------------------------------------- chart
+def chart(res: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib not installed: no chart (pip install matplotlib)")
+        return False
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    drains = [d for d in res.get("drain") or [] if d.get("analyzed", True)]
+    raw = [d for d in res.get("drain") or [] if not d.get("analyzed", True)]
+    if raw:
+        ax1.plot([d["batch"] for d in raw], [d["rate"] for d in raw], linestyle="none", marker="x",
+                 color="black", label="4 lanes, table not ANALYZEd")
+    for lanes in sorted({d["lanes"] for d in drains}):
+        pts = sorted((d["batch"], d["rate"]) for d in drains if d["lanes"] == lanes)
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{lanes} lane(s)")
+    ax1.set_xscale("log")
+    for ref in res.get("peer_refs", []):
+        ax1.axhline(ref["rate"], linestyle="--", linewidth=1, color="grey")
+        ax1.text(10, ref["rate"], ref["label"], fontsize=7, va="bottom", color="dimgrey")
+    ax1.set_xticks([10, 50, 100, 200], ["10", "50", "100", "200"])
+    ax1.set_xlabel("batch size")
+    ax1.set_ylabel("events/s (drain, settled)")
+    ax1.set_title(f"Drain of {res['args']['drain_n']:,} events, 1 consumer process")
+    ax1.set_ylim(bottom=0)
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    lats = res.get("latency") or []
+    labels = [f"{r['rate']:,.0f}/s (got {r['offered']:,.0f})\n"
+              f"{'LISTEN' if r['listen'] else 'poll ' + format(res['args']['poll_interval'], 'g') + ' s'}"
+              for r in lats]
+    xs = range(len(lats))
+    w = 0.27
+    for k, (p, c) in enumerate(((50, "tab:blue"), (90, "tab:orange"), (99, "tab:red"))):
+        ax2.bar([x + (k - 1) * w for x in xs], [r[f"from_commit_p{p}_ms"] for r in lats], w,
+                label=f"p{p}", color=c)
+    ax2.set_xticks(list(xs), labels, fontsize=8)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("ms, COMMIT -> handler start (log)")
+    ax2.set_title("Steady-rate latency, consumer in its own process")
+    ax2.grid(alpha=0.3, axis="y")
+    ax2.legend()
+    fig.suptitle("spectral outbox, PostgreSQL 18 embedded, fsync on, 2 shared vCPUs", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    say(f"chart: {path}")
+    return True
+
+
+# ------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="publish,drain,latency,procs",
+                    help="comma-separated subset of: publish, drain, latency, procs")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    ap.add_argument("--uri", help="use this server (a database the script may fill) instead of "
+                                  "starting an embedded one")
+    ap.add_argument("--rounds", type=int, default=3, help="(a)/(b) rounds")
+    ap.add_argument("--single-n", type=int, default=1500, help="(a) transactions per variant per round")
+    ap.add_argument("--publish-conns", type=int, default=4,
+                    help="(a) also run the single-transaction variants with this many producers at once (1: skip)")
+    ap.add_argument("--batch-calls", type=int, default=150, help="(b) calls of 100 per variant per round")
+    ap.add_argument("--drain-n", type=int, default=20000, help="(c)/(e) backlog size")
+    ap.add_argument("--lanes", default="1,2,4", help="(c) lane counts")
+    ap.add_argument("--batches", default="10,50,100,200", help="(c) batch sizes")
+    ap.add_argument("--no-analyze", dest="analyze", action="store_false",
+                    help="(c)/(e) skip the ANALYZE between fill and drain")
+    ap.add_argument("--plan-check", default="10,100",
+                    help="(c) batch sizes also drained (lanes 4) without ANALYZE ('' to skip)")
+    ap.add_argument("--procs", type=int, default=2, help="(e) consumer processes")
+    ap.add_argument("--rates", default="100,1000", help="(d) events/s")
+    ap.add_argument("--steady-seconds", type=float, default=10.0,
+                    help="(d) seconds at 100/s (rates above 100/s run half as long)")
+    ap.add_argument("--steady-lanes", type=int, default=4)
+    ap.add_argument("--steady-batch", type=int, default=100)
+    ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                    help="consumer logging (JSON, production format, to /dev/null)")
+    ap.add_argument("--profile-consumer", metavar="PREFIX",
+                    help="cProfile each consumer process, write PREFIX.<mode>.<pid>.prof")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--out", help="results JSON (default bench/results/outbox-<UTC>.json)")
+    ap.add_argument("--chart", default=str(ROOT / "docs" / "perf" / "outbox.png"))
+    ap.add_argument("--no-chart", action="store_true")
+    ap.add_argument("--peer-ref", action="append", default=[],
+                    help="LABEL=RATE horizontal reference line on the drain chart (same-run peer figures)")
+    ap.add_argument("--chart-from", metavar="JSON", help="only redraw the chart from a results file")
+    a = ap.parse_args()
+    if a.chart_from:
+        chart(json.loads(Path(a.chart_from).read_text()), Path(a.chart))
+        return
+    a.lanes = [int(x) for x in a.lanes.split(",")]
+    a.batches = [int(x) for x in a.batches.split(",")]
+    a.rates = [float(x) for x in a.rates.split(",")]
+    a.plan_check = [int(x) for x in a.plan_check.split(",") if x]
+    if a.quick:
+        a.rounds, a.single_n, a.batch_calls, a.drain_n, a.steady_seconds = 1, 200, 20, 3000, 2.0
+    only = set(a.only.split(","))
+    say("$ " + " ".join(shlex.quote(x) for x in [sys.executable, *sys.argv]))
+    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    res: dict[str, Any] = {"ts": ts, "argv": sys.argv, "args": vars(a),
+                           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                       "python": platform.python_version(),
+                                       "loadavg_start": os.getloadavg()}}
+    for ref in a.peer_ref:
+        label, _, rate = ref.rpartition("=")
+        res.setdefault("peer_refs", []).append({"label": label, "rate": float(rate)})
+    pg = None
+    tmp = None
+    if a.uri:
+        uri = a.uri
+    else:
+        from spectral_core.embedded import EmbeddedPostgres
+
+        tmp = tempfile.mkdtemp(prefix="spectral-bench-outbox-")
+        pg = EmbeddedPostgres(Path(tmp), durable=True)
+        uri = pg.start()
+    t0 = time.monotonic()
+    try:
+        import psycopg
+
+        with psycopg.connect(uri, autocommit=True) as c:
+            res["postgres"] = {k: c.execute(f"SHOW {k}").fetchone()[0] for k in
+                               ("server_version", "fsync", "synchronous_commit", "full_page_writes",
+                                "shared_buffers", "wal_sync_method")}
+        say(f"postgres {res['postgres']}  cpus={os.cpu_count()} load1={os.getloadavg()[0]:.2f}")
+        prepare(uri)
+        if "publish" in only:
+            res["publish"] = bench_publish(uri, a)
+        if "drain" in only:
+            res["drain"] = bench_drain(uri, a)
+        if "latency" in only:
+            res["latency"] = bench_latency(uri, a)
+        if "procs" in only:
+            res["procs"] = bench_procs(uri, a)
+    finally:
+        if pg is not None:
+            pg.destroy()
+    res["runtime_s"] = time.monotonic() - t0
+    res["machine"]["loadavg_end"] = os.getloadavg()
+    out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"outbox-{ts}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str))
+    say(f"results: {out}  ({res['runtime_s']:.0f} s, load1 {os.getloadavg()[0]:.2f})")
+    if not a.no_chart and ("drain" in res or "latency" in res):
+        chart(res, Path(a.chart))
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -69,11 +70,30 @@ def _http(method: str, url: str, body: Any = None, token: str | None = None) -> 
         return exc.code, json.loads(exc.read() or b"null")
 
 
-async def _seed(url: str) -> tuple[str, str, str]:
+def _operator_key(path: Path) -> tuple[bytes, str]:
+    """The demo operator's key pair, kept in the project folder so that approvals made by
+    earlier demo runs still verify."""
+    from spectral_core.modules import generate_operator_key
+    from spectral_core.modules.approval import load_private_key, public_key_b64, save_private_key
+
+    if path.exists():
+        private = load_private_key(path)
+        print(f"    operator key reused from {path}")
+        return path.read_bytes(), public_key_b64(private.public_key())
+    private_pem, public = generate_operator_key()
+    save_private_key(path, private_pem)
+    print(
+        f"    operator key generated in {path} (public {public[:16]}...; the private key "
+        "never leaves this machine)"
+    )
+    return private_pem, public
+
+
+async def _seed(url: str, key_file: Path) -> tuple[str, str, str]:
     """Tenant + key, operator key, module put/pin/approve; returns (token, pubkey, hash)."""
     import wasmtime
 
-    from spectral_core.modules import ModuleKey, generate_operator_key, sign_approval
+    from spectral_core.modules import ModuleKey, sign_approval
     from spectral_core.modules.store import add_approval, pin_module, put_blob
     from spectral_core.tenants import create_api_key, create_tenant
 
@@ -81,8 +101,7 @@ async def _seed(url: str) -> tuple[str, str, str]:
         await create_tenant(conn, DEMO_ORG)
         _info, token = await create_api_key(conn, DEMO_ORG, label="spectral demo")
         print(f"    tenant {DEMO_ORG!r} with API key {token[:12]}... (shown once, stored hashed)")
-        private_pem, public = generate_operator_key()
-        print(f"    operator key generated (public {public[:16]}...; private key stays here)")
+        private_pem, public = _operator_key(key_file)
         wat = (files("spectral_cli") / "demo_decision.wat").read_text()
         wasm = wasmtime.wat2wasm(wat)
         content_hash = await put_blob(conn, wasm)
@@ -124,9 +143,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"    migrations applied: {len(applied)}; generation {generation} allocated")
 
         step(2, "tenant, operator key, decision module")
-        token, public, content_hash = anyio.run(_seed, url, backend="asyncio")
+        home = embedded_root(settings).parent
+        home.mkdir(parents=True, exist_ok=True)
+        token, public, content_hash = anyio.run(
+            _seed, url, home / "demo-operator.pem", backend="asyncio"
+        )
 
         step(3, "starting spectral-api and spectral-workers under the supervisor")
+        from spectral_core.testing import write_script
+
+        script = write_script(
+            home / "demo-agent-script.json",
+            [
+                {
+                    "content": "",
+                    "tool_calls": [
+                        {"name": "write_fact", "args": {"key": "last_price", "value": 10}}
+                    ],
+                },
+                {"content": {"summary": "price observed and recorded"}, "output_tokens": 8},
+            ],
+        )
         port = args.port or _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
         env.update(
@@ -137,6 +174,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             SPECTRAL_LOG_LEVEL="warning",
             SPECTRAL_LOG_FORMAT="console",
             SPECTRAL_LLM_CREDENTIAL__CREDIT="demo-credential",
+            SPECTRAL_AGENT_PROVIDER="scripted",
+            SPECTRAL_AGENT_SCRIPT_PATH=str(script),
         )
         app = subprocess.Popen(
             [sys.executable, "-m", "spectral_cli.supervisor", "--grace", "10"], env=env
@@ -182,7 +221,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"generation {generation}'s workers (exactly once, ledger in core.event_handled)"
         )
 
-        step(5, "POST /api/decide")
+        step(5, "World Agent: one observation, one LangGraph turn (scripted model)")
+        with psycopg.connect(url, autocommit=True) as conn:
+            Publisher(generation).publish(
+                conn,
+                "world.observe",
+                {"org": DEMO_ORG, "domain": "credit", "observation": {"price": 10}},
+                idempotency_key=f"demo-observe-{generation}",
+            )
+            decided = None
+            until = time.monotonic() + 30
+            while decided is None and time.monotonic() < until:
+                decided = conn.execute(
+                    "SELECT payload FROM core.outbox WHERE generation = %s AND topic = "
+                    "'world.decided'",
+                    (generation,),
+                ).fetchone()
+                time.sleep(0.2)
+            fact = conn.execute(
+                "SELECT value FROM agent.world_facts WHERE org = %s AND "
+                "domain = 'credit' AND key = 'last_price'",
+                (DEMO_ORG,),
+            ).fetchone()
+        print(f"    turn published world.decided: {json.dumps(decided[0]) if decided else 'none'}")
+        print(
+            f"    the agent's tool wrote the world fact last_price = "
+            f"{json.dumps(fact[0]) if fact else 'none'} (checkpointed in schema agent)"
+        )
+
+        step(6, "POST /api/decide")
         for doc in ({"amount": 1200, "risk": "low"}, {"amount": 90000, "risk": "high"}):
             code, body = _http(
                 "POST",
@@ -204,7 +271,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"    an unknown module -> HTTP {code} {body.get('title') if body else ''}")
 
-        step(6, "GET /health")
+        step(7, "GET /health")
         code, body = _http("GET", base + "/health")
         print(f"    HTTP {code}")
         print("    " + json.dumps(body, indent=2).replace("\n", "\n    "))

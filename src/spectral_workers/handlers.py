@@ -29,8 +29,14 @@ async def record(event: Event, conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute(
         "INSERT INTO core.event_log (outbox_id, generation, handled_by, topic, idempotency_key, "
         "payload) VALUES (%s, %s, %s, %s, %s, %s)",
-        (event.id, event.generation, current_runtime().generation, event.topic,
-         event.idempotency_key, Jsonb(event.payload)),
+        (
+            event.id,
+            event.generation,
+            current_runtime().generation,
+            event.topic,
+            event.idempotency_key,
+            Jsonb(event.payload),
+        ),
     )
     delay_ms = event.payload.get("sleep_ms") if isinstance(event.payload, dict) else None
     if isinstance(delay_ms, int) and 0 < delay_ms <= 60_000:
@@ -41,6 +47,9 @@ def build_registry(settings: Settings) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register("workers.platform.record", "platform.record", record)
     agent.install(registry, settings)
+    # the agent's outcomes land in the audit log too, so they are never unroutable
+    registry.register("workers.platform.record_decided", agent.DECIDED_TOPIC, record)
+    registry.register("workers.platform.record_failed", agent.FAILED_TOPIC, record)
     for entry in filter(None, (e.strip() for e in settings.worker_handlers.split(","))):
         module_name, _, attr = entry.partition(":")
         try:

@@ -26,8 +26,13 @@ CREATE TABLE core.outbox (
     finished_at      timestamptz
 );
 
--- The claim path: pending rows of one generation, oldest first.
+-- The claim path: pending rows, oldest first.  Two partial indexes on purpose: with
+-- statistics taken while a backlog was pending, the planner walks the primary key for the
+-- dominant generation and filters out every finished row (20-60 ms per claim at 30k done
+-- rows); the (id) index keeps that ordered walk inside the pending rows, and the
+-- (generation, id) one serves a small generation overlapping a large one during cutover.
 CREATE INDEX outbox_pending_v1 ON core.outbox (generation, id) WHERE status = 'pending';
+CREATE INDEX outbox_pending_id_v1 ON core.outbox (id) WHERE status = 'pending';
 -- The reaper path: in-flight rows of one generation by claimer.
 CREATE INDEX outbox_in_flight_v1 ON core.outbox (generation, claimed_by) WHERE status = 'in_flight';
 

@@ -209,6 +209,8 @@ class Consumer:
             await self._stopping.wait()
 
     async def _wait_for_work(self) -> None:
+        if self._stopping.is_set():
+            return
         if self._missed_wake:
             self._missed_wake = False
             return

@@ -8,8 +8,8 @@ drops it on rollback.  ``publish`` is the sync twin; both share :func:`_params`.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -51,7 +51,7 @@ def _validate(topic: str, payload: Any, key: str | None, max_bytes: int) -> tupl
             "payload contains a NUL character, which jsonb cannot store", topic=topic
         )
     if key is None:
-        key = uuid.uuid4().hex
+        key = os.urandom(16).hex()  # uuid4().hex costs 10x more per event
     elif not isinstance(key, str) or not key or len(key) > 512:
         raise PayloadError(
             "idempotency_key must be a non-empty string of at most 512 characters", topic=topic

@@ -8,19 +8,20 @@ WITH ins AS (
 SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
 
 -- name: insert_events
+-- description: one NOTIFY per statement, not per row
 WITH ins AS (
     INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
     SELECT %(generation)s, t, p::jsonb, k
     FROM unnest(%(topics)s::text[], %(payloads)s::text[], %(keys)s::text[]) AS u (t, p, k)
     RETURNING id
 )
-SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
+SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS n
 
 -- name: claim_batch
 -- description: the only claim path: own generation, pending, available, oldest first
 WITH c AS (
     SELECT id FROM core.outbox
-    WHERE generation = %(generation)s AND status = 'pending' AND available_at <= now()
+    WHERE generation = %(generation)s::bigint AND status = 'pending' AND available_at <= now()
     ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -106,7 +106,9 @@ class Supervisor:
                 self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=self.env)
+        # own process group: a terminal Ctrl-C or a cgroup-wide SIGTERM reaches only the
+        # supervisor, which forwards exactly one SIGTERM (a second one means "exit now")
+        child.proc = subprocess.Popen(child.argv, env=self.env, process_group=0)
         child.start_at = None
         log("supervisor.child_started", child=child.name, pid=child.proc.pid)
 

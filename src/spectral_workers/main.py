@@ -45,24 +45,38 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
         async with db.pool.connection() as conn:
             await require_generation_async(conn, generation)
         rt = bind_runtime(RuntimeContext(generation=generation, version=settings.running_version))
-        structlog.contextvars.bind_contextvars(process="workers", generation=generation,
-                                               worker_id=str(rt.instance_id))
-        consumer = Consumer(db, generation=generation, worker_id=rt.instance_id,
-                            registry=registry, config=ConsumerConfig.from_settings(settings))
-        heartbeat = Heartbeat(db, WorkerInfo.from_runtime(rt),
-                              interval_s=settings.heartbeat_interval_s,
-                              state=lambda: consumer.state)
+        structlog.contextvars.bind_contextvars(
+            process="workers", generation=generation, worker_id=str(rt.instance_id)
+        )
+        consumer = Consumer(
+            db,
+            generation=generation,
+            worker_id=rt.instance_id,
+            registry=registry,
+            config=ConsumerConfig.from_settings(settings),
+        )
+        heartbeat = Heartbeat(
+            db,
+            WorkerInfo.from_runtime(rt),
+            interval_s=settings.heartbeat_interval_s,
+            state=lambda: consumer.state,
+        )
         consumer.on_state_change = heartbeat.poke
-        reaper = Reaper(generation, stale_after_s=settings.worker_stale_after_s,
-                        max_attempts=settings.outbox_max_attempts)
-        async with open_world_agent(settings, db, generation=generation,
-                                    worker_id=rt.instance_id) as agent:
+        reaper = Reaper(
+            generation,
+            stale_after_s=settings.worker_stale_after_s,
+            max_attempts=settings.outbox_max_attempts,
+        )
+        async with open_world_agent(
+            settings, db, generation=generation, worker_id=rt.instance_id
+        ) as agent:
             await heartbeat.register()
             log.info("worker.started", handlers=registry.names, version=rt.version)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_signals, consumer, agent, tg.cancel_scope,
-                                  settings.shutdown_grace_s)
+                    tg.start_soon(
+                        _signals, consumer, agent, tg.cancel_scope, settings.shutdown_grace_s
+                    )
                     tg.start_soon(heartbeat.run)
                     tg.start_soon(reaper.run, db, settings.reaper_interval_s)
                     async with anyio.create_task_group() as work:
@@ -79,8 +93,9 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
     return 0
 
 
-async def _signals(consumer: Consumer, agent: AgentRunner, scope: anyio.CancelScope,
-                   grace_s: float) -> None:
+async def _signals(
+    consumer: Consumer, agent: AgentRunner, scope: anyio.CancelScope, grace_s: float
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if consumer.stopping:
@@ -99,8 +114,18 @@ def _arm_deadline(scope: anyio.CancelScope, grace_s: float) -> None:
     scope.deadline = min(scope.deadline, anyio.current_time() + grace_s)
 
 
-def main(argv: Sequence[str] | None = None,
-         registry_factory: Callable[[Settings], HandlerRegistry] = build_registry) -> int:
+def _first_spectral_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The library error a task-group failure carries (else the group itself)."""
+    matched = group.subgroup(lambda e: isinstance(e, SpectralError))
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched if matched is not None else group
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    registry_factory: Callable[[Settings], HandlerRegistry] = build_registry,
+) -> int:
     """Console entrypoint ``spectral-workers``."""
     try:
         settings = Settings.from_env(os.environ)
@@ -110,12 +135,21 @@ def main(argv: Sequence[str] | None = None,
     configure_logging(fmt=settings.log_format, level=settings.log_level)
     try:
         settings.require_generation()
-        return anyio.run(run, settings, registry_factory(settings), backend="asyncio")
+        try:
+            return anyio.run(run, settings, registry_factory(settings), backend="asyncio")
+        except BaseExceptionGroup as group:  # task groups wrap what a component raised
+            raise _first_spectral_error(group) from group
     except SpectralError as exc:
-        log.error("worker.cannot_start" if exc.exit_code == EXIT_CANNOT_START else "worker.failed",
-                  error=exc.message, error_type=type(exc).__name__)
-        print(f"spectral-workers: {'cannot start' if exc.exit_code == EXIT_CANNOT_START else 'error'}:"
-              f" {exc.message}", file=sys.stderr)
+        log.error(
+            "worker.cannot_start" if exc.exit_code == EXIT_CANNOT_START else "worker.failed",
+            error=exc.message,
+            error_type=type(exc).__name__,
+        )
+        what = "cannot start" if exc.exit_code == EXIT_CANNOT_START else "error"
+        print(
+            f"spectral-workers: {what}: {exc.message}",
+            file=sys.stderr,
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -338,3 +338,30 @@ def test_generation_status_counts_and_verdicts(
     assert got[generation]["verdict"] == "drained" and got[generation]["outbox"]["done"] == 2
     assert got[g2]["verdict"] == "stranded" and got[g2]["outbox"]["pending"] == 1
     assert got[g3]["verdict"] == "draining" and got[g3]["workers"]["live"] == 1
+
+
+async def test_handler_swallowing_a_db_error_is_a_failure_not_a_silent_done(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """A handler that catches a database error without a savepoint leaves the transaction
+    failed; the row must be retried (not settled as done with its effect rolled back)."""
+    conn.execute("CREATE TABLE public.uniq (k text PRIMARY KEY)")
+    conn.execute("INSERT INTO public.uniq VALUES ('taken')")
+    Publisher(generation).publish(conn, "t.x", {}, idempotency_key="k1")
+    reg = HandlerRegistry()
+
+    async def sloppy(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await c.execute("INSERT INTO public.uniq VALUES ('taken')")
+        except psycopg.errors.UniqueViolation:
+            pass  # no savepoint: the transaction is now failed
+
+    reg.register("workers.test.sloppy", "t.x", sloppy)
+    claimer = Claimer(generation, uuid.uuid4())
+    async with db.pool.connection() as c:
+        await BatchProcessor(claimer, reg, RetryPolicy(max_attempts=5)).process(
+            c, await claimer.claim(c, 10)
+        )
+    status, error = conn.execute("SELECT status, last_error FROM core.outbox").fetchone()
+    assert status == "pending" and "swallowed a database error" in error
+    assert conn.execute("SELECT count(*) FROM core.event_handled").fetchone() == (0,)

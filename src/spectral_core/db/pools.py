@@ -25,6 +25,17 @@ from ._wrap import wrap_errors
 __all__ = ["Database", "connect_kwargs", "connect_session", "open_pools"]
 
 
+#: Detect half-open connections (network partition, dead server) within about 30 s
+#: instead of the kernel's default of ~15 minutes.
+KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def connect_kwargs(*, transaction_pooler: bool) -> dict[str, Any]:
     """psycopg connection options for the main URL.
 
@@ -32,7 +43,11 @@ def connect_kwargs(*, transaction_pooler: bool) -> dict[str, Any]:
     (``prepare_threshold=None``); on a direct connection hot statements are prepared
     after their first execution.
     """
-    return {"autocommit": True, "prepare_threshold": None if transaction_pooler else 1}
+    return {
+        "autocommit": True,
+        "prepare_threshold": None if transaction_pooler else 1,
+        **KEEPALIVE,
+    }
 
 
 def _configure_json(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
@@ -64,7 +79,10 @@ async def connect_session(settings: Settings) -> psycopg.AsyncConnection[Any]:
     url = settings.session_url or settings.require_database_url()
     with wrap_errors():
         conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=max(1, int(settings.database_connect_timeout_s))
+            url,
+            autocommit=True,
+            connect_timeout=max(1, int(settings.database_connect_timeout_s)),
+            **KEEPALIVE,
         )
     _configure_json(conn)
     return conn

@@ -17,7 +17,7 @@ import anyio
 import psycopg
 import structlog
 
-from ..db import Database
+from ..db import Database, connect_kwargs
 from ..db._wrap import is_connection_error, wrap_errors
 from ..runtime import RuntimeContext
 from ..sql import query
@@ -57,44 +57,66 @@ class Heartbeat:
         self._state = state
         self.last_written: str | None = None
         self._poked = anyio.Event()
+        # A connection of its own: a pool starved by long handlers must never delay the
+        # heartbeat, or the reapers would take a live worker's claims.
+        self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def poke(self) -> None:
         """Beat now (called on a state change, so other processes see it at once)."""
         self._poked.set()
 
-    async def register(self) -> None:
-        """Insert the worker's row (state ``running``)."""
-        async with self.db.pool.connection() as conn:
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            settings = self.db.settings
             with wrap_errors():
-                await conn.execute(
-                    query("register_worker"),
-                    {
-                        "id": self.info.id,
-                        "generation": self.info.generation,
-                        "host": self.info.host,
-                        "pid": self.info.pid,
-                        "version": self.info.version,
-                    },
+                self._conn = await psycopg.AsyncConnection.connect(
+                    settings.require_database_url(),
+                    connect_timeout=max(1, int(settings.database_connect_timeout_s)),
+                    **connect_kwargs(transaction_pooler=settings.database_transaction_pooler),
                 )
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await conn.close()
+
+    async def register(self) -> None:
+        """Insert (or re-insert) the worker's row (state ``running``)."""
+        conn = await self._connection()
+        with wrap_errors():
+            await conn.execute(
+                query("register_worker"),
+                {
+                    "id": self.info.id,
+                    "generation": self.info.generation,
+                    "host": self.info.host,
+                    "pid": self.info.pid,
+                    "version": self.info.version,
+                },
+            )
         self.last_written = "running"
         log.info("worker.registered", host=self.info.host, pid=self.info.pid)
 
-    async def beat(self, conn: psycopg.AsyncConnection[Any] | None = None) -> str:
-        """Write ``last_seen`` and the current state once; return the state written."""
+    async def beat(self) -> str:
+        """Write ``last_seen`` and the current state once; return the state written.
+
+        If the row vanished (an operator deleted it), the worker registers again rather
+        than letting every reaper take its claims.
+        """
         state = self._state()
-        if conn is None:
-            async with self.db.pool.connection() as c:
-                await self._write(c, state)
-        else:
-            await self._write(conn, state)
+        conn = await self._connection()
+        with wrap_errors():
+            cur = await conn.execute(query("beat_worker"), {"id": self.info.id, "state": state})
+            found = await cur.fetchone()
+        if found is None:
+            log.warning("worker.row_missing")
+            await self.register()
         if state != self.last_written:
             log.info("worker.state", state=state)
         self.last_written = state
         return state
-
-    async def _write(self, conn: psycopg.AsyncConnection[Any], state: str) -> None:
-        with wrap_errors():
-            await conn.execute(query("beat_worker"), {"id": self.info.id, "state": state})
 
     async def run(self) -> None:
         """Beat every ``interval_s`` until cancelled; database errors are retried."""
@@ -106,18 +128,20 @@ class Heartbeat:
                 if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
                     raise
                 log.warning("worker.heartbeat_failed", error_type=type(exc).__name__)
+                await self._drop_connection()
             with anyio.move_on_after(self.interval_s):
                 await self._poked.wait()
             self._poked = anyio.Event()
 
     async def mark_exited(self) -> None:
-        """Record a clean exit (shielded: survives cancellation)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        """Record a clean exit (shielded: survives cancellation) and close the connection."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(3):
             try:
-                async with self.db.pool.connection(timeout=3) as conn:
-                    with wrap_errors():
-                        await conn.execute(query("mark_worker_exited"), {"id": self.info.id})
+                conn = await self._connection()
+                with wrap_errors():
+                    await conn.execute(query("mark_worker_exited"), {"id": self.info.id})
                 self.last_written = "exited"
                 log.info("worker.state", state="exited")
             except Exception as exc:
                 log.warning("worker.mark_exited_failed", error_type=type(exc).__name__)
+        await self._drop_connection()

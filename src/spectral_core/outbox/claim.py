@@ -100,12 +100,11 @@ class Claimer:
                 query("kill_event"), {**self._base, "id": event_id, "error": error[:4000]}
             )
 
-    async def release(self, conn: psycopg.AsyncConnection[Any], ids: list[int]) -> int:
-        """Give rows we hold back to ``pending`` (graceful shutdown)."""
-        if not ids:
-            return 0
+    async def release_all(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Graceful shutdown: give every row we hold back to ``pending``; the interrupted
+        attempt is not counted."""
         with wrap_errors():
-            cur = await conn.execute(query("release_claims"), {**self._base, "ids": ids})
+            cur = await conn.execute(query("release_all_claims"), self._base)
         return cur.rowcount
 
     async def release_orphans(self, conn: psycopg.AsyncConnection[Any], keep: list[int]) -> int:

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from ..db import Database
 from ..db._wrap import is_connection_error, translate
-from ..errors import ConnectionLost
+from ..errors import ConnectionLost, DatabaseError
 from ..settings import Settings
 from .claim import Claimer
 from .handlers import HandlerRegistry
@@ -61,6 +61,11 @@ class ConsumerConfig:
             "poll_interval_s": settings.poll_interval_s,
             "reconnect_backoff_cap_s": settings.reconnect_backoff_cap_s,
             "outage_limit_s": settings.outage_limit_s,
+            # LISTEN needs a session: behind a transaction pooler without a session URL
+            # notifications would be silently lost, so rely on polling alone
+            "listen": not (
+                settings.database_transaction_pooler and not settings.database_session_url
+            ),
             "retry": RetryPolicy(
                 settings.outbox_max_attempts,
                 settings.outbox_backoff_base_s,
@@ -105,6 +110,7 @@ class Consumer:
         self._pool_failing = False
         self._down_since: float | None = None
         self._listening = anyio.Event()
+        self._claim_lock = anyio.Lock()
         #: called whenever :attr:`state` changes (the worker beats at once)
         self.on_state_change: Callable[[], None] = lambda: None
 
@@ -153,10 +159,10 @@ class Consumer:
 
     async def release_inflight(self) -> int:
         """Give every row we still hold back to ``pending`` (shielded: survives cancellation)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
-                async with self.db.pool.connection(timeout=5) as conn:
-                    n = await self.claimer.release_orphans(conn, [])
+                async with self.db.pool.connection(timeout=4) as conn:
+                    n = await self.claimer.release_all(conn)
                     if n:
                         log.info("consumer.released", n=n)
                     return n
@@ -172,16 +178,19 @@ class Consumer:
             n = 0
             try:
                 async with self.db.pool.connection() as conn:
-                    if self._orphans:
-                        self._orphans = False
-                        await self.claimer.release_orphans(conn, list(self._inflight))
-                    events = await self.claimer.claim(conn, batch)
+                    # claims and orphan releases never interleave: an orphan release must
+                    # not re-pend rows another lane has claimed but not yet recorded
+                    async with self._claim_lock:
+                        if self._orphans:
+                            self._orphans = False
+                            await self.claimer.release_orphans(conn, list(self._inflight))
+                        events = await self.claimer.claim(conn, batch)
+                        ids = [e.id for e in events]
+                        self._inflight.update(ids)
                     n = len(events)
                     if n:
                         if n == batch:
                             self._wake_one()
-                        ids = [e.id for e in events]
-                        self._inflight.update(ids)
                         try:
                             await self.processor.process(conn, events)
                             self.handled += n
@@ -194,7 +203,21 @@ class Consumer:
                 attempt = 0
             except Exception as exc:
                 if not is_connection_error(exc):
-                    raise
+                    if not isinstance(exc, DatabaseError):
+                        raise
+                    # e.g. a deadlock with the reaper or a cancelled statement while
+                    # settling: the claims go back (orphans) and the lane carries on
+                    log.warning(
+                        "consumer.db_error",
+                        error=exc.message,
+                        sqlstate=getattr(exc, "sqlstate", None),
+                    )
+                    self._orphans = True
+                    await self._sleep_or_stop(
+                        reconnect_delay(attempt, self.config.reconnect_backoff_cap_s, self._rand)
+                    )
+                    attempt += 1
+                    continue
                 self._set_pool_failing(exc)
                 await self._sleep_or_stop(
                     reconnect_delay(attempt, self.config.reconnect_backoff_cap_s, self._rand)
@@ -286,7 +309,9 @@ class Consumer:
                         await conn.close()
             except Exception as exc:
                 if not is_connection_error(exc):
-                    raise translate(exc) from exc if isinstance(exc, psycopg.Error) else exc
+                    if isinstance(exc, psycopg.Error):
+                        raise translate(exc) from exc
+                    raise
                 if self._listener_ok:
                     self._listener_ok = False
                     log.warning(

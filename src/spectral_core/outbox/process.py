@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg.pq import TransactionStatus
 
-from ..errors import ConnectionLost
+from ..errors import ConnectionLost, HandlerError
 from .backoff import next_delay
 from .claim import Claimer
 from .handlers import HandlerRegistry, RegisteredHandler
@@ -39,6 +40,24 @@ class RetryPolicy:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+async def _run_handler(
+    handler: RegisteredHandler, ev: Event, conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """Run one handler and refuse to go on if it left the transaction failed.
+
+    A handler that swallows a database error without a savepoint leaves the transaction
+    in the failed state; PostgreSQL would silently turn the COMMIT into a ROLLBACK and the
+    row would be settled as done with no effect and no ledger row.
+    """
+    await handler.fn(ev, conn)
+    if conn.info.transaction_status == TransactionStatus.INERROR:
+        raise HandlerError(
+            f"handler {handler.name} swallowed a database error and left the transaction "
+            "failed (use a savepoint: `async with conn.transaction():`)",
+            handler=handler.name,
+        )
 
 
 class BatchProcessor:
@@ -89,7 +108,7 @@ class BatchProcessor:
                 for ev in evs:
                     if ev.idempotency_key in fresh:
                         fresh.discard(ev.idempotency_key)  # duplicates within one batch
-                        await handler.fn(ev, conn)
+                        await _run_handler(handler, ev, conn)
             done = await self.claimer.complete(conn, [e.id for e in events])
         if done != len(events):
             log.warning("outbox.claim_lost", expected=len(events), completed=done)
@@ -108,7 +127,7 @@ class BatchProcessor:
                     async with conn.transaction():
                         fresh = await self.claimer.mark_handled(conn, handler.name, [ev])
                         if fresh:
-                            await handler.fn(ev, conn)
+                            await _run_handler(handler, ev, conn)
                 except ConnectionLost:
                     raise
                 except Exception as exc:

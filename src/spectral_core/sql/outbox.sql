@@ -66,13 +66,6 @@ SET status = 'dead', last_error = %(error)s, claimed_by = NULL, finished_at = no
 WHERE id = %(id)s AND generation = %(generation)s
   AND status = 'in_flight' AND claimed_by = %(worker_id)s
 
--- name: release_claims
--- description: graceful shutdown: give unfinished claims back (attempt not counted)
-UPDATE core.outbox
-SET status = 'pending', claimed_by = NULL, claimed_at = NULL, attempts = greatest(attempts - 1, 0)
-WHERE generation = %(generation)s AND status = 'in_flight' AND claimed_by = %(worker_id)s
-  AND id = ANY(%(ids)s::bigint[])
-
 -- name: repend_stale
 -- description: the reaper: own generation only; claimer's heartbeat stale, exited or unknown
 UPDATE core.outbox AS o

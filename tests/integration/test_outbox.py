@@ -365,3 +365,26 @@ async def test_handler_swallowing_a_db_error_is_a_failure_not_a_silent_done(
     status, error = conn.execute("SELECT status, last_error FROM core.outbox").fetchone()
     assert status == "pending" and "swallowed a database error" in error
     assert conn.execute("SELECT count(*) FROM core.event_handled").fetchone() == (0,)
+
+
+async def test_one_log_line_per_handled_event_without_payload(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """Each handled event gets its own `outbox.handled` line with its id and topic, and no
+    line carries the payload."""
+    from structlog.testing import capture_logs
+
+    Publisher(generation).publish_many(
+        conn, [EventIn(topic="t.x", payload={"secret": f"s3cr3t-{i}"}) for i in range(3)]
+    )
+    effect_table(conn)
+    reg = recording_registry("workers.a.one")
+    claimer = Claimer(generation, uuid.uuid4())
+    async with db.pool.connection() as c:
+        events = await claimer.claim(c, 10)
+        with capture_logs() as logs:
+            await BatchProcessor(claimer, reg).process(c, events)
+    handled = [e for e in logs if e["event"] == "outbox.handled"]
+    assert sorted(e["event_id"] for e in handled) == sorted(e.id for e in events)
+    assert all(e["topic"] == "t.x" for e in handled)
+    assert "s3cr3t" not in repr(logs)

@@ -112,12 +112,16 @@ class BatchProcessor:
             done = await self.claimer.complete(conn, [e.id for e in events])
         if done != len(events):
             log.warning("outbox.claim_lost", expected=len(events), completed=done)
-        log.info(
-            "outbox.handled",
-            n=len(events),
-            handlers=len(by_handler),
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        batch_ms = round((time.perf_counter() - started) * 1000, 2)
+        for ev in events:  # one canonical line per handled event (never the payload)
+            log.info(
+                "outbox.handled",
+                event_id=ev.id,
+                topic=ev.topic,
+                attempts=ev.attempts,
+                batch=len(events),
+                batch_ms=batch_ms,
+            )
 
     async def _one_by_one(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
         for ev in events:
@@ -141,7 +145,9 @@ class BatchProcessor:
                     )
             if not errors:
                 await self.claimer.complete(conn, [ev.id])
-                log.info("outbox.handled", n=1, event_id=ev.id)
+                log.info(
+                    "outbox.handled", event_id=ev.id, topic=ev.topic, attempts=ev.attempts, batch=1
+                )
                 continue
             delay = next_delay(
                 ev.attempts, base_s=self.retry.base_s, cap_s=self.retry.cap_s, rand=self._rand

@@ -67,9 +67,12 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             stale_after_s=settings.worker_stale_after_s,
             max_attempts=settings.outbox_max_attempts,
         )
-        async with open_world_agent(
-            settings, db, generation=generation, worker_id=rt.instance_id
-        ) as agent:
+        async with (
+            heartbeat,
+            open_world_agent(
+                settings, db, generation=generation, worker_id=rt.instance_id
+            ) as agent,
+        ):
             await heartbeat.register()
             log.info("worker.started", handlers=registry.names, version=rt.version)
             try:

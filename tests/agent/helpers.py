@@ -20,37 +20,73 @@ from spectral_core.testing import ScriptedModel
 
 
 def agent_settings(settings: Settings, **changes: Any) -> Settings:
-    base: dict[str, Any] = {"llm_credential": {"alpha": "sk-alpha"}, "agent_provider": "scripted",
-                            "agent_poll_interval_s": 0.1, "agent_concurrency": 4}
+    base: dict[str, Any] = {
+        "llm_credential": {"alpha": "sk-alpha"},
+        "agent_provider": "scripted",
+        "agent_poll_interval_s": 0.1,
+        "agent_concurrency": 4,
+    }
     base.update(changes)
     return settings.replace(**base)
 
 
 @asynccontextmanager
-async def running_agent(settings: Settings, db: Database, script: Path, *,
-                        config: AgentConfig | None = None,
-                        registry: HandlerRegistry | None = None,
-                        retry: RetryPolicy | None = None) -> AsyncIterator[AgentRunner]:
+async def running_agent(
+    settings: Settings,
+    db: Database,
+    script: Path,
+    *,
+    config: AgentConfig | None = None,
+    registry: HandlerRegistry | None = None,
+    retry: RetryPolicy | None = None,
+) -> AsyncIterator[AgentRunner]:
     """Consumer, heartbeat and agent runner of one generation, like spectral-workers."""
     assert settings.generation is not None
     worker_id = uuid.uuid4()
     if registry is None:
         registry = HandlerRegistry()
         install(registry, settings)
-    consumer = Consumer(db, generation=settings.generation, worker_id=worker_id,
-                        registry=registry,
-                        config=ConsumerConfig(batch_size=20, lanes=2, poll_interval_s=0.1,
-                                              retry=retry or RetryPolicy(3, 0.01, 0.05)))
-    heartbeat = Heartbeat(db, WorkerInfo(worker_id, settings.generation, "test", 0, "test"),
-                          interval_s=0.5)
-    await heartbeat.register()
+    consumer = Consumer(
+        db,
+        generation=settings.generation,
+        worker_id=worker_id,
+        registry=registry,
+        config=ConsumerConfig(
+            batch_size=20, lanes=2, poll_interval_s=0.1, retry=retry or RetryPolicy(3, 0.01, 0.05)
+        ),
+    )
+    heartbeat = Heartbeat(
+        db, WorkerInfo(worker_id, settings.generation, "test", 0, "test"), interval_s=0.5
+    )
+    async with heartbeat:
+        await heartbeat.register()
+        async with _running(settings, db, script, worker_id, consumer, heartbeat, config) as agent:
+            yield agent
+
+
+@asynccontextmanager
+async def _running(
+    settings: Settings,
+    db: Database,
+    script: Path,
+    worker_id: uuid.UUID,
+    consumer: Consumer,
+    heartbeat: Heartbeat,
+    config: AgentConfig | None,
+) -> AsyncIterator[AgentRunner]:
+    assert settings.generation is not None
 
     def factory(domain: str, credential: str) -> ScriptedModel:
         return ScriptedModel(script, domain=domain)
 
-    async with open_world_agent(settings, db, generation=settings.generation,
-                                worker_id=worker_id, factory=factory,
-                                config=config) as agent:
+    async with open_world_agent(
+        settings,
+        db,
+        generation=settings.generation,
+        worker_id=worker_id,
+        factory=factory,
+        config=config,
+    ) as agent:
         async with anyio.create_task_group() as tg:
             tg.start_soon(heartbeat.run)
             tg.start_soon(consumer.run)
@@ -63,12 +99,21 @@ async def running_agent(settings: Settings, db: Database, script: Path, *,
                 tg.cancel_scope.cancel()
 
 
-def observe(conn: psycopg.Connection[Any], generation: int, *, org: str = "acme",
-            domain: str = "alpha", key: str = "ev-1", observation: Any = None) -> int:
+def observe(
+    conn: psycopg.Connection[Any],
+    generation: int,
+    *,
+    org: str = "acme",
+    domain: str = "alpha",
+    key: str = "ev-1",
+    observation: Any = None,
+) -> int:
     return Publisher(generation).publish(
-        conn, "world.observe",
+        conn,
+        "world.observe",
         {"org": org, "domain": domain, "observation": observation or {"price": 10}},
-        idempotency_key=key)
+        idempotency_key=key,
+    )
 
 
 def rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:

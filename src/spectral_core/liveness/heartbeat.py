@@ -76,6 +76,16 @@ class Heartbeat:
                 )
         return self._conn
 
+    async def aclose(self) -> None:
+        """Close the heartbeat's own connection (``mark_exited`` does it too)."""
+        await self._drop_connection()
+
+    async def __aenter__(self) -> Heartbeat:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

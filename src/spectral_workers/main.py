@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -22,16 +21,11 @@ from spectral_core import (
     HandlerRegistry,
     Heartbeat,
     Reaper,
-    RuntimeContext,
     Settings,
     WorkerInfo,
-    bind_runtime,
-    open_pools,
-    require_generation_async,
 )
 from spectral_core.agent import AgentRunner, open_world_agent
-from spectral_core.errors import EXIT_CANNOT_START, SpectralError
-from spectral_core.logging import configure_logging
+from spectral_core.boot import booted, run_process
 
 from .handlers import build_registry
 
@@ -40,14 +34,9 @@ log = structlog.get_logger("spectral.workers")
 
 async def run(settings: Settings, registry: HandlerRegistry) -> int:
     """Run the worker until SIGTERM/SIGINT; return the exit code."""
-    generation = settings.require_generation()
-    async with open_pools(settings) as db:
-        async with db.pool.connection() as conn:
-            await require_generation_async(conn, generation)
-        rt = bind_runtime(RuntimeContext(generation=generation, version=settings.running_version))
-        structlog.contextvars.bind_contextvars(
-            process="workers", generation=generation, worker_id=str(rt.instance_id)
-        )
+    async with booted(settings, process="workers") as (db, rt):
+        generation = rt.generation
+        structlog.contextvars.bind_contextvars(worker_id=str(rt.instance_id))
         consumer = Consumer(
             db,
             generation=generation,
@@ -117,42 +106,13 @@ def _arm_deadline(scope: anyio.CancelScope, grace_s: float) -> None:
     scope.deadline = min(scope.deadline, anyio.current_time() + grace_s)
 
 
-def _first_spectral_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The library error a task-group failure carries (else the group itself)."""
-    matched = group.subgroup(lambda e: isinstance(e, SpectralError))
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched if matched is not None else group
-
-
 def main(
     argv: Sequence[str] | None = None,
     registry_factory: Callable[[Settings], HandlerRegistry] = build_registry,
 ) -> int:
     """Console entrypoint ``spectral-workers``."""
-    try:
-        settings = Settings.from_env(os.environ)
-    except SpectralError as exc:
-        print(f"spectral-workers: cannot start: {exc.message}", file=sys.stderr)
-        return EXIT_CANNOT_START
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
-    try:
-        settings.require_generation()
-        try:
-            return anyio.run(run, settings, registry_factory(settings), backend="asyncio")
-        except BaseExceptionGroup as group:  # task groups wrap what a component raised
-            raise _first_spectral_error(group) from group
-    except SpectralError as exc:
-        log.error(
-            "worker.cannot_start" if exc.exit_code == EXIT_CANNOT_START else "worker.failed",
-            error=exc.message,
-            error_type=type(exc).__name__,
-        )
-        what = "cannot start" if exc.exit_code == EXIT_CANNOT_START else "error"
-        print(
-            f"spectral-workers: {what}: {exc.message}",
-            file=sys.stderr,
-        )
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+
+    def start(settings: Settings) -> int:
+        return anyio.run(run, settings, registry_factory(settings), backend="asyncio")
+
+    return run_process("workers", os.environ, start)

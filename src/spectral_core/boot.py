@@ -1,0 +1,88 @@
+"""Process boot shared by the entrypoints (``spectral-api``, ``spectral-workers``).
+
+:func:`booted` opens the pools (failing fast), verifies that the configured generation
+was allocated, binds the runtime and the log context.  :func:`run_process` maps failures
+to exit codes: 3 (:data:`~spectral_core.errors.EXIT_CANNOT_START`) for bad settings or an
+unallocated generation, so a supervisor never restarts it; 1 for anything else the
+library raises (database unreachable at boot or for longer than the outage limit).
+The environment is passed in by the entrypoint: this module never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+
+from .db import Database, open_pools
+from .errors import EXIT_CANNOT_START, SpectralError
+from .generations import require_generation_async
+from .logging import configure_logging
+from .runtime import RuntimeContext, bind_runtime
+from .settings import Settings
+
+__all__ = ["booted", "run_process"]
+
+
+@asynccontextmanager
+async def booted(
+    settings: Settings, *, process: str
+) -> AsyncIterator[tuple[Database, RuntimeContext]]:
+    """Open the pools, verify the generation, bind the runtime and the log context.
+
+    Raises:
+        GenerationError: SPECTRAL_GENERATION is missing or was never allocated.
+        ConnectionLost: the database is unreachable (after the bounded boot wait).
+    """
+    generation = settings.require_generation()
+    async with open_pools(settings) as db:
+        async with db.pool.connection() as conn:
+            await require_generation_async(conn, generation)
+        rt = bind_runtime(RuntimeContext(generation=generation, version=settings.running_version))
+        structlog.contextvars.bind_contextvars(
+            process=process, generation=generation, instance_id=str(rt.instance_id)
+        )
+        yield db, rt
+
+
+def _first_spectral_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The library error a task-group failure carries (else the group itself)."""
+    matched = group.subgroup(lambda e: isinstance(e, SpectralError))
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched if matched is not None else group
+
+
+def run_process(
+    name: str, environ: Mapping[str, str], start: Callable[[Settings], int], **overrides: Any
+) -> int:
+    """Build the settings, configure logging, run ``start(settings)``; return an exit code."""
+    log = structlog.get_logger(f"spectral.{name}")
+    try:
+        settings = Settings.from_env(environ, **overrides)
+    except SpectralError as exc:
+        print(f"spectral-{name}: cannot start: {exc.message}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    try:
+        settings.require_generation()
+        settings.require_database_url()
+        try:
+            return start(settings)
+        except BaseExceptionGroup as group:  # task groups wrap what a component raised
+            raise _first_spectral_error(group) from group
+    except SpectralError as exc:
+        cannot = exc.exit_code == EXIT_CANNOT_START
+        log.error(
+            f"{name}.cannot_start" if cannot else f"{name}.failed",
+            error=exc.message,
+            error_type=type(exc).__name__,
+        )
+        what = "cannot start" if cannot else "error"
+        print(f"spectral-{name}: {what}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -8,6 +8,7 @@ boot or for longer than the outage limit, a crashed component).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -111,6 +112,11 @@ def main(
     registry_factory: Callable[[Settings], HandlerRegistry] = build_registry,
 ) -> int:
     """Console entrypoint ``spectral-workers``."""
+    argparse.ArgumentParser(
+        prog="spectral-workers",
+        description="spectral worker runtime: outbox consumer, reaper, heartbeat and the World "
+        "Agent for one generation (settings from SPECTRAL_* variables; no HTTP surface).",
+    ).parse_args(argv)
 
     def start(settings: Settings) -> int:
         return anyio.run(run, settings, registry_factory(settings), backend="asyncio")

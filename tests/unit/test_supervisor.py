@@ -91,3 +91,29 @@ def test_signal_handler_only_enqueues() -> None:
     sup._enqueue(signal.SIGTERM, None)
     assert list(sup.signals) == [signal.SIGTERM] and sup.exit_code is None
     assert os.getpid() > 0
+
+
+def test_children_do_not_receive_group_signals_directly(tmp_path: Path) -> None:
+    """A terminal Ctrl-C or a cgroup-wide SIGTERM hits the supervisor's process group; the
+    children live in their own groups, so each receives exactly one SIGTERM (forwarded by
+    the supervisor) and a worker never mistakes it for a second "exit now" signal."""
+    import subprocess
+
+    log = tmp_path / "terms"
+    child = (
+        "import signal, sys, time\n"
+        f"def h(*a):\n    open({str(log)!r}, 'a').write('x')\n    time.sleep(0.3)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, h)\n"
+        "time.sleep(60)\n"
+    )
+    runner = (
+        "import sys\nfrom spectral_cli.supervisor import Supervisor\n"
+        f"sup = Supervisor({{'a': [sys.executable, '-c', {child!r}]}}, grace_s=5)\n"
+        "sup.install_signal_handlers()\nraise SystemExit(sup.run())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", runner], start_new_session=True)
+    time.sleep(1.5)  # supervisor and child up, handlers installed
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole group, like systemd or a terminal
+    assert proc.wait(20) == 0
+    assert log.read_text() == "x"

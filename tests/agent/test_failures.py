@@ -39,12 +39,15 @@ async def test_domain_without_credential_fails_clearly_and_alone(
     observe(conn, gen, domain="gamma", key="g1")
     observe(conn, gen, domain="alpha", key="a1")
     async with running_agent(s, db, script, retry=RetryPolicy(2, 0.01, 0.05)):
+        # (the harness registers no handler for world.decided, so that row may end dead
+        # too: count only the observations)
         await wait_for(lambda: rows(db_url, "SELECT count(*) FROM core.outbox WHERE "
-                                            "status = 'dead'") == [(2,)])
+                                            "status = 'dead' AND topic = 'world.observe'")
+                       == [(2,)])
         await wait_for(lambda: rows(db_url, "SELECT 1 FROM core.outbox "
                                             "WHERE topic = 'world.decided'"))
     dead = dict(rows(db_url, "SELECT idempotency_key, last_error FROM core.outbox "
-                             "WHERE status = 'dead'"))
+                             "WHERE status = 'dead' AND topic = 'world.observe'"))
     assert "no LLM credential configured for domain 'beta'" in dead["b1"]
     assert "SPECTRAL_LLM_CREDENTIAL__GAMMA" in dead["g1"]
     assert "workers.world_agent.observe" in dead["b1"]

@@ -47,15 +47,16 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(
         f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
-        f"{'workers live/reconn/stale/exited':<32} verdict"
+        f"{'turns pend/run/dead':<20} {'workers live/reconn/stale/exited':<32} verdict"
     )
     for g in gens:
         d = g.as_dict()
-        o, w = d["outbox"], d["workers"]
+        o, w, t = d["outbox"], d["workers"], d["turns"]
         workers = f"{w['live']}/{w['reconnecting']}/{w['stale']}/{w['exited']}"
+        turns = f"{t['pending']}/{t['running']}/{t['dead']}"
         print(
             f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "
-            f"{o['done']:>8} {o['dead']:>6}  {workers:<32} {g.verdict}"
+            f"{o['done']:>8} {o['dead']:>6}  {turns:<20} {workers:<32} {g.verdict}"
         )
     return 0
 

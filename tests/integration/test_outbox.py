@@ -388,3 +388,23 @@ async def test_one_log_line_per_handled_event_without_payload(
     assert sorted(e["event_id"] for e in handled) == sorted(e.id for e in events)
     assert all(e["topic"] == "t.x" for e in handled)
     assert "s3cr3t" not in repr(logs)
+
+
+def test_unfinished_agent_turns_keep_a_generation_draining(
+    conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """A generation whose outbox is empty but which still has a pending World Agent turn is
+    not drained: stopping it would strand the turn."""
+    from spectral_core.outbox import drain
+
+    conn.execute(
+        "INSERT INTO agent.turns (thread_id, generation, org, domain, idempotency_key, "
+        "observation) VALUES ('o:d:k', %s, 'o', 'd', 'k', '{}')",
+        (generation,),
+    )
+    status = {s.generation: s for s in generation_status(conn, stale_after_s=10)}[generation]
+    assert status.turns == {"pending": 1} and status.verdict == "stranded"
+    assert status.as_dict()["turns"] == {"pending": 1, "running": 0, "done": 0, "dead": 0}
+    assert drain(conn, generation, timeout_s=0.2, poll_s=0.05) == (False, 1, 0)
+    conn.execute("UPDATE agent.turns SET status = 'done'")
+    assert drain(conn, generation, timeout_s=0.2) == (True, 0, 0)

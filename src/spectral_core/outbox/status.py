@@ -28,10 +28,18 @@ class GenerationStatus:
     version: str
     outbox: dict[str, int] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
+    #: World Agent turns by status (pending / running / done / dead)
+    turns: dict[str, int] = field(default_factory=dict)
 
     @property
     def live_rows(self) -> int:
-        return self.outbox.get("pending", 0) + self.outbox.get("in_flight", 0)
+        """Unfinished work: pending or in-flight outbox rows and pending or running turns."""
+        return (
+            self.outbox.get("pending", 0)
+            + self.outbox.get("in_flight", 0)
+            + self.turns.get("pending", 0)
+            + self.turns.get("running", 0)
+        )
 
     @property
     def verdict(self) -> Verdict:
@@ -49,6 +57,7 @@ class GenerationStatus:
             "workers": {
                 s: self.workers.get(s, 0) for s in ("live", "reconnecting", "stale", "exited")
             },
+            "turns": {s: self.turns.get(s, 0) for s in ("pending", "running", "done", "dead")},
             "verdict": self.verdict,
         }
 
@@ -60,12 +69,15 @@ def generation_status(
     with wrap_errors():
         gens = conn.execute(query("list_generations")).fetchall()
         counts = conn.execute(query("count_by_generation_status")).fetchall()
+        turns = conn.execute(query("count_turns_by_generation_status")).fetchall()
         workers = conn.execute(
             query("workers_by_generation"), {"stale_after_s": stale_after_s}
         ).fetchall()
     out = {g: GenerationStatus(g, v) for g, v, _note, _at in gens}
     for g, status, n in counts:
         out[g].outbox[status] = n
+    for g, status, n in turns:
+        out[g].turns[status] = n
     for g, _id, state, *_rest, stale in workers:
         key = (
             "exited"
@@ -79,7 +91,7 @@ def generation_status(
 def drain(
     conn: psycopg.Connection[Any], generation: int, *, timeout_s: float, poll_s: float = 0.5
 ) -> tuple[bool, int, int]:
-    """Wait until ``generation`` has no pending or in-flight rows.
+    """Wait until ``generation`` has no pending or in-flight rows (nor unfinished turns).
 
     Returns ``(drained, pending, in_flight)`` at the end of the wait.
     """

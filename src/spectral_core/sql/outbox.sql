@@ -102,11 +102,19 @@ WHERE generation = %(generation)s AND status = 'done'
 SELECT generation, status, count(*) FROM core.outbox GROUP BY generation, status
 
 -- name: count_live_for_generation
+-- description: unfinished work of a generation: outbox rows, plus World Agent turns
 SELECT
-    count(*) FILTER (WHERE status = 'pending'),
-    count(*) FILTER (WHERE status = 'in_flight')
-FROM core.outbox
-WHERE generation = %(generation)s AND status IN ('pending', 'in_flight')
+    (SELECT count(*) FROM core.outbox
+     WHERE generation = %(generation)s AND status = 'pending')
+    + (SELECT count(*) FROM agent.turns
+       WHERE generation = %(generation)s AND status = 'pending'),
+    (SELECT count(*) FROM core.outbox
+     WHERE generation = %(generation)s AND status = 'in_flight')
+    + (SELECT count(*) FROM agent.turns
+       WHERE generation = %(generation)s AND status = 'running')
+
+-- name: count_turns_by_generation_status
+SELECT generation, status, count(*) FROM agent.turns GROUP BY generation, status
 
 -- name: notify_channel
 SELECT pg_notify(%(channel)s, '')

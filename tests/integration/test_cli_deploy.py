@@ -1,0 +1,49 @@
+"""The operator CLI's deploy verbs against a real database (as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+
+from spectral_core import Publisher
+
+from ..acceptance.procs import clean_env
+
+
+def spectral(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spectral_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(SPECTRAL_DATABASE_URL=db_url),
+    )
+
+
+def test_allocate_status_and_drain(db_url: str) -> None:
+    """`deploy allocate` prints increasing generations; `deploy status --json` shows rows by
+    status, turns and the verdict; `deploy drain` exits 1 with the counts while work
+    remains and 0 once drained; bad input exits non-zero with a one-line reason."""
+    first = spectral(db_url, "deploy", "allocate", "--version", "1.0.0")
+    second = spectral(db_url, "deploy", "allocate", "--version", "1.0.1")
+    assert first.returncode == 0 and second.returncode == 0
+    g1, g2 = int(first.stdout), int(second.stdout)
+    assert g2 == g1 + 1
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        Publisher(g1).publish(conn, "platform.record", {})
+    status = json.loads(spectral(db_url, "deploy", "status", "--json").stdout)
+    by_gen = {s["generation"]: s for s in status}
+    assert by_gen[g1]["outbox"]["pending"] == 1 and by_gen[g1]["verdict"] == "stranded"
+    assert by_gen[g2]["verdict"] == "drained" and "turns" in by_gen[g2]
+    text = spectral(db_url, "deploy", "status").stdout
+    assert "stranded" in text and "1.0.1" in text
+    waiting = spectral(db_url, "deploy", "drain", "--generation", str(g1), "--timeout", "0.3")
+    assert waiting.returncode == 1 and "1 pending" in waiting.stdout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE core.outbox SET status = 'done'")
+    assert spectral(db_url, "deploy", "drain", "--generation", str(g1)).returncode == 0
+    bad = spectral(db_url, "deploy", "allocate", "--version", " ")
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "version" in bad.stderr

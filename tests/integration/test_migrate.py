@@ -72,35 +72,27 @@ def test_edited_applied_file_is_an_error_and_nothing_is_applied(
         assert tables(conn) == {"a"}
 
 
+A_SQL = "CREATE TABLE public.a (x int);"
+B_SQL = "CREATE TABLE public.b (x int);"
+
+
 @pytest.mark.parametrize(
-    "files",
+    "later",
     [
-        {"0002_b.sql": "CREATE TABLE public.b (x int);"},  # missing (gap)
-        {
-            "0001_renamed.sql": "CREATE TABLE public.a (x int);",
-            "0002_b.sql": "CREATE TABLE public.b (x int);",
-        },  # renamed
+        [Migration(2, "0002_b.sql", B_SQL)],  # 0001 missing
+        [Migration(1, "0001_renamed.sql", A_SQL), Migration(2, "0002_b.sql", B_SQL)],  # renamed
+        [Migration(1, "0001_b.sql", B_SQL), Migration(2, "0002_a.sql", A_SQL)],  # renumbered
     ],
+    ids=["missing", "renamed", "renumbered"],
 )
-def test_missing_or_renumbered_applied_file_is_an_error(
-    empty_db_url: str, tmp_path: Path, files: dict[str, str]
+def test_missing_renamed_or_renumbered_applied_file_is_an_error(
+    empty_db_url: str, later: list[Migration]
 ) -> None:
     """A missing, renamed or renumbered applied file is refused and nothing is applied."""
-    first = tmp_path / "first"
-    first.mkdir()
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        run_migrations(
-            conn, load_migrations(write(first, {"0001_a.sql": "CREATE TABLE public.a (x int);"}))
-        )
-        second = tmp_path / "second"
-        second.mkdir()
-        write(second, files)
+        run_migrations(conn, [Migration(1, "0001_a.sql", A_SQL)])
         with pytest.raises(MigrationError):
-            run_migrations(
-                conn, load_migrations(second)
-            ) if "0001_renamed.sql" in files else run_migrations(
-                conn, [Migration(2, "0002_b.sql", files["0002_b.sql"])]
-            )
+            run_migrations(conn, later)
         assert tables(conn) == {"a"}
 
 

@@ -27,6 +27,7 @@ import msgspec
 import structlog
 
 from ..db import Database
+from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error
 from ..errors import PayloadError
 from ..outbox import Event, Handler, Publisher
@@ -188,16 +189,7 @@ class AgentRunner:
 
     async def release_inflight(self) -> int:
         """Give every turn we still hold back to ``pending`` (shielded)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-            try:
-                async with self.db.pool.connection(timeout=5) as conn:
-                    n = await self.queue.release(conn)
-                if n:
-                    log.info("agent.released", n=n)
-                return n
-            except Exception as exc:
-                log.warning("agent.release_failed", error_type=type(exc).__name__)
-        return 0
+        return await release_shielded(self.db, self.queue.release, event="agent", timeout_s=10)
 
     # -- claiming -----------------------------------------------------------------------
     async def _claim_loop(self, turns: anyio.abc.TaskGroup) -> None:

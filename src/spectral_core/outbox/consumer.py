@@ -28,6 +28,7 @@ import structlog
 from psycopg import sql
 
 from ..db import Database
+from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
 from ..errors import ConnectionLost, DatabaseError
 from ..settings import Settings
@@ -159,16 +160,7 @@ class Consumer:
 
     async def release_inflight(self) -> int:
         """Give every row we still hold back to ``pending`` (shielded: survives cancellation)."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            try:
-                async with self.db.pool.connection(timeout=4) as conn:
-                    n = await self.claimer.release_all(conn)
-                    if n:
-                        log.info("consumer.released", n=n)
-                    return n
-            except Exception as exc:
-                log.warning("consumer.release_failed", error_type=type(exc).__name__)
-        return 0
+        return await release_shielded(self.db, self.claimer.release_all, event="consumer")
 
     # -- lanes ----------------------------------------------------------------------
     async def _lane(self, lane: int) -> None:

@@ -190,6 +190,68 @@ async def test_handlers_and_ledger_commit_together_and_row_done(
     assert conn.execute("SELECT count(*) FROM core.event_handled").fetchone() == (8,)
 
 
+async def test_async_claim_commit_does_not_leak_into_the_handler_transaction(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """The claim commits with synchronous_commit off, for its own statement only: the
+    connection's next transaction (where handlers run and the ledger is written) commits
+    synchronously again."""
+    Publisher(generation).publish(conn, "t.x", {})
+    seen: list[str] = []
+    reg = HandlerRegistry()
+
+    async def probe(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+        seen.append((await (await c.execute("SHOW synchronous_commit")).fetchone())[0])
+
+    reg.register("workers.a.probe", "t.x", probe)
+    claimer = Claimer(generation, uuid.uuid4())
+    async with db.pool.connection() as c:
+        await c.execute("SET synchronous_commit = on")  # the test server's default is off
+        assert len(await claimer.claim(c, 10)) == 1
+        after_claim = (await (await c.execute("SHOW synchronous_commit")).fetchone())[0]
+        await c.execute("UPDATE core.outbox SET status = 'pending'")  # claim again, then handle
+        await BatchProcessor(claimer, reg).process(c, await claimer.claim(c, 10))
+        await c.execute("RESET synchronous_commit")
+    assert after_claim == "on"
+    assert seen == ["on"]
+
+
+async def test_rows_reaped_while_held_are_left_to_their_next_claimer(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """If the reaper took some of a batch back while we held it, we neither run handlers
+    for those rows nor mark them done nor write their ledger rows: the next claimer does,
+    exactly once."""
+    effect_table(conn)
+    ids = Publisher(generation).publish_many(
+        conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(3)]
+    )
+    reg = recording_registry("workers.a.one")
+    slow, fresh = Claimer(generation, uuid.uuid4()), Claimer(generation, uuid.uuid4())
+    async with db.pool.connection() as c:
+        held = await slow.claim(c, 10)
+        conn.execute(  # what the reaper does to a claimer it believes dead
+            "UPDATE core.outbox SET status = 'pending', claimed_by = NULL WHERE id = %s",
+            (ids[1],),
+        )
+        await BatchProcessor(slow, reg).process(c, held)
+        assert [r[3] for r in rows(conn)] == ["done", "pending", "done"]
+        assert conn.execute("SELECT key FROM public.effects ORDER BY key").fetchall() == [
+            ("k0",),
+            ("k2",),
+        ]
+        await BatchProcessor(fresh, reg).process(c, await fresh.claim(c, 10))
+    assert {r[3] for r in rows(conn)} == {"done"}
+    assert conn.execute(
+        "SELECT key, count(*) FROM public.effects GROUP BY key ORDER BY key"
+    ).fetchall() == [
+        ("k0", 1),
+        ("k1", 1),
+        ("k2", 1),
+    ]
+    assert conn.execute("SELECT count(*) FROM core.event_handled").fetchone() == (3,)
+
+
 async def test_redelivered_row_skips_handlers_that_already_ran(
     db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:

@@ -111,7 +111,7 @@ class Consumer:
         self._pool_failing = False
         self._down_since: float | None = None
         self._listening = anyio.Event()
-        self._claim_lock = anyio.Lock()
+        self._claim_lock = anyio.Lock(fast_acquire=True)
         #: called whenever :attr:`state` changes (the worker beats at once)
         self.on_state_change: Callable[[], None] = lambda: None
 

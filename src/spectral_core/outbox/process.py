@@ -1,11 +1,12 @@
 """Handling a claimed batch: ledger, handlers and settlement.
 
-Fast path: one transaction for the whole batch: for every handler, one statement writes
-its ledger rows for the batch and returns the keys not handled before; the handlers run
-for those; one statement marks the batch ``done``; one commit.  If any handler raises,
-that transaction rolls back (no effect, no ledger row survives) and the batch is redone
-one row and one handler at a time, each in its own transaction, so one poison row cannot
-hold back its neighbours and a handler that already took effect is never re-run.
+Fast path: one transaction for the whole batch.  Its first statement marks the rows we
+still hold ``done`` and writes the ledger rows of every routed handler for them, returning
+the (handler, row) pairs not handled before; the handlers run for those; one commit.  If
+any handler raises, that transaction rolls back (no effect, no ledger row survives, the
+rows are still ours and ``in_flight``) and the batch is redone one row and one handler at
+a time, each in its own transaction, so one poison row cannot hold back its neighbours and
+a handler that already took effect is never re-run.
 """
 
 from __future__ import annotations
@@ -101,17 +102,19 @@ class BatchProcessor:
         for ev in events:
             for h in self.registry.for_topic(ev.topic):
                 by_handler.setdefault(h.name, (h, []))[1].append(ev)
+        calls = [(handler, ev) for handler, evs in by_handler.values() for ev in evs]
         started = time.perf_counter()
         async with conn.transaction():
-            for handler, evs in by_handler.values():
-                fresh = await self.claimer.mark_handled(conn, handler.name, evs)
-                for ev in evs:
-                    if ev.idempotency_key in fresh:
-                        fresh.discard(ev.idempotency_key)  # duplicates within one batch
-                        await _run_handler(handler, ev, conn)
-            done = await self.claimer.complete(conn, [e.id for e in events])
-        if done != len(events):
-            log.warning("outbox.claim_lost", expected=len(events), completed=done)
+            held, fresh = await self.claimer.start_batch(
+                conn, [(handler.name, ev) for handler, ev in calls]
+            )
+            for handler, ev in calls:
+                if (handler.name, ev.id) in fresh:
+                    await _run_handler(handler, ev, conn)
+        if held != len(events):
+            # reaped while we held them: the rows we lost were neither marked done nor
+            # handled by us; whoever claims them next handles them
+            log.warning("outbox.claim_lost", expected=len(events), completed=held)
         batch_ms = round((time.perf_counter() - started) * 1000, 2)
         for ev in events:  # one canonical line per handled event (never the payload)
             log.info(

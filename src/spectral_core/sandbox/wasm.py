@@ -299,61 +299,21 @@ class WasmSandbox:
         if not isinstance(compiled, CompiledWasm) or compiled.engine is not self.engine:
             raise SandboxError("module was not compiled by this sandbox", reason="foreign")
         started = time.perf_counter_ns()
-        store = wasmtime.Store(self.engine)
-        memory: wasmtime.Memory | None = None
+        call = _call_ffi if _FAST else _call_public
+        output, pages, fuel_left = call(
+            self.engine,
+            compiled.module,
+            input_json,
+            budget,
+            math.ceil(budget.deadline_ms / self._interval_ms) + 1,
+            self._max_table_elements,
+        )
         try:
-            store.set_limits(
-                memory_size=budget.memory_bytes,
-                table_elements=self._max_table_elements,
-                instances=1,
-                tables=1,
-                memories=1,
-            )
-            store.set_fuel(budget.fuel)
-            store.set_epoch_deadline(math.ceil(budget.deadline_ms / self._interval_ms) + 1)
-            try:
-                instance = wasmtime.Instance(store, compiled.module, [])
-                memory, alloc, decide = _abi_exports(store, instance)
-                length = len(input_json)
-                ptr = _call(store, alloc, length) & _U32
-                if ptr + length > memory.data_len(store):
-                    raise ModuleTrap("alloc returned a region outside memory", reason="abi")
-                if length:
-                    memory.write(store, input_json, ptr)
-                packed = _call(store, decide, ptr, length) & _U64
-                out_ptr, out_len = packed >> 32, packed & _U32
-                if out_len > budget.output_bytes:
-                    raise BudgetExceeded(
-                        "module output exceeds the output budget",
-                        budget="output",
-                        size=out_len,
-                        limit=budget.output_bytes,
-                    )
-                if out_ptr + out_len > memory.data_len(store):
-                    raise ModuleTrap("decide returned a region outside memory", reason="abi")
-                output = bytes(memory.read(store, out_ptr, out_ptr + out_len))
-            except wasmtime.Trap as exc:
-                raise _classify_trap(exc, store, memory, budget) from exc
-            except wasmtime.WasmtimeError as exc:
-                detail = _first_line(exc)
-                if "memory" in detail and "limit" in detail:
-                    raise BudgetExceeded(
-                        "module memory exceeds the memory budget",
-                        budget="memory",
-                        limit=budget.memory_bytes,
-                        detail=detail,
-                    ) from exc
-                raise ModuleTrap("module failed to run", reason="error", detail=detail) from exc
-            try:
-                value = msgspec.json.decode(output)
-            except msgspec.DecodeError as exc:
-                raise ModuleTrap(
-                    "module returned invalid JSON", reason="invalid_json", detail=str(exc)
-                ) from exc
-            pages = memory.size(store)
-            fuel_left = store.get_fuel()
-        finally:
-            store.close()
+            value = msgspec.json.decode(output)
+        except msgspec.DecodeError as exc:
+            raise ModuleTrap(
+                "module returned invalid JSON", reason="invalid_json", detail=str(exc)
+            ) from exc
         usage = Usage(
             fuel_consumed=budget.fuel - fuel_left,
             wall_time_us=(time.perf_counter_ns() - started) // 1000,
@@ -363,87 +323,150 @@ class WasmSandbox:
         return Result(output=output, value=value, usage=usage)
 
 
-# -- calls ------------------------------------------------------------------------------------
+#: (output bytes, memory pages at the end, fuel left)
+_Outcome = tuple[bytes, int, int]
+
+
+def _check_output(out_ptr: int, out_len: int, memory_len: int, budget: Budget) -> None:
+    if out_len > budget.output_bytes:
+        raise BudgetExceeded(
+            "module output exceeds the output budget",
+            budget="output",
+            size=out_len,
+            limit=budget.output_bytes,
+        )
+    if out_ptr + out_len > memory_len:
+        raise ModuleTrap("decide returned a region outside memory", reason="abi")
+
+
+def _runtime_error(exc: wasmtime.WasmtimeError, budget: Budget) -> BudgetExceeded | ModuleTrap:
+    detail = _first_line(exc)
+    if "memory" in detail and "limit" in detail:
+        return BudgetExceeded(
+            "module memory exceeds the memory budget",
+            budget="memory",
+            limit=budget.memory_bytes,
+            detail=detail,
+        )
+    return ModuleTrap("module failed to run", reason="error", detail=detail)
+
+
+def _call_public(
+    engine: wasmtime.Engine,
+    module: wasmtime.Module,
+    input_json: bytes,
+    budget: Budget,
+    ticks: int,
+    max_table_elements: int,
+) -> _Outcome:
+    """One call through wasmtime-py's documented API (fallback for the FFI path)."""
+    store = wasmtime.Store(engine)
+    memory: wasmtime.Memory | None = None
+    try:
+        store.set_limits(
+            memory_size=budget.memory_bytes,
+            table_elements=max_table_elements,
+            instances=1,
+            tables=1,
+            memories=1,
+        )
+        store.set_fuel(budget.fuel)
+        store.set_epoch_deadline(ticks)
+        try:
+            instance = wasmtime.Instance(store, module, [])
+            exports = instance.exports(store)
+            memory, alloc, decide = exports["memory"], exports["alloc"], exports["decide"]
+            if not (
+                isinstance(memory, wasmtime.Memory)
+                and isinstance(alloc, wasmtime.Func)
+                and isinstance(decide, wasmtime.Func)
+            ):
+                raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
+            length = len(input_json)
+            ptr = alloc(store, length)
+            assert isinstance(ptr, int)
+            ptr &= _U32
+            if ptr + length > memory.data_len(store):
+                raise ModuleTrap("alloc returned a region outside memory", reason="abi")
+            if length:
+                memory.write(store, input_json, ptr)
+            packed = decide(store, ptr, length)
+            assert isinstance(packed, int)
+            packed &= _U64
+            out_ptr, out_len = packed >> 32, packed & _U32
+            _check_output(out_ptr, out_len, memory.data_len(store), budget)
+            output = bytes(memory.read(store, out_ptr, out_ptr + out_len))
+        except wasmtime.Trap as exc:
+            pages = memory.size(store) if memory is not None else None
+            raise _classify_trap(exc, pages, budget) from exc
+        except wasmtime.WasmtimeError as exc:
+            raise _runtime_error(exc, budget) from exc
+        return output, memory.size(store), store.get_fuel()
+    finally:
+        store.close()
+
+
+# -- the C API path -----------------------------------------------------------------------------
 #
-# wasmtime-py's generic ``Func.__call__`` re-reads the function type and converts every value
-# through FFI on each call (~35 us per call).  The ABI signatures are checked at compile time
-# (``_check_abi``), so the hot path calls ``wasmtime_func_call`` directly with i32 arguments,
-# and looks exports up by name.  These are wasmtime-py's ctypes bindings, not its documented
-# API: if they are missing (another wasmtime-py version) the public API is used instead.
+# wasmtime-py's wrappers cost more than the work on this path: ``Func.__call__`` re-reads the
+# function type and converts every value (~35 us per call), ``Instance.exports`` and
+# ``Memory.read``/``write`` build Python objects and bytearrays, and ``Store`` goes through
+# ``Managed``.  A decision call is a fresh store, one instantiation, two calls with i32
+# arguments and two memory copies, so ``_call_ffi`` makes exactly those C calls through
+# wasmtime-py's own ctypes bindings (the ABI signatures and kinds are checked at compile time
+# by ``_check_abi`` and again per call by export kind).  These bindings are not wasmtime-py's
+# documented API: if any is missing (another wasmtime-py version) ``_call_public`` is used.
 # Host-side Python exceptions cannot occur (no imports), so no "last exception" check is needed.
 
 try:
     from wasmtime import _ffi as _wffi
-    from wasmtime._extern import wrap_extern as _wrap_extern
 
     _FAST: bool = all(
         hasattr(_wffi, name)
         for name in (
-            "wasmtime_func_call",
+            "wasmtime_store_new",
+            "wasmtime_store_context",
+            "wasmtime_store_limiter",
+            "wasmtime_store_delete",
+            "wasmtime_context_set_fuel",
+            "wasmtime_context_get_fuel",
+            "wasmtime_context_set_epoch_deadline",
+            "wasmtime_instance_new",
+            "wasmtime_instance_t",
             "wasmtime_instance_export_get",
+            "wasmtime_func_call",
+            "wasmtime_memory_data",
+            "wasmtime_memory_data_size",
+            "wasmtime_memory_size",
             "wasmtime_val_t",
             "wasmtime_extern_t",
             "wasm_trap_t",
             "WASMTIME_I32",
             "WASMTIME_I64",
+            "WASMTIME_EXTERN_FUNC",
+            "WASMTIME_EXTERN_MEMORY",
         )
     )
     _I32_KIND: int = int(_wffi.WASMTIME_I32.value)
     _I64_KIND: int = int(_wffi.WASMTIME_I64.value)
-except ImportError:  # pragma: no cover - depends on the installed wasmtime-py
+    _ABI_KINDS: tuple[int, int, int] = (
+        int(_wffi.WASMTIME_EXTERN_MEMORY.value),
+        int(_wffi.WASMTIME_EXTERN_FUNC.value),
+        int(_wffi.WASMTIME_EXTERN_FUNC.value),
+    )
+except (ImportError, AttributeError):  # pragma: no cover - depends on wasmtime-py
     _FAST = False
 
 
-def _abi_exports(
-    store: wasmtime.Store, instance: wasmtime.Instance
-) -> tuple[wasmtime.Memory, wasmtime.Func, wasmtime.Func]:
-    if _FAST:
-        found = []
-        for name in (b"memory", b"alloc", b"decide"):
-            item = _wffi.wasmtime_extern_t()
-            if not _wffi.wasmtime_instance_export_get(
-                store._context(),
-                ctypes.byref(instance._instance),
-                name,
-                len(name),
-                ctypes.byref(item),
-            ):
-                raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            found.append(_wrap_extern(item))
-        memory, alloc, decide = found
-    else:
-        exports = instance.exports(store)
-        memory, alloc, decide = exports["memory"], exports["alloc"], exports["decide"]
-    if not (
-        isinstance(memory, wasmtime.Memory)
-        and isinstance(alloc, wasmtime.Func)
-        and isinstance(decide, wasmtime.Func)
-    ):
-        raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-    return memory, alloc, decide
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+_ABI_NAMES: Final = (b"memory", b"alloc", b"decide")
 
 
-def _call(store: wasmtime.Store, func: wasmtime.Func, *args: int) -> int:
-    """Call an ABI function (i32 arguments, one integer result) and return the raw result."""
-    if not _FAST:
-        result = func(store, *args)
-        assert isinstance(result, int)
-        return result
-    params = (_wffi.wasmtime_val_t * len(args))()
-    for i, arg in enumerate(args):
-        params[i].kind = _I32_KIND
-        params[i].of.i32 = arg
+def _ffi_invoke(ctx: object, func: object, args: ctypes.Array[object], nargs: int) -> int:
+    """``wasmtime_func_call`` with i32 arguments and one integer result."""
     results = (_wffi.wasmtime_val_t * 1)()
     trap = ctypes.POINTER(_wffi.wasm_trap_t)()
-    error = _wffi.wasmtime_func_call(
-        store._context(),
-        ctypes.byref(func._func),
-        params,
-        len(args),
-        results,
-        1,
-        ctypes.byref(trap),
-    )
+    error = _wffi.wasmtime_func_call(ctx, func, args, nargs, results, 1, ctypes.byref(trap))
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)
     if trap:
@@ -452,8 +475,78 @@ def _call(store: wasmtime.Store, func: wasmtime.Func, *args: int) -> int:
     return int(value.of.i64 if value.kind == _I64_KIND else value.of.i32)
 
 
+def _call_ffi(
+    engine: wasmtime.Engine,
+    module: wasmtime.Module,
+    input_json: bytes,
+    budget: Budget,
+    ticks: int,
+    max_table_elements: int,
+) -> _Outcome:
+    """One call on wasmtime's C API directly: the same steps as :func:`_call_public`."""
+    store = _wffi.wasmtime_store_new(engine.ptr(), None, _NO_FINALIZER)
+    memory: object = None
+    ctx = _wffi.wasmtime_store_context(store)
+    try:
+        _wffi.wasmtime_store_limiter(store, budget.memory_bytes, max_table_elements, 1, 1, 1)
+        error = _wffi.wasmtime_context_set_fuel(ctx, budget.fuel)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        _wffi.wasmtime_context_set_epoch_deadline(ctx, ticks)
+        try:
+            instance = _wffi.wasmtime_instance_t()
+            trap = ctypes.POINTER(_wffi.wasm_trap_t)()
+            error = _wffi.wasmtime_instance_new(
+                ctx, module.ptr(), None, 0, ctypes.byref(instance), ctypes.byref(trap)
+            )
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+            if trap:
+                raise wasmtime.Trap._from_ptr(trap)
+            found = [_wffi.wasmtime_extern_t() for _ in _ABI_NAMES]
+            for name, item in zip(_ABI_NAMES, found, strict=True):
+                if not _wffi.wasmtime_instance_export_get(
+                    ctx, ctypes.byref(instance), name, len(name), ctypes.byref(item)
+                ):
+                    raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
+            if (found[0].kind, found[1].kind, found[2].kind) != _ABI_KINDS:
+                raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
+            memory = ctypes.byref(found[0].of.memory)
+            length = len(input_json)
+            args = (_wffi.wasmtime_val_t * 2)()
+            args[0].kind = args[1].kind = _I32_KIND
+            args[0].of.i32 = length
+            ptr = _ffi_invoke(ctx, ctypes.byref(found[1].of.func), args, 1) & _U32
+            if ptr + length > _wffi.wasmtime_memory_data_size(ctx, memory):
+                raise ModuleTrap("alloc returned a region outside memory", reason="abi")
+            if length:
+                base = ctypes.addressof(_wffi.wasmtime_memory_data(ctx, memory).contents)
+                ctypes.memmove(base + ptr, input_json, length)
+            args[0].of.i32 = ptr
+            args[1].of.i32 = length
+            packed = _ffi_invoke(ctx, ctypes.byref(found[2].of.func), args, 2) & _U64
+            out_ptr, out_len = packed >> 32, packed & _U32
+            _check_output(out_ptr, out_len, _wffi.wasmtime_memory_data_size(ctx, memory), budget)
+            output = b""
+            if out_len:  # (a memory of 0 pages may have a NULL base)
+                base = ctypes.addressof(_wffi.wasmtime_memory_data(ctx, memory).contents)
+                output = ctypes.string_at(base + out_ptr, out_len)
+        except wasmtime.Trap as exc:
+            pages = _wffi.wasmtime_memory_size(ctx, memory) if memory is not None else None
+            raise _classify_trap(exc, pages, budget) from exc
+        except wasmtime.WasmtimeError as exc:
+            raise _runtime_error(exc, budget) from exc
+        fuel = ctypes.c_uint64(0)
+        error = _wffi.wasmtime_context_get_fuel(ctx, ctypes.byref(fuel))
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        return output, int(_wffi.wasmtime_memory_size(ctx, memory)), fuel.value
+    finally:
+        _wffi.wasmtime_store_delete(store)
+
+
 def _classify_trap(
-    exc: wasmtime.Trap, store: wasmtime.Store, memory: wasmtime.Memory | None, budget: Budget
+    exc: wasmtime.Trap, pages: int | None, budget: Budget
 ) -> BudgetExceeded | ModuleTrap:
     code = exc.trap_code
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
@@ -462,7 +555,7 @@ def _classify_trap(
         return BudgetExceeded(
             "wall-clock deadline exceeded", budget="deadline", limit=budget.deadline_ms
         )
-    if memory is not None and (memory.size(store) + 1) * _PAGE > budget.memory_bytes:
+    if pages is not None and (pages + 1) * _PAGE > budget.memory_bytes:
         # memory.grow was refused at the cap and the guest gave up (e.g. Rust's OOM abort).
         return BudgetExceeded(
             "module memory exceeds the memory budget", budget="memory", limit=budget.memory_bytes

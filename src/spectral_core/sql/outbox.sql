@@ -18,8 +18,14 @@ WITH ins AS (
 SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS n
 
 -- name: claim_batch
--- description: the only claim path: own generation, pending, available, oldest first
-WITH c AS (
+-- description: the only claim path: own generation, pending, available, oldest first.
+-- The claim commits asynchronously (synchronous_commit off for this one statement's
+-- transaction): the worker does not wait for a WAL flush before it can start handling. A
+-- claim lost to a server crash only re-pends the row with its previous attempt count; the
+-- handler transaction commits synchronously and its flush covers the earlier claim record.
+WITH async AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), c AS (
     SELECT id FROM core.outbox
     WHERE generation = %(generation)s::bigint AND status = 'pending' AND available_at <= now()
     ORDER BY id
@@ -28,9 +34,32 @@ WITH c AS (
 )
 UPDATE core.outbox AS o
 SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(), claimed_by = %(worker_id)s
-FROM c
+FROM c, async
 WHERE o.id = c.id
 RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
+
+-- name: start_batch
+-- description: first statement of a batch's handler transaction: marks the rows we still
+-- hold done and writes the ledger rows of every (handler, row) routed for them; returns how
+-- many rows were ours and the (handler, row) pairs whose key was not handled before: the
+-- handler calls to make. Rolled back with the handlers if any of them fails.
+WITH done AS (
+    UPDATE core.outbox
+    SET status = 'done', finished_at = now(), claimed_by = NULL
+    WHERE id = ANY(%(ids)s::bigint[]) AND generation = %(generation)s
+      AND status = 'in_flight' AND claimed_by = %(worker_id)s
+    RETURNING id
+), fresh AS (
+    INSERT INTO core.event_handled (handler_name, idempotency_key, outbox_id, generation)
+    SELECT u.h, u.k, u.i, %(generation)s
+    FROM unnest(%(handlers)s::text[], %(keys)s::text[], %(ids)s::bigint[]) AS u (h, k, i)
+    WHERE u.i IN (SELECT id FROM done)
+    ORDER BY u.h, u.k, u.i
+    ON CONFLICT DO NOTHING
+    RETURNING handler_name, outbox_id
+)
+SELECT d.n, f.handler_name, f.outbox_id
+FROM (SELECT count(*) AS n FROM done) AS d LEFT JOIN fresh AS f ON true
 
 -- name: mark_handled
 -- description: write the ledger rows of one handler for a batch; returns the keys that were new

@@ -120,13 +120,41 @@ def test_memory_bomb_hits_memory_cap(sandbox: WasmSandbox, echo: CompiledWasm) -
     assert_still_works(sandbox, echo)
 
 
-def test_initial_memory_over_cap_is_refused(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
-    """A module declaring more initial memory than the budget never instantiates."""
-    compiled = sandbox.compile(wasm("big_memory"))
+def test_initial_memory_over_the_ceiling_is_refused_at_compile_time(
+    sandbox: WasmSandbox, echo: CompiledWasm
+) -> None:
+    """A module declaring more initial memory (1 GiB) than the sandbox's per-instance
+    ceiling can never run: it is refused when compiled, as the memory budget."""
     with pytest.raises(BudgetExceeded) as info:
-        sandbox.run(compiled, b"{}")
+        sandbox.compile(wasm("big_memory"))
     assert info.value.budget == "memory"
     assert_still_works(sandbox, echo)
+
+
+def test_initial_memory_over_the_call_budget_never_instantiates(
+    sandbox: WasmSandbox, echo: CompiledWasm
+) -> None:
+    """A module whose initial memory (2 pages) fits the ceiling but not this call's memory
+    budget (1 page) is refused at instantiation, as the memory budget."""
+    two_pages = wasmtime.wat2wasm(
+        (MODULES / "echo.wat")
+        .read_text()
+        .replace('(memory (export "memory") 1)', '(memory (export "memory") 2)')
+    )
+    compiled = sandbox.compile(two_pages)
+    assert sandbox.run(compiled, b"{}").usage.memory_pages == 2
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}", Budget(memory_bytes=64 * 1024))
+    assert info.value.budget == "memory"
+    assert_still_works(sandbox, echo)
+
+
+def test_call_budget_above_the_ceiling_is_refused(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
+    """Instance slots are sized to the default budget's memory: a call asking for more
+    memory is refused up front instead of being silently capped lower."""
+    with pytest.raises(SandboxError) as info:
+        sandbox.run(echo, b"{}", Budget(memory_bytes=sandbox.default_budget.memory_bytes * 2))
+    assert info.value.reason == "budget"
 
 
 def test_deep_recursion_traps(sandbox: WasmSandbox, echo: CompiledWasm) -> None:

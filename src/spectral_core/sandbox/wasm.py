@@ -153,6 +153,10 @@ class WasmSandbox:
         max_module_bytes: Largest module accepted by :meth:`compile`.
         max_table_elements: Cap on table elements per instance.
         max_wasm_stack: Guest stack size in bytes (deep recursion traps beyond it).
+        instance_slots: Instances that may exist at once (wasmtime's pooling allocator,
+            default ``2 * max_threads + 16``): a call that finds every slot taken fails
+            with ``SandboxError(reason="busy")``.  Linear memory per slot is capped at
+            ``default_budget.memory_bytes``; a call with a larger memory budget is refused.
 
     Raises:
         ConfigError: A setting is out of range.
@@ -167,8 +171,10 @@ class WasmSandbox:
         max_module_bytes: int = 16 * 1024 * 1024,
         max_table_elements: int = 10_000,
         max_wasm_stack: int = 512 * 1024,
+        instance_slots: int | None = None,
     ) -> None:
-        if epoch_interval_ms <= 0 or max_threads < 1 or max_module_bytes < 8:
+        slots = 2 * max_threads + 16 if instance_slots is None else instance_slots
+        if epoch_interval_ms <= 0 or max_threads < 1 or max_module_bytes < 8 or slots < 1:
             raise ConfigError("invalid sandbox settings")
         self.default_budget = default_budget or Budget()
         self._interval_ms = epoch_interval_ms
@@ -182,6 +188,10 @@ class WasmSandbox:
         config.wasm_memory64 = False
         config.wasm_multi_memory = False
         config.cranelift_opt_level = "speed"
+        self._max_memory_bytes = -(-self.default_budget.memory_bytes // _PAGE) * _PAGE
+        self._pooled = _FAST and _use_pooling(
+            config, slots, self._max_memory_bytes, max_table_elements
+        )
         self.engine = wasmtime.Engine(config)
         self.ticker = EpochTicker(self.engine, epoch_interval_ms / 1000.0)
         self._limiter = anyio.CapacityLimiter(max_threads)
@@ -220,6 +230,8 @@ class WasmSandbox:
                 it declares imports (``.reason`` is ``"invalid"``, ``"too_large"`` or
                 ``"imports"``).
             ModuleTrap: The module does not export the ABI (``.reason == "abi"``).
+            BudgetExceeded: Its initial memory exceeds the per-instance memory ceiling
+                (``.budget == "memory"``): it could never run here.
         """
         if not isinstance(module, bytes | bytearray | memoryview):
             raise SandboxError("module must be bytes", reason="invalid")
@@ -236,8 +248,17 @@ class WasmSandbox:
         try:
             compiled = wasmtime.Module(self.engine, data)
         except wasmtime.WasmtimeError as exc:
+            detail = _first_line(exc)
+            if "memory" in detail and "exceeds the limit" in detail:
+                # the pooling allocator's per-instance memory ceiling: it could never run
+                raise BudgetExceeded(
+                    "module's initial memory exceeds the sandbox's memory ceiling",
+                    budget="memory",
+                    limit=self._max_memory_bytes,
+                    detail=detail,
+                ) from exc
             raise SandboxError(
-                "invalid WebAssembly module", reason="invalid", detail=_first_line(exc)
+                "invalid WebAssembly module", reason="invalid", detail=detail
             ) from exc
         imports = [f"{imp.module}.{imp.name}" for imp in compiled.imports]
         if imports:
@@ -298,6 +319,13 @@ class WasmSandbox:
     def _run(self, compiled: CompiledModule, input_json: bytes, budget: Budget) -> Result:
         if not isinstance(compiled, CompiledWasm) or compiled.engine is not self.engine:
             raise SandboxError("module was not compiled by this sandbox", reason="foreign")
+        if self._pooled and budget.memory_bytes > self._max_memory_bytes:
+            raise SandboxError(
+                "the budget's memory exceeds this sandbox's per-instance memory ceiling",
+                reason="budget",
+                memory_bytes=budget.memory_bytes,
+                ceiling=self._max_memory_bytes,
+            )
         started = time.perf_counter_ns()
         call = _call_ffi if _FAST else _call_public
         output, pages, fuel_left = call(
@@ -339,8 +367,12 @@ def _check_output(out_ptr: int, out_len: int, memory_len: int, budget: Budget) -
         raise ModuleTrap("decide returned a region outside memory", reason="abi")
 
 
-def _runtime_error(exc: wasmtime.WasmtimeError, budget: Budget) -> BudgetExceeded | ModuleTrap:
+def _runtime_error(
+    exc: wasmtime.WasmtimeError, budget: Budget
+) -> BudgetExceeded | ModuleTrap | SandboxError:
     detail = _first_line(exc)
+    if "concurrent" in detail and "limit" in detail:  # every pooled instance slot is taken
+        return SandboxError("sandbox busy: no free instance slot", reason="busy", detail=detail)
     if "memory" in detail and "limit" in detail:
         return BudgetExceeded(
             "module memory exceeds the memory budget",
@@ -456,6 +488,41 @@ try:
     )
 except (ImportError, AttributeError):  # pragma: no cover - depends on wasmtime-py
     _FAST = False
+
+
+def _use_pooling(
+    config: wasmtime.Config, slots: int, max_memory_bytes: int, max_table_elements: int
+) -> bool:
+    """Switch ``config`` to wasmtime's pooling instance allocator, if the binding exists.
+
+    Every call instantiates its module afresh; with the pooling allocator an instance takes
+    a pre-reserved slot (memory, table, instance state) instead of fresh ``mmap`` calls, and
+    giving it back only resets the pages it touched.  About half the cost of a store plus an
+    instance on the on-demand allocator (``bench/bench_sandbox.py``).
+    """
+    names = (
+        "wasmtime_pooling_allocation_config_new",
+        "wasmtime_pooling_allocation_config_delete",
+        "wasmtime_pooling_allocation_config_total_core_instances_set",
+        "wasmtime_pooling_allocation_config_total_memories_set",
+        "wasmtime_pooling_allocation_config_total_tables_set",
+        "wasmtime_pooling_allocation_config_max_memory_size_set",
+        "wasmtime_pooling_allocation_config_table_elements_set",
+        "wasmtime_pooling_allocation_strategy_set",
+    )
+    if not all(hasattr(_wffi, name) for name in names):  # pragma: no cover - wasmtime-py
+        return False
+    pool = _wffi.wasmtime_pooling_allocation_config_new()
+    try:
+        _wffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, slots)
+        _wffi.wasmtime_pooling_allocation_config_total_memories_set(pool, slots)
+        _wffi.wasmtime_pooling_allocation_config_total_tables_set(pool, slots)
+        _wffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, max_memory_bytes)
+        _wffi.wasmtime_pooling_allocation_config_table_elements_set(pool, max_table_elements)
+        _wffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
+    finally:
+        _wffi.wasmtime_pooling_allocation_config_delete(pool)
+    return True
 
 
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))

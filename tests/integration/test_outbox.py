@@ -11,7 +11,7 @@ import pytest
 
 from spectral_core import HandlerRegistry, Publisher
 from spectral_core.db import Database
-from spectral_core.errors import PayloadError
+from spectral_core.errors import PayloadError, UnknownGeneration
 from spectral_core.outbox import (
     BatchProcessor,
     Claimer,
@@ -144,6 +144,20 @@ def test_bad_publish_is_a_clear_error_and_writes_nothing(
             ],
         )
     assert rows(conn) == []
+
+
+def test_publish_to_an_unallocated_generation_is_refused_and_writes_nothing(
+    conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """A Publisher bound to a generation that was never allocated raises UnknownGeneration
+    for single and batched publishes, and no row (and no NOTIFY) is written."""
+    stray = Publisher(generation + 1000)
+    with pytest.raises(UnknownGeneration):
+        stray.publish(conn, "t.x", {})
+    with pytest.raises(UnknownGeneration):
+        stray.publish_many(conn, [EventIn(topic="t.x", payload={}) for _ in range(3)])
+    assert rows(conn) == []
+    assert Publisher(generation).publish(conn, "t.x", {}) > 0
 
 
 async def test_claim_only_own_generation_oldest_first_and_available(

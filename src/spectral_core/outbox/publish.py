@@ -17,7 +17,7 @@ import msgspec
 import psycopg
 
 from ..db._wrap import wrap_errors
-from ..errors import PayloadError
+from ..errors import PayloadError, UnknownGeneration
 from ..runtime import current_runtime
 from ..sql import query
 from .records import EventIn, channel_for
@@ -69,6 +69,13 @@ class Publisher:
         self.max_payload_bytes = max_payload_bytes
         self._channel = channel_for(self.generation)
 
+    def _unknown(self) -> UnknownGeneration:
+        return UnknownGeneration(
+            f"generation {self.generation} was never allocated (see `spectral deploy "
+            "allocate`); nothing was published",
+            generation=self.generation,
+        )
+
     def _params(self, topic: str, payload: Any, key: str | None) -> dict[str, Any]:
         encoded, key = _validate(topic, payload, key, self.max_payload_bytes)
         return {
@@ -110,13 +117,16 @@ class Publisher:
 
         Raises:
             PayloadError: bad topic, payload or key (nothing is written).
+            UnknownGeneration: the publisher's generation was never allocated (nothing is
+                written).
             DatabaseError: the insert failed.
         """
         params = self._params(topic, payload, idempotency_key)
         with wrap_errors():
             cur = await conn.execute(query("insert_event"), params)
             row = await cur.fetchone()
-        assert row is not None
+        if row is None:
+            raise self._unknown()
         return int(row[0])
 
     def publish(
@@ -131,7 +141,8 @@ class Publisher:
         params = self._params(topic, payload, idempotency_key)
         with wrap_errors():
             row = conn.execute(query("insert_event"), params).fetchone()
-        assert row is not None
+        if row is None:
+            raise self._unknown()
         return int(row[0])
 
     async def publish_many_async(
@@ -141,6 +152,8 @@ class Publisher:
 
         Raises:
             PayloadError: any event is invalid (nothing is written).
+            UnknownGeneration: the publisher's generation was never allocated (nothing is
+                written).
         """
         if not events:
             return []
@@ -148,6 +161,8 @@ class Publisher:
         with wrap_errors():
             cur = await conn.execute(query("insert_events"), params)
             rows = await cur.fetchall()
+        if not rows:
+            raise self._unknown()
         return [int(r[0]) for r in rows]
 
     def publish_many(self, conn: psycopg.Connection[Any], events: Sequence[EventIn]) -> list[int]:
@@ -157,6 +172,8 @@ class Publisher:
         params = self._many_params(events)
         with wrap_errors():
             rows = conn.execute(query("insert_events"), params).fetchall()
+        if not rows:
+            raise self._unknown()
         return [int(r[0]) for r in rows]
 
 

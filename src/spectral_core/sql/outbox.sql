@@ -1,18 +1,21 @@
 -- name: insert_event
--- description: the app-side write; NOTIFY is transactional, delivered at commit, dropped on rollback
+-- description: the app-side write; NOTIFY is transactional, delivered at commit, dropped on
+-- rollback. Inserts nothing when the generation was never allocated (no row returned).
 WITH ins AS (
     INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
-    VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)
+    SELECT %(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s
+    WHERE EXISTS (SELECT 1 FROM core.deployments WHERE generation = %(generation)s)
     RETURNING id
 )
 SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
 
 -- name: insert_events
--- description: one NOTIFY per statement, not per row
+-- description: one NOTIFY per statement, not per row; nothing when the generation is unknown
 WITH ins AS (
     INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
     SELECT %(generation)s, t, p::jsonb, k
     FROM unnest(%(topics)s::text[], %(payloads)s::text[], %(keys)s::text[]) AS u (t, p, k)
+    WHERE EXISTS (SELECT 1 FROM core.deployments WHERE generation = %(generation)s)
     RETURNING id
 )
 SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS n

@@ -1,0 +1,11 @@
+-- The outbox's generation column: a check per statement instead of a foreign key per row.
+--
+-- The foreign key core.outbox.generation -> core.deployments fired one RI trigger per
+-- inserted row (an SPI lookup plus a FOR KEY SHARE lock on the same deployments row):
+-- 17-22 % of a batched publish (bench/bench_outbox.py, docs/performance.md).  The publish
+-- statements (sql/outbox.sql insert_event / insert_events) now insert only when the
+-- generation exists, one EXISTS per statement, and the Publisher raises UnknownGeneration
+-- when nothing was inserted.  core.deployments is append-only (no code path deletes a
+-- generation), so the key's other half, refusing to delete a referenced generation, has
+-- nothing to guard.  Backward compatible: the prior generation's code inserts the same rows.
+ALTER TABLE core.outbox DROP CONSTRAINT IF EXISTS outbox_generation_fkey;

@@ -180,11 +180,11 @@ class Publisher:
             return []
         params = self._many_params(events)
         with wrap_errors():
-            cur = await conn.execute(query("insert_events"), params)
-            rows = await cur.fetchall()
-        if not rows:
+            cur = await conn.execute(query("insert_events"), params, binary=True)
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
             raise self._unknown()
-        return [int(r[0]) for r in rows]
+        return list(row[0])
 
     def publish_many(self, conn: psycopg.Connection[Any], events: Sequence[EventIn]) -> list[int]:
         """Sync twin of :meth:`publish_many_async`."""
@@ -192,10 +192,10 @@ class Publisher:
             return []
         params = self._many_params(events)
         with wrap_errors():
-            rows = conn.execute(query("insert_events"), params).fetchall()
-        if not rows:
+            row = conn.execute(query("insert_events"), params, binary=True).fetchone()
+        if row is None or row[0] is None:
             raise self._unknown()
-        return [int(r[0]) for r in rows]
+        return list(row[0])
 
 
 _publishers: dict[int, Publisher] = {}

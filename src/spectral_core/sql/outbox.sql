@@ -14,15 +14,20 @@ WITH ins AS (
 SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
 
 -- name: insert_events
--- description: one NOTIFY per statement, not per row; nothing when the generation is unknown
+-- description: one NOTIFY per statement, not per row; the new ids as one array in input
+-- order (identity values are drawn row by row in insertion order); NULL and no NOTIFY
+-- when the generation is unknown (nothing inserted)
 WITH ins AS (
     INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
     SELECT %(generation)s, t, p::jsonb, k
     FROM unnest(%(topics)b::text[], %(payloads)b::text[], %(keys)b::text[]) AS u (t, p, k)
     WHERE EXISTS (SELECT 1 FROM core.deployments WHERE generation = %(generation)s)
     RETURNING id
+), ids AS (
+    SELECT array_agg(id ORDER BY id) AS ids FROM ins
 )
-SELECT ins.id FROM ins CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS n
+SELECT ids.ids, CASE WHEN ids.ids IS NOT NULL THEN pg_notify(%(channel)s, '') END
+FROM ids
 
 -- name: claim_batch
 -- description: the only claim path: own generation, pending, available, oldest first.

@@ -62,7 +62,10 @@ def serve(port: int) -> None:
     from spectral_api import create_app
     from spectral_core import Settings, open_pools
 
+    from spectral_core.boot import event_loop_options
+
     settings = Settings.from_env(os.environ)
+    loop = event_loop_options(settings)  # the event loop spectral-api would run on
     # uvicorn re-raises SIGTERM after its graceful shutdown: make that a no-op (exit 0)
     signal.signal(signal.SIGTERM, lambda *_: None)
 
@@ -73,6 +76,10 @@ def serve(port: int) -> None:
     async def main() -> None:
         async with open_pools(settings) as db:
             app = create_app(settings, db, access_log=False)
+            if os.environ.get("BENCH_GC_FREEZE"):
+                import gc
+
+                gc.freeze()
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
             config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                     access_log=False, lifespan="on")
@@ -82,9 +89,10 @@ def serve(port: int) -> None:
     if profile:  # developer aid: cProfile the server, stats written at exit
         import cProfile
 
-        cProfile.runctx("anyio.run(main, backend='asyncio')", globals(), locals(), profile)
+        cProfile.runctx("anyio.run(main, backend='asyncio', backend_options=loop)", globals(),
+                        locals(), profile)
     else:
-        anyio.run(main, backend="asyncio")
+        anyio.run(main, backend="asyncio", backend_options=loop)
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -226,7 +234,9 @@ def main() -> int:
         env.update({"SPECTRAL_DATABASE_URL": url, "SPECTRAL_GENERATION": str(generation),
                     "SPECTRAL_OPERATOR_KEYS": public, "SPECTRAL_API_RATE": "1000000",
                     "SPECTRAL_API_BURST": "1000000", "SPECTRAL_API_CONCURRENCY": "100000",
-                    "SPECTRAL_LOG_LEVEL": "warning"})
+                    "SPECTRAL_LOG_LEVEL": "warning",
+                    "SPECTRAL_EVENT_LOOP": os.environ.get("SPECTRAL_EVENT_LOOP", "auto"),
+                    "BENCH_GC_FREEZE": os.environ.get("BENCH_GC_FREEZE", "")})
         proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
         wait_ready(port, proc)
         variants = {"bare": request_bytes("/bench/bare", None, BODY),
@@ -261,8 +271,14 @@ def main() -> int:
         if bad:
             print(f"WARNING: {name} got non-200 answers: {bad}")
     print(f"command: python {shlex.join(['bench/bench_decide.py', *sys.argv[1:]])}")
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn (h11, asyncio "
-          f"loop; httptools/uvloop not installed), 1 server process, concurrency "
+    import importlib.util
+
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = os.environ.get("SPECTRAL_EVENT_LOOP", "auto")
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
+          f"{loop} loop), 1 server process, concurrency "
           f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown")
     print(f"{'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for name, label in (("bare-get", "GET /bench/bare"), ("bare", "POST /bench/bare"),

@@ -6,6 +6,7 @@ entrypoint; the lifespan only starts and stops the sandbox's epoch ticker.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -140,7 +141,8 @@ def create_app(settings: Settings, db: Database, *, generation: int | None = Non
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.sandbox.start()
         log.info("api.started", generation=services.generation,
-                 operator_keys=len(services.keyring), version=settings.running_version)
+                 operator_keys=len(services.keyring), version=settings.running_version,
+                 event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
         try:
             yield
         finally:

@@ -17,7 +17,7 @@ import structlog
 import uvicorn
 
 from spectral_core import Settings
-from spectral_core.boot import booted, run_process
+from spectral_core.boot import booted, event_loop_options, run_process
 from spectral_core.modules import Keyring
 
 from .app import create_app
@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def start(settings: Settings) -> int:
         keyring = Keyring.from_config(settings.operator_keys)
-        return anyio.run(run, settings, keyring, backend="asyncio")
+        return anyio.run(
+            run, settings, keyring, backend="asyncio", backend_options=event_loop_options(settings)
+        )
 
     return run_process("api", os.environ, start, **overrides)

@@ -18,13 +18,13 @@ from typing import Any
 import structlog
 
 from .db import Database, open_pools
-from .errors import EXIT_CANNOT_START, SpectralError
+from .errors import EXIT_CANNOT_START, ConfigError, SpectralError
 from .generations import require_generation_async
 from .logging import configure_logging
 from .runtime import RuntimeContext, bind_runtime
 from .settings import Settings
 
-__all__ = ["booted", "run_process"]
+__all__ = ["booted", "event_loop_options", "run_process"]
 
 
 @asynccontextmanager
@@ -46,6 +46,29 @@ async def booted(
             process=process, generation=generation, instance_id=str(rt.instance_id)
         )
         yield db, rt
+
+
+def event_loop_options(settings: Settings) -> dict[str, Any]:
+    """``backend_options`` for ``anyio.run(..., backend="asyncio")`` per ``event_loop``.
+
+    ``auto`` runs on uvloop when it is installed (it ships with the ``api`` and ``workers``
+    extras), else on the standard asyncio loop; both are anyio's asyncio backend.
+
+    Raises:
+        ConfigError: ``SPECTRAL_EVENT_LOOP=uvloop`` but uvloop is not installed.
+    """
+    if settings.event_loop == "asyncio":
+        return {"use_uvloop": False}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if settings.event_loop == "uvloop":
+            raise ConfigError(
+                "SPECTRAL_EVENT_LOOP=uvloop but uvloop is not installed "
+                "(pip install 'spectral[workers]' or 'spectral[api]')"
+            ) from None
+        return {"use_uvloop": False}
+    return {"use_uvloop": True}
 
 
 def _first_spectral_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_port: Annotated[int, Meta(ge=0, le=65535)] = 8000
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: the binaries' event loop: uvloop when installed ("auto"), or forced either way
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     #: project-local folder for ``spectral up`` (embedded database, operator keys)
     home_dir: str = ".spectral"

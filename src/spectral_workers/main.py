@@ -9,6 +9,7 @@ boot or for longer than the outage limit, a crashed component).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from spectral_core import (
     WorkerInfo,
 )
 from spectral_core.agent import AgentRunner, open_world_agent
-from spectral_core.boot import booted, run_process
+from spectral_core.boot import booted, event_loop_options, run_process
 
 from .handlers import build_registry
 
@@ -64,7 +65,12 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             ) as agent,
         ):
             await heartbeat.register()
-            log.info("worker.started", handlers=registry.names, version=rt.version)
+            log.info(
+                "worker.started",
+                handlers=registry.names,
+                version=rt.version,
+                event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            )
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(
@@ -119,6 +125,12 @@ def main(
     ).parse_args(argv)
 
     def start(settings: Settings) -> int:
-        return anyio.run(run, settings, registry_factory(settings), backend="asyncio")
+        return anyio.run(
+            run,
+            settings,
+            registry_factory(settings),
+            backend="asyncio",
+            backend_options=event_loop_options(settings),
+        )
 
     return run_process("workers", os.environ, start)

@@ -529,16 +529,63 @@ _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 _ABI_NAMES: Final = (b"memory", b"alloc", b"decide")
 
 
-def _ffi_invoke(ctx: object, func: object, args: ctypes.Array[object], nargs: int) -> int:
-    """``wasmtime_func_call`` with i32 arguments and one integer result."""
-    results = (_wffi.wasmtime_val_t * 1)()
-    trap = ctypes.POINTER(_wffi.wasm_trap_t)()
-    error = _wffi.wasmtime_func_call(ctx, func, args, nargs, results, 1, ctypes.byref(trap))
+class _Scratch:
+    """Per-thread ctypes out-parameters of :func:`_call_ffi`, reused across calls.
+
+    A call never re-enters the sandbox (modules have no imports), so one set per thread is
+    enough; every field is overwritten by the C call that fills it.  The trap out-pointer is
+    only ever set on a trap, so it is replaced after one (wasmtime-py takes ownership).
+    """
+
+    __slots__ = (
+        "args",
+        "args_ref",
+        "externs",
+        "fuel",
+        "fuel_ref",
+        "instance",
+        "instance_ref",
+        "results",
+        "results_ref",
+        "trap",
+        "trap_ref",
+    )
+
+    def __init__(self) -> None:
+        self.instance = _wffi.wasmtime_instance_t()
+        self.instance_ref = ctypes.byref(self.instance)
+        self.externs = [
+            (name, ext, ctypes.byref(ext))
+            for name, ext in ((n, _wffi.wasmtime_extern_t()) for n in _ABI_NAMES)
+        ]
+        self.args = (_wffi.wasmtime_val_t * 2)()
+        self.args[0].kind = self.args[1].kind = _I32_KIND
+        self.results = (_wffi.wasmtime_val_t * 1)()
+        self.fuel = ctypes.c_uint64(0)
+        self.fuel_ref = ctypes.byref(self.fuel)
+        self.new_trap()
+
+    def new_trap(self) -> None:
+        self.trap = ctypes.POINTER(_wffi.wasm_trap_t)()
+        self.trap_ref = ctypes.byref(self.trap)
+
+    def take_trap(self) -> wasmtime.Trap:
+        trap = wasmtime.Trap._from_ptr(self.trap)
+        self.new_trap()
+        return trap
+
+
+_scratch = threading.local()
+
+
+def _ffi_invoke(ctx: object, func: object, nargs: int, sc: _Scratch) -> int:
+    """``wasmtime_func_call`` with the i32 arguments in ``sc.args``; one integer result."""
+    error = _wffi.wasmtime_func_call(ctx, func, sc.args, nargs, sc.results, 1, sc.trap_ref)
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)
-    if trap:
-        raise wasmtime.Trap._from_ptr(trap)
-    value = results[0]
+    if sc.trap:
+        raise sc.take_trap()
+    value = sc.results[0]
     return int(value.of.i64 if value.kind == _I64_KIND else value.of.i32)
 
 
@@ -551,6 +598,9 @@ def _call_ffi(
     max_table_elements: int,
 ) -> _Outcome:
     """One call on wasmtime's C API directly: the same steps as :func:`_call_public`."""
+    sc: _Scratch | None = getattr(_scratch, "sc", None)
+    if sc is None:
+        sc = _scratch.sc = _Scratch()
     store = _wffi.wasmtime_store_new(engine.ptr(), None, _NO_FINALIZER)
     memory: object = None
     ctx = _wffi.wasmtime_store_context(store)
@@ -561,37 +611,33 @@ def _call_ffi(
             raise wasmtime.WasmtimeError._from_ptr(error)
         _wffi.wasmtime_context_set_epoch_deadline(ctx, ticks)
         try:
-            instance = _wffi.wasmtime_instance_t()
-            trap = ctypes.POINTER(_wffi.wasm_trap_t)()
             error = _wffi.wasmtime_instance_new(
-                ctx, module.ptr(), None, 0, ctypes.byref(instance), ctypes.byref(trap)
+                ctx, module.ptr(), None, 0, sc.instance_ref, sc.trap_ref
             )
             if error:
                 raise wasmtime.WasmtimeError._from_ptr(error)
-            if trap:
-                raise wasmtime.Trap._from_ptr(trap)
-            found = [_wffi.wasmtime_extern_t() for _ in _ABI_NAMES]
-            for name, item in zip(_ABI_NAMES, found, strict=True):
+            if sc.trap:
+                raise sc.take_trap()
+            for name, _ext, ext_ref in sc.externs:
                 if not _wffi.wasmtime_instance_export_get(
-                    ctx, ctypes.byref(instance), name, len(name), ctypes.byref(item)
+                    ctx, sc.instance_ref, name, len(name), ext_ref
                 ):
                     raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            if (found[0].kind, found[1].kind, found[2].kind) != _ABI_KINDS:
+            mem_ext, alloc_ext, decide_ext = (ext for _, ext, _ in sc.externs)
+            if (mem_ext.kind, alloc_ext.kind, decide_ext.kind) != _ABI_KINDS:
                 raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            memory = ctypes.byref(found[0].of.memory)
+            memory = ctypes.byref(mem_ext.of.memory)
             length = len(input_json)
-            args = (_wffi.wasmtime_val_t * 2)()
-            args[0].kind = args[1].kind = _I32_KIND
-            args[0].of.i32 = length
-            ptr = _ffi_invoke(ctx, ctypes.byref(found[1].of.func), args, 1) & _U32
+            sc.args[0].of.i32 = length
+            ptr = _ffi_invoke(ctx, ctypes.byref(alloc_ext.of.func), 1, sc) & _U32
             if ptr + length > _wffi.wasmtime_memory_data_size(ctx, memory):
                 raise ModuleTrap("alloc returned a region outside memory", reason="abi")
             if length:
                 base = ctypes.addressof(_wffi.wasmtime_memory_data(ctx, memory).contents)
                 ctypes.memmove(base + ptr, input_json, length)
-            args[0].of.i32 = ptr
-            args[1].of.i32 = length
-            packed = _ffi_invoke(ctx, ctypes.byref(found[2].of.func), args, 2) & _U64
+            sc.args[0].of.i32 = ptr
+            sc.args[1].of.i32 = length
+            packed = _ffi_invoke(ctx, ctypes.byref(decide_ext.of.func), 2, sc) & _U64
             out_ptr, out_len = packed >> 32, packed & _U32
             _check_output(out_ptr, out_len, _wffi.wasmtime_memory_data_size(ctx, memory), budget)
             output = b""
@@ -603,11 +649,10 @@ def _call_ffi(
             raise _classify_trap(exc, pages, budget) from exc
         except wasmtime.WasmtimeError as exc:
             raise _runtime_error(exc, budget) from exc
-        fuel = ctypes.c_uint64(0)
-        error = _wffi.wasmtime_context_get_fuel(ctx, ctypes.byref(fuel))
+        error = _wffi.wasmtime_context_get_fuel(ctx, sc.fuel_ref)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
-        return output, int(_wffi.wasmtime_memory_size(ctx, memory)), fuel.value
+        return output, int(_wffi.wasmtime_memory_size(ctx, memory)), sc.fuel.value
     finally:
         _wffi.wasmtime_store_delete(store)
 

@@ -274,27 +274,31 @@ class Authenticator:
         if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             raise TenantError("invalid API key", reason="bad_key")
         digest = hash_token(token)
-        hit = self._fresh(digest)
-        if hit is None:
-            # single flight: concurrent requests with one token share one lookup
-            lock = self._locks.get(digest)
+        hit = self._fresh(digest, self.ttl_s)
+        lock = self._locks.get(digest)
+        # An entry is never used once ``ttl_s`` old: callers then wait for the lookup (single
+        # flight).  From half that age on, the first caller refreshes it while the others
+        # keep using the still-valid entry, so steady traffic never stalls on the query.
+        if hit is None or (
+            self._fresh(digest, self.ttl_s / 2) is None and (lock is None or not lock.locked())
+        ):
             if lock is None:
                 lock = self._locks[digest] = anyio.Lock()
             try:
                 async with lock:
-                    hit = self._fresh(digest)
+                    hit = self._fresh(digest, self.ttl_s / 2)
                     if hit is None:
                         hit = await self._lookup(digest, token)
             finally:
-                if not lock.statistics().tasks_waiting:
+                if not lock.locked() and not lock.statistics().tasks_waiting:
                     self._locks.pop(digest, None)
         if hit[1] is None:
             raise TenantError("invalid API key", reason="bad_key")
         return hit[1]
 
-    def _fresh(self, digest: bytes) -> tuple[float, Principal | None] | None:
+    def _fresh(self, digest: bytes, max_age: float) -> tuple[float, Principal | None] | None:
         hit = self._cache.get(digest)
-        if hit is not None and self._clock() - hit[0] < self.ttl_s:
+        if hit is not None and self._clock() - hit[0] < max_age:
             return hit
         return None
 

@@ -247,3 +247,106 @@ async def test_database_errors_are_translated(db: Database) -> None:
         await c.execute("ALTER TABLE core.module_blobs RENAME TO module_blobs_x")
     with pytest.raises(DatabaseError):
         await ModuleStore(db).put_blob(b"\0asm")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_authenticator_refreshes_ahead_without_stalling_and_never_serves_stale(
+    db: Database,
+) -> None:
+    """From half the TTL on, one caller refreshes a key while concurrent callers are answered
+    from the cache at once; an entry older than the TTL is never used (callers wait for the
+    lookup, and a key revoked meanwhile is refused)."""
+    import anyio
+
+    async with db.pool.connection() as c:
+        await create_tenant(c, "acme")
+        info, token = await create_api_key(c, "acme")
+    clock = Clock()
+    auth = Authenticator(db, ttl_s=1.0, clock=clock)
+    real_lookup = auth._lookup
+    release = anyio.Event()
+    lookups: list[float] = []
+
+    async def held_lookup(digest: bytes, tok: str) -> Any:
+        lookups.append(clock.now)
+        await release.wait()
+        return await real_lookup(digest, tok)
+
+    assert (await auth.authenticate(token)).org == "acme"  # cached at t=1000
+    auth._lookup = held_lookup  # type: ignore[method-assign]
+    release.set()
+    clock.now += 0.4  # younger than half the TTL: no lookup at all
+    await auth.authenticate(token)
+    assert lookups == []
+    release = anyio.Event()
+    clock.now += 0.2  # 0.6 s: the first caller refreshes, the others do not wait for it
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(auth.authenticate, token)
+        await anyio.wait_all_tasks_blocked()
+        assert len(lookups) == 1
+        with anyio.fail_after(1):
+            for _ in range(5):
+                assert (await auth.authenticate(token)).org == "acme"
+        assert len(lookups) == 1
+        release.set()
+    async with db.pool.connection() as c:
+        await revoke_api_key(c, info.id)
+    clock.now += 1.0  # the refreshed entry (t=1000.6) is now older than the TTL
+    release = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def refused() -> None:
+            with pytest.raises(TenantError):
+                await auth.authenticate(token)
+
+        tg.start_soon(refused)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.move_on_after(0.2) as waited:  # a second caller waits too
+            await auth.authenticate(token)
+        assert waited.cancelled_caught
+        release.set()
+
+
+async def test_module_cache_rechecks_ahead_and_never_serves_an_old_verdict(
+    db: Database, sandbox: WasmSandbox, operator: Ed25519PrivateKey, keyring: Keyring
+) -> None:
+    """The approval verdict is re-checked by one caller from half its TTL on while others
+    keep deciding; a verdict older than the TTL is never used, so a revocation takes effect
+    within the TTL."""
+    import anyio
+
+    store = ModuleStore(db)
+    _, aid = await approved(store, operator)
+    clock = Clock()
+    cache = ModuleCache(store, sandbox, keyring, approval_ttl_s=0.5, clock=clock)
+    await cache.resolve(KEY)
+    real_verify = cache._verify
+    release = anyio.Event()
+    checks: list[float] = []
+
+    async def held_verify(key: ModuleKey, content_hash: str) -> Any:
+        checks.append(clock.now)
+        await release.wait()
+        return await real_verify(key, content_hash)
+
+    cache._verify = held_verify  # type: ignore[method-assign]
+    clock.now += 0.3  # past half the TTL
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.resolve, KEY)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(1):
+            await cache.resolve(KEY)  # not held up by the re-check in flight
+        assert len(checks) == 1
+        release.set()
+    assert await store.revoke_approval(aid, "test") is True
+    clock.now += 0.6  # older than the TTL: must be re-checked before use
+    with pytest.raises(ApprovalError) as err:
+        await cache.resolve(KEY)
+    assert err.value.context["reason"] == "revoked"

@@ -194,13 +194,22 @@ class ModuleCache:
     async def _check_approved(self, key: ModuleKey, content_hash: str) -> None:
         slot = (key, content_hash)
         verdict = self._verdicts.get(slot)
-        if verdict is None or self._clock() - verdict.checked_at >= self.approval_ttl_s:
-            lock = self._refresh_locks.get(slot)
+        age = None if verdict is None else self._clock() - verdict.checked_at
+        lock = self._refresh_locks.get(slot)
+        # A verdict is never used once ``approval_ttl_s`` old: callers then wait for the
+        # re-check (single flight).  From half that age on, the first caller re-checks while
+        # the others keep using the still-valid verdict, so steady traffic never stalls on
+        # the query.
+        if age is None or age >= self.approval_ttl_s or (
+            age >= self.approval_ttl_s / 2 and (lock is None or not lock.locked())
+        ):
             if lock is None:
                 lock = self._refresh_locks[slot] = anyio.Lock()
             async with lock:
                 verdict = self._verdicts.get(slot)
-                if verdict is None or self._clock() - verdict.checked_at >= self.approval_ttl_s:
+                if verdict is None or self._clock() - verdict.checked_at >= (
+                    self.approval_ttl_s / 2
+                ):
                     verdict = await self._verify(key, content_hash)
                     self._verdicts[slot] = verdict
                     self._verdicts.move_to_end(slot)

@@ -11,9 +11,11 @@ harness so it shares the server and the rounds with pgqueuer/procrastinate::
 What each adapter function does with spectral:
 
 - ``setup_db``: ``run_migrations`` + ``allocate_generation`` (generation 1) in the fresh DB.
-- ``enqueue_one``: the app-side write: ``BEGIN; Publisher(1).publish_async(...); COMMIT`` on a
-  psycopg ``AsyncConnection`` opened with the library's own connection options
-  (autocommit + ``prepare_threshold=1``), i.e. one transaction, three round trips.
+- ``enqueue_one``: ``Publisher(1).publish_async(...)`` on a psycopg ``AsyncConnection`` opened
+  with the library's own connection options (autocommit + ``prepare_threshold=1``): one
+  statement that is its own transaction, like the peers' single enqueue.  In an application
+  the publish joins the caller's transaction, whose BEGIN/COMMIT the application pays anyway;
+  ``--publish txn`` wraps it in ``BEGIN ... COMMIT`` (three round trips) to measure that too.
 - ``enqueue_many``: ``Publisher.publish_many_async`` (one statement, autocommit).
 - ``worker_main``: the real :class:`spectral_core.Consumer` (``--lanes`` x ``--batch-size``,
   LISTEN on unless ``--no-listen``) on a pool from ``open_pools``, one no-op handler
@@ -23,7 +25,10 @@ What each adapter function does with spectral:
   pending/in_flight count is 0 (with one worker process it first waits in-process until the
   consumer has handled the backlog counted at go, then polls every 20 ms).  Steady mode: stops on the harness's event.
   Logging is configured as the worker entrypoint does (JSON, level ``--log-level``, default
-  info: one ``outbox.handled`` line per batch), written to /dev/null.
+  info: one ``outbox.handled`` line per event), written to /dev/null.
+- Event loop (``--loop``): uvloop by default, as ``spectral-workers`` uses when it is
+  installed (``SPECTRAL_EVENT_LOOP=auto``) and as the pgqueuer adapter runs; ``--loop
+  asyncio`` for the standard loop.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import os
 import sys
 import uuid
 
-from peers_common import WorkerStats, common_args, run_peer, wait_mp_event
+from peers_common import WorkerStats, common_args, loop_runner, run_peer, wait_mp_event
 
 NAME = "spectral"
 TOPIC = "bench.noop"
@@ -58,10 +63,11 @@ async def setup_db(uri: str, cfg) -> None:
 
 
 class _Prod:
-    def __init__(self, conn):
+    def __init__(self, conn, txn: bool):
         from spectral_core.outbox import Publisher
 
         self.conn = conn
+        self.txn = txn
         self.pub = Publisher(GENERATION)
 
 
@@ -71,11 +77,14 @@ async def open_producer(uri: str, cfg):
     from spectral_core.db.pools import connect_kwargs
 
     conn = await psycopg.AsyncConnection.connect(uri, **connect_kwargs(transaction_pooler=False))
-    return _Prod(conn)
+    return _Prod(conn, cfg.get("publish", "autocommit") == "txn")
 
 
 async def enqueue_one(prod: _Prod, t: float) -> None:
-    async with prod.conn.transaction():  # BEGIN ... COMMIT: the app-side outbox write
+    if prod.txn:
+        async with prod.conn.transaction():  # BEGIN ... COMMIT around the outbox write
+            await prod.pub.publish_async(prod.conn, TOPIC, {"t": t})
+    else:  # one statement in autocommit: its own transaction, as a peer's enqueue
         await prod.pub.publish_async(prod.conn, TOPIC, {"t": t})
 
 
@@ -120,7 +129,7 @@ def _configure_logging(level: str) -> None:
 
 def worker_main(uri, cfg, mode, go, stop, out, idx) -> None:
     _configure_logging(cfg.get("log_level", "info"))
-    asyncio.run(_worker(uri, cfg, mode, go, stop, out, idx))
+    loop_runner(cfg.get("loop", "asyncio"))(_worker(uri, cfg, mode, go, stop, out, idx))
 
 
 async def _worker(uri, cfg, mode, go, stop, out, idx) -> None:
@@ -185,9 +194,17 @@ def main() -> None:
     ap.add_argument("--no-listen", action="store_true", help="ConsumerConfig(listen=False)")
     ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--publish", choices=["autocommit", "txn"], default="autocommit",
+                    help="single enqueue: one publish statement in autocommit (its own "
+                         "transaction, like the peers' enqueue; default) or wrapped in "
+                         "BEGIN ... COMMIT (two more round trips)")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                    help="event loop of the workers and the producer (default uvloop: what "
+                         "spectral-workers runs on when it is installed, SPECTRAL_EVENT_LOOP=auto)")
     a = ap.parse_args()
     cfg = {"lanes": a.lanes, "batch_size": a.batch_size, "listen": not a.no_listen,
-           "poll_interval_s": a.poll_interval, "log_level": a.log_level, "loop": "asyncio"}
+           "poll_interval_s": a.poll_interval, "log_level": a.log_level, "loop": a.loop,
+           "publish": a.publish}
     import peer_spectral as mod
 
     run_peer(mod, "peer_spectral", a, cfg)

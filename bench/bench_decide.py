@@ -3,6 +3,7 @@
     python bench/bench_decide.py                          # ~1 min
     python bench/bench_decide.py --concurrency 32 --seconds 5 --rounds 3
     python bench/bench_decide.py --quick                  # smoke test
+    python bench/bench_decide.py --http h11               # uvicorn's pure-Python parser
 
 What runs:
 
@@ -78,7 +79,8 @@ def serve(port: int) -> None:
             app = create_app(settings, db, access_log=False)
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
             config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                    access_log=False, lifespan="on")
+                                    access_log=False, lifespan="on",
+                                    http=os.environ.get("BENCH_HTTP", "auto"))
             await uvicorn.Server(config).serve()
 
     profile = os.environ.get("BENCH_DECIDE_PROFILE")
@@ -209,6 +211,9 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", choices=["bare", "bare-get", "decide"], default=None,
                    help="run one variant (profiling aid; no ratio)")
+    p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
+                   help="uvicorn's HTTP implementation (auto: httptools when installed, as "
+                        "spectral-api runs)")
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve is not None:
@@ -231,7 +236,8 @@ def main() -> int:
                     "SPECTRAL_OPERATOR_KEYS": public, "SPECTRAL_API_RATE": "1000000",
                     "SPECTRAL_API_BURST": "1000000", "SPECTRAL_API_CONCURRENCY": "100000",
                     "SPECTRAL_LOG_LEVEL": "warning",
-                    "SPECTRAL_EVENT_LOOP": os.environ.get("SPECTRAL_EVENT_LOOP", "auto")})
+                    "SPECTRAL_EVENT_LOOP": os.environ.get("SPECTRAL_EVENT_LOOP", "auto"),
+                    "BENCH_HTTP": args.http})
         proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
         wait_ready(port, proc)
         variants = {"bare": request_bytes("/bench/bare", None, BODY),
@@ -268,7 +274,9 @@ def main() -> int:
     print(f"command: python {shlex.join(['bench/bench_decide.py', *sys.argv[1:]])}")
     import importlib.util
 
-    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    parser = args.http
+    if parser == "auto":
+        parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = os.environ.get("SPECTRAL_EVENT_LOOP", "auto")
     if loop == "auto":
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

@@ -290,15 +290,29 @@ def _worker(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
             import cProfile
 
             prof = cProfile.Profile()
-            prof.runcall(asyncio.run, _worker_async(uri, cfg, go, stop, out))
+            prof.runcall(_runner(cfg), _worker_async(uri, cfg, go, stop, out))
             prof.dump_stats(f"{cfg['profile']}.{cfg['mode']}.{os.getpid()}.prof")
         else:
-            asyncio.run(_worker_async(uri, cfg, go, stop, out))
+            _runner(cfg)(_worker_async(uri, cfg, go, stop, out))
     except BaseException as exc:  # never leave the parent waiting
         import traceback
 
         out.put(("error", traceback.format_exc()))
         raise exc
+
+
+def _runner(cfg: dict[str, Any]):
+    """The consumer's event loop: as spectral-workers picks it (``--loop auto``: uvloop when
+    installed), or forced."""
+    from spectral_core.boot import event_loop_options
+    from spectral_core.settings import Settings
+
+    opts = event_loop_options(Settings(event_loop=cfg.get("loop", "auto")))
+    if opts.get("use_uvloop"):
+        import uvloop
+
+        return uvloop.run
+    return asyncio.run
 
 
 async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
@@ -436,7 +450,7 @@ def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
               "WHERE attrelid = 'core.outbox'::regclass AND attnum > 0 AND NOT attisdropped",
               "CHECKPOINT")
     w = Workers(uri, {"mode": "drain", "procs": procs, "lanes": lanes, "batch": batch, "listen": True,
-                      "poll": a.poll_interval, "log_level": a.log_level,
+                      "poll": a.poll_interval, "log_level": a.log_level, "loop": a.loop,
                       "profile": a.profile_consumer}, procs)
     try:
         w.start()
@@ -532,6 +546,7 @@ def latency_once(uri: str, rate: float, seconds: float, listen: bool, a) -> dict
     admin(uri, "VACUUM ANALYZE core.outbox", "CHECKPOINT")
     w = Workers(uri, {"mode": "steady", "lanes": a.steady_lanes, "batch": a.steady_batch,
                       "listen": listen, "poll": a.poll_interval, "log_level": a.log_level,
+                      "loop": a.loop,
                       "profile": a.profile_consumer})
     producers = max(1, int(rate // 250))
     try:
@@ -657,6 +672,9 @@ def main() -> None:
     ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                     help="consumer logging (JSON, production format, to /dev/null)")
+    ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                    help="the consumer process's event loop (auto: uvloop when installed, as "
+                         "spectral-workers with SPECTRAL_EVENT_LOOP=auto)")
     ap.add_argument("--profile-consumer", metavar="PREFIX",
                     help="cProfile each consumer process, write PREFIX.<mode>.<pid>.prof")
     ap.add_argument("--timeout", type=float, default=300.0)

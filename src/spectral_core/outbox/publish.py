@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,8 +48,8 @@ def _check_topic(topic: str) -> None:
 def _validate(
     topic: str, payload: Any, key: str | None, max_bytes: int, fresh_key: str | None = None
 ) -> tuple[str, str]:
-    """Check one event; return its encoded payload and its key (``fresh_key`` or a random
-    128-bit hex key when the caller gave none)."""
+    """Check one event; return its encoded payload and its key (``fresh_key`` or a new
+    :func:`_new_keys` key when the caller gave none)."""
     _check_topic(topic)
     try:
         encoded = _encode(payload)
@@ -66,12 +67,28 @@ def _validate(
             "payload contains a NUL character, which jsonb cannot store", topic=topic
         )
     if key is None:
-        key = fresh_key or os.urandom(16).hex()  # uuid4().hex costs 10x more per event
+        key = fresh_key or _new_keys(1)[0]
     elif not isinstance(key, str) or not key or len(key) > 512:
         raise PayloadError(
             "idempotency_key must be a non-empty string of at most 512 characters", topic=topic
         )
     return encoded.decode(), key
+
+
+def _new_keys(n: int) -> list[str]:
+    """``n`` generated idempotency keys: 32 hex characters, time-ordered like a UUIDv7.
+
+    48 bits of milliseconds since the epoch, then 80 random bits.  The ledger's primary key
+    ``(handler_name, idempotency_key)`` then grows at its right edge instead of taking each
+    insert on a random leaf page (fewer pages touched and fewer full-page images in WAL), and
+    two keys collide only within the same millisecond with probability ~2^-80.  (A drain
+    of 30,000 events shows no difference yet; the ledger is never pruned, so this is about
+    its size in production.)  One ``getrandom()`` per batch; ``uuid.uuid4().hex`` costs
+    ~10x more per key.
+    """
+    prefix = format(time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF, "012x")
+    rand = os.urandom(10 * n).hex()
+    return [prefix + rand[20 * i : 20 * i + 20] for i in range(n)]
 
 
 class Publisher:
@@ -105,15 +122,14 @@ class Publisher:
         topics: list[str] = []
         payloads: list[str] = []
         keys: list[str] = []
-        # one getrandom() for the whole batch instead of one per event
-        rand = os.urandom(16 * len(events)).hex()
+        fresh = _new_keys(len(events))
         for i, ev in enumerate(events):
             encoded, key = _validate(
                 ev.topic,
                 ev.payload,
                 ev.idempotency_key,
                 self.max_payload_bytes,
-                rand[32 * i : 32 * i + 32],
+                fresh[i],
             )
             topics.append(ev.topic)
             payloads.append(encoded)

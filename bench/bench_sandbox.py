@@ -10,13 +10,14 @@ Measures, per call, with the module compiled once:
   call ``alloc`` and ``decide``, read output) -- no isolation between calls;
 * ``raw-fresh``    raw wasmtime, fresh Store + Instance per call (same isolation as ours,
   with fuel and epoch deadline set) but no limits, checks or JSON validation;
-* ``raw-fresh-ffi`` as raw-fresh, but calling through the same direct ctypes path as the
-  sandbox: the difference to ``sandbox`` is exactly our wrapper's work;
+* ``raw-fresh-ffi`` the sandbox's own C-API call path (``_call_ffi``: limits, ABI checks,
+  direct ctypes calls), without the output JSON validation and usage accounting of ``run``;
 * ``sandbox``      ``WasmSandbox.run`` (fresh store, limits, fuel, deadline, ABI checks,
   output JSON validation, usage accounting);
 * ``sandbox-async`` ``WasmSandbox.run_async`` (adds the worker-thread hop).
 
-Overhead is reported as sandbox minus raw, at p50 and p99.
+All variants use the sandbox's engine (pooling instance allocator, ADR 0012).  Overhead is
+reported as sandbox minus raw, at p50 and p99.
 """
 
 from __future__ import annotations
@@ -99,18 +100,14 @@ def main() -> None:
         packed = e["decide"](s, ptr, len(doc))
         return bytes(m.read(s, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
 
-    from spectral_core.sandbox.wasm import _abi_exports, _call
+    from spectral_core.sandbox.wasm import _call_ffi
+
+    ticks = 1000
 
     def raw_fresh_ffi() -> bytes:
-        # same as raw-fresh but with the direct ctypes calls our wrapper uses
-        s = wasmtime.Store(engine)
-        s.set_fuel(budget.fuel)
-        s.set_epoch_deadline(1000)
-        m, a, d = _abi_exports(s, wasmtime.Instance(s, module, []))
-        ptr = _call(s, a, len(doc))
-        m.write(s, doc, ptr)
-        packed = _call(s, d, ptr, len(doc))
-        return bytes(m.read(s, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
+        # the sandbox's own C-API call path (store, limits, instance, ABI checks, two calls,
+        # two copies), without the JSON validation and usage accounting of ``run``
+        return _call_ffi(engine, module, doc, budget, ticks, 10_000)[0]
 
     def ours() -> object:
         return sandbox.run(compiled, doc, budget)

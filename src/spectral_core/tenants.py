@@ -26,7 +26,7 @@ import psycopg
 import structlog
 
 from .db import Database, wrap_errors
-from .errors import ConfigError, TenantError
+from .errors import ConfigError, DatabaseError, TenantError
 from .ratelimit import TenantLimits
 from .sql import query
 
@@ -286,9 +286,18 @@ class Authenticator:
                 lock = self._locks[digest] = anyio.Lock()
             try:
                 async with lock:
-                    hit = self._fresh(digest, self.ttl_s / 2)
-                    if hit is None:
-                        hit = await self._lookup(digest, token)
+                    fresh = self._fresh(digest, self.ttl_s / 2)
+                    if fresh is not None:
+                        hit = fresh
+                    else:
+                        try:
+                            hit = await self._lookup(digest, token)
+                        except DatabaseError:
+                            # a refresh ahead that failed: the entry is still usable until
+                            # its TTL; past it, fail closed
+                            hit = self._fresh(digest, self.ttl_s)
+                            if hit is None:
+                                raise
             finally:
                 if not lock.locked() and not lock.statistics().tasks_waiting:
                     self._locks.pop(digest, None)

@@ -350,3 +350,47 @@ async def test_module_cache_rechecks_ahead_and_never_serves_an_old_verdict(
     with pytest.raises(ApprovalError) as err:
         await cache.resolve(KEY)
     assert err.value.context["reason"] == "revoked"
+
+
+async def test_a_failed_refresh_ahead_keeps_the_valid_entry_until_its_ttl(db: Database) -> None:
+    """A lookup that fails while the cached key is still within its TTL (refresh ahead)
+    does not fail the request; once the entry is past its TTL the failure is the answer
+    (fail closed)."""
+    async with db.pool.connection() as c:
+        await create_tenant(c, "acme")
+        _, token = await create_api_key(c, "acme")
+    clock = Clock()
+    auth = Authenticator(db, ttl_s=1.0, clock=clock)
+    assert (await auth.authenticate(token)).org == "acme"
+
+    async def broken(digest: bytes, tok: str) -> Any:
+        raise DatabaseError("database unreachable")
+
+    auth._lookup = broken  # type: ignore[method-assign]
+    clock.now += 0.7
+    assert (await auth.authenticate(token)).org == "acme"
+    clock.now += 0.4  # 1.1 s: past the TTL
+    with pytest.raises(DatabaseError):
+        await auth.authenticate(token)
+
+
+async def test_a_failed_recheck_ahead_keeps_the_verdict_until_its_ttl(
+    db: Database, sandbox: WasmSandbox, operator: Ed25519PrivateKey, keyring: Keyring
+) -> None:
+    """An approval re-check that fails within the verdict's TTL keeps the module running;
+    past the TTL the module is refused with the failure."""
+    store = ModuleStore(db)
+    await approved(store, operator)
+    clock = Clock()
+    cache = ModuleCache(store, sandbox, keyring, approval_ttl_s=0.5, clock=clock)
+    await cache.resolve(KEY)
+
+    async def broken(key: ModuleKey, content_hash: str) -> Any:
+        raise DatabaseError("database unreachable")
+
+    cache._verify = broken  # type: ignore[method-assign]
+    clock.now += 0.3
+    await cache.resolve(KEY)
+    clock.now += 0.3  # 0.6 s: past the TTL
+    with pytest.raises(DatabaseError):
+        await cache.resolve(KEY)

@@ -236,8 +236,8 @@ async def test_rows_reaped_while_held_are_left_to_their_next_claimer(
     db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:
     """If the reaper took some of a batch back while we held it, we neither run handlers
-    for those rows nor mark them done nor write their ledger rows: the next claimer does,
-    exactly once."""
+    for those rows nor mark them done nor write their ledger rows nor log them as handled:
+    the next claimer does, exactly once."""
     effect_table(conn)
     ids = Publisher(generation).publish_many(
         conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(3)]
@@ -250,8 +250,14 @@ async def test_rows_reaped_while_held_are_left_to_their_next_claimer(
             "UPDATE core.outbox SET status = 'pending', claimed_by = NULL WHERE id = %s",
             (ids[1],),
         )
-        await BatchProcessor(slow, reg).process(c, held)
+        from structlog.testing import capture_logs
+
+        with capture_logs() as logs:
+            await BatchProcessor(slow, reg).process(c, held)
         assert [r[3] for r in rows(conn)] == ["done", "pending", "done"]
+        handled = sorted(e["event_id"] for e in logs if e["event"] == "outbox.handled")
+        assert handled == [ids[0], ids[2]]  # no "handled" line for the row we lost
+        assert [e["completed"] for e in logs if e["event"] == "outbox.claim_lost"] == [2]
         assert conn.execute("SELECT key FROM public.effects ORDER BY key").fetchall() == [
             ("k0",),
             ("k2",),

@@ -35,7 +35,7 @@ import anyio.to_thread
 import msgspec
 import structlog
 
-from spectral_core.errors import ApprovalError, ConfigError, SandboxError
+from spectral_core.errors import ApprovalError, ConfigError, DatabaseError, SandboxError
 from spectral_core.modules.approval import Keyring, ModuleKey
 from spectral_core.modules.store import ModuleStore, StoredApproval
 from spectral_core.sandbox import CompiledModule, Sandbox
@@ -206,16 +206,28 @@ class ModuleCache:
             if lock is None:
                 lock = self._refresh_locks[slot] = anyio.Lock()
             async with lock:
-                verdict = self._verdicts.get(slot)
-                if verdict is None or self._clock() - verdict.checked_at >= (
+                current = self._verdicts.get(slot)
+                if current is not None and self._clock() - current.checked_at < (
                     self.approval_ttl_s / 2
                 ):
-                    verdict = await self._verify(key, content_hash)
-                    self._verdicts[slot] = verdict
-                    self._verdicts.move_to_end(slot)
-                    while len(self._verdicts) > self._max_keys:
-                        old, _ = self._verdicts.popitem(last=False)
-                        self._refresh_locks.pop(old, None)
+                    verdict = current
+                else:
+                    try:
+                        verdict = await self._verify(key, content_hash)
+                    except DatabaseError:
+                        # a re-check ahead that failed: the verdict is still usable until its
+                        # TTL; past it, fail closed
+                        if current is None or (
+                            self._clock() - current.checked_at >= self.approval_ttl_s
+                        ):
+                            raise
+                        verdict = current
+                    else:
+                        self._verdicts[slot] = verdict
+                        self._verdicts.move_to_end(slot)
+                        while len(self._verdicts) > self._max_keys:
+                            old, _ = self._verdicts.popitem(last=False)
+                            self._refresh_locks.pop(old, None)
         if verdict.reason is not None:
             raise ApprovalError(verdict.message, reason=verdict.reason)
         if not self._wall() < verdict.expires_at:

@@ -52,14 +52,15 @@ class Claimer:
         self,
         conn: psycopg.AsyncConnection[Any],
         calls: list[tuple[str, Event]],
-    ) -> tuple[int, set[tuple[str, int]]]:
-        """First statement of a batch's handler transaction (see ``start_batch.sql``).
+    ) -> tuple[set[int], set[tuple[str, int]]]:
+        """First statement of a batch's handler transaction (``start_batch`` in
+        ``sql/outbox.sql``).
 
         ``calls`` are the routed ``(handler name, event)`` pairs.  Marks the rows we still
         hold ``done`` and writes the ledger rows for them, in the caller's transaction.
 
         Returns:
-            how many of the rows we still held, and the ``(handler name, event id)`` pairs
+            the ids of the rows we still held, and the ``(handler name, event id)`` pairs
             to run: the ones whose ledger row is new (for duplicate keys in one batch, the
             lowest event id).
         """
@@ -74,7 +75,7 @@ class Claimer:
                 },
             )
             rows = await cur.fetchall()
-        return rows[0][0], {(r[1], r[2]) for r in rows if r[1] is not None}
+        return set(rows[0][0]), {(r[1], r[2]) for r in rows if r[1] is not None}
 
     async def mark_handled(
         self, conn: psycopg.AsyncConnection[Any], handler: str, events: list[Event]

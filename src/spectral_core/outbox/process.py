@@ -111,12 +111,14 @@ class BatchProcessor:
             for handler, ev in calls:
                 if (handler.name, ev.id) in fresh:
                     await _run_handler(handler, ev, conn)
-        if held != len(events):
+        if len(held) != len(events):
             # reaped while we held them: the rows we lost were neither marked done nor
             # handled by us; whoever claims them next handles them
-            log.warning("outbox.claim_lost", expected=len(events), completed=held)
+            log.warning("outbox.claim_lost", expected=len(events), completed=len(held))
         batch_ms = round((time.perf_counter() - started) * 1000, 2)
         for ev in events:  # one canonical line per handled event (never the payload)
+            if ev.id not in held:
+                continue
             log.info(
                 "outbox.handled",
                 event_id=ev.id,

@@ -52,9 +52,9 @@ RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
 
 -- name: start_batch
 -- description: first statement of a batch's handler transaction: marks the rows we still
--- hold done and writes the ledger rows of every (handler, row) routed for them; returns how
--- many rows were ours and the (handler, row) pairs whose key was not handled before: the
--- handler calls to make. Rolled back with the handlers if any of them fails.
+-- hold done and writes the ledger rows of every (handler, row) routed for them; returns the
+-- ids that were still ours and the (handler, row) pairs whose key was not handled before:
+-- the handler calls to make. Rolled back with the handlers if any of them fails.
 WITH done AS (
     UPDATE core.outbox
     SET status = 'done', finished_at = now(), claimed_by = NULL
@@ -70,8 +70,8 @@ WITH done AS (
     ON CONFLICT DO NOTHING
     RETURNING handler_name, outbox_id
 )
-SELECT d.n, f.handler_name, f.outbox_id
-FROM (SELECT count(*) AS n FROM done) AS d LEFT JOIN fresh AS f ON true
+SELECT d.held, f.handler_name, f.outbox_id
+FROM (SELECT coalesce(array_agg(id), '{}') AS held FROM done) AS d LEFT JOIN fresh AS f ON true
 
 -- name: mark_handled
 -- description: write the ledger rows of one handler for a batch; returns the keys that were new

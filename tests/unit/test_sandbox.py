@@ -380,3 +380,18 @@ def test_public_api_fallback_path_behaves_the_same(
     with pytest.raises(ModuleTrap) as trap:
         sandbox.run(sandbox.compile(wasm("trap")), b"{}")
     assert trap.value.trap_code == "INTEGER_DIVISION_BY_ZERO"
+
+
+def test_call_finding_every_instance_slot_taken_is_busy() -> None:
+    """With every pooled instance slot held (here: the only one, by an instance created
+    on the same engine), a call fails with SandboxError(reason="busy") instead of waiting
+    or crashing, and succeeds again once the slot is free."""
+    with WasmSandbox(instance_slots=1) as sb:
+        echo = sb.compile(wasm("echo"))
+        holder = wasmtime.Store(sb.engine)
+        wasmtime.Instance(holder, echo.module, [])
+        with pytest.raises(SandboxError) as info:
+            sb.run(echo, b"{}")
+        assert info.value.reason == "busy"
+        holder.close()
+        assert sb.run(echo, b'{"ok":1}').value == {"ok": 1}

@@ -1,0 +1,45 @@
+"""SPECTRAL_EVENT_LOOP: which event loop the binaries ask anyio's asyncio backend for."""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+import pytest
+
+from spectral_core.boot import event_loop_options
+from spectral_core.errors import ConfigError
+from spectral_core.settings import Settings
+
+
+def test_auto_uses_uvloop_when_installed_and_asyncio_forces_the_standard_loop() -> None:
+    """auto picks uvloop (installed with the api/workers extras); asyncio never does; the
+    options really run a coroutine on a uvloop loop."""
+    assert event_loop_options(Settings(event_loop="asyncio")) == {"use_uvloop": False}
+    opts = event_loop_options(Settings(event_loop="auto"))
+    assert opts == {"use_uvloop": True}
+
+    async def loop_module() -> str:
+        import asyncio
+
+        return type(asyncio.get_running_loop()).__module__
+
+    assert anyio.run(loop_module, backend="asyncio", backend_options=opts).startswith("uvloop")
+
+
+def test_without_uvloop_auto_falls_back_and_an_explicit_request_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When uvloop cannot be imported, auto runs the standard loop, and
+    SPECTRAL_EVENT_LOOP=uvloop is a clear ConfigError (a setting error: the binaries exit 3)."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert event_loop_options(Settings(event_loop="auto")) == {"use_uvloop": False}
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        event_loop_options(Settings(event_loop="uvloop"))
+
+
+def test_the_setting_is_read_from_the_environment_and_checked() -> None:
+    """SPECTRAL_EVENT_LOOP reaches Settings; an unknown value is a ConfigError."""
+    assert Settings.from_env({"SPECTRAL_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SPECTRAL_EVENT_LOOP": "trio"})

@@ -100,14 +100,15 @@ def main() -> None:
         packed = e["decide"](s, ptr, len(doc))
         return bytes(m.read(s, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
 
-    from spectral_core.sandbox.wasm import _call_ffi
+    from spectral_core.sandbox.wasm import _address, _call_ffi
 
     ticks = 1000
+    engine_at = _address(engine)
 
     def raw_fresh_ffi() -> bytes:
         # the sandbox's own C-API call path (store, limits, instance, ABI checks, two calls,
         # two copies), without the JSON validation and usage accounting of ``run``
-        return _call_ffi(engine, module, doc, budget, ticks, 10_000)[0]
+        return _call_ffi(engine_at, compiled.address, doc, budget, ticks, 10_000)[0]
 
     def ours() -> object:
         return sandbox.run(compiled, doc, budget)

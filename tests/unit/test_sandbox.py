@@ -90,6 +90,36 @@ def test_no_state_leaks_between_calls(sandbox: WasmSandbox, echo: CompiledWasm) 
     assert first.output == second.output
 
 
+def test_no_guest_state_survives_a_call(sandbox: WasmSandbox) -> None:
+    """A probe that leaves traces in a global, in memory inside and beyond the pool's
+    memset window, in a grown page and in a data segment never sees them again: not after
+    a normal call, not after a trap, not from another module sharing the pool."""
+    probe = sandbox.compile(wasm("probe"))
+    echo = sandbox.compile(wasm("echo"))
+    for i in range(40):
+        if i % 3 == 1:
+            with pytest.raises(ModuleTrap):
+                sandbox.run(probe, b"true")
+        elif i % 3 == 2:
+            big = b'{"x":"' + b"y" * 70_000 + b'"}'  # dirties pages 0 and 1
+            assert sandbox.run(echo, big, Budget(output_bytes=len(big))).output == big
+        else:
+            assert sandbox.run(probe, b"{}").value == {"dirty": False}
+    last = sandbox.run(probe, b"{}")
+    assert last.usage.memory_pages == 2  # grown by the call itself, not inherited
+
+
+def test_no_guest_state_survives_the_public_api_path(
+    sandbox: WasmSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spectral_core.sandbox.wasm as wasm_mod
+
+    probe = sandbox.compile(wasm("probe"))
+    monkeypatch.setattr(wasm_mod, "_FAST", False)
+    for _ in range(5):
+        assert sandbox.run(probe, b"{}").value == {"dirty": False}
+
+
 def test_infinite_loop_exhausts_fuel(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
     """A module that never returns is stopped by the fuel budget."""
     compiled = sandbox.compile(wasm("infinite_loop"))

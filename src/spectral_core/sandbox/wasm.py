@@ -27,7 +27,7 @@ import hashlib
 import math
 import threading
 import time
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -68,7 +68,7 @@ class CompiledWasm:
         size: Length of the module bytes.
     """
 
-    __slots__ = ("content_hash", "engine", "module", "size")
+    __slots__ = ("address", "content_hash", "engine", "module", "size")
 
     def __init__(
         self, module: wasmtime.Module, engine: wasmtime.Engine, content_hash: str, size: int
@@ -77,6 +77,8 @@ class CompiledWasm:
         self.engine = engine
         self.content_hash = content_hash
         self.size = size
+        #: the ``wasmtime_module_t *`` (valid while ``module`` is: this object holds it)
+        self.address: int = _address(module)
 
     def __repr__(self) -> str:
         return f"CompiledWasm(content_hash={self.content_hash[:16]}…, size={self.size})"
@@ -193,6 +195,7 @@ class WasmSandbox:
             config, slots, self._max_memory_bytes, max_table_elements
         )
         self.engine = wasmtime.Engine(config)
+        self._engine_address = _address(self.engine)
         self.ticker = EpochTicker(self.engine, epoch_interval_ms / 1000.0)
         self._limiter = anyio.CapacityLimiter(max_threads)
         self._self_test_module: CompiledWasm | None = None
@@ -327,15 +330,20 @@ class WasmSandbox:
                 ceiling=self._max_memory_bytes,
             )
         started = time.perf_counter_ns()
-        call = _call_ffi if _FAST else _call_public
-        output, pages, fuel_left = call(
-            self.engine,
-            compiled.module,
-            input_json,
-            budget,
-            math.ceil(budget.deadline_ms / self._interval_ms) + 1,
-            self._max_table_elements,
-        )
+        ticks = math.ceil(budget.deadline_ms / self._interval_ms) + 1
+        if _FAST:
+            output, pages, fuel_left = _call_ffi(
+                self._engine_address,
+                compiled.address,
+                input_json,
+                budget,
+                ticks,
+                self._max_table_elements,
+            )
+        else:
+            output, pages, fuel_left = _call_public(
+                self.engine, compiled.module, input_json, budget, ticks, self._max_table_elements
+            )
         try:
             value = msgspec.json.decode(output)
         except msgspec.DecodeError as exc:
@@ -444,50 +452,98 @@ def _call_public(
 # function type and converts every value (~35 us per call), ``Instance.exports`` and
 # ``Memory.read``/``write`` build Python objects and bytearrays, and ``Store`` goes through
 # ``Managed``.  A decision call is a fresh store, one instantiation, two calls with i32
-# arguments and two memory copies, so ``_call_ffi`` makes exactly those C calls through
-# wasmtime-py's own ctypes bindings (the ABI signatures and kinds are checked at compile time
-# by ``_check_abi`` and again per call by export kind).  These bindings are not wasmtime-py's
-# documented API: if any is missing (another wasmtime-py version) ``_call_public`` is used.
-# Host-side Python exceptions cannot occur (no imports), so no "last exception" check is needed.
+# arguments and two memory copies, so ``_call_ffi`` makes exactly those C calls, on the
+# shared library wasmtime-py loaded, through prototypes of our own (ADR 0012, ADR 0014):
+#
+# * every argument is a plain integer address (``c_void_p``) or a scalar, so ctypes converts
+#   nothing per call; the out-parameters live in one per-thread ``_Frame`` whose field
+#   addresses and typed views are computed once;
+# * the calls that can run guest code (``wasmtime_instance_new``, ``wasmtime_func_call_*``)
+#   and the store teardown release the GIL (``CFUNCTYPE``); the constant-time accessors keep
+#   it (``PYFUNCTYPE``): a GIL round trip costs more than they do;
+# * the two guest calls use ``wasmtime_func_call_unchecked`` (arguments and results in one
+#   ``wasmtime_val_raw_t`` array, no per-call type check): the exact signatures are checked
+#   when the module is compiled (``_check_abi``), the kinds of the three exports on every
+#   call, and the functions come from this call's own store.
+#
+# These symbols are not wasmtime-py's documented API: if any is missing (another wasmtime-py
+# version) ``_call_public`` is used.  Host-side Python exceptions cannot occur (no imports).
+
+_ABI_NAMES: Final = (b"memory", b"alloc", b"decide")
 
 try:
     from wasmtime import _ffi as _wffi
 
-    _FAST: bool = all(
-        hasattr(_wffi, name)
-        for name in (
-            "wasmtime_store_new",
-            "wasmtime_store_context",
-            "wasmtime_store_limiter",
-            "wasmtime_store_delete",
-            "wasmtime_context_set_fuel",
-            "wasmtime_context_get_fuel",
-            "wasmtime_context_set_epoch_deadline",
-            "wasmtime_instance_new",
-            "wasmtime_instance_t",
-            "wasmtime_instance_export_get",
-            "wasmtime_func_call",
-            "wasmtime_memory_data",
-            "wasmtime_memory_data_size",
-            "wasmtime_memory_size",
-            "wasmtime_val_t",
-            "wasmtime_extern_t",
-            "wasm_trap_t",
-            "WASMTIME_I32",
-            "WASMTIME_I64",
-            "WASMTIME_EXTERN_FUNC",
-            "WASMTIME_EXTERN_MEMORY",
-        )
+    _dll = _wffi.dll
+    _GIL_RELEASED = ctypes.CFUNCTYPE
+    _GIL_HELD = ctypes.PYFUNCTYPE
+    _vp, _i64, _u64, _size = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t
+
+    def _proto(kind: type, name: str, restype: object, *argtypes: object) -> object:
+        # a prototype of our own: wasmtime-py's function objects (and their argtypes) are
+        # never touched
+        return kind(restype, *argtypes)((name, _dll))
+
+    _store_new: Any = _proto(_GIL_HELD, "wasmtime_store_new", _vp, _vp, _vp, _vp)
+    _store_context: Any = _proto(_GIL_HELD, "wasmtime_store_context", _vp, _vp)
+    _store_limiter: Any = _proto(
+        _GIL_HELD, "wasmtime_store_limiter", None, _vp, _i64, _i64, _i64, _i64, _i64
     )
-    _I32_KIND: int = int(_wffi.WASMTIME_I32.value)
-    _I64_KIND: int = int(_wffi.WASMTIME_I64.value)
+    _store_delete: Any = _proto(_GIL_RELEASED, "wasmtime_store_delete", None, _vp)
+    _set_fuel: Any = _proto(_GIL_HELD, "wasmtime_context_set_fuel", _vp, _vp, _u64)
+    _get_fuel: Any = _proto(_GIL_HELD, "wasmtime_context_get_fuel", _vp, _vp, _vp)
+    _set_epoch_deadline: Any = _proto(
+        _GIL_HELD, "wasmtime_context_set_epoch_deadline", None, _vp, _u64
+    )
+    _instance_new: Any = _proto(
+        _GIL_RELEASED, "wasmtime_instance_new", _vp, _vp, _vp, _vp, _size, _vp, _vp
+    )
+    _export_get: Any = _proto(
+        _GIL_HELD,
+        "wasmtime_instance_export_get",
+        ctypes.c_bool,
+        _vp,
+        _vp,
+        ctypes.c_char_p,
+        _size,
+        _vp,
+    )
+    _func_call: Any = _proto(
+        _GIL_RELEASED, "wasmtime_func_call_unchecked", _vp, _vp, _vp, _vp, _size, _vp
+    )
+    _memory_data: Any = _proto(_GIL_HELD, "wasmtime_memory_data", _vp, _vp, _vp)
+    _memory_data_size: Any = _proto(_GIL_HELD, "wasmtime_memory_data_size", _size, _vp, _vp)
+    _memory_size: Any = _proto(_GIL_HELD, "wasmtime_memory_size", _u64, _vp, _vp)
+
+    class _Frame(ctypes.Structure):
+        _fields_ = (
+            ("instance", _wffi.wasmtime_instance_t),
+            ("trap", ctypes.c_void_p),
+            ("fuel", ctypes.c_uint64),
+            ("externs", _wffi.wasmtime_extern_t * len(_ABI_NAMES)),
+            ("vals", _wffi.wasmtime_val_raw_t * 2),
+        )
+
+    _EXTERN_SIZE: int = ctypes.sizeof(_wffi.wasmtime_extern_t)
+    _EXTERN_OF: int = _wffi.wasmtime_extern_t.of.offset
+    _VAL_SIZE: int = ctypes.sizeof(_wffi.wasmtime_val_raw_t)
+    _ERROR_PTR: Any = ctypes.POINTER(_wffi.wasmtime_error_t)
+    _TRAP_PTR: Any = ctypes.POINTER(_wffi.wasm_trap_t)
     _ABI_KINDS: tuple[int, int, int] = (
         int(_wffi.WASMTIME_EXTERN_MEMORY.value),
         int(_wffi.WASMTIME_EXTERN_FUNC.value),
         int(_wffi.WASMTIME_EXTERN_FUNC.value),
     )
+    _FAST: bool = True
 except (ImportError, AttributeError):  # pragma: no cover - depends on wasmtime-py
     _FAST = False
+
+
+def _address(obj: wasmtime.Engine | wasmtime.Module) -> int:
+    """The C pointer behind a wasmtime-py object, as an integer (0 without the C path)."""
+    if not _FAST:  # pragma: no cover - depends on wasmtime-py
+        return 0
+    return int(ctypes.cast(obj.ptr(), ctypes.c_void_p).value or 0)
 
 
 def _use_pooling(
@@ -497,8 +553,10 @@ def _use_pooling(
 
     Every call instantiates its module afresh; with the pooling allocator an instance takes
     a pre-reserved slot (memory, table, instance state) instead of fresh ``mmap`` calls, and
-    giving it back only resets the pages it touched.  About half the cost of a store plus an
-    instance on the on-demand allocator (``bench/bench_sandbox.py``).
+    giving it back resets what the guest touched.  The first ``_KEEP_RESIDENT`` bytes of a
+    slot's linear memory (and table) are reset with ``memset`` (plus the module's data
+    image copied back) instead of ``madvise``: wasmtime's documented reset, zeroed either
+    way, without a system call and a page fault on every call (ADR 0014).
     """
     names = (
         "wasmtime_pooling_allocation_config_new",
@@ -519,142 +577,154 @@ def _use_pooling(
         _wffi.wasmtime_pooling_allocation_config_total_tables_set(pool, slots)
         _wffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, max_memory_bytes)
         _wffi.wasmtime_pooling_allocation_config_table_elements_set(pool, max_table_elements)
+        for setter in (
+            "wasmtime_pooling_allocation_config_linear_memory_keep_resident_set",
+            "wasmtime_pooling_allocation_config_table_keep_resident_set",
+        ):
+            if hasattr(_wffi, setter):
+                getattr(_wffi, setter)(pool, _KEEP_RESIDENT)
         _wffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
     finally:
         _wffi.wasmtime_pooling_allocation_config_delete(pool)
     return True
 
 
-_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
-_ABI_NAMES: Final = (b"memory", b"alloc", b"decide")
+#: Bytes of each pooled memory/table slot reset by ``memset`` rather than ``madvise``.
+_KEEP_RESIDENT: Final = 64 * 1024
 
 
 class _Scratch:
-    """Per-thread ctypes out-parameters of :func:`_call_ffi`, reused across calls.
+    """Per-thread out-parameters of :func:`_call_ffi` (one ``_Frame``), reused across calls.
 
-    A call never re-enters the sandbox (modules have no imports), so one set per thread is
-    enough; every field is overwritten by the C call that fills it.  The trap out-pointer is
-    only ever set on a trap, so it is replaced after one (wasmtime-py takes ownership).
+    A call never re-enters the sandbox (modules have no imports), so one frame per thread is
+    enough; every field is overwritten by the C call that fills it before it is read.  The
+    trap slot is only ever set on a trap; it is cleared when the trap is taken over.
     """
 
     __slots__ = (
-        "args",
-        "args_ref",
+        "alloc",
+        "decide",
         "externs",
+        "frame",
         "fuel",
-        "fuel_ref",
-        "instance",
-        "instance_ref",
-        "results",
-        "results_ref",
+        "fuel_at",
+        "instance_at",
+        "kinds",
+        "memory",
+        "result_i32",
+        "result_i64",
         "trap",
-        "trap_ref",
+        "trap_at",
+        "val0",
+        "val1",
+        "vals_at",
     )
 
     def __init__(self) -> None:
-        self.instance = _wffi.wasmtime_instance_t()
-        self.instance_ref = ctypes.byref(self.instance)
-        self.externs = [
-            (name, ext, ctypes.byref(ext))
-            for name, ext in ((n, _wffi.wasmtime_extern_t()) for n in _ABI_NAMES)
-        ]
-        self.args = (_wffi.wasmtime_val_t * 2)()
-        self.args[0].kind = self.args[1].kind = _I32_KIND
-        self.results = (_wffi.wasmtime_val_t * 1)()
-        self.fuel = ctypes.c_uint64(0)
-        self.fuel_ref = ctypes.byref(self.fuel)
-        self.new_trap()
+        frame = self.frame = _Frame()
+        base = ctypes.addressof(frame)
+        self.instance_at = base + _Frame.instance.offset
+        self.trap_at = base + _Frame.trap.offset
+        self.trap = ctypes.c_void_p.from_buffer(frame, _Frame.trap.offset)
+        self.fuel_at = base + _Frame.fuel.offset
+        self.fuel = ctypes.c_uint64.from_buffer(frame, _Frame.fuel.offset)
+        first = _Frame.externs.offset
+        self.externs = tuple(
+            (name, base + first + i * _EXTERN_SIZE) for i, name in enumerate(_ABI_NAMES)
+        )
+        self.kinds = tuple(
+            ctypes.c_uint8.from_buffer(frame, first + i * _EXTERN_SIZE)
+            for i in range(len(_ABI_NAMES))
+        )
+        # the wasmtime_memory_t / wasmtime_func_t inside each wasmtime_extern_t
+        self.memory, self.alloc, self.decide = (at + _EXTERN_OF for _, at in self.externs)
+        vals = _Frame.vals.offset
+        self.vals_at = base + vals
+        # arguments are written as zero-extended i64 (the i32 is the low half, little-endian)
+        self.val0 = ctypes.c_int64.from_buffer(frame, vals)
+        self.val1 = ctypes.c_int64.from_buffer(frame, vals + _VAL_SIZE)
+        self.result_i32 = ctypes.c_uint32.from_buffer(frame, vals)
+        self.result_i64 = ctypes.c_uint64.from_buffer(frame, vals)
 
-    def new_trap(self) -> None:
-        self.trap = ctypes.POINTER(_wffi.wasm_trap_t)()
-        self.trap_ref = ctypes.byref(self.trap)
-
-    def take_trap(self) -> wasmtime.Trap:
-        trap = wasmtime.Trap._from_ptr(self.trap)
-        self.new_trap()
-        return trap
+    def failure(self, error: int | None) -> wasmtime.WasmtimeError | wasmtime.Trap:
+        """The error (owned pointer) or the pending trap, as wasmtime-py objects."""
+        if error:
+            return wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+        trap = self.trap.value
+        self.trap.value = None
+        return wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
 
 
 _scratch = threading.local()
 
 
-def _ffi_invoke(ctx: object, func: object, nargs: int, sc: _Scratch) -> int:
-    """``wasmtime_func_call`` with the i32 arguments in ``sc.args``; one integer result."""
-    error = _wffi.wasmtime_func_call(ctx, func, sc.args, nargs, sc.results, 1, sc.trap_ref)
-    if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
-    if sc.trap:
-        raise sc.take_trap()
-    value = sc.results[0]
-    return int(value.of.i64 if value.kind == _I64_KIND else value.of.i32)
-
-
 def _call_ffi(
-    engine: wasmtime.Engine,
-    module: wasmtime.Module,
+    engine: int,
+    module: int,
     input_json: bytes,
     budget: Budget,
     ticks: int,
     max_table_elements: int,
 ) -> _Outcome:
-    """One call on wasmtime's C API directly: the same steps as :func:`_call_public`."""
+    """One call on wasmtime's C API directly: the same steps as :func:`_call_public`.
+
+    ``engine`` and ``module`` are the C addresses of objects the caller keeps alive.
+    """
     sc: _Scratch | None = getattr(_scratch, "sc", None)
     if sc is None:
         sc = _scratch.sc = _Scratch()
-    store = _wffi.wasmtime_store_new(engine.ptr(), None, _NO_FINALIZER)
-    memory: object = None
-    ctx = _wffi.wasmtime_store_context(store)
+    store = _store_new(engine, None, None)
+    memory = 0
     try:
-        _wffi.wasmtime_store_limiter(store, budget.memory_bytes, max_table_elements, 1, 1, 1)
-        error = _wffi.wasmtime_context_set_fuel(ctx, budget.fuel)
+        ctx = _store_context(store)
+        _store_limiter(store, budget.memory_bytes, max_table_elements, 1, 1, 1)
+        error = _set_fuel(ctx, budget.fuel)
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
-        _wffi.wasmtime_context_set_epoch_deadline(ctx, ticks)
+            raise sc.failure(error)
+        _set_epoch_deadline(ctx, ticks)
         try:
-            error = _wffi.wasmtime_instance_new(
-                ctx, module.ptr(), None, 0, sc.instance_ref, sc.trap_ref
-            )
-            if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
-            if sc.trap:
-                raise sc.take_trap()
-            for name, _ext, ext_ref in sc.externs:
-                if not _wffi.wasmtime_instance_export_get(
-                    ctx, sc.instance_ref, name, len(name), ext_ref
-                ):
+            error = _instance_new(ctx, module, None, 0, sc.instance_at, sc.trap_at)
+            if error or sc.trap.value:
+                raise sc.failure(error)
+            for name, at in sc.externs:
+                if not _export_get(ctx, sc.instance_at, name, len(name), at):
                     raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            mem_ext, alloc_ext, decide_ext = (ext for _, ext, _ in sc.externs)
-            if (mem_ext.kind, alloc_ext.kind, decide_ext.kind) != _ABI_KINDS:
+            kinds = sc.kinds
+            if (kinds[0].value, kinds[1].value, kinds[2].value) != _ABI_KINDS:
                 raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            memory = ctypes.byref(mem_ext.of.memory)
+            memory = sc.memory
             length = len(input_json)
-            sc.args[0].of.i32 = length
-            ptr = _ffi_invoke(ctx, ctypes.byref(alloc_ext.of.func), 1, sc) & _U32
-            if ptr + length > _wffi.wasmtime_memory_data_size(ctx, memory):
+            sc.val0.value = length
+            error = _func_call(ctx, sc.alloc, sc.vals_at, 1, sc.trap_at)
+            if error or sc.trap.value:
+                raise sc.failure(error)
+            ptr = sc.result_i32.value
+            if ptr + length > _memory_data_size(ctx, memory):
                 raise ModuleTrap("alloc returned a region outside memory", reason="abi")
             if length:
-                base = ctypes.addressof(_wffi.wasmtime_memory_data(ctx, memory).contents)
-                ctypes.memmove(base + ptr, input_json, length)
-            sc.args[0].of.i32 = ptr
-            sc.args[1].of.i32 = length
-            packed = _ffi_invoke(ctx, ctypes.byref(decide_ext.of.func), 2, sc) & _U64
+                ctypes.memmove(_memory_data(ctx, memory) + ptr, input_json, length)
+            sc.val0.value = ptr
+            sc.val1.value = length
+            error = _func_call(ctx, sc.decide, sc.vals_at, 2, sc.trap_at)
+            if error or sc.trap.value:
+                raise sc.failure(error)
+            packed = sc.result_i64.value
             out_ptr, out_len = packed >> 32, packed & _U32
-            _check_output(out_ptr, out_len, _wffi.wasmtime_memory_data_size(ctx, memory), budget)
+            _check_output(out_ptr, out_len, _memory_data_size(ctx, memory), budget)
             output = b""
             if out_len:  # (a memory of 0 pages may have a NULL base)
-                base = ctypes.addressof(_wffi.wasmtime_memory_data(ctx, memory).contents)
-                output = ctypes.string_at(base + out_ptr, out_len)
+                output = ctypes.string_at(_memory_data(ctx, memory) + out_ptr, out_len)
         except wasmtime.Trap as exc:
-            pages = _wffi.wasmtime_memory_size(ctx, memory) if memory is not None else None
+            pages = _memory_size(ctx, memory) if memory else None
             raise _classify_trap(exc, pages, budget) from exc
         except wasmtime.WasmtimeError as exc:
             raise _runtime_error(exc, budget) from exc
-        error = _wffi.wasmtime_context_get_fuel(ctx, sc.fuel_ref)
+        error = _get_fuel(ctx, sc.fuel_at)
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
-        return output, int(_wffi.wasmtime_memory_size(ctx, memory)), sc.fuel.value
+            raise _runtime_error(sc.failure(error), budget)
+        return output, int(_memory_size(ctx, memory)), sc.fuel.value
     finally:
-        _wffi.wasmtime_store_delete(store)
+        _store_delete(store)
 
 
 def _classify_trap(

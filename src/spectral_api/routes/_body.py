@@ -7,10 +7,11 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from spectral_api.errors import BadRequest, PayloadTooLarge, SchemaViolation
 
-__all__ = ["decode", "read_body"]
+__all__ = ["decode", "read_asgi_body", "read_body"]
 
 T = TypeVar("T")
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
@@ -45,6 +46,43 @@ async def read_body(request: Request, limit: int) -> bytes:
     except Exception as exc:  # ClientDisconnect and friends
         raise BadRequest("could not read the request body") from exc
     return b"".join(chunks)
+
+
+async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """:func:`read_body` on the raw ASGI channel (no ``Request``), for hot routes.
+
+    The same checks, in the same order, with the same errors.
+
+    Raises:
+        PayloadTooLarge: More than ``limit`` bytes.
+        BadRequest: An invalid ``Content-Length`` or a disconnect mid-body.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise BadRequest("invalid Content-Length header")
+            if int(value) > limit:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+            break
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the usual case: one message
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+        return body
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if message["type"] != "http.request":  # http.disconnect
+            raise BadRequest("could not read the request body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
 
 
 def decode(body: bytes, typ: type[T], decoder: msgspec.json.Decoder[Any] | None = None) -> T:

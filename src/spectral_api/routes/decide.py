@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import msgspec
 import structlog
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
-from spectral_api.auth import principal
-from spectral_core.errors import BudgetExceeded, ModuleNotFound
+from spectral_api.auth import PRINCIPAL_KEY
+from spectral_core.errors import BudgetExceeded, ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
 from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
+from spectral_core.tenants import Principal
 
-from ._body import decode, read_body
+from ._body import decode, read_asgi_body
 
-__all__ = ["DecideRequest", "DecideResponse", "decide_routes"]
+__all__ = ["DecideEndpoint", "DecideRequest", "DecideResponse", "decide_routes"]
 
 log = structlog.get_logger("spectral.api")
 
@@ -82,26 +82,48 @@ async def execute(sandbox: Sandbox, compiled: CompiledModule, input_json: bytes,
 _encoder = msgspec.json.Encoder()
 
 
-async def decide(request: Request) -> Response:
-    services = request.app.state.services
-    who = principal(request)
-    body = await read_body(request, services.settings.api_max_body_bytes)
-    req = decode(body, DecideRequest, _decoder)
-    if req.org is not None and req.org != who.org:
-        # another org's module is indistinguishable from a missing one
-        raise ModuleNotFound()
-    key = ModuleKey(org=who.org, domain=req.domain, action=req.action,
-                    world_model_version=req.world_model_version)
-    compiled = await services.cache.resolve(key)
-    result = await execute(services.sandbox, compiled, _encoder.encode(req.input),
-                           services.budget, services.settings.sandbox_inline_fuel)
-    usage = result.usage
-    out = DecideResponse(
-        decision=msgspec.Raw(result.output), content_hash=compiled.content_hash,
-        usage=DecideUsage(fuel=usage.fuel_consumed, wall_time_us=usage.wall_time_us,
-                          memory_bytes=usage.memory_bytes))
-    return Response(_encoder.encode(out), media_type="application/json")
+class DecideEndpoint:
+    """``POST /api/decide`` as a plain ASGI app: the hottest route skips ``Request`` and
+    ``Response`` objects (body read from ``receive``, one pre-built header list).
+
+    Errors are raised, as from any route, and mapped to problem responses by the app's
+    exception handlers (``ExceptionMiddleware``) before anything was sent.
+    """
+
+    __slots__ = ("_services",)
+
+    def __init__(self) -> None:
+        self._services: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services = self._services
+        if services is None:
+            services = self._services = scope["app"].state.services
+        who = scope.get(PRINCIPAL_KEY)
+        if not isinstance(who, Principal):  # pragma: no cover - the middleware guarantees it
+            raise TenantError("invalid API key", reason="bad_key")
+        body = await read_asgi_body(scope, receive, services.settings.api_max_body_bytes)
+        req = decode(body, DecideRequest, _decoder)
+        if req.org is not None and req.org != who.org:
+            # another org's module is indistinguishable from a missing one
+            raise ModuleNotFound()
+        key = ModuleKey(org=who.org, domain=req.domain, action=req.action,
+                        world_model_version=req.world_model_version)
+        compiled = await services.cache.resolve(key)
+        result = await execute(services.sandbox, compiled, _encoder.encode(req.input),
+                               services.budget, services.settings.sandbox_inline_fuel)
+        usage = result.usage
+        payload = _encoder.encode(DecideResponse(
+            decision=msgspec.Raw(result.output), content_hash=compiled.content_hash,
+            usage=DecideUsage(fuel=usage.fuel_consumed, wall_time_us=usage.wall_time_us,
+                              memory_bytes=usage.memory_bytes)))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(payload)), _JSON]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+_JSON: Final = (b"content-type", b"application/json")
 
 
 def decide_routes() -> list[BaseRoute]:
-    return [Route("/api/decide", decide, methods=["POST"])]
+    return [Route("/api/decide", DecideEndpoint(), methods=["POST"])]

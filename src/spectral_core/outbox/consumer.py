@@ -53,6 +53,9 @@ class ConsumerConfig:
     reconnect_backoff_cap_s: float = 5.0
     outage_limit_s: float = 300.0
     retry: RetryPolicy = RetryPolicy()
+    #: claim and start the handler transaction in one message (ADR 0015); needs
+    #: server-side prepared statements, so it is off behind a transaction pooler
+    fused_cycle: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ConsumerConfig:
@@ -67,6 +70,7 @@ class ConsumerConfig:
             "listen": not (
                 settings.database_transaction_pooler and not settings.database_session_url
             ),
+            "fused_cycle": not settings.database_transaction_pooler,
             "retry": RetryPolicy(
                 settings.outbox_max_attempts,
                 settings.outbox_backoff_base_s,
@@ -112,6 +116,10 @@ class Consumer:
         self._down_since: float | None = None
         self._listening = anyio.Event()
         self._claim_lock = anyio.Lock(fast_acquire=True)
+        self._routes = registry.routes
+        #: after a failed one-message cycle the next claim takes the general path, so a
+        #: batch whose start keeps failing still reaches the per-row retry policy
+        self._general_next = False
         #: called whenever :attr:`state` changes (the worker beats at once)
         self.on_state_change: Callable[[], None] = lambda: None
 
@@ -176,7 +184,20 @@ class Consumer:
                         if self._orphans:
                             self._orphans = False
                             await self.claimer.release_orphans(conn, list(self._inflight))
-                        events = await self.claimer.claim(conn, batch)
+                        if self.config.fused_cycle and not self._general_next:
+                            try:
+                                events, held, fresh = await self.claimer.claim_started(
+                                    conn, batch, self._current_routes()
+                                )
+                            except BaseException:
+                                # rows may have been claimed before the failure
+                                self._orphans = self._general_next = True
+                                raise
+                            started = True
+                        else:
+                            self._general_next = False
+                            events = await self.claimer.claim(conn, batch)
+                            held, fresh, started = set(), set(), False
                         ids = [e.id for e in events]
                         self._inflight.update(ids)
                     n = len(events)
@@ -184,7 +205,10 @@ class Consumer:
                         if n == batch:
                             self._wake_one()
                         try:
-                            await self.processor.process(conn, events)
+                            if started:
+                                await self.processor.process_started(conn, events, held, fresh)
+                            else:
+                                await self.processor.process(conn, events)
                             self.handled += n
                         except BaseException:
                             self._orphans = True
@@ -218,6 +242,12 @@ class Consumer:
                 continue
             if n < batch:
                 await self._wait_for_work()
+
+    def _current_routes(self) -> tuple[tuple[str, str], ...]:
+        registry = self.processor.registry
+        if len(self._routes) != len(registry):  # handlers registered after construction
+            self._routes = registry.routes
+        return self._routes
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):

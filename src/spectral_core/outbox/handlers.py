@@ -72,6 +72,11 @@ class HandlerRegistry:
         return self._by_topic.get(topic, ())
 
     @property
+    def routes(self) -> tuple[tuple[str, str], ...]:
+        """Every ``(topic, handler name)`` pair, in registration order."""
+        return tuple((h.topic, h.name) for h in self._by_name.values())
+
+    @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
 

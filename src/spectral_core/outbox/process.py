@@ -21,6 +21,7 @@ import psycopg
 import structlog
 from psycopg.pq import TransactionStatus
 
+from ..db._wrap import wrap_errors
 from ..errors import ConnectionLost, HandlerError
 from .backoff import next_delay
 from .claim import Claimer
@@ -97,12 +98,48 @@ class BatchProcessor:
         except Exception:  # a handler failed: redo row by row
             await self._one_by_one(conn, routable)
 
-    async def _batch(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
+    async def process_started(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        events: list[Event],
+        held: set[int],
+        fresh: set[tuple[str, int]],
+    ) -> None:
+        """Finish a batch that :meth:`Claimer.claim_started` claimed and started: its
+        handler transaction is open on ``conn`` with the rows ``held`` marked done and the
+        ledger rows of the ``fresh`` calls written.  Same outcome as :meth:`process`."""
+        if any(not self.registry.for_topic(ev.topic) for ev in events):
+            # the start left rows of unroutable topics alone: redo on the general path
+            with wrap_errors():
+                await conn.rollback()
+            await self.process(conn, events)
+            return
+        started = time.perf_counter()
+        try:
+            for handler, ev in self._calls(events):
+                if (handler.name, ev.id) in fresh:
+                    await _run_handler(handler, ev, conn)
+            with wrap_errors():
+                await conn.commit()
+        except ConnectionLost:
+            raise
+        except Exception:  # a handler failed: redo row by row
+            with wrap_errors():
+                await conn.rollback()
+            await self._one_by_one(conn, events)
+            return
+        self._settled(events, held, started)
+
+    def _calls(self, events: list[Event]) -> list[tuple[RegisteredHandler, Event]]:
+        """The (handler, event) calls of a batch, handler by handler."""
         by_handler: dict[str, tuple[RegisteredHandler, list[Event]]] = {}
         for ev in events:
             for h in self.registry.for_topic(ev.topic):
                 by_handler.setdefault(h.name, (h, []))[1].append(ev)
-        calls = [(handler, ev) for handler, evs in by_handler.values() for ev in evs]
+        return [(handler, ev) for handler, evs in by_handler.values() for ev in evs]
+
+    async def _batch(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
+        calls = self._calls(events)
         started = time.perf_counter()
         async with conn.transaction():
             held, fresh = await self.claimer.start_batch(
@@ -111,6 +148,9 @@ class BatchProcessor:
             for handler, ev in calls:
                 if (handler.name, ev.id) in fresh:
                     await _run_handler(handler, ev, conn)
+        self._settled(events, held, started)
+
+    def _settled(self, events: list[Event], held: set[int], started: float) -> None:
         if len(held) != len(events):
             # reaped while we held them: the rows we lost were neither marked done nor
             # handled by us; whoever claims them next handles them

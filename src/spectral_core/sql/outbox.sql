@@ -73,6 +73,71 @@ WITH done AS (
 SELECT d.held, f.handler_name, f.outbox_id
 FROM (SELECT coalesce(array_agg(id), '{}') AS held FROM done) AS d LEFT JOIN fresh AS f ON true
 
+-- name: prepare_claim_started
+-- description: the claim of the one-message cycle (see `claim_started_cycle`), prepared once
+-- per connection: $1 generation, $2 limit, $3 worker id.  Besides the claimed rows it leaves
+-- their ids in the session setting `spectral.claimed` for `start_claimed`, and always
+-- returns at least one row (all NULL when nothing was claimed), so the setting is written
+-- on every claim and never names an earlier batch.
+PREPARE spectral_claim_started_v1 (bigint, integer, uuid) AS
+WITH c AS (
+    SELECT id FROM core.outbox
+    WHERE generation = $1 AND status = 'pending' AND available_at <= now()
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE core.outbox AS o
+    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(), claimed_by = $3
+    FROM c
+    WHERE o.id = c.id
+    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
+), m AS MATERIALIZED (
+    SELECT set_config('spectral.claimed', coalesce(array_agg(id), '{}')::text, false) AS ids
+    FROM u
+)
+SELECT u.id, u.generation, u.topic, u.payload, u.idempotency_key, u.attempts, u.created_at
+FROM m LEFT JOIN u ON true
+
+-- name: prepare_start_claimed
+-- description: `start_batch` for the rows the claim of the same message left in
+-- `spectral.claimed`, with the routing done in SQL: $1 generation, $2 worker id, $3/$4 the
+-- (topic, handler name) pairs of the registry.  Rows of a topic no handler takes are not
+-- touched (the caller redoes such a batch on the general path).
+PREPARE spectral_start_claimed_v1 (bigint, uuid, text[], text[]) AS
+WITH done AS (
+    UPDATE core.outbox
+    SET status = 'done', finished_at = now(), claimed_by = NULL
+    WHERE id = ANY(current_setting('spectral.claimed')::bigint[]) AND generation = $1
+      AND status = 'in_flight' AND claimed_by = $2 AND topic = ANY($3)
+    RETURNING id, topic, idempotency_key
+), fresh AS (
+    INSERT INTO core.event_handled (handler_name, idempotency_key, outbox_id, generation)
+    SELECT r.h, d.idempotency_key, d.id, $1
+    FROM done AS d JOIN unnest($3, $4) AS r (t, h) ON r.t = d.topic
+    ORDER BY r.h, d.idempotency_key, d.id
+    ON CONFLICT DO NOTHING
+    RETURNING handler_name, outbox_id
+)
+SELECT d.held, f.handler_name, f.outbox_id
+FROM (SELECT coalesce(array_agg(id), '{}') AS held FROM done) AS d LEFT JOIN fresh AS f ON true
+
+-- name: claim_started_cycle
+-- description: the one-message cycle (ADR 0015): the claim in its own transaction, committed
+-- asynchronously, then the handler transaction opened and started: one round trip from a
+-- wake-up to the first handler call.  A simple-query message (parameters are rendered as
+-- literals by psycopg.sql); the explicit BEGIN/COMMIT make two transactions of it.  The
+-- second stays open for the handlers.
+BEGIN;
+SET LOCAL synchronous_commit = off;
+EXECUTE spectral_claim_started_v1 ({generation}, {limit}, {worker_id});
+COMMIT;
+BEGIN;
+EXECUTE spectral_start_claimed_v1 ({generation}, {worker_id}, {topics}, {handlers})
+
+-- name: prepared_statements
+SELECT name FROM pg_prepared_statements WHERE name = ANY(%(names)s)
+
 -- name: mark_handled
 -- description: write the ledger rows of one handler for a batch; returns the keys that were new
 INSERT INTO core.event_handled (handler_name, idempotency_key, outbox_id, generation)

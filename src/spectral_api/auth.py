@@ -24,7 +24,7 @@ from spectral_core.ratelimit import (
     ConcurrencyLimiter,
     RateLimiter,
     TenantLimits,
-    rate_limit_headers,
+    rate_limit_header_pairs,
 )
 from spectral_core.tenants import Authenticator, Principal
 
@@ -68,8 +68,8 @@ class TenantLimiter:
             pair = self._pairs[limits] = (RateLimiter(limits), ConcurrencyLimiter(limits))
         return pair
 
-    def admit(self, who: Principal) -> tuple[Any, dict[str, str]]:
-        """Count one request; return ``(slot, headers)``.
+    def admit(self, who: Principal) -> tuple[Any, list[tuple[bytes, bytes]]]:
+        """Count one request; return ``(slot, headers)`` (ASGI header pairs).
 
         Raises:
             RateLimited: Over the rate or the concurrency cap.
@@ -77,7 +77,7 @@ class TenantLimiter:
         rate, concurrency = self._pair(who.limits(self.default))
         state = rate.acquire(who.org)
         slot = concurrency.acquire(who.org)
-        return slot, rate_limit_headers(state)
+        return slot, rate_limit_header_pairs(state)
 
 
 class ApiAuthMiddleware:
@@ -109,11 +109,10 @@ class ApiAuthMiddleware:
             await problem_response(exc)(scope, receive, send)
             return
         scope[PRINCIPAL_KEY] = who
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *raw]}
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
             await send(message)
 
         try:

@@ -48,6 +48,7 @@ __all__ = [
     "RateLimitState",
     "RateLimiter",
     "TenantLimits",
+    "rate_limit_header_pairs",
     "rate_limit_headers",
 ]
 
@@ -122,15 +123,40 @@ def rate_limit_headers(state: RateLimitState, retry_after: float | None = None) 
     return headers
 
 
+def rate_limit_header_pairs(state: RateLimitState) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_limit_headers` (without ``Retry-After``) as ASGI header pairs.
+
+    The same names (lower case) and values; the ``RateLimit-Policy`` value, constant per
+    policy and limits, is formatted once.
+    """
+    key = (state.policy, state.limit, state.window)
+    policy = _policy_values.get(key)
+    if policy is None:
+        if len(_policy_values) >= 1024:  # bounded: one entry per distinct limits value
+            _policy_values.clear()
+        policy = _policy_values[key] = rate_limit_headers(state)["RateLimit-Policy"].encode()
+    current = f'"{state.policy}";r={state.remaining};t={math.ceil(state.reset)}'
+    return [(b"ratelimit-policy", policy), (b"ratelimit", current.encode())]
+
+
+_policy_values: dict[tuple[str, int, float | None], bytes] = {}
+
+
 class _Policies:
     def __init__(self, default: TenantLimits, overrides: Mapping[str, TenantLimits] | None) -> None:
         if not isinstance(default, TenantLimits):
             raise ConfigError("default limits must be TenantLimits")
         self.default = default
         self.overrides = dict(overrides or {})
+        # (limits, GCRA emission interval, tolerance) per override, and for the default
+        self._params = {t: (lim, *_gcra_params(lim)) for t, lim in self.overrides.items()}
+        self._default_params = (default, *_gcra_params(default))
 
     def get(self, tenant: str) -> TenantLimits:
         return self.overrides.get(tenant, self.default)
+
+    def params(self, tenant: str) -> tuple[TenantLimits, int, int]:
+        return self._params.get(tenant, self._default_params)
 
 
 class RateLimiter:
@@ -182,8 +208,7 @@ class RateLimiter:
         Raises:
             RateLimited: Over the rate; ``.retry_after`` is the wait until one request fits.
         """
-        limits = self._policies.get(tenant)
-        interval, tolerance = _gcra_params(limits)
+        limits, interval, tolerance = self._policies.params(tenant)
         with self._lock:
             now = math.floor(self._clock() * _NS)
             self._prune(now)

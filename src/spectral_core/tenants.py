@@ -274,6 +274,12 @@ class Authenticator:
         if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             raise TenantError("invalid API key", reason="bad_key")
         digest = hash_token(token)
+        hit = self._cache.get(digest)
+        if hit is not None and self._clock() - hit[0] < self.ttl_s / 2:
+            # the common case: a fresh entry, nothing to refresh (same outcome as below)
+            if hit[1] is None:
+                raise TenantError("invalid API key", reason="bad_key")
+            return hit[1]
         hit = self._fresh(digest, self.ttl_s)
         lock = self._locks.get(digest)
         # An entry is never used once ``ttl_s`` old: callers then wait for the lookup (single

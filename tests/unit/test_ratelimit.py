@@ -15,6 +15,7 @@ from spectral_core.ratelimit import (
     RateLimiter,
     RateLimitState,
     TenantLimits,
+    rate_limit_header_pairs,
     rate_limit_headers,
 )
 
@@ -140,6 +141,49 @@ def test_headers_follow_ietf_draft() -> None:
         "RateLimit-Policy": '"concurrency";q=4',
         "RateLimit": '"concurrency";r=3;t=0',
     }
+
+
+@given(
+    policy=st.sampled_from(["rate", "concurrency"]),
+    limit=st.integers(min_value=1, max_value=10**7),
+    remaining=st.integers(min_value=0, max_value=10**7),
+    reset=st.floats(min_value=0, max_value=1e6),
+    window=st.none() | st.floats(min_value=1e-9, max_value=1e6),
+)
+def test_header_pairs_are_the_encoded_headers(
+    policy: str, limit: int, remaining: int, reset: float, window: float | None
+) -> None:
+    """The ASGI pairs the middleware sends are exactly ``rate_limit_headers``, encoded."""
+    state = RateLimitState(
+        policy=policy,  # type: ignore[arg-type]
+        limit=limit,
+        remaining=remaining,
+        reset=reset,
+        window=window,
+    )
+    expected = [(k.lower().encode(), v.encode()) for k, v in rate_limit_headers(state).items()]
+    assert rate_limit_header_pairs(state) == expected
+    assert rate_limit_header_pairs(state) == expected  # cached policy value
+
+
+def test_limits_per_tenant_override_use_their_own_rate() -> None:
+    """Precomputed GCRA parameters follow each tenant's override and the default."""
+    clock = FakeClock()
+    limiter = RateLimiter(
+        TenantLimits(rate=1, burst=1),
+        {"big": TenantLimits(rate=1, burst=3)},
+        clock=clock,
+    )
+    assert [_admitted(limiter, "big") for _ in range(4)] == [True, True, True, False]
+    assert [_admitted(limiter, "small") for _ in range(2)] == [True, False]
+
+
+def _admitted(limiter: RateLimiter, tenant: str) -> bool:
+    try:
+        limiter.acquire(tenant)
+    except RateLimited:
+        return False
+    return True
 
 
 def test_invalid_limits_are_refused() -> None:

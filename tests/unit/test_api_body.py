@@ -1,0 +1,62 @@
+"""The raw-ASGI body reader of the decide route behaves like the ``Request`` one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from spectral_api.errors import BadRequest, PayloadTooLarge
+from spectral_api.routes._body import read_asgi_body
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def channel(*messages: dict[str, Any]) -> Callable[[], Awaitable[dict[str, Any]]]:
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return receive
+
+
+def scope(length: bytes | None = None) -> dict[str, Any]:
+    headers = [(b"host", b"x")]
+    if length is not None:
+        headers.append((b"content-length", length))
+    return {"type": "http", "headers": headers}
+
+
+def part(body: bytes, more: bool = False) -> dict[str, Any]:
+    return {"type": "http.request", "body": body, "more_body": more}
+
+
+async def test_one_message_and_chunks_are_read_whole() -> None:
+    assert await read_asgi_body(scope(b"5"), channel(part(b"hello")), 10) == b"hello"
+    chunks = channel(part(b"he", True), part(b"", True), part(b"llo"))
+    assert await read_asgi_body(scope(), chunks, 10) == b"hello"
+    assert await read_asgi_body(scope(), channel({"type": "http.request"}), 10) == b""
+
+
+async def test_oversize_is_refused_by_header_and_while_streaming() -> None:
+    with pytest.raises(PayloadTooLarge):
+        await read_asgi_body(scope(b"11"), channel(part(b"x" * 11)), 10)
+    with pytest.raises(PayloadTooLarge):  # a lying (or absent) Content-Length
+        await read_asgi_body(scope(b"1"), channel(part(b"x" * 11)), 10)
+    with pytest.raises(PayloadTooLarge):
+        await read_asgi_body(scope(), channel(*[part(b"x" * 4, True)] * 3, part(b"")), 10)
+
+
+async def test_bad_length_and_disconnect_are_bad_requests() -> None:
+    for bad in (b"", b"-1", b"1e3", b"\xb2"):
+        with pytest.raises(BadRequest):
+            await read_asgi_body(scope(bad), channel(part(b"x")), 10)
+    with pytest.raises(BadRequest):
+        await read_asgi_body(scope(), channel(part(b"x", True), {"type": "http.disconnect"}), 10)

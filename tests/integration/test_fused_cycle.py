@@ -286,3 +286,40 @@ async def test_a_start_that_keeps_failing_still_reaches_dead_through_the_retry_p
     ).fetchone()
     assert status == "dead" and "ledger refuses poison" in error
     assert conn.execute("SELECT key FROM public.effects").fetchall() == [("good",)]
+
+
+async def test_the_start_takes_only_rows_still_in_flight_under_our_worker_id(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """The start statement re-checks every id the claim left it: a row the reaper took
+    back (pending) or that another worker holds is neither marked done nor written to the
+    ledger; only rows still in flight under our worker id are."""
+    ids = Publisher(generation).publish_many(
+        conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(3)]
+    )
+    me, other = uuid.uuid4(), uuid.uuid4()
+    conn.execute(
+        "UPDATE core.outbox SET status = 'in_flight', claimed_by = %s WHERE id = %s",
+        (other, ids[0]),
+    )
+    conn.execute(
+        "UPDATE core.outbox SET status = 'in_flight', claimed_by = %s WHERE id = %s",
+        (me, ids[2]),
+    )
+    claimer = Claimer(generation, me)
+    async with db.pool.connection() as c:
+        await claimer._prepare(c)
+        claimed = "{" + ",".join(map(str, ids)) + "}"
+        await c.execute("SELECT set_config('spectral.claimed', %s, false)", (claimed,))
+        start = psycopg.sql.SQL("EXECUTE spectral_start_claimed_v1 ({}, {}, {}, {})").format(
+            generation, me, ["t.x"], ["workers.a.one"]
+        )
+        async with c.transaction():
+            rows_ = await (await c.execute(start)).fetchall()
+    assert rows_ == [([ids[2]], "workers.a.one", ids[2])]
+    assert conn.execute("SELECT status FROM core.outbox ORDER BY id").fetchall() == [
+        ("in_flight",),
+        ("pending",),
+        ("done",),
+    ]
+    assert conn.execute("SELECT idempotency_key FROM core.event_handled").fetchall() == [("k2",)]

@@ -1,8 +1,9 @@
 """Hypothesis state machine over the real outbox (real PostgreSQL).
 
 Random interleavings of publishes (committed and rolled back) in two generations, claims
-by two consumers per generation, handler successes and failures, crashes at any step
-(before handling, in the middle of a batch transaction, after handling), and reaper runs.
+by two consumers per generation (separately, or claim and start in one message as the
+consumer does), handler successes and failures, crashes at any step (before handling, in
+the middle of a batch transaction, after handling), and reaper runs.
 
 Invariants:
 * no row is ever claimed or handled by a consumer of another generation;
@@ -188,6 +189,38 @@ class OutboxMachine(RuleBasedStateMachine):
         self.env.portal.call(c.processor.process, c.conn, c.held)
         c.held = []
 
+    @rule(
+        which=st.integers(0, 3),
+        limit=st.integers(1, 5),
+        fail_keys=st.sets(st.sampled_from(KEYS), max_size=3),
+        die=st.booleans(),
+    )
+    def fused_cycle(self, which: int, limit: int, fail_keys: set[str], die: bool) -> None:
+        """The consumer's one-message cycle (claim + start in one round trip), finished
+        normally or with the worker dying inside the open handler transaction."""
+        c = self.cons[which]
+        if c.held:
+            return
+        events, held, fresh = self.env.portal.call(
+            c.claimer.claim_started, c.conn, limit, self.registry.routes
+        )
+        for ev in events:
+            assert ev.generation == c.gen
+            assert self.committed[ev.id][0] == c.gen
+        if not events:
+            return
+        self.current = c
+        if not die:
+            self.failing = fail_keys
+            self.env.portal.call(c.processor.process_started, c.conn, events, held, fresh)
+            return
+        self.crash_next = True
+        try:
+            self.env.portal.call(_die_in_open_batch, c.processor, c.conn, events, fresh)
+        finally:
+            self.crash_next = False
+        self._mark_dead(c)
+
     @rule(which=st.integers(0, 3), mid_batch=st.booleans())
     def crash(self, which: int, mid_batch: bool) -> None:
         """The worker dies: with its batch unhandled, or inside the batch transaction."""
@@ -203,6 +236,9 @@ class OutboxMachine(RuleBasedStateMachine):
                 pass
             finally:
                 self.crash_next = False
+        self._mark_dead(c)
+
+    def _mark_dead(self, c: Consumer) -> None:
         self.env.sync.execute(
             "UPDATE core.workers SET last_seen = now() - interval '1 hour' WHERE id = %s",
             (c.worker_id,),
@@ -292,15 +328,28 @@ class OutboxMachine(RuleBasedStateMachine):
                 assert (name, key) in handled
 
     def crash_consumer_quietly(self, c: Consumer) -> None:
-        self.env.sync.execute(
-            "UPDATE core.workers SET last_seen = now() - interval '1 hour' WHERE id = %s",
-            (c.worker_id,),
-        )
-        c.restart()
+        self._mark_dead(c)
 
 
 class _Rollback(Exception):
     pass
+
+
+async def _die_in_open_batch(
+    processor: BatchProcessor,
+    conn: psycopg.AsyncConnection[Any],
+    events: list[Event],
+    fresh: set[tuple[str, int]],
+) -> None:
+    """Run a started batch's handlers until one dies; the server then aborts the open
+    transaction (as when the worker's connection drops before COMMIT)."""
+    try:
+        for handler, ev in processor._calls(events):
+            if (handler.name, ev.id) in fresh:
+                await handler.fn(ev, conn)
+    except Crash:
+        pass
+    await conn.rollback()
 
 
 def test_outbox_state_machine(env: Env) -> None:

@@ -333,7 +333,7 @@ async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
     settings = Settings(database_url=uri, generation=GEN, database_pool_min=lanes,
                         database_pool_max=lanes + 2)
     config = ConsumerConfig(batch_size=cfg["batch"], lanes=lanes, listen=cfg["listen"],
-                            poll_interval_s=cfg["poll"])
+                            poll_interval_s=cfg["poll"], fused_cycle=cfg.get("fused", True))
     async with open_pools(settings) as db:
         consumer = Consumer(db, generation=GEN, worker_id=uuid.uuid4(), registry=registry,
                             config=config)
@@ -436,7 +436,7 @@ async def _fill(uri: str, n: int) -> None:
 
 
 def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
-               analyze: bool | None = None) -> dict[str, Any]:
+               analyze: bool | None = None, cycle: str = "fused") -> dict[str, Any]:
     analyze = a.analyze if analyze is None else analyze
     reset(uri)
     asyncio.run(_fill(uri, n))
@@ -451,7 +451,7 @@ def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
               "CHECKPOINT")
     w = Workers(uri, {"mode": "drain", "procs": procs, "lanes": lanes, "batch": batch, "listen": True,
                       "poll": a.poll_interval, "log_level": a.log_level, "loop": a.loop,
-                      "profile": a.profile_consumer}, procs)
+                      "profile": a.profile_consumer, "fused": cycle == "fused"}, procs)
     try:
         w.start()
         t_go = time.monotonic()
@@ -464,7 +464,7 @@ def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
     last = max(t for d in done for _, t in d["seen"])
     cpu = sum(d["cpu"] for d in done)
     res = {"n": n, "lanes": lanes, "batch": batch, "procs": procs, "handled": handled,
-           "analyzed": analyze,
+           "analyzed": analyze, "cycle": cycle,
            "rate": n / (settled - t_go), "rate_to_last_handler": n / (last - t_go),
            "consumer_cpu_us_per_event": cpu / n * 1e6}
     if handled != n:
@@ -476,11 +476,12 @@ def bench_drain(uri: str, a) -> list[dict[str, Any]]:
     rows = []
     for lanes in a.lanes:
         for batch in a.batches:
-            r = drain_once(uri, a.drain_n, lanes, batch, 1, a)
-            rows.append(r)
-            say(f"(c) drain n={a.drain_n:,} lanes={lanes} batch={batch:<4} {r['rate']:9,.0f} ev/s settled "
-                f"({r['rate_to_last_handler']:,.0f} to last handler)  consumer CPU "
-                f"{r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+            for cycle in a.cycles:
+                r = drain_once(uri, a.drain_n, lanes, batch, 1, a, cycle=cycle)
+                rows.append(r)
+                say(f"(c) drain n={a.drain_n:,} lanes={lanes} batch={batch:<4} {cycle:7s} {r['rate']:9,.0f} ev/s settled "
+                    f"({r['rate_to_last_handler']:,.0f} to last handler)  consumer CPU "
+                    f"{r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
     if a.analyze and a.plan_check:
         # the same drains on a table without statistics: shows how much the claim plan chosen
         # under "every row is pending" statistics costs (see docs/performance.md)
@@ -541,12 +542,13 @@ async def _produce(uri: str, rate: float, seconds: float, producers: int):
     return commits, n / wall
 
 
-def latency_once(uri: str, rate: float, seconds: float, listen: bool, a) -> dict[str, Any]:
+def latency_once(uri: str, rate: float, seconds: float, listen: bool, a,
+                 cycle: str = "fused") -> dict[str, Any]:
     reset(uri)
     admin(uri, "VACUUM ANALYZE core.outbox", "CHECKPOINT")
     w = Workers(uri, {"mode": "steady", "lanes": a.steady_lanes, "batch": a.steady_batch,
                       "listen": listen, "poll": a.poll_interval, "log_level": a.log_level,
-                      "loop": a.loop,
+                      "loop": a.loop, "fused": cycle == "fused",
                       "profile": a.profile_consumer})
     producers = max(1, int(rate // 250))
     try:
@@ -563,7 +565,7 @@ def latency_once(uri: str, rate: float, seconds: float, listen: bool, a) -> dict
     seen = {s: t for s, t in done["seen"] if s >= 0}
     from_commit_sent = [seen[s] - commits[s][0] for s in commits if s in seen]
     from_commit_ack = [seen[s] - commits[s][1] for s in commits if s in seen]
-    res = {"rate": rate, "offered": offered, "seconds": seconds, "listen": listen,
+    res = {"rate": rate, "offered": offered, "seconds": seconds, "listen": listen, "cycle": cycle,
            "producers": producers, "n": len(commits), "handled": len(seen),
            "consumer_cpu_s": cpu, "consumer_cpu_us_per_event": cpu / max(1, len(seen)) * 1e6}
     for name, xs in (("from_commit", from_commit_sent), ("from_commit_ack", from_commit_ack)):
@@ -578,15 +580,16 @@ def bench_latency(uri: str, a) -> list[dict[str, Any]]:
     rows = []
     for listen in (True, False):
         for rate in a.rates:
-            secs = a.steady_seconds if rate <= 100 else a.steady_seconds / 2
-            r = latency_once(uri, rate, secs, listen, a)
-            rows.append(r)
-            say(f"(d) steady {rate:6,.0f}/s (offered {r['offered']:,.0f}/s, {r['producers']} producer conns) "
-                f"listen={'on ' if listen else 'off'} commit->handler p50 {r['from_commit_p50_ms']:7.2f} ms "
-                f"p90 {r['from_commit_p90_ms']:7.2f} p99 {r['from_commit_p99_ms']:7.2f} max "
-                f"{r['from_commit_max_ms']:7.2f} (from COMMIT ack: p50 {r['from_commit_ack_p50_ms']:.2f} "
-                f"p99 {r['from_commit_ack_p99_ms']:.2f})  consumer CPU {r['consumer_cpu_us_per_event']:.0f} "
-                f"us/ev  handled {r['handled']}/{r['n']}")
+            for cycle in a.cycles if listen else a.cycles[:1]:
+                secs = a.steady_seconds if rate <= 100 else a.steady_seconds / 2
+                r = latency_once(uri, rate, secs, listen, a, cycle=cycle)
+                rows.append(r)
+                say(f"(d) steady {rate:6,.0f}/s (offered {r['offered']:,.0f}/s, {r['producers']} producer conns) "
+                    f"listen={'on ' if listen else 'off'} {cycle:7s} commit->handler p50 {r['from_commit_p50_ms']:7.2f} ms "
+                    f"p90 {r['from_commit_p90_ms']:7.2f} p99 {r['from_commit_p99_ms']:7.2f} max "
+                    f"{r['from_commit_max_ms']:7.2f} (from COMMIT ack: p50 {r['from_commit_ack_p50_ms']:.2f} "
+                    f"p99 {r['from_commit_ack_p99_ms']:.2f})  consumer CPU {r['consumer_cpu_us_per_event']:.0f} "
+                    f"us/ev  handled {r['handled']}/{r['n']}")
     return rows
 
 
@@ -670,6 +673,10 @@ def main() -> None:
     ap.add_argument("--steady-lanes", type=int, default=4)
     ap.add_argument("--steady-batch", type=int, default=100)
     ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
+    ap.add_argument("--cycle", default="fused",
+                    help="(c)/(d) consumer cycle(s), comma-separated: fused (claim and start in "
+                         "one message, the default; ADR 0015), general (claim, then BEGIN + "
+                         "start: the path behind a transaction pooler)")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                     help="consumer logging (JSON, production format, to /dev/null)")
     ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
@@ -691,6 +698,9 @@ def main() -> None:
     a.lanes = [int(x) for x in a.lanes.split(",")]
     a.batches = [int(x) for x in a.batches.split(",")]
     a.rates = [float(x) for x in a.rates.split(",")]
+    a.cycles = [x for x in a.cycle.split(",") if x]
+    if not a.cycles or set(a.cycles) - {"fused", "general"}:
+        ap.error("--cycle takes fused and/or general")
     a.plan_check = [int(x) for x in a.plan_check.split(",") if x]
     if a.quick:
         a.rounds, a.single_n, a.batch_calls, a.drain_n, a.steady_seconds = 1, 200, 20, 3000, 2.0

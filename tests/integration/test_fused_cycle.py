@@ -323,3 +323,63 @@ async def test_the_start_takes_only_rows_still_in_flight_under_our_worker_id(
         ("done",),
     ]
     assert conn.execute("SELECT idempotency_key FROM core.event_handled").fetchall() == [("k2",)]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["general", "fused"])
+async def test_an_orphan_release_waits_for_the_claims_under_way(
+    db: Database, conn: psycopg.Connection[Any], generation: int, fused: bool
+) -> None:
+    """Lanes claim side by side.  An orphan release by one lane must not re-pend rows
+    another lane has claimed but not yet recorded: the release waits for claims under way
+    (here one held up right after its claim returned).  Every row is claimed once and none
+    is lost to the release."""
+    from structlog.testing import capture_logs
+
+    effect_table(conn)
+    Publisher(generation).publish_many(
+        conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(3)]
+    )
+    gate = anyio.Event()
+    paused = anyio.Event()
+
+    class HeldUp(Claimer):
+        async def _hold(self, events: list[Event]) -> None:
+            if events and not paused.is_set():
+                consumer._orphans = True  # as after another lane's failure
+                paused.set()
+                await gate.wait()
+
+        async def claim(self, c: Any, limit: int) -> list[Event]:
+            events = await super().claim(c, limit)
+            await self._hold(events)
+            return events
+
+        async def claim_started(self, c: Any, limit: int, routes: Any) -> Any:
+            started = await super().claim_started(c, limit, routes)
+            await self._hold(started[0])
+            return started
+
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=recording_registry("workers.a.one"),
+        config=ConsumerConfig(lanes=2, batch_size=10, poll_interval_s=0.05, fused_cycle=fused),
+    )
+    consumer.claimer = consumer.processor.claimer = HeldUp(generation, consumer.claimer.worker_id)
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.run)
+            with anyio.fail_after(10):
+                await paused.wait()
+            await anyio.sleep(0.3)  # the other lane polls meanwhile and wants to release
+            gate.set()
+            with anyio.fail_after(10):
+                while conn.execute(
+                    "SELECT count(*) FROM core.outbox WHERE status = 'done'"
+                ).fetchone() != (3,):
+                    await anyio.sleep(0.02)
+            consumer.stop()
+    assert conn.execute("SELECT attempts FROM core.outbox").fetchall() == [(1,)] * 3
+    assert not [e for e in logs if e["event"] == "outbox.claim_lost"]
+    assert conn.execute("SELECT count(*) FROM public.effects").fetchone() == (3,)

@@ -116,6 +116,8 @@ class Consumer:
         self._down_since: float | None = None
         self._listening = anyio.Event()
         self._claim_lock = anyio.Lock(fast_acquire=True)
+        self._claiming = 0  # claims under way (claimed, not yet recorded in _inflight)
+        self._no_claims: anyio.Event | None = None
         self._routes = registry.routes
         #: after a failed one-message cycle the next claim takes the general path, so a
         #: batch whose start keeps failing still reaches the per-row retry policy
@@ -179,11 +181,16 @@ class Consumer:
             try:
                 async with self.db.pool.connection() as conn:
                     # claims and orphan releases never interleave: an orphan release must
-                    # not re-pend rows another lane has claimed but not yet recorded
+                    # not re-pend rows another lane has claimed but not yet recorded.  Claims
+                    # run side by side; a release takes the lock, so no claim starts, and
+                    # waits for the claims under way to record theirs.
                     async with self._claim_lock:
                         if self._orphans:
                             self._orphans = False
+                            await self._claims_recorded()
                             await self.claimer.release_orphans(conn, list(self._inflight))
+                        self._claiming += 1
+                    try:
                         if self.config.fused_cycle and not self._general_next:
                             try:
                                 events, held, fresh = await self.claimer.claim_started(
@@ -200,6 +207,10 @@ class Consumer:
                             held, fresh, started = set(), set(), False
                         ids = [e.id for e in events]
                         self._inflight.update(ids)
+                    finally:
+                        self._claiming -= 1
+                        if not self._claiming and self._no_claims is not None:
+                            self._no_claims.set()
                     n = len(events)
                     if n:
                         if n == batch:
@@ -242,6 +253,13 @@ class Consumer:
                 continue
             if n < batch:
                 await self._wait_for_work()
+
+    async def _claims_recorded(self) -> None:
+        """Wait until no claim is under way (called with the claim lock held)."""
+        while self._claiming:
+            self._no_claims = anyio.Event()
+            await self._no_claims.wait()
+        self._no_claims = None
 
     def _current_routes(self) -> tuple[tuple[str, str], ...]:
         registry = self.processor.registry

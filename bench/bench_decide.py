@@ -62,7 +62,6 @@ def serve(port: int) -> None:
 
     from spectral_api import create_app
     from spectral_core import Settings, open_pools
-
     from spectral_core.boot import event_loop_options
 
     settings = Settings.from_env(os.environ)
@@ -187,6 +186,30 @@ async def load(port: int, payload: bytes, concurrency: int, seconds: float
             "requests": len(latencies), "statuses": statuses}
 
 
+def server_cpu_s(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of the server process so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def measure(port: int, pid: int, payload: bytes, concurrency: int, seconds: float
+            ) -> dict[str, Any]:
+    """One round of :func:`load`, plus the server's CPU time per request."""
+    before = server_cpu_s(pid)
+    result = anyio.run(load, port, payload, concurrency, seconds, backend="asyncio")
+    after = server_cpu_s(pid)
+    n = result["requests"]
+    result["cpu_us"] = result["sys_us"] = None
+    if before is not None and after is not None and n:
+        result["cpu_us"] = (sum(after) - sum(before)) / n * 1e6
+        result["sys_us"] = (after[1] - before[1]) / n * 1e6
+    return result
+
+
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -250,8 +273,8 @@ def main() -> int:
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, payload in variants.items():
-                results[name].append(anyio.run(load, port, payload, args.concurrency,
-                                               args.seconds, backend="asyncio"))
+                results[name].append(measure(port, proc.pid, payload, args.concurrency,
+                                             args.seconds))
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -264,8 +287,10 @@ def main() -> int:
     best = {name: max(rounds, key=lambda r: r["rps"]) for name, rounds in results.items()}
     if args.only:
         r = best[args.only]
+        c = _median_cpu(results[args.only])
         print(f"{args.only}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-              f"p99 {r['p99_ms']:.2f} ms, statuses {r['statuses']}")
+              f"p99 {r['p99_ms']:.2f} ms, server CPU {c or 0:.0f} us/request, "
+              f"statuses {r['statuses']}")
         return 0
     for name, rounds in results.items():
         bad = {s: n for r in rounds for s, n in r["statuses"].items() if s != 200}
@@ -283,11 +308,15 @@ def main() -> int:
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
           f"{loop} loop), 1 server process, concurrency "
           f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown")
-    print(f"{'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    cpu = {name: _median_cpu(rounds) for name, rounds in results.items()}
+    sys_cpu = {name: _median_cpu(rounds, "sys_us") for name, rounds in results.items()}
+    print(f"{'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'server CPU/req (sys)':>21}")
     for name, label in (("bare-get", "GET /bench/bare"), ("bare", "POST /bench/bare"),
                         ("decide", "POST /api/decide")):
         r = best[name]
-        print(f"{label:<22} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+        c = "n/a" if cpu[name] is None else f"{cpu[name]:.0f} us ({sys_cpu[name] or 0:.0f})"
+        print(f"{label:<22} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {c:>21}")
     ratio = best["decide"]["rps"] / best["bare"]["rps"]
     ratio_get = best["decide"]["rps"] / best["bare-get"]["rps"]
     print(f"decide / bare POST (same body) = {ratio:.0%}; decide / bare GET = {ratio_get:.0%} "
@@ -298,7 +327,17 @@ def main() -> int:
                                                          strict=True))
     print(f"decide / bare POST per round: {', '.join(f'{x:.0%}' for x in paired)}; "
           f"median {statistics.median(paired):.0%}")
+    if cpu["bare"] and cpu["decide"]:
+        # less exposed to other load on the box than requests/s: what the ratio would be if
+        # the server's own CPU were the only limit
+        print(f"server CPU per request, bare POST / decide (medians over rounds) = "
+              f"{cpu['bare'] / cpu['decide']:.0%}")
     return 0
+
+
+def _median_cpu(rounds: list[dict[str, Any]], key: str = "cpu_us") -> float | None:
+    values = [r[key] for r in rounds if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 if __name__ == "__main__":

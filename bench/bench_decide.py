@@ -47,11 +47,18 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "tests" / "modules" / "decision.wat"
-BODY = json.dumps({"domain": "credit", "action": "approve", "world_model_version": "v1",
-                   "input": {"risk": "low", "amount": 1200}}).encode()
+BODY = json.dumps(
+    {
+        "domain": "credit",
+        "action": "approve",
+        "world_model_version": "v1",
+        "input": {"risk": "low", "amount": 1200},
+    }
+).encode()
 
 
 # -- server side ----------------------------------------------------------------------------
+
 
 def serve(port: int) -> None:
     """Child process: the real app plus ``/bench/bare``, on uvicorn."""
@@ -77,22 +84,30 @@ def serve(port: int) -> None:
         async with open_pools(settings) as db:
             app = create_app(settings, db, access_log=False)
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
-            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                    access_log=False, lifespan="on",
-                                    http=os.environ.get("BENCH_HTTP", "auto"))
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                http=os.environ.get("BENCH_HTTP", "auto"),
+            )
             await uvicorn.Server(config).serve()
 
     profile = os.environ.get("BENCH_DECIDE_PROFILE")
     if profile:  # developer aid: cProfile the server, stats written at exit
         import cProfile
 
-        cProfile.runctx("anyio.run(main, backend='asyncio', backend_options=loop)", globals(),
-                        locals(), profile)
+        cProfile.runctx(
+            "anyio.run(main, backend='asyncio', backend_options=loop)", globals(), locals(), profile
+        )
     else:
         anyio.run(main, backend="asyncio", backend_options=loop)
 
 
 # -- setup ---------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -136,9 +151,13 @@ def prepare(url: str) -> tuple[int, str, str]:
 
 # -- load generator -------------------------------------------------------------------------
 
+
 def request_bytes(path: str, token: str | None, body: bytes | None) -> bytes:
-    lines = [f"{'POST' if body else 'GET'} {path} HTTP/1.1", "Host: bench",
-             "Connection: keep-alive"]
+    lines = [
+        f"{'POST' if body else 'GET'} {path} HTTP/1.1",
+        "Host: bench",
+        "Connection: keep-alive",
+    ]
     if token:
         lines.append(f"Authorization: Bearer {token}")
     if body:
@@ -146,8 +165,9 @@ def request_bytes(path: str, token: str | None, body: bytes | None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
-async def connection(port: int, payload: bytes, stop_at: float, latencies: list[float],
-                     statuses: dict[int, int]) -> None:
+async def connection(
+    port: int, payload: bytes, stop_at: float, latencies: list[float], statuses: dict[int, int]
+) -> None:
     stream = await anyio.connect_tcp("127.0.0.1", port)
     buf = b""
     async with stream:
@@ -170,8 +190,7 @@ async def connection(port: int, payload: bytes, stop_at: float, latencies: list[
             statuses[status] = statuses.get(status, 0) + 1
 
 
-async def load(port: int, payload: bytes, concurrency: int, seconds: float
-               ) -> dict[str, Any]:
+async def load(port: int, payload: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
@@ -182,8 +201,13 @@ async def load(port: int, payload: bytes, concurrency: int, seconds: float
     elapsed = time.perf_counter() - started
     latencies.sort()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return {"rps": len(latencies) / elapsed, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000,
-            "requests": len(latencies), "statuses": statuses}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "requests": len(latencies),
+        "statuses": statuses,
+    }
 
 
 def server_cpu_s(pid: int) -> tuple[float, float] | None:
@@ -196,8 +220,9 @@ def server_cpu_s(pid: int) -> tuple[float, float] | None:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def measure(port: int, pid: int, payload: bytes, concurrency: int, seconds: float
-            ) -> dict[str, Any]:
+def measure(
+    port: int, pid: int, payload: bytes, concurrency: int, seconds: float
+) -> dict[str, Any]:
     """One round of :func:`load`, plus the server's CPU time per request."""
     before = server_cpu_s(pid)
     result = anyio.run(load, port, payload, concurrency, seconds, backend="asyncio")
@@ -232,11 +257,18 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", choices=["bare", "bare-get", "decide"], default=None,
-                   help="run one variant (profiling aid; no ratio)")
-    p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto",
-                   help="uvicorn's HTTP implementation (auto: httptools when installed, as "
-                        "spectral-api runs)")
+    p.add_argument(
+        "--only",
+        choices=["bare", "bare-get", "decide"],
+        default=None,
+        help="run one variant (profiling aid; no ratio)",
+    )
+    p.add_argument(
+        "--http",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="uvicorn's HTTP implementation (auto: httptools when installed, as spectral-api runs)",
+    )
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve is not None:
@@ -255,17 +287,26 @@ def main() -> int:
         generation, token, public = prepare(url)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
-        env.update({"SPECTRAL_DATABASE_URL": url, "SPECTRAL_GENERATION": str(generation),
-                    "SPECTRAL_OPERATOR_KEYS": public, "SPECTRAL_API_RATE": "1000000",
-                    "SPECTRAL_API_BURST": "1000000", "SPECTRAL_API_CONCURRENCY": "100000",
-                    "SPECTRAL_LOG_LEVEL": "warning",
-                    "SPECTRAL_EVENT_LOOP": os.environ.get("SPECTRAL_EVENT_LOOP", "auto"),
-                    "BENCH_HTTP": args.http})
+        env.update(
+            {
+                "SPECTRAL_DATABASE_URL": url,
+                "SPECTRAL_GENERATION": str(generation),
+                "SPECTRAL_OPERATOR_KEYS": public,
+                "SPECTRAL_API_RATE": "1000000",
+                "SPECTRAL_API_BURST": "1000000",
+                "SPECTRAL_API_CONCURRENCY": "100000",
+                "SPECTRAL_LOG_LEVEL": "warning",
+                "SPECTRAL_EVENT_LOOP": os.environ.get("SPECTRAL_EVENT_LOOP", "auto"),
+                "BENCH_HTTP": args.http,
+            }
+        )
         proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
         wait_ready(port, proc)
-        variants = {"bare": request_bytes("/bench/bare", None, BODY),
-                    "bare-get": request_bytes("/bench/bare", None, None),
-                    "decide": request_bytes("/api/decide", token, BODY)}
+        variants = {
+            "bare": request_bytes("/bench/bare", None, BODY),
+            "bare-get": request_bytes("/bench/bare", None, None),
+            "decide": request_bytes("/api/decide", token, BODY),
+        }
         if args.only:
             variants = {args.only: variants[args.only]}
         for payload in variants.values():  # warm up: JIT compile, caches, pool
@@ -273,8 +314,9 @@ def main() -> int:
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, payload in variants.items():
-                results[name].append(measure(port, proc.pid, payload, args.concurrency,
-                                             args.seconds))
+                results[name].append(
+                    measure(port, proc.pid, payload, args.concurrency, args.seconds)
+                )
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -288,9 +330,11 @@ def main() -> int:
     if args.only:
         r = best[args.only]
         c = _median_cpu(results[args.only])
-        print(f"{args.only}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-              f"p99 {r['p99_ms']:.2f} ms, server CPU {c or 0:.0f} us/request, "
-              f"statuses {r['statuses']}")
+        print(
+            f"{args.only}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms, server CPU {c or 0:.0f} us/request, "
+            f"statuses {r['statuses']}"
+        )
         return 0
     for name, rounds in results.items():
         bad = {s: n for r in rounds for s, n in r["statuses"].items() if s != 200}
@@ -305,33 +349,44 @@ def main() -> int:
     loop = os.environ.get("SPECTRAL_EVENT_LOOP", "auto")
     if loop == "auto":
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
-          f"{loop} loop), 1 server process, concurrency "
-          f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown")
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
+        f"{loop} loop), 1 server process, concurrency "
+        f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown"
+    )
     cpu = {name: _median_cpu(rounds) for name, rounds in results.items()}
     sys_cpu = {name: _median_cpu(rounds, "sys_us") for name, rounds in results.items()}
-    print(f"{'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'server CPU/req (sys)':>21}")
-    for name, label in (("bare-get", "GET /bench/bare"), ("bare", "POST /bench/bare"),
-                        ("decide", "POST /api/decide")):
+    print(f"{'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU/req (sys)':>21}")
+    for name, label in (
+        ("bare-get", "GET /bench/bare"),
+        ("bare", "POST /bench/bare"),
+        ("decide", "POST /api/decide"),
+    ):
         r = best[name]
         c = "n/a" if cpu[name] is None else f"{cpu[name]:.0f} us ({sys_cpu[name] or 0:.0f})"
         print(f"{label:<22} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {c:>21}")
     ratio = best["decide"]["rps"] / best["bare"]["rps"]
     ratio_get = best["decide"]["rps"] / best["bare-get"]["rps"]
-    print(f"decide / bare POST (same body) = {ratio:.0%}; decide / bare GET = {ratio_get:.0%} "
-          "(best rounds; target >= 60%)")
+    print(
+        f"decide / bare POST (same body) = {ratio:.0%}; decide / bare GET = {ratio_get:.0%} "
+        "(best rounds; target >= 60%)"
+    )
     # rounds run back to back (bare, bare GET, decide): the ratio within each round is less
     # exposed to the box's drift than best-vs-best
-    paired = sorted(d["rps"] / b["rps"] for b, d in zip(results["bare"], results["decide"],
-                                                         strict=True))
-    print(f"decide / bare POST per round: {', '.join(f'{x:.0%}' for x in paired)}; "
-          f"median {statistics.median(paired):.0%}")
+    paired = sorted(
+        d["rps"] / b["rps"] for b, d in zip(results["bare"], results["decide"], strict=True)
+    )
+    print(
+        f"decide / bare POST per round: {', '.join(f'{x:.0%}' for x in paired)}; "
+        f"median {statistics.median(paired):.0%}"
+    )
     if cpu["bare"] and cpu["decide"]:
         # less exposed to other load on the box than requests/s: what the ratio would be if
         # the server's own CPU were the only limit
-        print(f"server CPU per request, bare POST / decide (medians over rounds) = "
-              f"{cpu['bare'] / cpu['decide']:.0%}")
+        print(
+            f"server CPU per request, bare POST / decide (medians over rounds) = "
+            f"{cpu['bare'] / cpu['decide']:.0%}"
+        )
     return 0
 
 

@@ -89,8 +89,9 @@ class ApiAuthMiddleware:
         limiter: Per-tenant limits.
     """
 
-    def __init__(self, app: ASGIApp, *, authenticator: Authenticator,
-                 limiter: TenantLimiter) -> None:
+    def __init__(
+        self, app: ASGIApp, *, authenticator: Authenticator, limiter: TenantLimiter
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.limiter = limiter

@@ -73,8 +73,11 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         """The tenant's limits: its overrides on top of ``default``."""
         if self.rate is None and self.burst is None and self.concurrency is None:
             return default
-        return TenantLimits(rate=self.rate or default.rate, burst=self.burst or default.burst,
-                            concurrency=self.concurrency or default.concurrency)
+        return TenantLimits(
+            rate=self.rate or default.rate,
+            burst=self.burst or default.burst,
+            concurrency=self.concurrency or default.concurrency,
+        )
 
 
 class TenantInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,8 +105,11 @@ def validate_org(org: str) -> str:
         TenantError: ``reason="bad_org"``.
     """
     if not isinstance(org, str) or not _ORG_RE.fullmatch(org):
-        raise TenantError("org names are 1-63 characters of a-z, 0-9 and '-', starting with a "
-                          "letter or digit", reason="bad_org", org=org)
+        raise TenantError(
+            "org names are 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit",
+            reason="bad_org",
+            org=org,
+        )
     return org
 
 
@@ -112,15 +118,17 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-async def _one(conn: psycopg.AsyncConnection[Any], name: str,
-               params: dict[str, Any]) -> tuple[Any, ...] | None:
+async def _one(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any]
+) -> tuple[Any, ...] | None:
     with wrap_errors():
         cur = await conn.execute(query(name), params)
         return await cur.fetchone()
 
 
-async def create_tenant(conn: psycopg.AsyncConnection[Any], org: str, *,
-                        limits: TenantLimits | None = None) -> bool:
+async def create_tenant(
+    conn: psycopg.AsyncConnection[Any], org: str, *, limits: TenantLimits | None = None
+) -> bool:
     """Create a tenant (idempotent).
 
     Returns:
@@ -130,26 +138,39 @@ async def create_tenant(conn: psycopg.AsyncConnection[Any], org: str, *,
         TenantError: Bad org name.
     """
     validate_org(org)
-    row = await _one(conn, "insert_tenant", {
-        "org": org, "rate": limits.rate if limits else None,
-        "burst": limits.burst if limits else None,
-        "concurrency": limits.concurrency if limits else None})
+    row = await _one(
+        conn,
+        "insert_tenant",
+        {
+            "org": org,
+            "rate": limits.rate if limits else None,
+            "burst": limits.burst if limits else None,
+            "concurrency": limits.concurrency if limits else None,
+        },
+    )
     if row is not None:
         log.info("tenant.created", org=org)
     return row is not None
 
 
-async def set_tenant_limits(conn: psycopg.AsyncConnection[Any], org: str,
-                            limits: TenantLimits | None) -> None:
+async def set_tenant_limits(
+    conn: psycopg.AsyncConnection[Any], org: str, limits: TenantLimits | None
+) -> None:
     """Set (or clear, with None) a tenant's rate/burst/concurrency overrides.
 
     Raises:
         TenantError: No such tenant.
     """
-    row = await _one(conn, "update_tenant_limits", {
-        "org": org, "rate": limits.rate if limits else None,
-        "burst": limits.burst if limits else None,
-        "concurrency": limits.concurrency if limits else None})
+    row = await _one(
+        conn,
+        "update_tenant_limits",
+        {
+            "org": org,
+            "rate": limits.rate if limits else None,
+            "burst": limits.burst if limits else None,
+            "concurrency": limits.concurrency if limits else None,
+        },
+    )
     if row is None:
         raise TenantError("no such tenant", reason="unknown_org", org=org)
 
@@ -159,13 +180,21 @@ async def list_tenants(conn: psycopg.AsyncConnection[Any]) -> list[TenantInfo]:
     with wrap_errors():
         cur = await conn.execute(query("select_tenants"))
         rows = await cur.fetchall()
-    return [TenantInfo(org=r[0], rate=r[1], burst=r[2], concurrency=r[3], created_at=r[4],
-                       live_keys=int(r[5])) for r in rows]
+    return [
+        TenantInfo(
+            org=r[0], rate=r[1], burst=r[2], concurrency=r[3], created_at=r[4], live_keys=int(r[5])
+        )
+        for r in rows
+    ]
 
 
-async def create_api_key(conn: psycopg.AsyncConnection[Any], org: str, *,
-                         operator: bool = False, label: str | None = None
-                         ) -> tuple[ApiKeyInfo, str]:
+async def create_api_key(
+    conn: psycopg.AsyncConnection[Any],
+    org: str,
+    *,
+    operator: bool = False,
+    label: str | None = None,
+) -> tuple[ApiKeyInfo, str]:
     """Create an API key for ``org``.
 
     Returns:
@@ -177,28 +206,43 @@ async def create_api_key(conn: psycopg.AsyncConnection[Any], org: str, *,
     validate_org(org)
     exists = await _one(conn, "tenant_exists", {"org": org})
     if not (exists and exists[0]):
-        raise TenantError("no such tenant; create it first (`spectral tenants create ORG`)",
-                          reason="unknown_org", org=org)
+        raise TenantError(
+            "no such tenant; create it first (`spectral tenants create ORG`)",
+            reason="unknown_org",
+            org=org,
+        )
     key_id = "key_" + secrets.token_hex(8)
     token = f"sk_{org}_{secrets.token_urlsafe(32)}"
-    row = await _one(conn, "insert_api_key", {"id": key_id, "org": org,
-                                              "token_sha256": hash_token(token),
-                                              "operator": operator, "label": label})
+    row = await _one(
+        conn,
+        "insert_api_key",
+        {
+            "id": key_id,
+            "org": org,
+            "token_sha256": hash_token(token),
+            "operator": operator,
+            "label": label,
+        },
+    )
     assert row is not None
     log.info("tenant.key_created", org=org, key_id=key_id, operator=operator)
-    info = ApiKeyInfo(id=key_id, org=org, operator=operator, label=label, created_at=row[0],
-                      revoked_at=None)
+    info = ApiKeyInfo(
+        id=key_id, org=org, operator=operator, label=label, created_at=row[0], revoked_at=None
+    )
     return info, token
 
 
-async def list_api_keys(conn: psycopg.AsyncConnection[Any], org: str | None = None
-                        ) -> list[ApiKeyInfo]:
+async def list_api_keys(
+    conn: psycopg.AsyncConnection[Any], org: str | None = None
+) -> list[ApiKeyInfo]:
     """API keys (never their tokens), optionally of one org."""
     with wrap_errors():
         cur = await conn.execute(query("select_api_keys"), {"org": org})
         rows = await cur.fetchall()
-    return [ApiKeyInfo(id=r[0], org=r[1], operator=r[2], label=r[3], created_at=r[4],
-                       revoked_at=r[5]) for r in rows]
+    return [
+        ApiKeyInfo(id=r[0], org=r[1], operator=r[2], label=r[3], created_at=r[4], revoked_at=r[5])
+        for r in rows
+    ]
 
 
 async def revoke_api_key(conn: psycopg.AsyncConnection[Any], key_id: str) -> bool:
@@ -231,8 +275,14 @@ async def authenticate(conn: psycopg.AsyncConnection[Any], token: str) -> Princi
     row = await _one(conn, "authenticate_api_key", {"token_sha256": hash_token(token)})
     if row is None:
         raise TenantError("invalid API key", reason="bad_key")
-    return Principal(key_id=row[0], org=row[1], operator=bool(row[2]), rate=row[3],
-                     burst=row[4], concurrency=row[5])
+    return Principal(
+        key_id=row[0],
+        org=row[1],
+        operator=bool(row[2]),
+        rate=row[3],
+        burst=row[4],
+        concurrency=row[5],
+    )
 
 
 class Authenticator:
@@ -253,8 +303,14 @@ class Authenticator:
         ConfigError: Bad bounds.
     """
 
-    def __init__(self, db: Database, *, ttl_s: float = 1.0, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl_s: float = 1.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if ttl_s < 0 or max_entries < 1:
             raise ConfigError("invalid authenticator bounds")
         self.db = db

@@ -51,8 +51,9 @@ _decoder = msgspec.json.Decoder(DecideRequest)
 _inline_budgets: dict[tuple[Budget, int], Budget] = {}
 
 
-async def execute(sandbox: Sandbox, compiled: CompiledModule, input_json: bytes,
-                  budget: Budget, inline_fuel: int) -> Result:
+async def execute(
+    sandbox: Sandbox, compiled: CompiledModule, input_json: bytes, budget: Budget, inline_fuel: int
+) -> Result:
     """Run one decision: inline on a small fuel budget first, else in a worker thread.
 
     Most decisions need far less than ``inline_fuel`` (a few thousand instructions), and a
@@ -72,13 +73,16 @@ async def execute(sandbox: Sandbox, compiled: CompiledModule, input_json: bytes,
         small = _inline_budgets.get((budget, inline_fuel))
         if small is None:
             small = _inline_budgets[(budget, inline_fuel)] = msgspec.structs.replace(
-                budget, fuel=inline_fuel)
+                budget, fuel=inline_fuel
+            )
         try:
             return sandbox.run(compiled, input_json, small)
         except BudgetExceeded as exc:
             if exc.context.get("budget") not in ("fuel", "deadline"):
                 raise
     return await sandbox.run_async(compiled, input_json, budget)
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -107,18 +111,39 @@ class DecideEndpoint:
         if req.org is not None and req.org != who.org:
             # another org's module is indistinguishable from a missing one
             raise ModuleNotFound()
-        key = ModuleKey(org=who.org, domain=req.domain, action=req.action,
-                        world_model_version=req.world_model_version)
+        key = ModuleKey(
+            org=who.org,
+            domain=req.domain,
+            action=req.action,
+            world_model_version=req.world_model_version,
+        )
         compiled = await services.cache.resolve(key)
-        result = await execute(services.sandbox, compiled, _encoder.encode(req.input),
-                               services.budget, services.settings.sandbox_inline_fuel)
+        result = await execute(
+            services.sandbox,
+            compiled,
+            _encoder.encode(req.input),
+            services.budget,
+            services.settings.sandbox_inline_fuel,
+        )
         usage = result.usage
-        payload = _encoder.encode(DecideResponse(
-            decision=msgspec.Raw(result.output), content_hash=compiled.content_hash,
-            usage=DecideUsage(fuel=usage.fuel_consumed, wall_time_us=usage.wall_time_us,
-                              memory_bytes=usage.memory_bytes)))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"%d" % len(payload)), _JSON]})
+        payload = _encoder.encode(
+            DecideResponse(
+                decision=msgspec.Raw(result.output),
+                content_hash=compiled.content_hash,
+                usage=DecideUsage(
+                    fuel=usage.fuel_consumed,
+                    wall_time_us=usage.wall_time_us,
+                    memory_bytes=usage.memory_bytes,
+                ),
+            )
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % len(payload)), _JSON],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 

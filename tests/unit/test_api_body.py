@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from spectral_api.errors import BadRequest, PayloadTooLarge
-from spectral_api.routes._body import read_asgi_body
+from spectral_api.routes._body import read_asgi_body, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +60,13 @@ async def test_bad_length_and_disconnect_are_bad_requests() -> None:
             await read_asgi_body(scope(bad), channel(part(b"x")), 10)
     with pytest.raises(BadRequest):
         await read_asgi_body(scope(), channel(part(b"x", True), {"type": "http.disconnect"}), 10)
+
+
+async def test_request_reader_refuses_non_ascii_digits_too() -> None:
+    """``Content-Length: ²`` (latin-1 0xb2, a digit to ``str.isdigit``) is a 400, not a 500."""
+    from starlette.requests import Request
+
+    request = Request(scope(b"\xb2"), channel(part(b"x")))
+    with pytest.raises(BadRequest):
+        await read_body(request, 10)
+    assert await read_body(Request(scope(b"1"), channel(part(b"x"))), 10) == b"x"

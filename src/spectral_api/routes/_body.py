@@ -29,7 +29,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # "²" is a digit to str
             raise BadRequest("invalid Content-Length header")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)

@@ -94,7 +94,7 @@ class Claimer:
             the claimed events (possibly none), the ids marked ``done`` and the
             ``(handler name, event id)`` calls to make.  When events were claimed the
             handler transaction is left open on ``conn`` for the caller to commit or roll
-            back; when none were, it is already rolled back.
+            back; when none were, it is already ended.
 
         Raises:
             DatabaseError: the message failed; its transactions are rolled back, but rows
@@ -119,7 +119,7 @@ class Claimer:
                     # every ROLLBACK with DEALLOCATE ALL, which would drop our statements
                     await conn.commit()
             except BaseException:
-                await _rollback_quietly(conn)
+                await rollback_quietly(conn)
                 raise
         return events, held, fresh
 
@@ -140,11 +140,11 @@ class Claimer:
                 return await conn.execute(message, prepare=False)
             except psycopg.errors.InvalidSqlStatementName as exc:
                 _prepared.discard(conn)
-                await _rollback_quietly(conn)
+                await rollback_quietly(conn)
                 if retry or _CLAIM_STATEMENT not in (exc.diag.message_primary or ""):
                     raise
             except BaseException:
-                await _rollback_quietly(conn)
+                await rollback_quietly(conn)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -264,7 +264,7 @@ class Claimer:
         return cur.rowcount
 
 
-async def _rollback_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
+async def rollback_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
     """End whatever transaction a failed message left open (the pool would otherwise roll
     it back with a warning); a broken connection is the pool's to discard."""
     if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:

@@ -24,7 +24,7 @@ from psycopg.pq import TransactionStatus
 from ..db._wrap import wrap_errors
 from ..errors import ConnectionLost, HandlerError
 from .backoff import next_delay
-from .claim import Claimer
+from .claim import Claimer, rollback_quietly
 from .handlers import HandlerRegistry, RegisteredHandler
 from .records import Event
 
@@ -128,6 +128,9 @@ class BatchProcessor:
                 await conn.rollback()
             await self._one_by_one(conn, events)
             return
+        except BaseException:  # cancelled: leave no transaction open on a pooled connection
+            await rollback_quietly(conn)
+            raise
         self._settled(events, held, started)
 
     def _calls(self, events: list[Event]) -> list[tuple[RegisteredHandler, Event]]:

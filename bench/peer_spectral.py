@@ -150,7 +150,8 @@ async def _worker(uri, cfg, mode, go, stop, out, idx) -> None:
     settings = Settings(database_url=uri, generation=GENERATION, database_pool_max=lanes + 2,
                         database_pool_min=lanes)
     config = ConsumerConfig(batch_size=cfg["batch_size"], lanes=lanes, listen=cfg["listen"],
-                            poll_interval_s=cfg["poll_interval_s"])
+                            poll_interval_s=cfg["poll_interval_s"],
+                            fused_cycle=cfg.get("cycle", "fused") == "fused")
     async with open_pools(settings) as db:
         consumer = Consumer(db, generation=GENERATION, worker_id=uuid.uuid4(),
                             registry=registry, config=config)
@@ -194,6 +195,9 @@ def main() -> None:
     ap.add_argument("--no-listen", action="store_true", help="ConsumerConfig(listen=False)")
     ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--cycle", choices=["fused", "general"], default="fused",
+                    help="consumer cycle: claim and start in one message (default, ADR 0015) or "
+                         "the general path (claim, then BEGIN + start; used behind a pooler)")
     ap.add_argument("--publish", choices=["autocommit", "txn"], default="autocommit",
                     help="single enqueue: one publish statement in autocommit (its own "
                          "transaction, like the peers' enqueue; default) or wrapped in "
@@ -203,6 +207,7 @@ def main() -> None:
                          "spectral-workers runs on when it is installed, SPECTRAL_EVENT_LOOP=auto)")
     a = ap.parse_args()
     cfg = {"lanes": a.lanes, "batch_size": a.batch_size, "listen": not a.no_listen,
+           "cycle": a.cycle,
            "poll_interval_s": a.poll_interval, "log_level": a.log_level, "loop": a.loop,
            "publish": a.publish}
     import peer_spectral as mod

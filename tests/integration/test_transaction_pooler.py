@@ -19,6 +19,7 @@ import anyio
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from structlog.testing import capture_logs
 
 from spectral_core import (
     Consumer,
@@ -34,6 +35,7 @@ from spectral_core import (
 )
 from spectral_core.generations import allocate_generation
 from spectral_core.migrate import run_migrations
+from spectral_core.outbox import Claimer
 
 PGBOUNCER = shutil.which("pgbouncer") or (
     "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
@@ -41,6 +43,16 @@ PGBOUNCER = shutil.which("pgbouncer") or (
 pytestmark = pytest.mark.skipif(
     PGBOUNCER is None, reason="pgbouncer is not installed (.ci/run installs it)"
 )
+
+
+class _CountingClaimer(Claimer):
+    """Counts one-message cycles (which need server-side prepared statements)."""
+
+    fused_cycles = 0
+
+    async def claim_started(self, *args: Any, **kwargs: Any) -> Any:
+        self.fused_cycles += 1
+        return await super().claim_started(*args, **kwargs)
 
 
 def _free_port() -> int:
@@ -130,20 +142,26 @@ async def test_outbox_round_trip_through_transaction_pooler(
             registry=reg,
             config=ConsumerConfig(batch_size=7, lanes=3, poll_interval_s=0.2),
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(consumer.run)
-            tg.start_soon(beat.run)
-            with anyio.fail_after(30):
-                while len(seen) < 120:
-                    await anyio.sleep(0.05)
-            async with db.pool.connection() as c:
-                assert await Reaper(gen, stale_after_s=30, max_attempts=5).reap(c) == {
-                    "pending": 0,
-                    "dead": 0,
-                }
-            consumer.stop()
-            tg.cancel_scope.cancel()
+        consumer.claimer = consumer.processor.claimer = _CountingClaimer(gen, info.id)
+        with capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consumer.run)
+                tg.start_soon(beat.run)
+                with anyio.fail_after(30):
+                    while len(seen) < 120:
+                        await anyio.sleep(0.05)
+                async with db.pool.connection() as c:
+                    assert await Reaper(gen, stale_after_s=30, max_attempts=5).reap(c) == {
+                        "pending": 0,
+                        "dead": 0,
+                    }
+                consumer.stop()
+                tg.cancel_scope.cancel()
         await beat.mark_exited()
+    # behind the pooler the consumer keeps to the general path (no server-side prepared
+    # statements there), even with a ConsumerConfig built by hand
+    assert consumer.claimer.fused_cycles == 0
+    assert [e for e in logs if e["event"] == "consumer.db_error"] == []
     assert sorted(seen) == sorted(f"k{i}" for i in range(120))
     with psycopg.connect(empty_db_url, autocommit=True) as c:
         assert c.execute("SELECT status, count(*) FROM core.outbox GROUP BY 1").fetchall() == [

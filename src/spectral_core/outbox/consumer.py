@@ -53,8 +53,9 @@ class ConsumerConfig:
     reconnect_backoff_cap_s: float = 5.0
     outage_limit_s: float = 300.0
     retry: RetryPolicy = RetryPolicy()
-    #: claim and start the handler transaction in one message (ADR 0015); needs
-    #: server-side prepared statements, so it is off behind a transaction pooler
+    #: claim and start the handler transaction in one message (ADR 0015); it needs
+    #: server-side prepared statements, so the consumer ignores it behind a transaction
+    #: pooler (``SPECTRAL_DATABASE_TRANSACTION_POOLER``)
     fused_cycle: bool = True
 
     @classmethod
@@ -119,6 +120,9 @@ class Consumer:
         self._claiming = 0  # claims under way (claimed, not yet recorded in _inflight)
         self._no_claims: anyio.Event | None = None
         self._routes = registry.routes
+        #: the one-message cycle needs server-side prepared statements: never behind a
+        #: transaction pooler, whatever the config says
+        self._fused = self.config.fused_cycle and not db.settings.database_transaction_pooler
         #: after a failed one-message cycle the next claim takes the general path, so a
         #: batch whose start keeps failing still reaches the per-row retry policy
         self._general_next = False
@@ -191,7 +195,7 @@ class Consumer:
                             await self.claimer.release_orphans(conn, list(self._inflight))
                         self._claiming += 1
                     try:
-                        if self.config.fused_cycle and not self._general_next:
+                        if self._fused and not self._general_next:
                             try:
                                 events, held, fresh = await self.claimer.claim_started(
                                     conn, batch, self._current_routes()

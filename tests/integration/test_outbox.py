@@ -492,3 +492,63 @@ def test_unfinished_agent_turns_keep_a_generation_draining(
     assert drain(conn, generation, timeout_s=0.2, poll_s=0.05) == (False, 1, 0)
     conn.execute("UPDATE agent.turns SET status = 'done'")
     assert drain(conn, generation, timeout_s=0.2) == (True, 0, 0)
+
+
+async def test_claims_use_the_pending_index_on_statistics_taken_while_all_was_pending(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """ADR 0016: statistics taken while a backlog was pending say "every row is pending";
+    once most rows are done, a claim written as `generation = g ... ORDER BY id` is planned
+    as a walk of the primary key that filters out every finished row.  Both claim
+    statements (the general one and the one-message cycle's) filter on
+    `generation = ANY(ARRAY[g])` ordered by (generation, id), an order only the partial
+    pending index gives, so they stay on it whatever the statistics say."""
+    conn.execute(
+        "INSERT INTO core.outbox (generation, topic, payload, idempotency_key) "
+        "SELECT %s, 't.x', '{}', md5(i::text) FROM generate_series(1, 20000) AS i",
+        (generation,),
+    )
+    conn.execute("ANALYZE core.outbox")
+    conn.execute("UPDATE core.outbox SET status = 'done' WHERE id % 20 <> 0")
+    conn.execute("DROP INDEX core.outbox_pending_id_v1")  # the trap, without its old guard
+
+    def scans(plan: Any, under_limit: bool = False) -> set[str]:
+        """Index names (or "seq scan") of the scans below the claim's LIMIT."""
+        under_limit = under_limit or plan.get("Node Type") == "Limit"
+        found = set()
+        if under_limit and "Index Name" in plan:
+            found.add(plan["Index Name"])
+        if under_limit and plan.get("Node Type") == "Seq Scan":
+            found.add("seq scan")
+        for child in plan.get("Plans", []):
+            found |= scans(child, under_limit)
+        return found
+
+    def explain(statement: str, params: Any = None) -> set[str]:
+        return scans(
+            conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0][0]["Plan"]
+        )
+
+    # control: the equality form falls into the trap in this scenario
+    assert explain(
+        "SELECT id FROM core.outbox WHERE generation = %s AND status = 'pending' "
+        "AND available_at <= now() ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+        (generation,),
+    ) == {"outbox_pkey"}
+    from spectral_core.sql import query
+
+    claim = explain(
+        query("claim_batch"), {"generation": generation, "limit": 100, "worker_id": uuid.uuid4()}
+    )
+    assert claim == {"outbox_pending_v1"}
+    claimer = Claimer(generation, uuid.uuid4())
+    async with db.pool.connection() as c:
+        await claimer._prepare(c)
+        for _ in range(6):  # past the custom plans: the generic plan is what runs
+            cur = await c.execute(
+                psycopg.sql.SQL(
+                    "EXPLAIN (FORMAT JSON) EXECUTE spectral_claim_started_v1 ({}, 100, {})"
+                ).format(generation, uuid.uuid4()),
+            )
+            plan = scans((await cur.fetchone())[0][0]["Plan"])
+        assert plan == {"outbox_pending_v1"}

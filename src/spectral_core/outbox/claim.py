@@ -2,7 +2,8 @@
 
 :class:`Claimer` is bound to one generation and one worker at construction.  There is no
 parameter anywhere that lets a caller claim, complete, fail, release or re-pend a row of
-another generation: every statement it runs carries ``generation = <bound generation>``.
+another generation: every statement it runs filters on the bound generation
+(``generation = g``; the claims write ``generation = ANY(ARRAY[g])``, the same rows: ADR 0016).
 """
 
 from __future__ import annotations

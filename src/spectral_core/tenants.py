@@ -126,6 +126,16 @@ async def _one(
         return await cur.fetchone()
 
 
+def _limit_params(org: str, limits: TenantLimits | None) -> dict[str, Any]:
+    """A tenant's row parameters: its overrides, or NULLs for the process defaults."""
+    return {
+        "org": org,
+        "rate": limits.rate if limits else None,
+        "burst": limits.burst if limits else None,
+        "concurrency": limits.concurrency if limits else None,
+    }
+
+
 async def create_tenant(
     conn: psycopg.AsyncConnection[Any], org: str, *, limits: TenantLimits | None = None
 ) -> bool:
@@ -138,16 +148,7 @@ async def create_tenant(
         TenantError: Bad org name.
     """
     validate_org(org)
-    row = await _one(
-        conn,
-        "insert_tenant",
-        {
-            "org": org,
-            "rate": limits.rate if limits else None,
-            "burst": limits.burst if limits else None,
-            "concurrency": limits.concurrency if limits else None,
-        },
-    )
+    row = await _one(conn, "insert_tenant", _limit_params(org, limits))
     if row is not None:
         log.info("tenant.created", org=org)
     return row is not None
@@ -161,16 +162,7 @@ async def set_tenant_limits(
     Raises:
         TenantError: No such tenant.
     """
-    row = await _one(
-        conn,
-        "update_tenant_limits",
-        {
-            "org": org,
-            "rate": limits.rate if limits else None,
-            "burst": limits.burst if limits else None,
-            "concurrency": limits.concurrency if limits else None,
-        },
-    )
+    row = await _one(conn, "update_tenant_limits", _limit_params(org, limits))
     if row is None:
         raise TenantError("no such tenant", reason="unknown_org", org=org)
 

@@ -12,12 +12,12 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
-from spectral_core import Consumer, ConsumerConfig, HandlerRegistry, Publisher
+from spectral_core import Consumer, ConsumerConfig, Publisher
 from spectral_core.db import Database
 from spectral_core.errors import DatabaseError
 from spectral_core.outbox import BatchProcessor, Claimer, Event, EventIn, RetryPolicy
 
-from .test_outbox import effect_table, recording_registry, rows
+from .test_outbox import effect_table, recording_registry, rows, sync_commit_probe
 
 pytestmark = pytest.mark.anyio
 
@@ -93,12 +93,7 @@ async def test_fused_claim_commits_async_and_handlers_commit_synchronously(
     transaction (handlers' effects plus ledger) and the next ones commit synchronously."""
     Publisher(generation).publish(conn, "t.x", {})
     seen: list[str] = []
-    reg = HandlerRegistry()
-
-    async def probe(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
-        seen.append((await (await c.execute("SHOW synchronous_commit")).fetchone())[0])
-
-    reg.register("workers.a.probe", "t.x", probe)
+    reg = sync_commit_probe(seen)
     claimer = Claimer(generation, uuid.uuid4())
     async with db.pool.connection() as c:
         await c.execute("SET synchronous_commit = on")  # the test server's default is off

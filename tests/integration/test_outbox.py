@@ -188,6 +188,17 @@ async def test_claim_only_own_generation_oldest_first_and_available(
     assert {r[3] for r in rows(conn, f"generation = {other}")} == {"pending"}
 
 
+def sync_commit_probe(seen: list[str]) -> HandlerRegistry:
+    """A handler on t.x that records the synchronous_commit its transaction runs with."""
+    reg = HandlerRegistry()
+
+    async def probe(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+        seen.append((await (await c.execute("SHOW synchronous_commit")).fetchone())[0])
+
+    reg.register("workers.a.probe", "t.x", probe)
+    return reg
+
+
 async def test_handlers_and_ledger_commit_together_and_row_done(
     db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:
@@ -214,12 +225,7 @@ async def test_async_claim_commit_does_not_leak_into_the_handler_transaction(
     synchronously again."""
     Publisher(generation).publish(conn, "t.x", {})
     seen: list[str] = []
-    reg = HandlerRegistry()
-
-    async def probe(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
-        seen.append((await (await c.execute("SHOW synchronous_commit")).fetchone())[0])
-
-    reg.register("workers.a.probe", "t.x", probe)
+    reg = sync_commit_probe(seen)
     claimer = Claimer(generation, uuid.uuid4())
     async with db.pool.connection() as c:
         await c.execute("SET synchronous_commit = on")  # the test server's default is off

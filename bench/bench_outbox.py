@@ -67,6 +67,29 @@ def cpu_self() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def server_cpu(uri: str) -> float | None:
+    """CPU seconds the whole cluster used so far: the postmaster and its live children, plus
+    the children already reaped (cutime/cstime), as the peer harness's Meter counts it."""
+    import psutil
+    import psycopg
+
+    try:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pm = psutil.Process(psutil.Process(backend).ppid())
+        t = pm.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for ch in pm.children():
+            try:
+                c = ch.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:  # exited meanwhile: counted once reaped (children_*)
+                pass
+        return total
+    except (psutil.Error, psycopg.Error):  # a server on another host
+        return None
+
+
 def pct(values: list[float], p: float) -> float | None:
     """Nearest-rank percentile."""
     if not values:
@@ -454,22 +477,32 @@ def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
                       "profile": a.profile_consumer, "fused": cycle == "fused"}, procs)
     try:
         w.start()
+        s0 = server_cpu(uri)
         t_go = time.monotonic()
         w.go.set()
         settled = min(w.get_all("settled", a.timeout))
         done = w.get_all("done", 30)
     finally:
         w.join()
+    # the consumer's backends exit with its pool: give the postmaster a moment to reap them
+    # so their CPU moves to its children totals (it includes the few ms of shutting down)
+    time.sleep(0.3)
+    s1 = server_cpu(uri)
     handled = sum(d["handled"] for d in done)
     last = max(t for d in done for _, t in d["seen"])
     cpu = sum(d["cpu"] for d in done)
     res = {"n": n, "lanes": lanes, "batch": batch, "procs": procs, "handled": handled,
            "analyzed": analyze, "cycle": cycle,
            "rate": n / (settled - t_go), "rate_to_last_handler": n / (last - t_go),
-           "consumer_cpu_us_per_event": cpu / n * 1e6}
+           "consumer_cpu_us_per_event": cpu / n * 1e6,
+           "server_cpu_us_per_event": None if s0 is None or s1 is None else (s1 - s0) / n * 1e6}
     if handled != n:
         res["warning"] = f"handled {handled} != {n}"
     return res
+
+
+def _us(v: float | None) -> str:
+    return "?" if v is None else f"{v:.0f}"
 
 
 def bench_drain(uri: str, a) -> list[dict[str, Any]]:
@@ -481,7 +514,8 @@ def bench_drain(uri: str, a) -> list[dict[str, Any]]:
                 rows.append(r)
                 say(f"(c) drain n={a.drain_n:,} lanes={lanes} batch={batch:<4} {cycle:7s} {r['rate']:9,.0f} ev/s settled "
                     f"({r['rate_to_last_handler']:,.0f} to last handler)  consumer CPU "
-                    f"{r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+                    f"{r['consumer_cpu_us_per_event']:.0f} us/ev  server CPU {_us(r['server_cpu_us_per_event'])} "
+                    f"us/ev {r.get('warning', '')}")
     if a.analyze and a.plan_check:
         # the same drains on a table without statistics: shows how much the claim plan chosen
         # under "every row is pending" statistics costs (see docs/performance.md)

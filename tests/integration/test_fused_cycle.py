@@ -311,7 +311,8 @@ async def test_the_start_takes_only_rows_still_in_flight_under_our_worker_id(
         )
         async with c.transaction():
             rows_ = await (await c.execute(start)).fetchall()
-    assert rows_ == [([ids[2]], "workers.a.one", ids[2])]
+    # one row with the held ids, then one per handler call to make
+    assert rows_ == [([ids[2]], None, None), (None, "workers.a.one", ids[2])]
     assert conn.execute("SELECT status FROM core.outbox ORDER BY id").fetchall() == [
         ("in_flight",),
         ("pending",),

@@ -56,7 +56,9 @@ def _events(rows: Sequence[Sequence[Any]]) -> list[Event]:
 
 
 def _started(rows: Sequence[Sequence[Any]]) -> tuple[set[int], set[tuple[str, int]]]:
-    return set(rows[0][0]), {(r[1], r[2]) for r in rows if r[1] is not None}
+    # one row carries the held ids, the others one handler call each (sql/outbox.sql)
+    held = next(r[0] for r in rows if r[1] is None)
+    return set(held), {(r[1], r[2]) for r in rows if r[1] is not None}
 
 
 class Claimer:

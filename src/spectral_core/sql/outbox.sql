@@ -58,9 +58,11 @@ RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
 
 -- name: start_batch
 -- description: first statement of a batch's handler transaction: marks the rows we still
--- hold done and writes the ledger rows of every (handler, row) routed for them; returns the
--- ids that were still ours and the (handler, row) pairs whose key was not handled before:
--- the handler calls to make. Rolled back with the handlers if any of them fails.
+-- hold done and writes the ledger rows of every (handler, row) routed for them; returns one
+-- row with the ids that were still ours (held), then a row per (handler, row) pair whose key
+-- was not handled before: the handler calls to make.  The ids come once, not on every call
+-- row (a LEFT JOIN repeated them: 100 arrays of 100 ids printed and parsed per batch).
+-- Rolled back with the handlers if any of them fails.
 -- `status || '' = 'in_flight'` (here, in `start_claimed` and `complete_batch`): the same
 -- test in a form that does not imply the predicate of outbox_in_flight_v1, so the rows are
 -- found by their ids in the primary key.  With the plain equality the planner, whose
@@ -82,8 +84,10 @@ WITH done AS (
     ON CONFLICT DO NOTHING
     RETURNING handler_name, outbox_id
 )
-SELECT d.held, f.handler_name, f.outbox_id
-FROM (SELECT coalesce(array_agg(id), '{}') AS held FROM done) AS d LEFT JOIN fresh AS f ON true
+SELECT coalesce(array_agg(id), '{}') AS held, NULL AS handler_name, NULL::bigint AS outbox_id
+FROM done
+UNION ALL
+SELECT NULL, handler_name, outbox_id FROM fresh
 
 -- name: prepare_claim_started
 -- description: the claim of the one-message cycle (see `claim_started_cycle`), prepared once
@@ -137,8 +141,10 @@ WITH done AS (
     ON CONFLICT DO NOTHING
     RETURNING handler_name, outbox_id
 )
-SELECT d.held, f.handler_name, f.outbox_id
-FROM (SELECT coalesce(array_agg(id), '{}') AS held FROM done) AS d LEFT JOIN fresh AS f ON true
+SELECT coalesce(array_agg(id), '{}') AS held, NULL AS handler_name, NULL::bigint AS outbox_id
+FROM done
+UNION ALL
+SELECT NULL, handler_name, outbox_id FROM fresh
 
 -- name: claim_started_cycle
 -- description: the one-message cycle (ADR 0015): the claim in its own transaction, committed

@@ -49,3 +49,35 @@ def test_json_lines_carry_fields_level_and_a_utc_microsecond_timestamp(
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["timestamp"])
         stamp = dt.datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
         assert before - dt.timedelta(seconds=1) <= stamp <= after + dt.timedelta(seconds=1)
+
+
+def test_json_lines_render_exceptions_and_structlog_level_names(captured: io.BytesIO) -> None:
+    """The one-processor JSON tail keeps structlog's behaviour: `exception()` is level
+    `error` with the formatted traceback under `exception` (no raw `exc_info`), `warn` is
+    `warning`, context bound with `bind` and contextvars appear, and a value JSON cannot
+    encode is written as its `str`."""
+    log = structlog.get_logger("t")
+    try:
+        raise ZeroDivisionError("boom-7")
+    except ZeroDivisionError:
+        log.exception("failed", n=2)
+    log.warn("old.alias")
+    structlog.contextvars.bind_contextvars(request_id="r-1")
+    try:
+        log.bind(lane=3).info("bound", obj=_Opaque())
+    finally:
+        structlog.contextvars.clear_contextvars()
+    lines = [msgspec.json.decode(line) for line in captured.getvalue().splitlines()]
+    failed, alias, bound = lines
+    assert (failed["level"], failed["n"]) == ("error", 2) and "exc_info" not in failed
+    assert (
+        failed["exception"].startswith("Traceback")
+        and "ZeroDivisionError: boom-7" in (failed["exception"])
+    )
+    assert alias["level"] == "warning"
+    assert (bound["lane"], bound["request_id"], bound["obj"]) == (3, "r-1", "opaque!")
+
+
+class _Opaque:
+    def __str__(self) -> str:
+        return "opaque!"

@@ -32,6 +32,8 @@ __all__ = ["BatchProcessor", "RetryPolicy"]
 
 log = structlog.get_logger("spectral.outbox")
 
+_INERROR = int(TransactionStatus.INERROR)
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -54,7 +56,8 @@ async def _run_handler(
     row would be settled as done with no effect and no ledger row.
     """
     await handler.fn(ev, conn)
-    if conn.info.transaction_status == TransactionStatus.INERROR:
+    # the libpq status as an int: `conn.info.transaction_status` builds an enum per call
+    if conn.pgconn.transaction_status == _INERROR:
         raise HandlerError(
             f"handler {handler.name} swallowed a database error and left the transaction "
             "failed (use a savepoint: `async with conn.transaction():`)",
@@ -159,17 +162,14 @@ class BatchProcessor:
             # handled by us; whoever claims them next handles them
             log.warning("outbox.claim_lost", expected=len(events), completed=len(held))
         batch_ms = round((time.perf_counter() - started) * 1000, 2)
-        for ev in events:  # one canonical line per handled event (never the payload)
-            if ev.id not in held:
-                continue
-            log.info(
-                "outbox.handled",
-                event_id=ev.id,
-                topic=ev.topic,
-                attempts=ev.attempts,
-                batch=len(events),
-                batch_ms=batch_ms,
-            )
+        # one canonical line per handled event (never the payload); the batch's fields are
+        # bound once: a call through the module's lazy proxy costs ~4 µs more per line
+        batch_log = log.bind(batch=len(events), batch_ms=batch_ms)
+        for ev in events:
+            if ev.id in held:
+                batch_log.info(
+                    "outbox.handled", event_id=ev.id, topic=ev.topic, attempts=ev.attempts
+                )
 
     async def _one_by_one(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
         for ev in events:

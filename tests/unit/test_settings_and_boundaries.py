@@ -75,3 +75,40 @@ def test_spectral_core_imports_no_framework_or_entrypoint() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"batch_size": 0}, "batch_size must be 1..1000, got 0"),
+        ({"batch_size": 1001}, "batch_size"),
+        ({"lanes": 0}, "lanes must be 1..64"),
+        ({"poll_interval_s": 0.0}, "poll_interval_s must be > 0"),
+        ({"reconnect_backoff_cap_s": -1.0}, "reconnect_backoff_cap_s"),
+        ({"outage_limit_s": 0}, "outage_limit_s"),
+    ],
+)
+def test_consumer_config_built_by_hand_is_checked_like_the_settings(
+    kwargs: dict[str, float], fragment: str
+) -> None:
+    """A ConsumerConfig built in code gets the bounds the SPECTRAL_OUTBOX_* settings have: a
+    batch size of 0 is a ConfigError, not a consumer whose lanes claim nothing forever."""
+    from spectral_core.outbox import ConsumerConfig
+
+    with pytest.raises(ConfigError, match=fragment):
+        ConsumerConfig(**kwargs)  # type: ignore[arg-type]
+    assert ConsumerConfig(batch_size=1000, lanes=64).batch_size == 1000
+
+
+@pytest.mark.parametrize(
+    "args", [(0, 1.0, 1.0), (3, 0.0, 1.0), (3, 1.0, 0.0), (3, float("nan"), 1.0)]
+)
+def test_retry_policy_refuses_no_attempts_and_non_positive_delays(
+    args: tuple[int, float, float],
+) -> None:
+    """RetryPolicy(max_attempts < 1) would dead-letter before a first try, and a zero or NaN
+    backoff would re-claim a failing row at once: both are ConfigErrors."""
+    from spectral_core.outbox.process import RetryPolicy
+
+    with pytest.raises(ConfigError, match="RetryPolicy needs"):
+        RetryPolicy(*args)

@@ -30,7 +30,7 @@ from psycopg import sql
 from ..db import Database
 from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
-from ..errors import ConnectionLost, DatabaseError
+from ..errors import ConfigError, ConnectionLost, DatabaseError
 from ..settings import Settings
 from .claim import Claimer
 from .handlers import HandlerRegistry
@@ -58,6 +58,15 @@ class ConsumerConfig:
     #: pooler (``SPECTRAL_DATABASE_TRANSACTION_POOLER``)
     fused_cycle: bool = True
 
+    def __post_init__(self) -> None:
+        # the bounds SPECTRAL_OUTBOX_* settings enforce, for configs built by hand: a batch
+        # size of 0 would claim nothing forever and spin its lanes
+        _check(1 <= self.batch_size <= 1000, "batch_size", self.batch_size, "1..1000")
+        _check(1 <= self.lanes <= 64, "lanes", self.lanes, "1..64")
+        for name in ("poll_interval_s", "reconnect_backoff_cap_s", "outage_limit_s"):
+            value = getattr(self, name)
+            _check(value > 0, name, value, "> 0")
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ConsumerConfig:
         values: dict[str, Any] = {
@@ -80,6 +89,11 @@ class ConsumerConfig:
         }
         values.update(overrides)
         return cls(**values)
+
+
+def _check(ok: bool, name: str, value: object, bounds: str) -> None:
+    if not ok:
+        raise ConfigError(f"ConsumerConfig.{name} must be {bounds}, got {value!r}")
 
 
 def reconnect_delay(attempt: int, cap_s: float, rand: random.Random) -> float:

@@ -22,7 +22,7 @@ import structlog
 from psycopg.pq import TransactionStatus
 
 from ..db._wrap import wrap_errors
-from ..errors import ConnectionLost, HandlerError
+from ..errors import ConfigError, ConnectionLost, HandlerError
 from .backoff import next_delay
 from .claim import Claimer, rollback_quietly
 from .handlers import HandlerRegistry, RegisteredHandler
@@ -40,6 +40,13 @@ class RetryPolicy:
     max_attempts: int = 10
     base_s: float = 1.0
     cap_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or not self.base_s > 0 or not self.cap_s > 0:
+            raise ConfigError(
+                "RetryPolicy needs max_attempts >= 1 and base_s, cap_s > 0, got "
+                f"{self.max_attempts!r}, {self.base_s!r}, {self.cap_s!r}"
+            )
 
 
 def _describe(exc: BaseException) -> str:

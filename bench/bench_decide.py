@@ -4,6 +4,7 @@
     python bench/bench_decide.py --concurrency 32 --seconds 5 --rounds 3
     python bench/bench_decide.py --quick                  # smoke test
     python bench/bench_decide.py --http h11               # uvicorn's pure-Python parser
+    python bench/bench_decide.py --access-log             # with spectral-api's access log
 
 What runs:
 
@@ -80,9 +81,15 @@ def serve(port: int) -> None:
         await request.body()
         return Response(b'{"decision":{"decision":"approve"}}', media_type="application/json")
 
+    access_log = os.environ.get("BENCH_ACCESS_LOG") == "1"
+    if access_log:  # as spectral-api logs: JSON lines at the settings' level (stdout: /dev/null)
+        from spectral_core.logging import configure_logging
+
+        configure_logging(fmt="json", level=settings.log_level)
+
     async def main() -> None:
         async with open_pools(settings) as db:
-            app = create_app(settings, db, access_log=False)
+            app = create_app(settings, db, access_log=access_log)
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
             config = uvicorn.Config(
                 app,
@@ -269,6 +276,13 @@ def main() -> int:
         default="auto",
         help="uvicorn's HTTP implementation (auto: httptools when installed, as spectral-api runs)",
     )
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="serve as spectral-api does by default: the AccessLog middleware and JSON logging "
+        "at level info (one api.request line per request, bare and decide alike), the "
+        "server's stdout discarded",
+    )
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve is not None:
@@ -295,12 +309,17 @@ def main() -> int:
                 "SPECTRAL_API_RATE": "1000000",
                 "SPECTRAL_API_BURST": "1000000",
                 "SPECTRAL_API_CONCURRENCY": "100000",
-                "SPECTRAL_LOG_LEVEL": "warning",
+                "SPECTRAL_LOG_LEVEL": "info" if args.access_log else "warning",
+                "BENCH_ACCESS_LOG": "1" if args.access_log else "0",
                 "SPECTRAL_EVENT_LOOP": os.environ.get("SPECTRAL_EVENT_LOOP", "auto"),
                 "BENCH_HTTP": args.http,
             }
         )
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL if args.access_log else None,
+        )
         wait_ready(port, proc)
         variants = {
             "bare": request_bytes("/bench/bare", None, BODY),
@@ -352,7 +371,8 @@ def main() -> int:
     print(
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
         f"{loop} loop), 1 server process, concurrency "
-        f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown"
+        f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown, "
+        f"access log {'on (JSON, info)' if args.access_log else 'off'}"
     )
     cpu = {name: _median_cpu(rounds) for name, rounds in results.items()}
     sys_cpu = {name: _median_cpu(rounds, "sys_us") for name, rounds in results.items()}

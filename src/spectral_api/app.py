@@ -153,7 +153,8 @@ def create_app(settings: Settings, db: Database, *, generation: int | None = Non
                              limiter=services.limiter)]
     if access_log:
         middleware.insert(0, Middleware(AccessLog))
-    app = Starlette(routes=[*health_routes(), *decide_routes(), *module_routes()],
+    # the hottest route first: the router tries routes in order
+    app = Starlette(routes=[*decide_routes(), *health_routes(), *module_routes()],
                     middleware=middleware, exception_handlers=exception_handlers(),
                     lifespan=lifespan)
     app.state.services = services

@@ -379,3 +379,84 @@ async def test_an_orphan_release_waits_for_the_claims_under_way(
     assert conn.execute("SELECT attempts FROM core.outbox").fetchall() == [(1,)] * 3
     assert not [e for e in logs if e["event"] == "outbox.claim_lost"]
     assert conn.execute("SELECT count(*) FROM public.effects").fetchone() == (3,)
+
+
+def _outbox_scans(plan: Any) -> set[str]:
+    """How a plan reads core.outbox: index names, or "seq scan"."""
+    found = set()
+    if plan.get("Relation Name") == "outbox" and "Scan" in plan["Node Type"]:
+        found.add(plan.get("Index Name", plan["Node Type"].lower()))
+    for child in plan.get("Plans", []):
+        found |= _outbox_scans(child)
+    return found
+
+
+def _has_initplan(plan: Any) -> bool:
+    """A sub-select evaluated once per statement ("InitPlan 1"; CTEs show as "CTE x")."""
+    return plan.get("Subplan Name", "").startswith("InitPlan") or any(
+        _has_initplan(child) for child in plan.get("Plans", [])
+    )
+
+
+async def test_start_statements_find_rows_by_primary_key_and_read_the_id_list_once(
+    db: Database, conn: psycopg.Connection[Any], generation: int
+) -> None:
+    """ADR 0017: with statistics that see no row in flight (taken while the rows were
+    pending), a settle statement testing `status = 'in_flight'` walks outbox_in_flight_v1
+    over every row the worker ever claimed and filters all its lanes' batches by id.  The
+    start statements (the fused one, generic plan included, and the general one) and
+    `complete_batch` find their rows by primary key, and the fused start reads the claimed
+    id list once (an InitPlan) instead of re-parsing it for each row it visits."""
+    from spectral_core.sql import query
+
+    conn.execute(
+        "INSERT INTO core.outbox (generation, topic, payload, idempotency_key) "
+        "SELECT %s, 't.x', '{}', md5(i::text) FROM generate_series(1, 5000) AS i",
+        (generation,),
+    )
+    conn.execute("ANALYZE core.outbox")
+    me = uuid.uuid4()
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "UPDATE core.outbox SET status = 'in_flight', claimed_by = %s "
+            "WHERE id IN (SELECT id FROM core.outbox ORDER BY id LIMIT 400) RETURNING id",
+            (me,),
+        )
+    ]
+    batch = ids[:100]
+
+    def explain(statement: str, params: Any) -> Any:
+        return conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0][0]["Plan"]
+
+    # control: the plain status test takes the in-flight index in this scenario
+    control = (
+        "UPDATE core.outbox SET status = 'done' WHERE id = ANY(%s) AND generation = %s "
+        "AND status = 'in_flight' AND claimed_by = %s"
+    )
+    assert _outbox_scans(explain(control, (batch, generation, me))) == {"outbox_in_flight_v1"}
+    params = {
+        "generation": generation,
+        "worker_id": me,
+        "ids": batch,
+        "handlers": ["workers.a.one"] * 100,
+        "keys": [f"k{i}" for i in batch],
+    }
+    for name in ("start_batch", "complete_batch"):
+        assert _outbox_scans(explain(query(name), params)) == {"outbox_pkey"}, name
+    claimer = Claimer(generation, me)
+    async with db.pool.connection() as c:
+        await claimer._prepare(c)
+        await c.execute(
+            "SELECT set_config('spectral.claimed', %s, false)",
+            ("{" + ",".join(map(str, batch)) + "}",),
+        )
+        for _ in range(6):  # past the custom plans: the generic plan is what runs
+            cur = await c.execute(
+                psycopg.sql.SQL(
+                    "EXPLAIN (FORMAT JSON) EXECUTE spectral_start_claimed_v1 ({}, {}, {}, {})"
+                ).format(generation, me, ["t.x"], ["workers.a.one"])
+            )
+            plan = (await cur.fetchone())[0][0]["Plan"]
+            assert _outbox_scans(plan) == {"outbox_pkey"}
+            assert _has_initplan(plan)

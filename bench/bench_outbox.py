@@ -74,9 +74,10 @@ def server_cpu(uri: str) -> float | None:
     import psycopg
 
     try:
-        with psycopg.connect(uri, autocommit=True) as conn:
-            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        pm = psutil.Process(psutil.Process(backend).ppid())
+        with psycopg.connect(uri, autocommit=True) as conn:  # its backend's parent
+            pm = psutil.Process(
+                psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0]).ppid()
+            )
         t = pm.cpu_times()
         total = t.user + t.system + t.children_user + t.children_system
         for ch in pm.children():

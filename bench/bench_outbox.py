@@ -738,10 +738,12 @@ def main() -> None:
         ap.error("--cycle takes fused and/or general")
     a.plan_check = [int(x) for x in a.plan_check.split(",") if x]
     # the consumer's bounds (ConsumerConfig), checked before anything starts
-    if not all(1 <= b <= 1000 for b in [*a.batches, *a.plan_check, a.steady_batch]):
-        ap.error("batch sizes (--batches, --plan-check, --steady-batch) must be 1..1000")
-    if not all(1 <= n <= 64 for n in [*a.lanes, a.steady_lanes]):
-        ap.error("lane counts (--lanes, --steady-lanes) must be 1..64")
+    from spectral_core.settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX
+
+    if not all(1 <= b <= OUTBOX_BATCH_MAX for b in [*a.batches, *a.plan_check, a.steady_batch]):
+        ap.error(f"batch sizes (--batches, --plan-check, --steady-batch) must be 1..{OUTBOX_BATCH_MAX}")
+    if not all(1 <= n <= OUTBOX_LANES_MAX for n in [*a.lanes, a.steady_lanes]):
+        ap.error(f"lane counts (--lanes, --steady-lanes) must be 1..{OUTBOX_LANES_MAX}")
     if a.quick:
         a.rounds, a.single_n, a.batch_calls, a.drain_n, a.steady_seconds = 1, 200, 20, 3000, 2.0
     only = set(a.only.split(","))

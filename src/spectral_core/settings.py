@@ -26,6 +26,9 @@ _DOMAIN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 PosFloat = Annotated[float, Meta(gt=0)]
 PosInt = Annotated[int, Meta(ge=1)]
+#: bounds of a consumer's batch size and lane count (also checked by ``ConsumerConfig``)
+OUTBOX_BATCH_MAX = 1000
+OUTBOX_LANES_MAX = 64
 
 
 def package_version() -> str:
@@ -80,8 +83,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # outbox / workers tunables
     outbox_max_payload_bytes: PosInt = 256 * 1024
-    outbox_batch_size: Annotated[int, Meta(ge=1, le=1000)] = 100
-    outbox_lanes: Annotated[int, Meta(ge=1, le=64)] = 4
+    outbox_batch_size: Annotated[int, Meta(ge=1, le=OUTBOX_BATCH_MAX)] = 100
+    outbox_lanes: Annotated[int, Meta(ge=1, le=OUTBOX_LANES_MAX)] = 4
     outbox_max_attempts: PosInt = 10
     outbox_backoff_base_s: PosFloat = 1.0
     outbox_backoff_cap_s: PosFloat = 300.0

@@ -31,7 +31,7 @@ from ..db import Database
 from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
 from ..errors import ConfigError, ConnectionLost, DatabaseError
-from ..settings import Settings
+from ..settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX, Settings
 from .claim import Claimer
 from .handlers import HandlerRegistry
 from .process import BatchProcessor, RetryPolicy
@@ -61,8 +61,13 @@ class ConsumerConfig:
     def __post_init__(self) -> None:
         # the bounds SPECTRAL_OUTBOX_* settings enforce, for configs built by hand: a batch
         # size of 0 would claim nothing forever and spin its lanes
-        _check(1 <= self.batch_size <= 1000, "batch_size", self.batch_size, "1..1000")
-        _check(1 <= self.lanes <= 64, "lanes", self.lanes, "1..64")
+        _check(
+            1 <= self.batch_size <= OUTBOX_BATCH_MAX,
+            "batch_size",
+            self.batch_size,
+            f"1..{OUTBOX_BATCH_MAX}",
+        )
+        _check(1 <= self.lanes <= OUTBOX_LANES_MAX, "lanes", self.lanes, f"1..{OUTBOX_LANES_MAX}")
         for name in ("poll_interval_s", "reconnect_backoff_cap_s", "outage_limit_s"):
             value = getattr(self, name)
             _check(value > 0, name, value, "> 0")

@@ -283,6 +283,13 @@ def main() -> int:
         "at level info (one api.request line per request, bare and decide alike), the "
         "server's stdout discarded",
     )
+    p.add_argument(
+        "--inline-batch",
+        type=int,
+        default=None,
+        help="SPECTRAL_SANDBOX_INLINE_BATCH of the server (default: the setting's default, 32; "
+        "0 makes each inline decision in its own request task, as before ADR 0018)",
+    )
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve is not None:
@@ -315,6 +322,8 @@ def main() -> int:
                 "BENCH_HTTP": args.http,
             }
         )
+        if args.inline_batch is not None:
+            env["SPECTRAL_SANDBOX_INLINE_BATCH"] = str(args.inline_batch)
         proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", str(port)],
             env=env,
@@ -362,6 +371,8 @@ def main() -> int:
     print(f"command: python {shlex.join(['bench/bench_decide.py', *sys.argv[1:]])}")
     import importlib.util
 
+    from spectral_core.settings import SANDBOX_INLINE_BATCH
+
     parser = args.http
     if parser == "auto":
         parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
@@ -372,7 +383,8 @@ def main() -> int:
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
         f"{loop} loop), 1 server process, concurrency "
         f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown, "
-        f"access log {'on (JSON, info)' if args.access_log else 'off'}"
+        f"access log {'on (JSON, info)' if args.access_log else 'off'}, inline batch "
+        f"{SANDBOX_INLINE_BATCH if args.inline_batch is None else args.inline_batch}"
     )
     cpu = {name: _median_cpu(rounds) for name, rounds in results.items()}
     sys_cpu = {name: _median_cpu(rounds, "sys_us") for name, rounds in results.items()}

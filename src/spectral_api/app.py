@@ -30,6 +30,7 @@ from spectral_core.tenants import Authenticator, Principal
 from .auth import PRINCIPAL_KEY, ApiAuthMiddleware, TenantLimiter
 from .errors import exception_handlers
 from .routes import decide_routes, health_routes, module_routes
+from .runner import DecisionRunner
 
 __all__ = ["Services", "build_services", "create_app"]
 
@@ -45,6 +46,7 @@ class Services:
     generation: int
     sandbox: WasmSandbox
     budget: Budget
+    runner: DecisionRunner
     keyring: Keyring
     store: ModuleStore
     cache: ModuleCache
@@ -72,6 +74,8 @@ def build_services(settings: Settings, db: Database, *, generation: int | None =
     probe_sandbox = sandbox
     return Services(
         settings=settings, db=db, generation=gen, sandbox=sandbox, budget=budget,
+        runner=DecisionRunner(sandbox, inline_fuel=settings.sandbox_inline_fuel,
+                              max_batch=settings.sandbox_inline_batch),
         keyring=keyring, store=store,
         cache=ModuleCache(store, sandbox, keyring, approval_ttl_s=settings.api_approval_ttl_s),
         authenticator=Authenticator(db, ttl_s=settings.api_auth_ttl_s),

@@ -29,6 +29,8 @@ PosInt = Annotated[int, Meta(ge=1)]
 #: bounds of a consumer's batch size and lane count (also checked by ``ConsumerConfig``)
 OUTBOX_BATCH_MAX = 1000
 OUTBOX_LANES_MAX = 64
+#: inline decisions made back to back per event-loop iteration, by default (ADR 0018)
+SANDBOX_INLINE_BATCH = 32
 
 
 def package_version() -> str:
@@ -114,6 +116,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: loop (no thread hop); otherwise it is re-run in a worker thread with the full
     #: budget.  0 disables the fast path.
     sandbox_inline_fuel: Annotated[int, Meta(ge=0)] = 200_000
+    #: inline decisions made back to back per event-loop iteration (ADR 0018); 0 makes
+    #: each in its own request task
+    sandbox_inline_batch: Annotated[int, Meta(ge=0, le=1024)] = SANDBOX_INLINE_BATCH
 
     # World Agent (spectral_core.agent): turns run off the decision path, at most
     # ``agent_concurrency`` at once per worker, each within a step and token budget

@@ -10,9 +10,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from spectral_api.auth import PRINCIPAL_KEY
-from spectral_core.errors import BudgetExceeded, ModuleNotFound, TenantError
+from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
-from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
 from spectral_core.tenants import Principal
 
 from ._body import decode, read_asgi_body
@@ -48,41 +47,6 @@ class DecideResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(DecideRequest)
-_inline_budgets: dict[tuple[Budget, int], Budget] = {}
-
-
-async def execute(
-    sandbox: Sandbox, compiled: CompiledModule, input_json: bytes, budget: Budget, inline_fuel: int
-) -> Result:
-    """Run one decision: inline on a small fuel budget first, else in a worker thread.
-
-    Most decisions need far less than ``inline_fuel`` (a few thousand instructions), and a
-    thread hop costs more than the call itself.  The inline attempt is bounded by
-    ``inline_fuel`` (and by the same memory, output and deadline caps), so it blocks the
-    event loop for well under a millisecond.  Only when it runs out of fuel (or time) is the
-    call repeated in a worker thread with the full budget; modules are pure functions in a
-    fresh instance, so repeating a call has no effect besides its cost.  Every other outcome
-    (result, trap, memory or output budget) is the same under the full budget and is final.
-
-    Raises:
-        BudgetExceeded: A budget of the full run was exhausted.
-        ModuleTrap: The module trapped or returned invalid JSON.
-        SandboxError: The sandbox refused the call.
-    """
-    if 0 < inline_fuel < budget.fuel:
-        small = _inline_budgets.get((budget, inline_fuel))
-        if small is None:
-            small = _inline_budgets[(budget, inline_fuel)] = msgspec.structs.replace(
-                budget, fuel=inline_fuel
-            )
-        try:
-            return sandbox.run(compiled, input_json, small)
-        except BudgetExceeded as exc:
-            if exc.context.get("budget") not in ("fuel", "deadline"):
-                raise
-    return await sandbox.run_async(compiled, input_json, budget)
-
-
 _encoder = msgspec.json.Encoder()
 
 
@@ -118,13 +82,8 @@ class DecideEndpoint:
             world_model_version=req.world_model_version,
         )
         compiled = await services.cache.resolve(key)
-        result = await execute(
-            services.sandbox,
-            compiled,
-            _encoder.encode(req.input),
-            services.budget,
-            services.settings.sandbox_inline_fuel,
-        )
+        # inline and batched with the other requests' calls when short, else in a thread
+        result = await services.runner.run(compiled, _encoder.encode(req.input), services.budget)
         usage = result.usage
         payload = _encoder.encode(
             DecideResponse(

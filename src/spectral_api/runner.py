@@ -1,0 +1,153 @@
+"""Decisions from async code: short calls inline on the event loop, back to back; long ones
+in a worker thread.
+
+:class:`DecisionRunner` is the policy ``spectral-api`` uses for ``POST /api/decide``:
+
+* **Inline first, on a small fuel budget.**  Most decisions need a few thousand
+  instructions, and a thread hop costs more than the call.  The call is first made on the
+  event loop with ``inline_fuel`` (and the same memory, output and deadline caps), so it
+  holds the loop for well under a millisecond.  Only if it runs out of fuel or time is it
+  repeated in a worker thread (:meth:`Sandbox.run_async`) with the full budget.  Modules are
+  pure functions run in a fresh instance, so repeating a call has no effect besides its
+  cost; every other outcome (result, trap, memory or output budget) is the same under the
+  full budget and is final.
+* **Inline calls run back to back** (ADR 0018).  A request task does not make its inline
+  call itself: it queues it and waits.  The first call queued in an event-loop iteration
+  schedules one callback (``loop.call_soon``) for the next iteration, which makes every
+  call queued by then, at most ``max_batch`` of them, one after the other; the rest wait for
+  the iteration after.  Requests that arrived together thus run the sandbox while its code
+  and data are still in the CPU caches, instead of each call finding them evicted by the
+  HTTP and framework code of the request before it.  The loop is held no longer than
+  before (those calls ran in the same iteration anyway, one per task) and I/O is polled
+  between batches.
+
+Each call runs in the context (:mod:`contextvars`) of the task that queued it.  A call whose
+waiting task was cancelled before its turn is not made.  This module uses asyncio directly
+(``loop.call_soon``, which anyio does not offer), so it lives in the API package rather than
+in the anyio-only ``spectral_core``; the API runs on anyio's asyncio backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+
+import msgspec
+
+from spectral_core.errors import BudgetExceeded, ConfigError
+from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
+from spectral_core.settings import SANDBOX_INLINE_BATCH
+
+__all__ = ["DecisionRunner"]
+
+_Call = tuple["asyncio.Future[Result]", contextvars.Context, CompiledModule, bytes, Budget]
+
+
+class _LoopQueue:
+    """The inline calls queued on one event loop, and whether a drain is scheduled."""
+
+    __slots__ = ("calls", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.calls: deque[_Call] = deque()
+        self.scheduled = False
+
+
+class DecisionRunner:
+    """Run decisions from async code: inline (batched) when short, in a thread otherwise.
+
+    Args:
+        sandbox: The sandbox that runs the calls.
+        inline_fuel: Fuel of the inline attempt; 0 (or not below a call's budget) sends
+            every call to a worker thread.
+        max_batch: Inline calls made back to back per event-loop iteration; 0 makes each
+            inline call in the task that asked for it.
+
+    Raises:
+        ConfigError: A negative ``inline_fuel`` or ``max_batch``.
+    """
+
+    def __init__(
+        self, sandbox: Sandbox, *, inline_fuel: int = 200_000, max_batch: int = SANDBOX_INLINE_BATCH
+    ) -> None:
+        if inline_fuel < 0 or max_batch < 0:
+            raise ConfigError("inline_fuel and max_batch must not be negative")
+        self.sandbox = sandbox
+        self.inline_fuel = inline_fuel
+        self.max_batch = max_batch
+        self._small: dict[Budget, Budget] = {}
+        self._last: tuple[Budget, Budget] | None = None  # (budget, its inline budget)
+        self._queue: _LoopQueue | None = None
+
+    async def run(self, compiled: CompiledModule, input_json: bytes, budget: Budget) -> Result:
+        """Run one decision (see the module docstring for where it runs).
+
+        Raises:
+            BudgetExceeded: A budget of the full run was exhausted.
+            ModuleTrap: The module trapped or returned invalid JSON.
+            SandboxError: The sandbox refused the call.
+        """
+        if 0 < self.inline_fuel < budget.fuel:
+            last = self._last
+            if last is not None and last[0] is budget:  # the usual case: one budget object
+                small = last[1]
+            else:
+                small = self._inline_budget(budget)
+                self._last = (budget, small)
+            try:
+                if self.max_batch:
+                    return await self._queued(compiled, input_json, small)
+                return self.sandbox.run(compiled, input_json, small)
+            except BudgetExceeded as exc:
+                if exc.context.get("budget") not in ("fuel", "deadline"):
+                    raise
+        return await self.sandbox.run_async(compiled, input_json, budget)
+
+    def _inline_budget(self, budget: Budget) -> Budget:
+        small = self._small.get(budget)
+        if small is None:
+            if len(self._small) >= 64:  # bounded: one entry per distinct budget
+                self._small.clear()
+            small = self._small[budget] = msgspec.structs.replace(budget, fuel=self.inline_fuel)
+        return small
+
+    def _queued(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget
+    ) -> asyncio.Future[Result]:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        if queue is None or queue.loop is not loop:
+            # a runner is normally used on one loop; a new loop (tests, a restarted server)
+            # starts a new queue: calls queued on a loop that stopped can never run anyway
+            queue = self._queue = _LoopQueue(loop)
+        future: asyncio.Future[Result] = loop.create_future()
+        queue.calls.append((future, contextvars.copy_context(), compiled, input_json, budget))
+        if not queue.scheduled:
+            queue.scheduled = True
+            loop.call_soon(self._drain, queue)
+        return future
+
+    def _drain(self, queue: _LoopQueue) -> None:
+        queue.scheduled = False
+        calls = queue.calls
+        run = self.sandbox.run
+        try:
+            for _ in range(min(len(calls), self.max_batch)):
+                future, context, compiled, input_json, budget = calls.popleft()
+                if future.cancelled():  # its request went away: nothing waits for the call
+                    continue
+                try:
+                    result = context.run(run, compiled, input_json, budget)
+                except Exception as exc:  # noqa: BLE001 - delivered to the waiting request
+                    future.set_exception(exc)
+                except BaseException:  # KeyboardInterrupt, SystemExit: stop, do not hang
+                    future.cancel()
+                    raise
+                else:
+                    future.set_result(result)
+        finally:
+            if calls and not queue.scheduled:  # the rest: next iteration, after an I/O poll
+                queue.scheduled = True
+                queue.loop.call_soon(self._drain, queue)

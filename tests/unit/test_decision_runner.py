@@ -1,0 +1,213 @@
+"""DecisionRunner: short decisions run inline and back to back, each with its own outcome;
+long ones move to a thread; cancelled requests cost no call (ADR 0018)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import wasmtime
+
+from spectral_api.runner import DecisionRunner
+from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap
+from spectral_core.sandbox import Budget, CompiledModule, Result
+from spectral_core.sandbox.wasm import WasmSandbox
+
+MODULES = Path(__file__).resolve().parent.parent / "modules"
+BUDGET = Budget(fuel=5_000_000, deadline_ms=200)
+
+
+class Recording:
+    """The real sandbox, with a log of where each call ran."""
+
+    def __init__(self, sandbox: WasmSandbox, events: list[tuple[str, Any]]) -> None:
+        self._sandbox = sandbox
+        self.events = events
+
+    def run(self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+            ) -> Result:
+        in_task = asyncio.current_task() is not None
+        self.events.append(("run" if not in_task else "run-in-task", input_json))
+        return self._sandbox.run(compiled, input_json, budget)
+
+    async def run_async(self, compiled: CompiledModule, input_json: bytes,
+                        budget: Budget | None = None) -> Result:
+        self.events.append(("thread", input_json))
+        return await self._sandbox.run_async(compiled, input_json, budget)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[WasmSandbox]:
+    with WasmSandbox(epoch_interval_ms=2) as sb:
+        yield sb
+
+
+def compiled(sandbox: WasmSandbox, name: str) -> CompiledModule:
+    return sandbox.compile(wasmtime.wat2wasm((MODULES / f"{name}.wat").read_text()))
+
+
+def kinds(events: list[tuple[str, Any]]) -> list[str]:
+    return [kind for kind, _ in events]
+
+
+def test_concurrent_calls_run_back_to_back_outside_the_request_tasks(
+        sandbox: WasmSandbox) -> None:
+    """50 requests at once: every one is queued first, then the calls run in one callback,
+    at most ``max_batch`` (32) per loop iteration, the waiting requests resuming between
+    the two batches; each request gets the output of its own input."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=32)
+    echo = compiled(sandbox, "echo")
+    outputs: dict[int, bytes] = {}
+
+    async def request(i: int) -> None:
+        doc = b'{"request":%d}' % i
+        events.append(("ask", doc))
+        outputs[i] = (await runner.run(echo, doc, BUDGET)).output
+        events.append(("done", doc))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(request, i)
+
+    anyio.run(main, backend="asyncio")
+    assert outputs == {i: b'{"request":%d}' % i for i in range(50)}
+    assert kinds(events) == ["ask"] * 50 + ["run"] * 32 + ["done"] * 32 + ["run"] * 18 + [
+        "done"] * 18
+    # in the order they were asked
+    assert [doc for kind, doc in events if kind == "run"] == [
+        doc for kind, doc in events if kind == "ask"]
+
+
+def test_without_batching_each_call_runs_in_its_own_request_task(sandbox: WasmSandbox) -> None:
+    """The control (``max_batch=0``, as before ADR 0018): ask, run, done per request."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=0)
+    echo = compiled(sandbox, "echo")
+
+    async def request(i: int) -> None:
+        events.append(("ask", i))
+        await runner.run(echo, b"[%d]" % i, BUDGET)
+        events.append(("done", i))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(request, i)
+
+    anyio.run(main, backend="asyncio")
+    assert kinds(events) == ["ask", "run-in-task", "done"] * 3
+
+
+def test_each_call_in_a_batch_gets_its_own_outcome(sandbox: WasmSandbox) -> None:
+    """A trap and a fuel-hungry loop in the same batch as good calls: the trap reaches its
+    own request only, the loop is re-run in a thread with the full budget and fails there,
+    and the good calls around them return their own documents."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=32)
+    echo, trap, loop = (compiled(sandbox, n) for n in ("echo", "trap", "infinite_loop"))
+    outcome: dict[str, Any] = {}
+
+    async def request(name: str, module: CompiledModule) -> None:
+        doc = b'{"name":"%s"}' % name.encode()
+        try:
+            outcome[name] = (await runner.run(module, doc, BUDGET)).output
+        except (ModuleTrap, BudgetExceeded) as exc:
+            outcome[name] = exc
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for name, module in (("a", echo), ("trap", trap), ("b", echo), ("loop", loop),
+                                 ("c", echo)):
+                tg.start_soon(request, name, module)
+
+    anyio.run(main, backend="asyncio")
+    for name in "abc":
+        assert outcome[name] == b'{"name":"%s"}' % name.encode()
+    assert isinstance(outcome["trap"], ModuleTrap)
+    assert outcome["trap"].context["reason"] == "trap"
+    assert isinstance(outcome["loop"], BudgetExceeded)
+    assert outcome["loop"].context["budget"] in ("fuel", "deadline")
+    # one inline batch of five, then only the loop goes to a thread
+    assert kinds(events) == ["run"] * 5 + ["thread"]
+    assert events[-1][1] == b'{"name":"loop"}'
+
+
+def test_a_request_cancelled_while_queued_costs_no_call(sandbox: WasmSandbox) -> None:
+    """A request cancelled before its turn (client gone, timeout) is skipped; the calls
+    queued after it still run."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=32)
+    echo = compiled(sandbox, "echo")
+
+    async def main() -> dict[str, Any]:
+        tasks = {n: asyncio.create_task(runner.run(echo, b'"%s"' % n.encode(), BUDGET))
+                 for n in ("a", "b", "c")}
+        await asyncio.sleep(0)  # all three are queued; the batch runs next iteration
+        tasks["b"].cancel()
+        done: dict[str, Any] = {}
+        for name, task in tasks.items():
+            try:
+                done[name] = (await task).output
+            except asyncio.CancelledError:
+                done[name] = "cancelled"
+        return done
+
+    assert anyio.run(main, backend="asyncio") == {"a": b'"a"', "b": "cancelled", "c": b'"c"'}
+    assert events == [("run", b'"a"'), ("run", b'"c"')]
+
+
+def test_one_runner_serves_successive_event_loops(sandbox: WasmSandbox) -> None:
+    """A runner outlives an event loop (a restarted server, tests): the next loop gets a
+    queue of its own."""
+    runner = DecisionRunner(sandbox, inline_fuel=100_000)
+    echo = compiled(sandbox, "echo")
+
+    async def once(doc: bytes) -> bytes:
+        return (await runner.run(echo, doc, BUDGET)).output
+
+    assert anyio.run(once, b"[1]", backend="asyncio") == b"[1]"
+    assert anyio.run(once, b"[2]", backend="asyncio") == b"[2]"
+
+
+def test_calls_run_in_the_context_of_the_request_that_queued_them(
+        sandbox: WasmSandbox) -> None:
+    """Context variables (log fields bound per request) are the queuing request's own."""
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    seen: list[str] = []
+
+    class Spy(Recording):
+        def run(self, compiled: CompiledModule, input_json: bytes,
+                budget: Budget | None = None) -> Result:
+            seen.append(request_id.get())
+            return super().run(compiled, input_json, budget)
+
+    runner = DecisionRunner(Spy(sandbox, []), inline_fuel=100_000)
+    echo = compiled(sandbox, "echo")
+
+    async def request(name: str) -> None:
+        request_id.set(name)
+        await runner.run(echo, b"{}", BUDGET)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for name in ("r1", "r2", "r3"):
+                tg.start_soon(request, name)
+
+    anyio.run(main, backend="asyncio")
+    assert seen == ["r1", "r2", "r3"]
+
+
+def test_negative_settings_are_refused(sandbox: WasmSandbox) -> None:
+    """Bad configuration is a clear error at construction."""
+    with pytest.raises(ConfigError):
+        DecisionRunner(sandbox, inline_fuel=-1)
+    with pytest.raises(ConfigError):
+        DecisionRunner(sandbox, max_batch=-1)

@@ -28,14 +28,16 @@ class Recording:
         self._sandbox = sandbox
         self.events = events
 
-    def run(self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
-            ) -> Result:
+    def run(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
         in_task = asyncio.current_task() is not None
         self.events.append(("run" if not in_task else "run-in-task", input_json))
         return self._sandbox.run(compiled, input_json, budget)
 
-    async def run_async(self, compiled: CompiledModule, input_json: bytes,
-                        budget: Budget | None = None) -> Result:
+    async def run_async(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
         self.events.append(("thread", input_json))
         return await self._sandbox.run_async(compiled, input_json, budget)
 
@@ -54,8 +56,7 @@ def kinds(events: list[tuple[str, Any]]) -> list[str]:
     return [kind for kind, _ in events]
 
 
-def test_concurrent_calls_run_back_to_back_outside_the_request_tasks(
-        sandbox: WasmSandbox) -> None:
+def test_concurrent_calls_run_back_to_back_outside_the_request_tasks(sandbox: WasmSandbox) -> None:
     """50 requests at once: every one is queued first, then the calls run in one callback,
     at most ``max_batch`` (32) per loop iteration, the waiting requests resuming between
     the two batches; each request gets the output of its own input."""
@@ -77,11 +78,13 @@ def test_concurrent_calls_run_back_to_back_outside_the_request_tasks(
 
     anyio.run(main, backend="asyncio")
     assert outputs == {i: b'{"request":%d}' % i for i in range(50)}
-    assert kinds(events) == ["ask"] * 50 + ["run"] * 32 + ["done"] * 32 + ["run"] * 18 + [
-        "done"] * 18
+    assert (
+        kinds(events) == ["ask"] * 50 + ["run"] * 32 + ["done"] * 32 + ["run"] * 18 + ["done"] * 18
+    )
     # in the order they were asked
     assert [doc for kind, doc in events if kind == "run"] == [
-        doc for kind, doc in events if kind == "ask"]
+        doc for kind, doc in events if kind == "ask"
+    ]
 
 
 def test_without_batching_each_call_runs_in_its_own_request_task(sandbox: WasmSandbox) -> None:
@@ -122,8 +125,13 @@ def test_each_call_in_a_batch_gets_its_own_outcome(sandbox: WasmSandbox) -> None
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            for name, module in (("a", echo), ("trap", trap), ("b", echo), ("loop", loop),
-                                 ("c", echo)):
+            for name, module in (
+                ("a", echo),
+                ("trap", trap),
+                ("b", echo),
+                ("loop", loop),
+                ("c", echo),
+            ):
                 tg.start_soon(request, name, module)
 
     anyio.run(main, backend="asyncio")
@@ -146,8 +154,10 @@ def test_a_request_cancelled_while_queued_costs_no_call(sandbox: WasmSandbox) ->
     echo = compiled(sandbox, "echo")
 
     async def main() -> dict[str, Any]:
-        tasks = {n: asyncio.create_task(runner.run(echo, b'"%s"' % n.encode(), BUDGET))
-                 for n in ("a", "b", "c")}
+        tasks = {
+            n: asyncio.create_task(runner.run(echo, b'"%s"' % n.encode(), BUDGET))
+            for n in ("a", "b", "c")
+        }
         await asyncio.sleep(0)  # all three are queued; the batch runs next iteration
         tasks["b"].cancel()
         done: dict[str, Any] = {}
@@ -175,8 +185,7 @@ def test_one_runner_serves_successive_event_loops(sandbox: WasmSandbox) -> None:
     assert anyio.run(once, b"[2]", backend="asyncio") == b"[2]"
 
 
-def test_calls_run_in_the_context_of_the_request_that_queued_them(
-        sandbox: WasmSandbox) -> None:
+def test_calls_run_in_the_context_of_the_request_that_queued_them(sandbox: WasmSandbox) -> None:
     """Context variables (log fields bound per request) are the queuing request's own."""
     import contextvars
 
@@ -184,8 +193,9 @@ def test_calls_run_in_the_context_of_the_request_that_queued_them(
     seen: list[str] = []
 
     class Spy(Recording):
-        def run(self, compiled: CompiledModule, input_json: bytes,
-                budget: Budget | None = None) -> Result:
+        def run(
+            self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+        ) -> Result:
             seen.append(request_id.get())
             return super().run(compiled, input_json, budget)
 

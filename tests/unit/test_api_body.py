@@ -70,3 +70,26 @@ async def test_request_reader_refuses_non_ascii_digits_too() -> None:
     with pytest.raises(BadRequest):
         await read_body(request, 10)
     assert await read_body(Request(scope(b"1"), channel(part(b"x"))), 10) == b"x"
+
+
+@pytest.mark.parametrize("bad", ["has space", "tab\there", "newline\n", "é", "\x7f", "\x00"])
+@pytest.mark.parametrize("field", ["domain", "action", "world_model_version", "org"])
+def test_key_fields_are_printable_ascii_without_spaces(bad: str, field: str) -> None:
+    """Module-key fields of ``/api/decide`` and of a pin are 422s naming the field when
+    they hold a space, a control character (a trailing newline too, which the regex they
+    replaced let through) or non-ASCII; the same document with good fields decodes."""
+    import msgspec
+
+    from spectral_api.errors import SchemaViolation
+    from spectral_api.routes._body import decode
+    from spectral_api.routes.decide import DecideRequest
+    from spectral_api.routes.modules import PinRequest
+
+    good = {"org": "acme", "domain": "credit", "action": "approve", "world_model_version": "v1"}
+    assert decode(msgspec.json.encode({**good, "input": {}}), DecideRequest).org == "acme"
+    pin = {**good, "content_hash": "0" * 64}
+    assert decode(msgspec.json.encode(pin), PinRequest).domain == "credit"
+    for typ, doc in ((DecideRequest, {**good, "input": {}}), (PinRequest, pin)):
+        with pytest.raises(SchemaViolation) as caught:
+            decode(msgspec.json.encode({**doc, field: bad}), typ)
+        assert caught.value.extensions["field"] == field, caught.value.detail

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -11,7 +11,13 @@ from starlette.types import Receive, Scope
 
 from spectral_api.errors import BadRequest, PayloadTooLarge, SchemaViolation
 
-__all__ = ["decode", "read_asgi_body", "read_body"]
+__all__ = ["KeyField", "check_key_fields", "decode", "read_asgi_body", "read_body"]
+
+#: a module-key field (org, domain, action, world_model_version): 1..200 printable ASCII
+#: characters without spaces (``!`` to ``~``).  The characters are checked by
+#: :func:`check_key_fields` from the struct's ``__post_init__``: three ``str`` tests, where
+#: a msgspec ``pattern`` costs a regex search per field (and ``$`` let a trailing newline in).
+KeyField = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 T = TypeVar("T")
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
@@ -83,6 +89,24 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             return b"".join(chunks)
         message = await receive()
+
+
+def check_key_fields(obj: object, names: tuple[str, ...]) -> None:
+    """Refuse a key field that is not printable ASCII without spaces (``None`` is skipped).
+
+    Raises:
+        ValueError: Naming the first bad field as msgspec does (``at `$.<name>```); msgspec
+            turns it into a ``ValidationError`` while decoding, :func:`decode` into a 422.
+    """
+    values = [getattr(obj, name) for name in names]
+    joined = "".join(v for v in values if v is not None)
+    if joined.isascii() and joined.isprintable() and " " not in joined:
+        return  # the usual case: one test over all fields
+    for name, value in zip(names, values, strict=True):
+        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+            raise ValueError(
+                f"Expected `str` of printable ASCII characters without spaces - at `$.{name}`"
+            )
 
 
 def decode(body: bytes, typ: type[T], decoder: msgspec.json.Decoder[Any] | None = None) -> T:

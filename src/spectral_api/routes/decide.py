@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
 import structlog
@@ -14,14 +14,13 @@ from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
 from spectral_core.tenants import Principal
 
-from ._body import decode, read_asgi_body
+from ._body import KeyField, check_key_fields, decode, read_asgi_body
 
 __all__ = ["DecideEndpoint", "DecideRequest", "DecideResponse", "decide_routes"]
 
 log = structlog.get_logger("spectral.api")
 
-#: module-key fields: printable ASCII without spaces, 1..200 characters
-KeyField = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+_KEY_FIELDS: Final = ("domain", "action", "world_model_version", "org")
 
 
 class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -32,6 +31,9 @@ class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     world_model_version: KeyField
     input: dict[str, Any]
     org: KeyField | None = None
+
+    def __post_init__(self) -> None:
+        check_key_fields(self, _KEY_FIELDS)
 
 
 class DecideUsage(msgspec.Struct, frozen=True, kw_only=True):

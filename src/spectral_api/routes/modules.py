@@ -15,11 +15,10 @@ from spectral_api.errors import BadRequest
 from spectral_core.errors import ModuleNotFound
 from spectral_core.modules import Approval, ModuleKey
 
-from ._body import decode, read_body
+from ._body import KeyField, check_key_fields, decode, read_body
 
 __all__ = ["module_routes"]
 
-KeyField = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
 Hash = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 
 #: largest module accepted by the upload route (the sandbox's own cap)
@@ -32,6 +31,9 @@ class PinRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     action: KeyField
     world_model_version: KeyField
     content_hash: Hash
+
+    def __post_init__(self) -> None:
+        check_key_fields(self, ("org", "domain", "action", "world_model_version"))
 
 
 class RevokeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -61,11 +63,16 @@ async def pin(request: Request) -> Response:
     require_operator(request)
     services = request.app.state.services
     req = decode(await read_body(request, services.settings.api_max_body_bytes), PinRequest)
-    key = ModuleKey(org=req.org, domain=req.domain, action=req.action,
-                    world_model_version=req.world_model_version)
+    key = ModuleKey(
+        org=req.org,
+        domain=req.domain,
+        action=req.action,
+        world_model_version=req.world_model_version,
+    )
     created = await services.store.pin(key, req.content_hash)
-    return _json({"key": key, "content_hash": req.content_hash, "created": created},
-                 201 if created else 200)
+    return _json(
+        {"key": key, "content_hash": req.content_hash, "created": created}, 201 if created else 200
+    )
 
 
 async def approve(request: Request) -> Response:
@@ -74,9 +81,15 @@ async def approve(request: Request) -> Response:
     services = request.app.state.services
     approval = decode(await read_body(request, services.settings.api_max_body_bytes), Approval)
     approval_id = await services.store.add_approval(approval, services.keyring)
-    return _json({"id": approval_id, "key_id": approval.key_id,
-                  "content_hash": approval.content_hash, "expires_at": approval.expires_at},
-                 201)
+    return _json(
+        {
+            "id": approval_id,
+            "key_id": approval.key_id,
+            "content_hash": approval.content_hash,
+            "expires_at": approval.expires_at,
+        },
+        201,
+    )
 
 
 async def revoke(request: Request) -> Response:

@@ -33,7 +33,9 @@ class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     org: KeyField | None = None
 
     def __post_init__(self) -> None:
-        check_key_fields(self, _KEY_FIELDS)
+        joined = self.domain + self.action + self.world_model_version + (self.org or "")
+        if not (joined.isascii() and joined.isprintable()) or " " in joined:
+            check_key_fields(self, _KEY_FIELDS)  # raises, naming the first bad field
 
 
 class DecideUsage(msgspec.Struct, frozen=True, kw_only=True):

@@ -699,10 +699,12 @@ def _call_ffi(
             if error or sc.trap.value:
                 raise sc.failure(error)
             ptr = sc.result_i32.value
-            if ptr + length > _memory_data_size(ctx, memory):
+            size = _memory_data_size(ctx, memory)
+            if ptr + length > size:
                 raise ModuleTrap("alloc returned a region outside memory", reason="abi")
+            base = _memory_data(ctx, memory)
             if length:
-                ctypes.memmove(_memory_data(ctx, memory) + ptr, input_json, length)
+                ctypes.memmove(base + ptr, input_json, length)
             sc.val0.value = ptr
             sc.val1.value = length
             error = _func_call(ctx, sc.decide, sc.vals_at, 2, sc.trap_at)
@@ -710,10 +712,13 @@ def _call_ffi(
                 raise sc.failure(error)
             packed = sc.result_i64.value
             out_ptr, out_len = packed >> 32, packed & _U32
-            _check_output(out_ptr, out_len, _memory_data_size(ctx, memory), budget)
+            grown = _memory_data_size(ctx, memory)
+            _check_output(out_ptr, out_len, grown, budget)
             output = b""
             if out_len:  # (a memory of 0 pages may have a NULL base)
-                output = ctypes.string_at(_memory_data(ctx, memory) + out_ptr, out_len)
+                if grown != size:  # memory.grow may have moved it
+                    base = _memory_data(ctx, memory)
+                output = ctypes.string_at(base + out_ptr, out_len)
         except wasmtime.Trap as exc:
             pages = _memory_size(ctx, memory) if memory else None
             raise _classify_trap(exc, pages, budget) from exc
@@ -722,7 +727,7 @@ def _call_ffi(
         error = _get_fuel(ctx, sc.fuel_at)
         if error:
             raise _runtime_error(sc.failure(error), budget)
-        return output, int(_memory_size(ctx, memory)), sc.fuel.value
+        return output, grown // _PAGE, sc.fuel.value
     finally:
         _store_delete(store)
 

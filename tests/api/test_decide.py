@@ -137,6 +137,38 @@ async def test_hostile_modules_in_parallel_do_not_starve_good_ones(
     await assert_healthy(api, acme)
 
 
+async def test_concurrent_decisions_each_get_their_own_tenant_and_input(
+        api: Api, acme: httpx.AsyncClient) -> None:
+    """Decisions of two tenants sent at once, whose inline calls run back to back in shared
+    batches (ADR 0018): each answer comes from the caller's own org's module and from its
+    own input. acme's module decides from the input; beta's, under the same key names,
+    echoes it, with a per-request id."""
+    await api.module("decision", KEY)
+    beta_key = ModuleKey(org="beta", domain=KEY.domain, action=KEY.action,
+                         world_model_version=KEY.world_model_version)
+    await api.module("echo", beta_key)
+    answers: dict[int, tuple[int, object]] = {}
+
+    async with api.client(await api.tenant("beta")) as beta:
+        async def call(i: int) -> None:
+            client, key = (acme, KEY) if i % 2 == 0 else (beta, beta_key)
+            inp = {"id": i, "risk": "high" if i % 4 == 0 else "low"}
+            resp = await client.post("/api/decide", json=decide_body(key, inp=inp))
+            answers[i] = (resp.status_code, resp.json()["decision"])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(60):
+                tg.start_soon(call, i)
+
+    for i, (status, decision) in answers.items():
+        assert status == 200, (i, decision)
+        if i % 2 == 0:  # acme: deny exactly the high-risk inputs
+            assert decision == {"decision": "deny" if i % 4 == 0 else "approve"}, i
+        else:  # beta: its own input back
+            assert decision == {"id": i, "risk": "low"}, i
+    assert len(answers) == 60
+
+
 async def test_upload_refuses_modules_the_sandbox_refuses(api: Api) -> None:
     """The operator upload compiles first: a module with imports or junk bytes is 422."""
     async with api.client(await api.tenant("ops", operator=True)) as ops:

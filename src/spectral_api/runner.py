@@ -77,7 +77,6 @@ class DecisionRunner:
         self.sandbox = sandbox
         self.inline_fuel = inline_fuel
         self.max_batch = max_batch
-        self._small: dict[Budget, Budget] = {}
         self._last: tuple[Budget, Budget] | None = None  # (budget, its inline budget)
         self._queue: _LoopQueue | None = None
 
@@ -94,7 +93,7 @@ class DecisionRunner:
             if last is not None and last[0] is budget:  # the usual case: one budget object
                 small = last[1]
             else:
-                small = self._inline_budget(budget)
+                small = msgspec.structs.replace(budget, fuel=self.inline_fuel)
                 self._last = (budget, small)
             try:
                 if self.max_batch:
@@ -104,14 +103,6 @@ class DecisionRunner:
                 if exc.context.get("budget") not in ("fuel", "deadline"):
                     raise
         return await self.sandbox.run_async(compiled, input_json, budget)
-
-    def _inline_budget(self, budget: Budget) -> Budget:
-        small = self._small.get(budget)
-        if small is None:
-            if len(self._small) >= 64:  # bounded: one entry per distinct budget
-                self._small.clear()
-            small = self._small[budget] = msgspec.structs.replace(budget, fuel=self.inline_fuel)
-        return small
 
     def _queued(
         self, compiled: CompiledModule, input_json: bytes, budget: Budget

@@ -4,7 +4,7 @@ long ones move to a thread; cancelled requests cost no call (ADR 0018)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,18 @@ def compiled(sandbox: WasmSandbox, name: str) -> CompiledModule:
     return sandbox.compile(wasmtime.wat2wasm((MODULES / f"{name}.wat").read_text()))
 
 
+def at_once(request: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Start ``request(arg)`` (``request(*arg)`` for a tuple) for every argument in one task
+    group: the tasks all start in the same loop iteration."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for arg in args:
+                tg.start_soon(request, *(arg if isinstance(arg, tuple) else (arg,)))
+
+    anyio.run(main, backend="asyncio")
+
+
 def kinds(events: list[tuple[str, Any]]) -> list[str]:
     return [kind for kind, _ in events]
 
@@ -71,12 +83,7 @@ def test_concurrent_calls_run_back_to_back_outside_the_request_tasks(sandbox: Wa
         outputs[i] = (await runner.run(echo, doc, BUDGET)).output
         events.append(("done", doc))
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for i in range(50):
-                tg.start_soon(request, i)
-
-    anyio.run(main, backend="asyncio")
+    at_once(request, *range(50))
     assert outputs == {i: b'{"request":%d}' % i for i in range(50)}
     assert (
         kinds(events) == ["ask"] * 50 + ["run"] * 32 + ["done"] * 32 + ["run"] * 18 + ["done"] * 18
@@ -98,12 +105,7 @@ def test_without_batching_each_call_runs_in_its_own_request_task(sandbox: WasmSa
         await runner.run(echo, b"[%d]" % i, BUDGET)
         events.append(("done", i))
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for i in range(3):
-                tg.start_soon(request, i)
-
-    anyio.run(main, backend="asyncio")
+    at_once(request, *range(3))
     assert kinds(events) == ["ask", "run-in-task", "done"] * 3
 
 
@@ -123,18 +125,14 @@ def test_each_call_in_a_batch_gets_its_own_outcome(sandbox: WasmSandbox) -> None
         except (ModuleTrap, BudgetExceeded) as exc:
             outcome[name] = exc
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for name, module in (
-                ("a", echo),
-                ("trap", trap),
-                ("b", echo),
-                ("loop", loop),
-                ("c", echo),
-            ):
-                tg.start_soon(request, name, module)
-
-    anyio.run(main, backend="asyncio")
+    at_once(
+        request,
+        ("a", echo),
+        ("trap", trap),
+        ("b", echo),
+        ("loop", loop),
+        ("c", echo),
+    )
     for name in "abc":
         assert outcome[name] == b'{"name":"%s"}' % name.encode()
     assert isinstance(outcome["trap"], ModuleTrap)
@@ -206,12 +204,7 @@ def test_calls_run_in_the_context_of_the_request_that_queued_them(sandbox: WasmS
         request_id.set(name)
         await runner.run(echo, b"{}", BUDGET)
 
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            for name in ("r1", "r2", "r3"):
-                tg.start_soon(request, name)
-
-    anyio.run(main, backend="asyncio")
+    at_once(request, "r1", "r2", "r3")
     assert seen == ["r1", "r2", "r3"]
 
 

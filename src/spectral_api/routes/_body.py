@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope
 
 from spectral_api.errors import BadRequest, PayloadTooLarge, SchemaViolation
 
-__all__ = ["KeyField", "check_key_fields", "decode", "read_asgi_body", "read_body"]
+__all__ = ["KeyField", "check_key_fields", "decode", "is_key_text", "read_asgi_body", "read_body"]
 
 #: a module-key field (org, domain, action, world_model_version): 1..200 printable ASCII
 #: characters without spaces (``!`` to ``~``).  The characters are checked by
@@ -91,6 +91,11 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         message = await receive()
 
 
+def is_key_text(text: str) -> bool:
+    """Whether ``text`` is printable ASCII without spaces (the characters of a key field)."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
 def check_key_fields(obj: object, names: tuple[str, ...]) -> None:
     """Refuse a key field that is not printable ASCII without spaces (``None`` is skipped).
 
@@ -99,11 +104,10 @@ def check_key_fields(obj: object, names: tuple[str, ...]) -> None:
             turns it into a ``ValidationError`` while decoding, :func:`decode` into a 422.
     """
     values = [getattr(obj, name) for name in names]
-    joined = "".join(v for v in values if v is not None)
-    if joined.isascii() and joined.isprintable() and " " not in joined:
+    if is_key_text("".join(v for v in values if v is not None)):
         return  # the usual case: one test over all fields
     for name, value in zip(names, values, strict=True):
-        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+        if value is not None and not is_key_text(value):
             raise ValueError(
                 f"Expected `str` of printable ASCII characters without spaces - at `$.{name}`"
             )

@@ -14,7 +14,7 @@ from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
 from spectral_core.tenants import Principal
 
-from ._body import KeyField, check_key_fields, decode, read_asgi_body
+from ._body import KeyField, check_key_fields, decode, is_key_text, read_asgi_body
 
 __all__ = ["DecideEndpoint", "DecideRequest", "DecideResponse", "decide_routes"]
 
@@ -33,8 +33,7 @@ class DecideRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     org: KeyField | None = None
 
     def __post_init__(self) -> None:
-        joined = self.domain + self.action + self.world_model_version + (self.org or "")
-        if not (joined.isascii() and joined.isprintable()) or " " in joined:
+        if not is_key_text(self.domain + self.action + self.world_model_version + (self.org or "")):
             check_key_fields(self, _KEY_FIELDS)  # raises, naming the first bad field
 
 

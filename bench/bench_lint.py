@@ -48,12 +48,14 @@ def generate(directory: Path, count: int) -> None:
     """Write *count* migrations NNNN_bench.sql into *directory*."""
     for n in range(1, count + 1):
         (directory / f"{n:04d}_bench.sql").write_text(
-            _TEMPLATE.format(n=n, p=max(n - 1, 1)), encoding="utf-8")
+            _TEMPLATE.format(n=n, p=max(n - 1, 1)), encoding="utf-8"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--files", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=5, help="runs; the best is reported")
     p.add_argument("--locking", action="store_true", help="also run the locking gate")
@@ -76,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"statements:  {statements}  (findings: {findings})")
     print(f"best of {args.repeat}:   {best:.3f} s wall, {best_cpu:.3f} s CPU")
     print(f"files/s:      {args.files / best:,.0f} wall   ({args.files / best_cpu:,.0f} CPU)")
-    print(f"statements/s: {statements / best:,.0f} wall   ({statements / best_cpu:,.0f} CPU)"
-          "  (target >= 10,000)")
+    print(
+        f"statements/s: {statements / best:,.0f} wall   ({statements / best_cpu:,.0f} CPU)"
+        "  (target >= 10,000)"
+    )
     return 0
 
 

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -56,8 +55,9 @@ async def seed(url: str) -> tuple[str, str]:
     from spectral_core.tenants import TenantLimits, create_api_key, create_tenant
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await create_tenant(conn, "mem", limits=TenantLimits(rate=1e6, burst=10**6,
-                                                             concurrency=1000))
+        await create_tenant(
+            conn, "mem", limits=TenantLimits(rate=1e6, burst=10**6, concurrency=1000)
+        )
         _info, token = await create_api_key(conn, "mem")
         pem, public = generate_operator_key()
         wasm = wasmtime.wat2wasm((ROOT / "tests" / "modules" / "decision.wat").read_text())
@@ -69,8 +69,12 @@ async def seed(url: str) -> tuple[str, str]:
 
 
 def start(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", module], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def worker_phase(url: str, env: dict[str, str], n: int) -> dict[str, float]:
@@ -84,9 +88,10 @@ def worker_phase(url: str, env: dict[str, str], n: int) -> dict[str, float]:
             sent = 0
             while sent < n:
                 k = min(1000, n - sent)
-                Publisher(gen).publish_many(conn, [EventIn(topic="platform.record",
-                                                           payload={"i": sent + i})
-                                                   for i in range(k)])
+                Publisher(gen).publish_many(
+                    conn,
+                    [EventIn(topic="platform.record", payload={"i": sent + i}) for i in range(k)],
+                )
                 sent += k
                 done = conn.execute("SELECT count(*) FROM core.event_log").fetchone()[0]
                 while sent - done > 20_000:  # keep the backlog bounded
@@ -106,8 +111,7 @@ def worker_phase(url: str, env: dict[str, str], n: int) -> dict[str, float]:
         proc.wait(30)
 
 
-async def api_phase(port: int, token: str, pid: int, n: int, concurrency: int
-                    ) -> dict[str, float]:
+async def api_phase(port: int, token: str, pid: int, n: int, concurrency: int) -> dict[str, float]:
     body = {"domain": "d", "action": "a", "world_model_version": "v1", "input": {"x": 1}}
     figures = {"start": rss(pid)}
     peak = figures["start"]
@@ -116,8 +120,9 @@ async def api_phase(port: int, token: str, pid: int, n: int, concurrency: int
 
     async def client() -> None:
         nonlocal done, errors, peak
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}
+        ) as c:
             while done < n:
                 done += 1
                 r = await c.post("/api/decide", json=body)
@@ -136,8 +141,9 @@ async def api_phase(port: int, token: str, pid: int, n: int, concurrency: int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--concurrency", type=int, default=16)
@@ -152,14 +158,20 @@ def main() -> None:
         token, public = asyncio.run(seed(url))
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
-        env.update(SPECTRAL_DATABASE_URL=url, SPECTRAL_GENERATION=str(gen),
-                   SPECTRAL_API_PORT=str(port), SPECTRAL_OPERATOR_KEYS=public,
-                   SPECTRAL_LOG_FORMAT="json")
+        env.update(
+            SPECTRAL_DATABASE_URL=url,
+            SPECTRAL_GENERATION=str(gen),
+            SPECTRAL_API_PORT=str(port),
+            SPECTRAL_OPERATOR_KEYS=public,
+            SPECTRAL_LOG_FORMAT="json",
+        )
         t0 = time.monotonic()
         w = worker_phase(url, env, a.events)
-        print(f"worker  after {a.events:,} events ({time.monotonic() - t0:.0f} s): "
-              f"start {w['start']:.1f} MB, warm {w.get('warm', 0):.1f} MB, "
-              f"end {w['end']:.1f} MB, peak {w['peak']:.1f} MB")
+        print(
+            f"worker  after {a.events:,} events ({time.monotonic() - t0:.0f} s): "
+            f"start {w['start']:.1f} MB, warm {w.get('warm', 0):.1f} MB, "
+            f"end {w['end']:.1f} MB, peak {w['peak']:.1f} MB"
+        )
         api = start("spectral_api", env)
         try:
             for _ in range(100):
@@ -170,10 +182,12 @@ def main() -> None:
                     time.sleep(0.2)
             t0 = time.monotonic()
             r = asyncio.run(api_phase(port, token, api.pid, a.requests, a.concurrency))
-            print(f"api     after {a.requests:,} decisions ({time.monotonic() - t0:.0f} s, "
-                  f"{int(r['errors'])} non-200): start {r['start']:.1f} MB, "
-                  f"warm {r.get('warm', 0):.1f} MB, end {r['end']:.1f} MB, "
-                  f"peak {r['peak']:.1f} MB")
+            print(
+                f"api     after {a.requests:,} decisions ({time.monotonic() - t0:.0f} s, "
+                f"{int(r['errors'])} non-200): start {r['start']:.1f} MB, "
+                f"warm {r.get('warm', 0):.1f} MB, end {r['end']:.1f} MB, "
+                f"peak {r['peak']:.1f} MB"
+            )
         finally:
             api.terminate()
             api.wait(30)

@@ -58,8 +58,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "bench.noop"
 GEN = 1
-LIVE = ("SELECT count(*) FROM core.outbox WHERE generation = 1 "
-        "AND status IN ('pending', 'in_flight')")
+LIVE = (
+    "SELECT count(*) FROM core.outbox WHERE generation = 1 AND status IN ('pending', 'in_flight')"
+)
 
 
 def cpu_self() -> float:
@@ -116,8 +117,10 @@ def prepare(uri: str) -> None:
         assert allocate_generation(conn, "bench") == GEN
         conn.execute("CREATE SCHEMA bench")
         # same columns, defaults, identity and CHECKs as core.outbox; a plain PK, nothing else
-        conn.execute("CREATE TABLE bench.plain (LIKE core.outbox INCLUDING DEFAULTS "
-                     "INCLUDING IDENTITY INCLUDING CONSTRAINTS, PRIMARY KEY (id))")
+        conn.execute(
+            "CREATE TABLE bench.plain (LIKE core.outbox INCLUDING DEFAULTS "
+            "INCLUDING IDENTITY INCLUDING CONSTRAINTS, PRIMARY KEY (id))"
+        )
 
 
 def admin(uri: str, *stmts: str) -> None:
@@ -142,15 +145,21 @@ async def aconnect(uri: str):
 
 
 # ------------------------------------------------------------------------- (a)/(b) publish
-BARE_ONE = ("INSERT INTO bench.plain (generation, topic, payload, idempotency_key) "
-            "VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)")
-HAND_ONE = ("INSERT INTO core.outbox (generation, topic, payload, idempotency_key) "
-            "VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)")
+BARE_ONE = (
+    "INSERT INTO bench.plain (generation, topic, payload, idempotency_key) "
+    "VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)"
+)
+HAND_ONE = (
+    "INSERT INTO core.outbox (generation, topic, payload, idempotency_key) "
+    "VALUES (%(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s)"
+)
 # arrays in binary, as the library sends them (psycopg's text array dumper costs 2-3 ms of
 # client CPU per 100 rows): the fastest hand-written batched insert, not a strawman
-BARE_MANY = ("INSERT INTO bench.plain (generation, topic, payload, idempotency_key) "
-             "SELECT %(generation)s, t, p::jsonb, k "
-             "FROM unnest(%(topics)b::text[], %(payloads)b::text[], %(keys)b::text[]) AS u (t, p, k)")
+BARE_MANY = (
+    "INSERT INTO bench.plain (generation, topic, payload, idempotency_key) "
+    "SELECT %(generation)s, t, p::jsonb, k "
+    "FROM unnest(%(topics)b::text[], %(payloads)b::text[], %(keys)b::text[]) AS u (t, p, k)"
+)
 HAND_MANY = BARE_MANY.replace("bench.plain", "core.outbox")
 
 
@@ -160,7 +169,9 @@ def _enc(doc: Any) -> bytes:
     return msgspec.json.encode(doc)
 
 
-async def _interleaved(run_block, variants: list[str], blocks: int, offset: int) -> dict[str, float]:
+async def _interleaved(
+    run_block, variants: list[str], blocks: int, offset: int
+) -> dict[str, float]:
     """Run ``blocks`` blocks of every variant, interleaved (variant order rotates per block), so
     a drift of the shared box (disk flush latency moves by 2-3x within minutes) hits every
     variant alike; return items/s per variant over its own blocks' time."""
@@ -191,9 +202,15 @@ async def _single(conn, variant: str, n: int) -> float:
                 # the caller still builds a payload and a key, with the cheapest tools
                 # (msgspec, os.urandom: what publish uses), so only the library's own work and
                 # the table differ
-                await conn.execute(sql, {"generation": GEN, "topic": TOPIC,
-                                         "payload": _enc({"i": i}).decode(),
-                                         "key": os.urandom(16).hex()})
+                await conn.execute(
+                    sql,
+                    {
+                        "generation": GEN,
+                        "topic": TOPIC,
+                        "payload": _enc({"i": i}).decode(),
+                        "key": os.urandom(16).hex(),
+                    },
+                )
     return n / (time.perf_counter() - t0)
 
 
@@ -204,15 +221,21 @@ async def _batched(conn, variant: str, calls: int, size: int) -> float:
     t0 = time.perf_counter()
     if variant == "publish":
         for c in range(calls):
-            await pub.publish_many_async(conn, [EventIn(topic=TOPIC, payload={"i": c * size + j})
-                                                for j in range(size)])
+            await pub.publish_many_async(
+                conn, [EventIn(topic=TOPIC, payload={"i": c * size + j}) for j in range(size)]
+            )
     else:
         sql = BARE_MANY if variant == "bare" else HAND_MANY
         for c in range(calls):
-            await conn.execute(sql, {"generation": GEN, "topics": [TOPIC] * size,
-                                     "payloads": [_enc({"i": c * size + j}).decode()
-                                                  for j in range(size)],
-                                     "keys": [os.urandom(16).hex() for _ in range(size)]})
+            await conn.execute(
+                sql,
+                {
+                    "generation": GEN,
+                    "topics": [TOPIC] * size,
+                    "payloads": [_enc({"i": c * size + j}).decode() for j in range(size)],
+                    "keys": [os.urandom(16).hex() for _ in range(size)],
+                },
+            )
     return calls * size / (time.perf_counter() - t0)
 
 
@@ -234,13 +257,21 @@ def bench_publish(uri: str, a) -> dict[str, Any]:
                 await _batched(conn, v, 3, 100)
             for r in range(a.rounds):
                 block = 50  # transactions per variant per block
-                rates = await _interleaved(lambda v: _count(_single(conn, v, block), block),
-                                           variants, max(1, a.single_n // block), r)
+                rates = await _interleaved(
+                    lambda v, block=block: _count(_single(conn, v, block), block),
+                    variants,
+                    max(1, a.single_n // block),
+                    r,
+                )
                 for v in variants:
                     single[v].append(rates[v])
                 calls = 5  # calls of 100 per variant per block
-                rates = await _interleaved(lambda v: _count(_batched(conn, v, calls, 100), calls * 100),
-                                           variants, max(1, a.batch_calls // calls), r)
+                rates = await _interleaved(
+                    lambda v, calls=calls: _count(_batched(conn, v, calls, 100), calls * 100),
+                    variants,
+                    max(1, a.batch_calls // calls),
+                    r,
+                )
                 for v in variants:
                     batched[v].append(rates[v])
                 reset(uri)
@@ -258,11 +289,14 @@ def bench_publish(uri: str, a) -> dict[str, Any]:
                     await _single(c, v, 5)
             block = 25  # transactions per producer per variant per block
             for r in range(a.rounds):
+
                 async def run_block(v: str) -> int:
                     await asyncio.gather(*(_single(c, v, block) for c in conns))
                     return k * block
 
-                rates = await _interleaved(run_block, variants, max(1, a.single_n // (k * block)), r)
+                rates = await _interleaved(
+                    run_block, variants, max(1, a.single_n // (k * block)), r
+                )
                 for v in variants:
                     conc[v].append(rates[v])
                 reset(uri)
@@ -274,31 +308,49 @@ def bench_publish(uri: str, a) -> dict[str, Any]:
     asyncio.run(run())
     if a.publish_conns > 1:
         asyncio.run(run_concurrent(a.publish_conns))
-    out: dict[str, Any] = {"single_n": a.single_n, "batch_calls": a.batch_calls, "rounds": a.rounds,
-                           "publish_conns": a.publish_conns}
+    out: dict[str, Any] = {
+        "single_n": a.single_n,
+        "batch_calls": a.batch_calls,
+        "rounds": a.rounds,
+        "publish_conns": a.publish_conns,
+    }
     groups = [("single", single), ("batch100", batched)]
     if a.publish_conns > 1:
         groups.append((f"single_c{a.publish_conns}", conc))
     for name, d in groups:
         med = {v: statistics.median(xs) for v, xs in d.items()}
-        out[name] = {"median_per_s": med, "rounds_per_s": d,
-                     "publish_vs_bare": med["publish"] / med["bare"],
-                     "hand_outbox_vs_bare": med["hand"] / med["bare"]}
+        out[name] = {
+            "median_per_s": med,
+            "rounds_per_s": d,
+            "publish_vs_bare": med["publish"] / med["bare"],
+            "hand_outbox_vs_bare": med["hand"] / med["bare"],
+        }
     s, b = out["single"], out["batch100"]
-    say(f"(a) single txn   bare {s['median_per_s']['bare']:8,.0f}/s   outbox by hand (no NOTIFY) "
+    say(
+        f"(a) single txn   bare {s['median_per_s']['bare']:8,.0f}/s   outbox by hand (no NOTIFY) "
         f"{s['median_per_s']['hand']:8,.0f}/s   publish_async {s['median_per_s']['publish']:8,.0f}/s"
-        f"   -> publish = {s['publish_vs_bare']:.1%} of bare ({1 / s['publish_vs_bare'] - 1:+.1%} time/event)")
-    say(f"(b) batch of 100 bare {b['median_per_s']['bare']:8,.0f}/s   outbox by hand (no NOTIFY) "
+        f"   -> publish = {s['publish_vs_bare']:.1%} of bare ({1 / s['publish_vs_bare'] - 1:+.1%} time/event)"
+    )
+    say(
+        f"(b) batch of 100 bare {b['median_per_s']['bare']:8,.0f}/s   outbox by hand (no NOTIFY) "
         f"{b['median_per_s']['hand']:8,.0f}/s   publish_many   {b['median_per_s']['publish']:8,.0f}/s"
-        f"   -> publish_many = {b['publish_vs_bare']:.1%} of bare")
+        f"   -> publish_many = {b['publish_vs_bare']:.1%} of bare"
+    )
     if a.publish_conns > 1:
         c = out[f"single_c{a.publish_conns}"]
-        say(f"(a) {a.publish_conns} producers, single txn   bare {c['median_per_s']['bare']:8,.0f}/s   outbox by hand "
+        say(
+            f"(a) {a.publish_conns} producers, single txn   bare {c['median_per_s']['bare']:8,.0f}/s   outbox by hand "
             f"(no NOTIFY) {c['median_per_s']['hand']:8,.0f}/s   publish_async {c['median_per_s']['publish']:8,.0f}/s"
-            f"   -> publish = {c['publish_vs_bare']:.1%} of bare")
+            f"   -> publish = {c['publish_vs_bare']:.1%} of bare"
+        )
     for name, _ in groups:
-        say(f"    {name} rounds: " + "  ".join(f"{v}=" + ",".join(f"{x:,.0f}" for x in out[name]['rounds_per_s'][v])
-                                       for v in variants))
+        say(
+            f"    {name} rounds: "
+            + "  ".join(
+                f"{v}=" + ",".join(f"{x:,.0f}" for x in out[name]["rounds_per_s"][v])
+                for v in variants
+            )
+        )
     return out
 
 
@@ -354,13 +406,20 @@ async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
 
     registry.register("bench.outbox.noop", TOPIC, noop)
     lanes = cfg["lanes"]
-    settings = Settings(database_url=uri, generation=GEN, database_pool_min=lanes,
-                        database_pool_max=lanes + 2)
-    config = ConsumerConfig(batch_size=cfg["batch"], lanes=lanes, listen=cfg["listen"],
-                            poll_interval_s=cfg["poll"], fused_cycle=cfg.get("fused", True))
+    settings = Settings(
+        database_url=uri, generation=GEN, database_pool_min=lanes, database_pool_max=lanes + 2
+    )
+    config = ConsumerConfig(
+        batch_size=cfg["batch"],
+        lanes=lanes,
+        listen=cfg["listen"],
+        poll_interval_s=cfg["poll"],
+        fused_cycle=cfg.get("fused", True),
+    )
     async with open_pools(settings) as db:
-        consumer = Consumer(db, generation=GEN, worker_id=uuid.uuid4(), registry=registry,
-                            config=config)
+        consumer = Consumer(
+            db, generation=GEN, worker_id=uuid.uuid4(), registry=registry, config=config
+        )
         watch = await psycopg.AsyncConnection.connect(uri, autocommit=True)
         cpu0 = cpu_self()
 
@@ -408,8 +467,10 @@ class Workers:
     def __init__(self, uri: str, cfg: dict[str, Any], procs: int = 1):
         ctx = mp.get_context("spawn")
         self.go, self.stop, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
-        self.procs = [ctx.Process(target=_worker, args=(uri, cfg, self.go, self.stop, self.out),
-                                  daemon=True) for _ in range(procs)]
+        self.procs = [
+            ctx.Process(target=_worker, args=(uri, cfg, self.go, self.stop, self.out), daemon=True)
+            for _ in range(procs)
+        ]
         self.msgs: list[tuple[str, Any]] = []
 
     def _get(self, kind: str, timeout: float) -> Any:
@@ -459,8 +520,16 @@ async def _fill(uri: str, n: int) -> None:
         await conn.close()
 
 
-def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
-               analyze: bool | None = None, cycle: str = "fused") -> dict[str, Any]:
+def drain_once(
+    uri: str,
+    n: int,
+    lanes: int,
+    batch: int,
+    procs: int,
+    a,
+    analyze: bool | None = None,
+    cycle: str = "fused",
+) -> dict[str, Any]:
     analyze = a.analyze if analyze is None else analyze
     reset(uri)
     asyncio.run(_fill(uri, n))
@@ -469,13 +538,29 @@ def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
     if analyze:
         admin(uri, "ANALYZE core.outbox", "CHECKPOINT")
     else:  # TRUNCATE keeps old statistics: clear them (PostgreSQL 18)
-        admin(uri, "SELECT pg_clear_relation_stats('core', 'outbox')",
-              "SELECT pg_clear_attribute_stats('core', 'outbox', attname, false) FROM pg_attribute "
-              "WHERE attrelid = 'core.outbox'::regclass AND attnum > 0 AND NOT attisdropped",
-              "CHECKPOINT")
-    w = Workers(uri, {"mode": "drain", "procs": procs, "lanes": lanes, "batch": batch, "listen": True,
-                      "poll": a.poll_interval, "log_level": a.log_level, "loop": a.loop,
-                      "profile": a.profile_consumer, "fused": cycle == "fused"}, procs)
+        admin(
+            uri,
+            "SELECT pg_clear_relation_stats('core', 'outbox')",
+            "SELECT pg_clear_attribute_stats('core', 'outbox', attname, false) FROM pg_attribute "
+            "WHERE attrelid = 'core.outbox'::regclass AND attnum > 0 AND NOT attisdropped",
+            "CHECKPOINT",
+        )
+    w = Workers(
+        uri,
+        {
+            "mode": "drain",
+            "procs": procs,
+            "lanes": lanes,
+            "batch": batch,
+            "listen": True,
+            "poll": a.poll_interval,
+            "log_level": a.log_level,
+            "loop": a.loop,
+            "profile": a.profile_consumer,
+            "fused": cycle == "fused",
+        },
+        procs,
+    )
     try:
         w.start()
         s0 = server_cpu(uri)
@@ -492,11 +577,19 @@ def drain_once(uri: str, n: int, lanes: int, batch: int, procs: int, a,
     handled = sum(d["handled"] for d in done)
     last = max(t for d in done for _, t in d["seen"])
     cpu = sum(d["cpu"] for d in done)
-    res = {"n": n, "lanes": lanes, "batch": batch, "procs": procs, "handled": handled,
-           "analyzed": analyze, "cycle": cycle,
-           "rate": n / (settled - t_go), "rate_to_last_handler": n / (last - t_go),
-           "consumer_cpu_us_per_event": cpu / n * 1e6,
-           "server_cpu_us_per_event": None if s0 is None or s1 is None else (s1 - s0) / n * 1e6}
+    res = {
+        "n": n,
+        "lanes": lanes,
+        "batch": batch,
+        "procs": procs,
+        "handled": handled,
+        "analyzed": analyze,
+        "cycle": cycle,
+        "rate": n / (settled - t_go),
+        "rate_to_last_handler": n / (last - t_go),
+        "consumer_cpu_us_per_event": cpu / n * 1e6,
+        "server_cpu_us_per_event": None if s0 is None or s1 is None else (s1 - s0) / n * 1e6,
+    }
     if handled != n:
         res["warning"] = f"handled {handled} != {n}"
     return res
@@ -513,10 +606,12 @@ def bench_drain(uri: str, a) -> list[dict[str, Any]]:
             for cycle in a.cycles:
                 r = drain_once(uri, a.drain_n, lanes, batch, 1, a, cycle=cycle)
                 rows.append(r)
-                say(f"(c) drain n={a.drain_n:,} lanes={lanes} batch={batch:<4} {cycle:7s} {r['rate']:9,.0f} ev/s settled "
+                say(
+                    f"(c) drain n={a.drain_n:,} lanes={lanes} batch={batch:<4} {cycle:7s} {r['rate']:9,.0f} ev/s settled "
                     f"({r['rate_to_last_handler']:,.0f} to last handler)  consumer CPU "
                     f"{r['consumer_cpu_us_per_event']:.0f} us/ev  server CPU {_us(r['server_cpu_us_per_event'])} "
-                    f"us/ev {r.get('warning', '')}")
+                    f"us/ev {r.get('warning', '')}"
+                )
     if a.analyze and a.plan_check:
         # the same drains on a table without statistics: shows how much the claim plan chosen
         # under "every row is pending" statistics costs (see docs/performance.md)
@@ -524,8 +619,10 @@ def bench_drain(uri: str, a) -> list[dict[str, Any]]:
             r = drain_once(uri, a.drain_n, 4, batch, 1, a, analyze=False)
             r["plan_check"] = True
             rows.append(r)
-            say(f"(c) drain n={a.drain_n:,} lanes=4 batch={batch:<4} NOT ANALYZED {r['rate']:9,.0f} ev/s "
-                f"settled  consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+            say(
+                f"(c) drain n={a.drain_n:,} lanes=4 batch={batch:<4} NOT ANALYZED {r['rate']:9,.0f} ev/s "
+                f"settled  consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}"
+            )
     return rows
 
 
@@ -534,8 +631,10 @@ def bench_procs(uri: str, a) -> list[dict[str, Any]]:
     for procs in sorted({1, a.procs}):
         r = drain_once(uri, a.drain_n, 4, 100, procs, a)
         rows.append(r)
-        say(f"(e) drain n={a.drain_n:,} procs={procs} x lanes 4 x batch 100 {r['rate']:9,.0f} ev/s "
-            f"settled  consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}")
+        say(
+            f"(e) drain n={a.drain_n:,} procs={procs} x lanes 4 x batch 100 {r['rate']:9,.0f} ev/s "
+            f"settled  consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev {r.get('warning', '')}"
+        )
     return rows
 
 
@@ -577,14 +676,25 @@ async def _produce(uri: str, rate: float, seconds: float, producers: int):
     return commits, n / wall
 
 
-def latency_once(uri: str, rate: float, seconds: float, listen: bool, a,
-                 cycle: str = "fused") -> dict[str, Any]:
+def latency_once(
+    uri: str, rate: float, seconds: float, listen: bool, a, cycle: str = "fused"
+) -> dict[str, Any]:
     reset(uri)
     admin(uri, "VACUUM ANALYZE core.outbox", "CHECKPOINT")
-    w = Workers(uri, {"mode": "steady", "lanes": a.steady_lanes, "batch": a.steady_batch,
-                      "listen": listen, "poll": a.poll_interval, "log_level": a.log_level,
-                      "loop": a.loop, "fused": cycle == "fused",
-                      "profile": a.profile_consumer})
+    w = Workers(
+        uri,
+        {
+            "mode": "steady",
+            "lanes": a.steady_lanes,
+            "batch": a.steady_batch,
+            "listen": listen,
+            "poll": a.poll_interval,
+            "log_level": a.log_level,
+            "loop": a.loop,
+            "fused": cycle == "fused",
+            "profile": a.profile_consumer,
+        },
+    )
     producers = max(1, int(rate // 250))
     try:
         w.start()
@@ -600,9 +710,18 @@ def latency_once(uri: str, rate: float, seconds: float, listen: bool, a,
     seen = {s: t for s, t in done["seen"] if s >= 0}
     from_commit_sent = [seen[s] - commits[s][0] for s in commits if s in seen]
     from_commit_ack = [seen[s] - commits[s][1] for s in commits if s in seen]
-    res = {"rate": rate, "offered": offered, "seconds": seconds, "listen": listen, "cycle": cycle,
-           "producers": producers, "n": len(commits), "handled": len(seen),
-           "consumer_cpu_s": cpu, "consumer_cpu_us_per_event": cpu / max(1, len(seen)) * 1e6}
+    res = {
+        "rate": rate,
+        "offered": offered,
+        "seconds": seconds,
+        "listen": listen,
+        "cycle": cycle,
+        "producers": producers,
+        "n": len(commits),
+        "handled": len(seen),
+        "consumer_cpu_s": cpu,
+        "consumer_cpu_us_per_event": cpu / max(1, len(seen)) * 1e6,
+    }
     for name, xs in (("from_commit", from_commit_sent), ("from_commit_ack", from_commit_ack)):
         for p in (50, 90, 99):
             v = pct(xs, p)
@@ -619,12 +738,14 @@ def bench_latency(uri: str, a) -> list[dict[str, Any]]:
                 secs = a.steady_seconds if rate <= 100 else a.steady_seconds / 2
                 r = latency_once(uri, rate, secs, listen, a, cycle=cycle)
                 rows.append(r)
-                say(f"(d) steady {rate:6,.0f}/s (offered {r['offered']:,.0f}/s, {r['producers']} producer conns) "
+                say(
+                    f"(d) steady {rate:6,.0f}/s (offered {r['offered']:,.0f}/s, {r['producers']} producer conns) "
                     f"listen={'on ' if listen else 'off'} {cycle:7s} commit->handler p50 {r['from_commit_p50_ms']:7.2f} ms "
                     f"p90 {r['from_commit_p90_ms']:7.2f} p99 {r['from_commit_p99_ms']:7.2f} max "
                     f"{r['from_commit_max_ms']:7.2f} (from COMMIT ack: p50 {r['from_commit_ack_p50_ms']:.2f} "
                     f"p99 {r['from_commit_ack_p99_ms']:.2f})  consumer CPU {r['consumer_cpu_us_per_event']:.0f} "
-                    f"us/ev  handled {r['handled']}/{r['n']}")
+                    f"us/ev  handled {r['handled']}/{r['n']}"
+                )
     return rows
 
 
@@ -642,8 +763,14 @@ def chart(res: dict[str, Any], path: Path) -> bool:
     drains = [d for d in res.get("drain") or [] if d.get("analyzed", True)]
     raw = [d for d in res.get("drain") or [] if not d.get("analyzed", True)]
     if raw:
-        ax1.plot([d["batch"] for d in raw], [d["rate"] for d in raw], linestyle="none", marker="x",
-                 color="black", label="4 lanes, table not ANALYZEd")
+        ax1.plot(
+            [d["batch"] for d in raw],
+            [d["rate"] for d in raw],
+            linestyle="none",
+            marker="x",
+            color="black",
+            label="4 lanes, table not ANALYZEd",
+        )
     for lanes in sorted({d["lanes"] for d in drains}):
         pts = sorted((d["batch"], d["rate"]) for d in drains if d["lanes"] == lanes)
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{lanes} lane(s)")
@@ -659,14 +786,21 @@ def chart(res: dict[str, Any], path: Path) -> bool:
     ax1.grid(alpha=0.3)
     ax1.legend()
     lats = res.get("latency") or []
-    labels = [f"{r['rate']:,.0f}/s (got {r['offered']:,.0f})\n"
-              f"{'LISTEN' if r['listen'] else 'poll ' + format(res['args']['poll_interval'], 'g') + ' s'}"
-              for r in lats]
+    labels = [
+        f"{r['rate']:,.0f}/s (got {r['offered']:,.0f})\n"
+        f"{'LISTEN' if r['listen'] else 'poll ' + format(res['args']['poll_interval'], 'g') + ' s'}"
+        for r in lats
+    ]
     xs = range(len(lats))
     w = 0.27
     for k, (p, c) in enumerate(((50, "tab:blue"), (90, "tab:orange"), (99, "tab:red"))):
-        ax2.bar([x + (k - 1) * w for x in xs], [r[f"from_commit_p{p}_ms"] for r in lats], w,
-                label=f"p{p}", color=c)
+        ax2.bar(
+            [x + (k - 1) * w for x in xs],
+            [r[f"from_commit_p{p}_ms"] for r in lats],
+            w,
+            label=f"p{p}",
+            color=c,
+        )
     ax2.set_xticks(list(xs), labels, fontsize=8)
     ax2.set_yscale("log")
     ax2.set_ylabel("ms, COMMIT -> handler start (log)")
@@ -683,49 +817,97 @@ def chart(res: dict[str, Any], path: Path) -> bool:
 
 # ------------------------------------------------------------------------- main
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="publish,drain,latency,procs",
-                    help="comma-separated subset of: publish, drain, latency, procs")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--only",
+        default="publish,drain,latency,procs",
+        help="comma-separated subset of: publish, drain, latency, procs",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    ap.add_argument("--uri", help="use this server (a database the script may fill) instead of "
-                                  "starting an embedded one")
+    ap.add_argument(
+        "--uri",
+        help="use this server (a database the script may fill) instead of starting an embedded one",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="(a)/(b) rounds")
-    ap.add_argument("--single-n", type=int, default=1500, help="(a) transactions per variant per round")
-    ap.add_argument("--publish-conns", type=int, default=4,
-                    help="(a) also run the single-transaction variants with this many producers at once (1: skip)")
-    ap.add_argument("--batch-calls", type=int, default=150, help="(b) calls of 100 per variant per round")
+    ap.add_argument(
+        "--single-n", type=int, default=1500, help="(a) transactions per variant per round"
+    )
+    ap.add_argument(
+        "--publish-conns",
+        type=int,
+        default=4,
+        help="(a) also run the single-transaction variants with this many producers at once (1: skip)",
+    )
+    ap.add_argument(
+        "--batch-calls", type=int, default=150, help="(b) calls of 100 per variant per round"
+    )
     ap.add_argument("--drain-n", type=int, default=20000, help="(c)/(e) backlog size")
     ap.add_argument("--lanes", default="1,2,4", help="(c) lane counts")
     ap.add_argument("--batches", default="10,50,100,200", help="(c) batch sizes")
-    ap.add_argument("--no-analyze", dest="analyze", action="store_false",
-                    help="(c)/(e) skip the ANALYZE between fill and drain")
-    ap.add_argument("--plan-check", default="10,100",
-                    help="(c) batch sizes also drained (lanes 4) without ANALYZE ('' to skip)")
+    ap.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="(c)/(e) skip the ANALYZE between fill and drain",
+    )
+    ap.add_argument(
+        "--plan-check",
+        default="10,100",
+        help="(c) batch sizes also drained (lanes 4) without ANALYZE ('' to skip)",
+    )
     ap.add_argument("--procs", type=int, default=2, help="(e) consumer processes")
     ap.add_argument("--rates", default="100,1000", help="(d) events/s")
-    ap.add_argument("--steady-seconds", type=float, default=10.0,
-                    help="(d) seconds at 100/s (rates above 100/s run half as long)")
+    ap.add_argument(
+        "--steady-seconds",
+        type=float,
+        default=10.0,
+        help="(d) seconds at 100/s (rates above 100/s run half as long)",
+    )
     ap.add_argument("--steady-lanes", type=int, default=4)
     ap.add_argument("--steady-batch", type=int, default=100)
-    ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
-    ap.add_argument("--cycle", default="fused",
-                    help="(c)/(d) consumer cycle(s), comma-separated: fused (claim and start in "
-                         "one message, the default; ADR 0015), general (claim, then BEGIN + "
-                         "start: the path behind a transaction pooler)")
-    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                    help="consumer logging (JSON, production format, to /dev/null)")
-    ap.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
-                    help="the consumer process's event loop (auto: uvloop when installed, as "
-                         "spectral-workers with SPECTRAL_EVENT_LOOP=auto)")
-    ap.add_argument("--profile-consumer", metavar="PREFIX",
-                    help="cProfile each consumer process, write PREFIX.<mode>.<pid>.prof")
+    ap.add_argument(
+        "--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s"
+    )
+    ap.add_argument(
+        "--cycle",
+        default="fused",
+        help="(c)/(d) consumer cycle(s), comma-separated: fused (claim and start in "
+        "one message, the default; ADR 0015), general (claim, then BEGIN + "
+        "start: the path behind a transaction pooler)",
+    )
+    ap.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="consumer logging (JSON, production format, to /dev/null)",
+    )
+    ap.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "asyncio", "uvloop"],
+        help="the consumer process's event loop (auto: uvloop when installed, as "
+        "spectral-workers with SPECTRAL_EVENT_LOOP=auto)",
+    )
+    ap.add_argument(
+        "--profile-consumer",
+        metavar="PREFIX",
+        help="cProfile each consumer process, write PREFIX.<mode>.<pid>.prof",
+    )
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--out", help="results JSON (default bench/results/outbox-<UTC>.json)")
     ap.add_argument("--chart", default=str(ROOT / "docs" / "perf" / "outbox.png"))
     ap.add_argument("--no-chart", action="store_true")
-    ap.add_argument("--peer-ref", action="append", default=[],
-                    help="LABEL=RATE horizontal reference line on the drain chart (same-run peer figures)")
-    ap.add_argument("--chart-from", metavar="JSON", help="only redraw the chart from a results file")
+    ap.add_argument(
+        "--peer-ref",
+        action="append",
+        default=[],
+        help="LABEL=RATE horizontal reference line on the drain chart (same-run peer figures)",
+    )
+    ap.add_argument(
+        "--chart-from", metavar="JSON", help="only redraw the chart from a results file"
+    )
     a = ap.parse_args()
     if a.chart_from:
         chart(json.loads(Path(a.chart_from).read_text()), Path(a.chart))
@@ -741,18 +923,27 @@ def main() -> None:
     from spectral_core.settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX
 
     if not all(1 <= b <= OUTBOX_BATCH_MAX for b in [*a.batches, *a.plan_check, a.steady_batch]):
-        ap.error(f"batch sizes (--batches, --plan-check, --steady-batch) must be 1..{OUTBOX_BATCH_MAX}")
+        ap.error(
+            f"batch sizes (--batches, --plan-check, --steady-batch) must be 1..{OUTBOX_BATCH_MAX}"
+        )
     if not all(1 <= n <= OUTBOX_LANES_MAX for n in [*a.lanes, a.steady_lanes]):
         ap.error(f"lane counts (--lanes, --steady-lanes) must be 1..{OUTBOX_LANES_MAX}")
     if a.quick:
         a.rounds, a.single_n, a.batch_calls, a.drain_n, a.steady_seconds = 1, 200, 20, 3000, 2.0
     only = set(a.only.split(","))
     say("$ " + " ".join(shlex.quote(x) for x in [sys.executable, *sys.argv]))
-    ts = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    res: dict[str, Any] = {"ts": ts, "argv": sys.argv, "args": vars(a),
-                           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                       "python": platform.python_version(),
-                                       "loadavg_start": os.getloadavg()}}
+    ts = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    res: dict[str, Any] = {
+        "ts": ts,
+        "argv": sys.argv,
+        "args": vars(a),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_start": os.getloadavg(),
+        },
+    }
     for ref in a.peer_ref:
         label, _, rate = ref.rpartition("=")
         res.setdefault("peer_refs", []).append({"label": label, "rate": float(rate)})
@@ -771,9 +962,17 @@ def main() -> None:
         import psycopg
 
         with psycopg.connect(uri, autocommit=True) as c:
-            res["postgres"] = {k: c.execute(f"SHOW {k}").fetchone()[0] for k in
-                               ("server_version", "fsync", "synchronous_commit", "full_page_writes",
-                                "shared_buffers", "wal_sync_method")}
+            res["postgres"] = {
+                k: c.execute(f"SHOW {k}").fetchone()[0]
+                for k in (
+                    "server_version",
+                    "fsync",
+                    "synchronous_commit",
+                    "full_page_writes",
+                    "shared_buffers",
+                    "wal_sync_method",
+                )
+            }
         say(f"postgres {res['postgres']}  cpus={os.cpu_count()} load1={os.getloadavg()[0]:.2f}")
         prepare(uri)
         if "publish" in only:

@@ -91,15 +91,18 @@ async def enqueue_one(prod: _Prod, t: float) -> None:
 async def enqueue_many(prod: _Prod, ts: list[float]) -> None:
     from spectral_core.outbox import EventIn
 
-    await prod.pub.publish_many_async(prod.conn, [EventIn(topic=TOPIC, payload={"t": t}) for t in ts])
+    await prod.pub.publish_many_async(
+        prod.conn, [EventIn(topic=TOPIC, payload={"t": t}) for t in ts]
+    )
 
 
 async def close_producer(prod: _Prod) -> None:
     await prod.conn.close()
 
 
-_LIVE = ("SELECT count(*) FROM core.outbox WHERE generation = 1 "
-         "AND status IN ('pending', 'in_flight')")
+_LIVE = (
+    "SELECT count(*) FROM core.outbox WHERE generation = 1 AND status IN ('pending', 'in_flight')"
+)
 
 
 async def pending(uri: str) -> int:
@@ -113,8 +116,9 @@ async def verify(uri: str) -> dict:
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as c:
-        rows = await (await c.execute(
-            "SELECT status, count(*) FROM core.outbox GROUP BY 1 ORDER BY 1")).fetchall()
+        rows = await (
+            await c.execute("SELECT status, count(*) FROM core.outbox GROUP BY 1 ORDER BY 1")
+        ).fetchall()
         ledger = (await (await c.execute("SELECT count(*) FROM core.event_handled")).fetchone())[0]
     return {"outbox": {s: n for s, n in rows}, "ledger_rows": ledger}
 
@@ -147,14 +151,23 @@ async def _worker(uri, cfg, mode, go, stop, out, idx) -> None:
 
     registry.register("bench.peer.noop", TOPIC, noop)
     lanes = cfg["lanes"]
-    settings = Settings(database_url=uri, generation=GENERATION, database_pool_max=lanes + 2,
-                        database_pool_min=lanes)
-    config = ConsumerConfig(batch_size=cfg["batch_size"], lanes=lanes, listen=cfg["listen"],
-                            poll_interval_s=cfg["poll_interval_s"],
-                            fused_cycle=cfg.get("cycle", "fused") == "fused")
+    settings = Settings(
+        database_url=uri,
+        generation=GENERATION,
+        database_pool_max=lanes + 2,
+        database_pool_min=lanes,
+    )
+    config = ConsumerConfig(
+        batch_size=cfg["batch_size"],
+        lanes=lanes,
+        listen=cfg["listen"],
+        poll_interval_s=cfg["poll_interval_s"],
+        fused_cycle=cfg.get("cycle", "fused") == "fused",
+    )
     async with open_pools(settings) as db:
-        consumer = Consumer(db, generation=GENERATION, worker_id=uuid.uuid4(),
-                            registry=registry, config=config)
+        consumer = Consumer(
+            db, generation=GENERATION, worker_id=uuid.uuid4(), registry=registry, config=config
+        )
         watch = await psycopg.AsyncConnection.connect(uri, autocommit=True)
         st.mark_ready(out, idx)
         await wait_mp_event(go)
@@ -188,28 +201,50 @@ async def _worker(uri, cfg, mode, go, stop, out, idx) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common_args(ap)
     ap.add_argument("--lanes", type=int, default=4, help="ConsumerConfig.lanes")
     ap.add_argument("--batch-size", type=int, default=100, help="ConsumerConfig.batch_size")
     ap.add_argument("--no-listen", action="store_true", help="ConsumerConfig(listen=False)")
-    ap.add_argument("--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s")
+    ap.add_argument(
+        "--poll-interval", type=float, default=1.0, help="ConsumerConfig.poll_interval_s"
+    )
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    ap.add_argument("--cycle", choices=["fused", "general"], default="fused",
-                    help="consumer cycle: claim and start in one message (default, ADR 0015) or "
-                         "the general path (claim, then BEGIN + start; used behind a pooler)")
-    ap.add_argument("--publish", choices=["autocommit", "txn"], default="autocommit",
-                    help="single enqueue: one publish statement in autocommit (its own "
-                         "transaction, like the peers' enqueue; default) or wrapped in "
-                         "BEGIN ... COMMIT (two more round trips)")
-    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                    help="event loop of the workers and the producer (default uvloop: what "
-                         "spectral-workers runs on when it is installed, SPECTRAL_EVENT_LOOP=auto)")
+    ap.add_argument(
+        "--cycle",
+        choices=["fused", "general"],
+        default="fused",
+        help="consumer cycle: claim and start in one message (default, ADR 0015) or "
+        "the general path (claim, then BEGIN + start; used behind a pooler)",
+    )
+    ap.add_argument(
+        "--publish",
+        choices=["autocommit", "txn"],
+        default="autocommit",
+        help="single enqueue: one publish statement in autocommit (its own "
+        "transaction, like the peers' enqueue; default) or wrapped in "
+        "BEGIN ... COMMIT (two more round trips)",
+    )
+    ap.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of the workers and the producer (default uvloop: what "
+        "spectral-workers runs on when it is installed, SPECTRAL_EVENT_LOOP=auto)",
+    )
     a = ap.parse_args()
-    cfg = {"lanes": a.lanes, "batch_size": a.batch_size, "listen": not a.no_listen,
-           "cycle": a.cycle,
-           "poll_interval_s": a.poll_interval, "log_level": a.log_level, "loop": a.loop,
-           "publish": a.publish}
+    cfg = {
+        "lanes": a.lanes,
+        "batch_size": a.batch_size,
+        "listen": not a.no_listen,
+        "cycle": a.cycle,
+        "poll_interval_s": a.poll_interval,
+        "log_level": a.log_level,
+        "loop": a.loop,
+        "publish": a.publish,
+    }
     import peer_spectral as mod
 
     run_peer(mod, "peer_spectral", a, cfg)

@@ -24,8 +24,9 @@ _USAGE = "usage: python -m lint {compat,manifest,ci} [ARGS...]"
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=False
+    )
 
 
 def default_base() -> str | None:
@@ -37,8 +38,11 @@ def default_base() -> str | None:
     if _git("rev-parse", "--verify", "--quiet", "HEAD~1^{commit}").returncode == 0:
         return "HEAD~1"
     if _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
-        print("python -m lint ci: error: shallow clone without HEAD~1; fetch with depth >= 2 "
-              "or pass --git-base REF", file=sys.stderr)
+        print(
+            "python -m lint ci: error: shallow clone without HEAD~1; fetch with depth >= 2 "
+            "or pass --git-base REF",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return None
 
@@ -48,8 +52,11 @@ def ci_main(argv: list[str]) -> int:
     from lint.compat import main as compat
     from lint.manifest import main as manifest
 
-    p = argparse.ArgumentParser(prog="python -m lint ci", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m lint ci",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--git-base", metavar="REF", help="deployed baseline (default: HEAD~1)")
     p.add_argument("--format", choices=("text", "json", "github", "sarif"), default="text")
     p.add_argument("--locking", action="store_true", help="also run the locking gate")

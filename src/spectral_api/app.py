@@ -55,35 +55,62 @@ class Services:
     health: HealthProbe
 
 
-def build_services(settings: Settings, db: Database, *, generation: int | None = None,
-                   sandbox: WasmSandbox | None = None, keyring: Keyring | None = None
-                   ) -> Services:
+def build_services(
+    settings: Settings,
+    db: Database,
+    *,
+    generation: int | None = None,
+    sandbox: WasmSandbox | None = None,
+    keyring: Keyring | None = None,
+) -> Services:
     """Wire the core objects from settings.
 
     Raises:
         ConfigError: Invalid settings (operator keys, budgets, limits).
     """
     gen = settings.require_generation() if generation is None else generation
-    budget = Budget(fuel=settings.sandbox_fuel, deadline_ms=settings.sandbox_deadline_ms,
-                    memory_bytes=settings.sandbox_memory_bytes,
-                    output_bytes=settings.sandbox_output_bytes)
-    sandbox = sandbox or WasmSandbox(default_budget=budget,
-                                     max_threads=settings.api_sandbox_threads)
+    budget = Budget(
+        fuel=settings.sandbox_fuel,
+        deadline_ms=settings.sandbox_deadline_ms,
+        memory_bytes=settings.sandbox_memory_bytes,
+        output_bytes=settings.sandbox_output_bytes,
+    )
+    sandbox = sandbox or WasmSandbox(
+        default_budget=budget, max_threads=settings.api_sandbox_threads
+    )
     keyring = keyring if keyring is not None else Keyring.from_config(settings.operator_keys)
     store = ModuleStore(db)
     probe_sandbox = sandbox
     return Services(
-        settings=settings, db=db, generation=gen, sandbox=sandbox, budget=budget,
-        runner=DecisionRunner(sandbox, inline_fuel=settings.sandbox_inline_fuel,
-                              max_batch=settings.sandbox_inline_batch),
-        keyring=keyring, store=store,
+        settings=settings,
+        db=db,
+        generation=gen,
+        sandbox=sandbox,
+        budget=budget,
+        runner=DecisionRunner(
+            sandbox,
+            inline_fuel=settings.sandbox_inline_fuel,
+            max_batch=settings.sandbox_inline_batch,
+        ),
+        keyring=keyring,
+        store=store,
         cache=ModuleCache(store, sandbox, keyring, approval_ttl_s=settings.api_approval_ttl_s),
         authenticator=Authenticator(db, ttl_s=settings.api_auth_ttl_s),
-        limiter=TenantLimiter(TenantLimits(rate=settings.api_rate, burst=settings.api_burst,
-                                           concurrency=settings.api_concurrency)),
-        health=HealthProbe(settings, db, generation=gen,
-                           sandbox_check=lambda: self_test(probe_sandbox),
-                           operator_keys=len(keyring), cache_s=settings.api_health_cache_s),
+        limiter=TenantLimiter(
+            TenantLimits(
+                rate=settings.api_rate,
+                burst=settings.api_burst,
+                concurrency=settings.api_concurrency,
+            )
+        ),
+        health=HealthProbe(
+            settings,
+            db,
+            generation=gen,
+            sandbox_check=lambda: self_test(probe_sandbox),
+            operator_keys=len(keyring),
+            cache_s=settings.api_health_cache_s,
+        ),
     )
 
 
@@ -111,8 +138,11 @@ class AccessLog:
         finally:
             who = scope.get(PRINCIPAL_KEY)
             fields: dict[str, Any] = {
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
             if isinstance(who, Principal):
                 fields["tenant"] = who.org
                 fields["key_id"] = who.key_id
@@ -122,9 +152,15 @@ class AccessLog:
                 log.info("api.request", **fields)
 
 
-def create_app(settings: Settings, db: Database, *, generation: int | None = None,
-               sandbox: WasmSandbox | None = None, keyring: Keyring | None = None,
-               access_log: bool = True) -> Starlette:
+def create_app(
+    settings: Settings,
+    db: Database,
+    *,
+    generation: int | None = None,
+    sandbox: WasmSandbox | None = None,
+    keyring: Keyring | None = None,
+    access_log: bool = True,
+) -> Starlette:
     """The spectral API application.
 
     Args:
@@ -138,28 +174,37 @@ def create_app(settings: Settings, db: Database, *, generation: int | None = Non
     Raises:
         ConfigError: Invalid settings.
     """
-    services = build_services(settings, db, generation=generation, sandbox=sandbox,
-                              keyring=keyring)
+    services = build_services(settings, db, generation=generation, sandbox=sandbox, keyring=keyring)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.sandbox.start()
-        log.info("api.started", generation=services.generation,
-                 operator_keys=len(services.keyring), version=settings.running_version,
-                 event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
+        log.info(
+            "api.started",
+            generation=services.generation,
+            operator_keys=len(services.keyring),
+            version=settings.running_version,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         try:
             yield
         finally:
             services.sandbox.stop()
             log.info("api.stopped")
 
-    middleware = [Middleware(ApiAuthMiddleware, authenticator=services.authenticator,
-                             limiter=services.limiter)]
+    middleware = [
+        Middleware(
+            ApiAuthMiddleware, authenticator=services.authenticator, limiter=services.limiter
+        )
+    ]
     if access_log:
         middleware.insert(0, Middleware(AccessLog))
     # the hottest route first: the router tries routes in order
-    app = Starlette(routes=[*decide_routes(), *health_routes(), *module_routes()],
-                    middleware=middleware, exception_handlers=exception_handlers(),
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=[*decide_routes(), *health_routes(), *module_routes()],
+        middleware=middleware,
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
     app.state.services = services
     return app

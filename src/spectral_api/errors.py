@@ -113,8 +113,16 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str, str]]] = {
 }
 
 #: context attributes that may be shown to the client, per error
-_PUBLIC_CONTEXT: Final = ("reason", "budget", "limit", "retry_after", "field", "trap_code",
-                          "content_hash", "approval_id")
+_PUBLIC_CONTEXT: Final = (
+    "reason",
+    "budget",
+    "limit",
+    "retry_after",
+    "field",
+    "trap_code",
+    "content_hash",
+    "approval_id",
+)
 
 #: fixed details: identical bodies whatever the cause (e.g. another org's module vs none)
 _FIXED_DETAIL: Final[dict[type[BaseException], str]] = {
@@ -137,24 +145,45 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
     """``(status, body, headers)`` for an exception."""
     headers: dict[str, str] = {}
     if isinstance(exc, HttpProblem):
-        body = {"type": f"urn:spectral:problem:{exc.slug}", "title": exc.title,
-                "status": exc.status, "detail": exc.detail, **exc.extensions}
+        body = {
+            "type": f"urn:spectral:problem:{exc.slug}",
+            "title": exc.title,
+            "status": exc.status,
+            "detail": exc.detail,
+            **exc.extensions,
+        }
         return exc.status, body, headers
     if isinstance(exc, HTTPException):
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
-        body = {"type": "about:blank", "title": title, "status": exc.status_code,
-                "detail": str(exc.detail)}
+        body = {
+            "type": "about:blank",
+            "title": title,
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+        }
         return exc.status_code, body, dict(exc.headers or {})
     found = _lookup(exc)
     if found is None:
-        return 500, {"type": "urn:spectral:problem:internal", "title": "Internal error",
-                     "status": 500, "detail": "internal error"}, headers
+        return (
+            500,
+            {
+                "type": "urn:spectral:problem:internal",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "internal error",
+            },
+            headers,
+        )
     cls, (status, slug, title) = found
     detail = _FIXED_DETAIL.get(cls)
     if detail is None:
         detail = getattr(exc, "message", None) or str(exc)
-    body = {"type": f"urn:spectral:problem:{slug}", "title": title, "status": status,
-            "detail": detail}
+    body = {
+        "type": f"urn:spectral:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if status < 500 and cls not in (TenantError, ModuleNotFound):
         context = getattr(exc, "context", {})
         for name in _PUBLIC_CONTEXT:
@@ -179,19 +208,29 @@ def problem_for(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
 def problem_response(exc: BaseException) -> Response:
     """A ``problem+json`` response for ``exc``."""
     status, body, headers = problem_for(exc)
-    return Response(_encoder.encode(body), status_code=status, headers=headers,
-                    media_type=PROBLEM_MEDIA_TYPE)
+    return Response(
+        _encoder.encode(body), status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
+    )
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
     status, _, _ = problem_for(exc)
     if status >= 500:
-        log.error("api.error", path=request.url.path, error_type=type(exc).__name__,
-                  error=str(exc)[:500], exc_info=not isinstance(exc, SpectralError))
+        log.error(
+            "api.error",
+            path=request.url.path,
+            error_type=type(exc).__name__,
+            error=str(exc)[:500],
+            exc_info=not isinstance(exc, SpectralError),
+        )
     return problem_response(exc)
 
 
 def exception_handlers() -> dict[Any, Any]:
     """The Starlette exception-handler table."""
-    return {HTTPException: _handle, HttpProblem: _handle, SpectralError: _handle,
-            Exception: _handle}
+    return {
+        HTTPException: _handle,
+        HttpProblem: _handle,
+        SpectralError: _handle,
+        Exception: _handle,
+    }

@@ -48,8 +48,12 @@ def _add_key_args(p: argparse.ArgumentParser) -> None:
 
 
 def _key(args: argparse.Namespace) -> ModuleKey:
-    return ModuleKey(org=args.org, domain=args.domain, action=args.action,
-                     world_model_version=args.world_model_version)
+    return ModuleKey(
+        org=args.org,
+        domain=args.domain,
+        action=args.action,
+        world_model_version=args.world_model_version,
+    )
 
 
 def parse_duration(text: str) -> int:
@@ -85,20 +89,24 @@ def read_module(path: Path) -> bytes:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("modules", help="decision modules: keygen, put, pin, approve, revoke, "
-                       "list")
+    p = sub.add_parser("modules", help="decision modules: keygen, put, pin, approve, revoke, list")
     verbs = p.add_subparsers(dest="modules_verb", required=True, metavar="VERB")
 
     k = verbs.add_parser("keygen", help="create an operator key pair (private key stays here)")
-    k.add_argument("--out", type=Path, default=None,
-                   help="private key file (default: <SPECTRAL_HOME_DIR>/operator.key)")
+    k.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="private key file (default: <SPECTRAL_HOME_DIR>/operator.key)",
+    )
     k.add_argument("--force", action="store_true", help="overwrite an existing key file")
     k.set_defaults(run=keygen_cmd, needs_settings=True)
 
     put = verbs.add_parser("put", help="upload a module (.wasm or .wat); prints its hash")
     put.add_argument("file", type=Path)
-    put.add_argument("--no-check", action="store_true",
-                     help="skip compiling it in the sandbox before upload")
+    put.add_argument(
+        "--no-check", action="store_true", help="skip compiling it in the sandbox before upload"
+    )
     put.set_defaults(run=put_cmd)
 
     pin = verbs.add_parser("pin", help="pin a module key to a content hash (forever)")
@@ -108,10 +116,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     ap = verbs.add_parser("approve", help="sign an approval locally and store it")
     _add_key_args(ap)
-    ap.add_argument("content_hash", nargs="?", default=None,
-                    help="default: the hash the key is pinned to (its bytes are verified)")
-    ap.add_argument("--key", type=Path, default=None, dest="key_file",
-                    help="operator private key (default: <SPECTRAL_HOME_DIR>/operator.key)")
+    ap.add_argument(
+        "content_hash",
+        nargs="?",
+        default=None,
+        help="default: the hash the key is pinned to (its bytes are verified)",
+    )
+    ap.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        dest="key_file",
+        help="operator private key (default: <SPECTRAL_HOME_DIR>/operator.key)",
+    )
     ap.add_argument("--expires-in", default="30d", help="e.g. 3600, 12h, 30d (default 30d)")
     ap.set_defaults(run=approve_cmd)
 
@@ -155,8 +172,10 @@ def put_cmd(args: argparse.Namespace, settings: Settings) -> int:
 def pin_cmd(args: argparse.Namespace, settings: Settings) -> int:
     key = _key(args)
     created = run_with_connection(settings, lambda c: pin_module(c, key, args.content_hash))
-    print(f"{'pinned' if created else 'already pinned'}: {key.org}/{key.domain}/{key.action}/"
-          f"{key.world_model_version} -> {args.content_hash}")
+    print(
+        f"{'pinned' if created else 'already pinned'}: {key.org}/{key.domain}/{key.action}/"
+        f"{key.world_model_version} -> {args.content_hash}"
+    )
     return 0
 
 
@@ -173,15 +192,18 @@ def approve_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return approval, await add_approval(conn, approval)
 
     approval, approval_id = run_with_connection(settings, go)
-    print(f"approval {approval_id}: {approval.content_hash} for {key.org}/{key.domain}/"
-          f"{key.action}/{key.world_model_version}, key {approval.key_id}, expires "
-          f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_at))}")
+    print(
+        f"approval {approval_id}: {approval.content_hash} for {key.org}/{key.domain}/"
+        f"{key.action}/{key.world_model_version}, key {approval.key_id}, expires "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_at))}"
+    )
     return 0
 
 
 def revoke_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    revoked = run_with_connection(settings,
-                                  lambda c: revoke_approval(c, args.approval_id, args.reason))
+    revoked = run_with_connection(
+        settings, lambda c: revoke_approval(c, args.approval_id, args.reason)
+    )
     print(f"approval {args.approval_id} {'revoked' if revoked else 'was already revoked'}")
     return 0
 
@@ -196,17 +218,20 @@ def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     for m in modules:
         k = m.key
-        print(f"{k.org}/{k.domain}/{k.action}/{k.world_model_version}  {m.content_hash}  "
-              f"{m.size} B  live approvals: {m.live_approvals}")
+        print(
+            f"{k.org}/{k.domain}/{k.action}/{k.world_model_version}  {m.content_hash}  "
+            f"{m.size} B  live approvals: {m.live_approvals}"
+        )
     if approvals:
         print(file=sys.stdout)
         print(f"{'id':>6} {'key_id':<16} {'expires':<20} {'state':<8} module")
     now = time.time()
     for a in approvals:
-        state = ("revoked" if a["revoked_at"] else
-                 "expired" if a["expires_at"] <= now else "live")
-        print(f"{a['id']:>6} {a['key_id']:<16} "
-              f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(a['expires_at'])):<20} "
-              f"{state:<8} {a['org']}/{a['domain']}/{a['action']}/{a['world_model_version']} "
-              f"{a['content_hash'][:16]}…")
+        state = "revoked" if a["revoked_at"] else "expired" if a["expires_at"] <= now else "live"
+        print(
+            f"{a['id']:>6} {a['key_id']:<16} "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(a['expires_at'])):<20} "
+            f"{state:<8} {a['org']}/{a['domain']}/{a['action']}/{a['world_model_version']} "
+            f"{a['content_hash'][:16]}…"
+        )
     return 0

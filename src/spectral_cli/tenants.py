@@ -28,15 +28,18 @@ from ._db import resolve_url
 T = TypeVar("T")
 
 
-def run_with_connection(settings: Settings,
-                        fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+def run_with_connection(
+    settings: Settings, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+) -> T:
     """Run ``fn(conn)`` on one autocommit async connection to the CLI's database."""
+
     async def go() -> T:
         url = resolve_url(settings)
         kwargs = connect_kwargs(transaction_pooler=settings.database_transaction_pooler)
         with wrap_errors():
             conn = await psycopg.AsyncConnection.connect(
-                url, connect_timeout=max(1, int(settings.database_connect_timeout_s)), **kwargs)
+                url, connect_timeout=max(1, int(settings.database_connect_timeout_s)), **kwargs
+            )
         async with conn:
             return await fn(conn)
 
@@ -50,8 +53,11 @@ def _to_json(obj: object) -> None:
 def _limits(args: argparse.Namespace, settings: Settings) -> TenantLimits | None:
     if args.rate is None and args.burst is None and args.concurrency is None:
         return None
-    return TenantLimits(rate=args.rate or settings.api_rate, burst=args.burst or settings.api_burst,
-                        concurrency=args.concurrency or settings.api_concurrency)
+    return TenantLimits(
+        rate=args.rate or settings.api_rate,
+        burst=args.burst or settings.api_burst,
+        concurrency=args.concurrency or settings.api_concurrency,
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,8 +84,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kverbs = keys.add_subparsers(dest="keys_verb", required=True, metavar="VERB")
     kc = kverbs.add_parser("create", help="issue a key for ORG (the token is shown once)")
     kc.add_argument("org")
-    kc.add_argument("--operator", action="store_true",
-                    help="an operator key: may also manage the module store (/api/modules)")
+    kc.add_argument(
+        "--operator",
+        action="store_true",
+        help="an operator key: may also manage the module store (/api/modules)",
+    )
     kc.add_argument("--label", default=None)
     kc.add_argument("--json", action="store_true")
     kc.set_defaults(run=key_create_cmd)
@@ -113,14 +122,17 @@ def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{'org':<24} {'rate':>8} {'burst':>6} {'conc':>5} {'keys':>5}")
     for t in tenants:
-        print(f"{t.org:<24} {t.rate or '-':>8} {t.burst or '-':>6} {t.concurrency or '-':>5} "
-              f"{t.live_keys:>5}")
+        print(
+            f"{t.org:<24} {t.rate or '-':>8} {t.burst or '-':>6} {t.concurrency or '-':>5} "
+            f"{t.live_keys:>5}"
+        )
     return 0
 
 
 def key_create_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    info, token = run_with_connection(settings, lambda c: create_api_key(
-        c, args.org, operator=args.operator, label=args.label))
+    info, token = run_with_connection(
+        settings, lambda c: create_api_key(c, args.org, operator=args.operator, label=args.label)
+    )
     if args.json:
         _to_json({"id": info.id, "org": info.org, "operator": info.operator, "token": token})
         return 0
@@ -138,8 +150,10 @@ def key_list_cmd(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'id':<22} {'org':<20} {'role':<9} {'state':<8} label")
     for k in keys:
         state = "revoked" if k.revoked_at else "live"
-        print(f"{k.id:<22} {k.org:<20} {'operator' if k.operator else 'tenant':<9} "
-              f"{state:<8} {k.label or ''}")
+        print(
+            f"{k.id:<22} {k.org:<20} {'operator' if k.operator else 'tenant':<9} "
+            f"{state:<8} {k.label or ''}"
+        )
     return 0
 
 

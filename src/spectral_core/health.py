@@ -65,8 +65,7 @@ Status = Literal["pass", "warn", "fail"]
 _RANK: Final = {"pass": 0, "warn": 1, "fail": 2}
 
 
-class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
-                  rename="camel"):
+class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
     """One check object (``observedValue`` is never a secret)."""
 
     status: Status
@@ -77,8 +76,7 @@ class HealthCheck(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
     time: str | None = None
 
 
-class HealthReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
-                   rename="camel"):
+class HealthReport(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
     """The ``application/health+json`` document."""
 
     status: Status
@@ -111,9 +109,13 @@ def check_database(error: str | None, latency_ms: float | None) -> HealthCheck:
     """``database:reachable``: fail with a short, secret-free reason when unreachable."""
     if error is not None:
         return HealthCheck(status="fail", component_type="datastore", output=error, time=_now())
-    return HealthCheck(status="pass", component_type="datastore",
-                       observed_value=round(latency_ms or 0.0, 3), observed_unit="ms",
-                       time=_now())
+    return HealthCheck(
+        status="pass",
+        component_type="datastore",
+        observed_value=round(latency_ms or 0.0, 3),
+        observed_unit="ms",
+        time=_now(),
+    )
 
 
 def check_migrations(db_head: int | None, code_head: int) -> HealthCheck:
@@ -123,59 +125,90 @@ def check_migrations(db_head: int | None, code_head: int) -> HealthCheck:
     expand/contract rollout, so it is only a warning.
     """
     if db_head is None:
-        return HealthCheck(status="fail", component_type="datastore",
-                           output="migration ledger unreadable", time=_now())
+        return HealthCheck(
+            status="fail",
+            component_type="datastore",
+            output="migration ledger unreadable",
+            time=_now(),
+        )
     value = {"database": db_head, "code": code_head}
     if db_head < code_head:
-        return HealthCheck(status="fail", component_type="datastore", observed_value=value,
-                           output="pending migrations: run `spectral migrate`", time=_now())
+        return HealthCheck(
+            status="fail",
+            component_type="datastore",
+            observed_value=value,
+            output="pending migrations: run `spectral migrate`",
+            time=_now(),
+        )
     if db_head > code_head:
-        return HealthCheck(status="warn", component_type="datastore", observed_value=value,
-                           output="schema is ahead of this code (expand/contract rollout)",
-                           time=_now())
-    return HealthCheck(status="pass", component_type="datastore", observed_value=value,
-                       time=_now())
+        return HealthCheck(
+            status="warn",
+            component_type="datastore",
+            observed_value=value,
+            output="schema is ahead of this code (expand/contract rollout)",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="datastore", observed_value=value, time=_now())
 
 
 def check_outbox(writable: bool | None) -> HealthCheck:
     """``outbox:writable``: the publish path (``core.outbox`` present and INSERT-able)."""
     if not writable:
-        return HealthCheck(status="fail", component_type="component", observed_value=False,
-                           output="core.outbox is missing or not writable", time=_now())
-    return HealthCheck(status="pass", component_type="component", observed_value=True,
-                       time=_now())
+        return HealthCheck(
+            status="fail",
+            component_type="component",
+            observed_value=False,
+            output="core.outbox is missing or not writable",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="component", observed_value=True, time=_now())
 
 
 def check_workers(live: int | None, generation: int) -> HealthCheck:
     """``workers:live``: warn when no live worker of this generation consumes the outbox."""
     if live is None:
-        return HealthCheck(status="fail", component_type="component",
-                           output="worker registry unreadable", time=_now())
+        return HealthCheck(
+            status="fail",
+            component_type="component",
+            output="worker registry unreadable",
+            time=_now(),
+        )
     if live == 0:
-        return HealthCheck(status="warn", component_type="component", observed_value=0,
-                           output=f"no live worker of generation {generation}: published "
-                                  "events wait until one starts", time=_now())
-    return HealthCheck(status="pass", component_type="component", observed_value=live,
-                       time=_now())
+        return HealthCheck(
+            status="warn",
+            component_type="component",
+            observed_value=0,
+            output=f"no live worker of generation {generation}: published "
+            "events wait until one starts",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="component", observed_value=live, time=_now())
 
 
 def check_sandbox(ok: bool) -> HealthCheck:
     """``sandbox:self_test``: the built-in module compiled and ran."""
     if not ok:
-        return HealthCheck(status="fail", component_type="component", observed_value=False,
-                           output="sandbox self-test failed", time=_now())
-    return HealthCheck(status="pass", component_type="component", observed_value=True,
-                       time=_now())
+        return HealthCheck(
+            status="fail",
+            component_type="component",
+            observed_value=False,
+            output="sandbox self-test failed",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="component", observed_value=True, time=_now())
 
 
 def check_operator_keys(count: int) -> HealthCheck:
     """``operator_keys:loaded``: warn when no key is trusted (nothing can be approved)."""
     if count == 0:
-        return HealthCheck(status="warn", component_type="component", observed_value=0,
-                           output="SPECTRAL_OPERATOR_KEYS is empty: no module can run",
-                           time=_now())
-    return HealthCheck(status="pass", component_type="component", observed_value=count,
-                       time=_now())
+        return HealthCheck(
+            status="warn",
+            component_type="component",
+            observed_value=0,
+            output="SPECTRAL_OPERATOR_KEYS is empty: no module can run",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="component", observed_value=count, time=_now())
 
 
 def check_llm_credentials(credentials: Mapping[str, str]) -> dict[str, list[HealthCheck]]:
@@ -183,10 +216,15 @@ def check_llm_credentials(credentials: Mapping[str, str]) -> dict[str, list[Heal
     out: dict[str, list[HealthCheck]] = {}
     for domain in sorted(credentials):
         configured = bool(credentials[domain])
-        out[f"llm_credential:{domain}"] = [HealthCheck(
-            status="pass" if configured else "warn", component_type="component",
-            observed_value=configured,
-            output=None if configured else "credential is empty", time=_now())]
+        out[f"llm_credential:{domain}"] = [
+            HealthCheck(
+                status="pass" if configured else "warn",
+                component_type="component",
+                observed_value=configured,
+                output=None if configured else "credential is empty",
+                time=_now(),
+            )
+        ]
     return out
 
 
@@ -246,9 +284,13 @@ class HealthProbe:
         try:
             with anyio.fail_after(self.timeout_s), wrap_errors():
                 async with self.db.pool.connection(timeout=self.timeout_s) as conn:
-                    cur = await conn.execute(query("health_probe"), {
-                        "generation": self.generation,
-                        "stale_after_s": self.settings.worker_stale_after_s})
+                    cur = await conn.execute(
+                        query("health_probe"),
+                        {
+                            "generation": self.generation,
+                            "stale_after_s": self.settings.worker_stale_after_s,
+                        },
+                    )
                     row = await cur.fetchone()
         except TimeoutError:
             return "database did not answer in time", None, None
@@ -266,8 +308,7 @@ class HealthProbe:
             sandbox_ok = False
         checks: dict[str, list[HealthCheck]] = {
             "database:reachable": [check_database(error, latency)],
-            "migrations:head": [check_migrations(int(row[0]) if row else None,
-                                                 self._code_head)],
+            "migrations:head": [check_migrations(int(row[0]) if row else None, self._code_head)],
             "outbox:writable": [check_outbox(bool(row[1]) if row else None)],
             "workers:live": [check_workers(int(row[2]) if row else None, self.generation)],
             "sandbox:self_test": [check_sandbox(sandbox_ok)],
@@ -275,5 +316,9 @@ class HealthProbe:
             **check_llm_credentials(self.settings.llm_credential),
         }
         status = worst(c.status for items in checks.values() for c in items)
-        return HealthReport(status=status, version=self.settings.running_version,
-                            release_id=str(self.generation), checks=checks)
+        return HealthReport(
+            status=status,
+            version=self.settings.running_version,
+            release_id=str(self.generation),
+            checks=checks,
+        )

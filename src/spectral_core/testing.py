@@ -39,8 +39,13 @@ import msgspec
 from .agent.errors import ModelError, ScriptExhausted
 from .agent.model import Message, Reply, ToolCall
 
-__all__ = ["ScriptedModel", "calls_log_path", "read_calls", "repeated_completed_calls",
-           "write_script"]
+__all__ = [
+    "ScriptedModel",
+    "calls_log_path",
+    "read_calls",
+    "repeated_completed_calls",
+    "write_script",
+]
 
 
 def calls_log_path(script_path: str | os.PathLike[str]) -> Path:
@@ -48,8 +53,9 @@ def calls_log_path(script_path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(script_path)}.calls.jsonl")
 
 
-def write_script(path: str | os.PathLike[str], replies: Sequence[dict[str, Any]], *,
-                 repeat_last: bool = False) -> Path:
+def write_script(
+    path: str | os.PathLike[str], replies: Sequence[dict[str, Any]], *, repeat_last: bool = False
+) -> Path:
     """Write a script file (and clear its call log); return its path."""
     p = Path(path)
     p.write_bytes(msgspec.json.encode({"replies": list(replies), "repeat_last": repeat_last}))
@@ -93,16 +99,21 @@ class ScriptedModel:
         return self._script
 
     def _record(self, **fields: Any) -> None:
-        line = msgspec.json.encode({**fields, "domain": self.domain, "pid": os.getpid(),
-                                    "t": time.time()}) + b"\n"
+        line = (
+            msgspec.json.encode(
+                {**fields, "domain": self.domain, "pid": os.getpid(), "t": time.time()}
+            )
+            + b"\n"
+        )
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one O_APPEND write per record: whole lines, any process
         finally:
             os.close(fd)
 
-    async def invoke(self, messages: Sequence[Message], *,
-                     tools: Sequence[dict[str, Any]]) -> Reply:
+    async def invoke(
+        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]]
+    ) -> Reply:
         script = self._load()
         replies: list[dict[str, Any]] = script.get("replies", [])
         step = sum(1 for m in messages if m.get("role") == "assistant")
@@ -114,8 +125,9 @@ class ScriptedModel:
             spec = replies[-1]
         else:
             spec = replies[step]
-        earlier = sum(1 for r in read_calls(self.path)
-                      if r["phase"] == "start" and r["digest"] == digest)
+        earlier = sum(
+            1 for r in read_calls(self.path) if r["phase"] == "start" and r["digest"] == digest
+        )
         self._record(phase="start", step=step, conversation=conversation, digest=digest)
         if spec.get("delay_s"):
             await anyio.sleep(float(spec["delay_s"]))
@@ -126,10 +138,15 @@ class ScriptedModel:
         content = spec.get("content", "")
         if not isinstance(content, str):
             content = msgspec.json.encode(content).decode()
-        calls = [ToolCall(id=f"call_{step}_{i}", name=tc["name"], args=tc.get("args") or {})
-                 for i, tc in enumerate(spec.get("tool_calls", []))]
-        reply = Reply(content=content, tool_calls=calls,
-                      input_tokens=int(spec.get("input_tokens", 0)),
-                      output_tokens=int(spec.get("output_tokens", 0)))
+        calls = [
+            ToolCall(id=f"call_{step}_{i}", name=tc["name"], args=tc.get("args") or {})
+            for i, tc in enumerate(spec.get("tool_calls", []))
+        ]
+        reply = Reply(
+            content=content,
+            tool_calls=calls,
+            input_tokens=int(spec.get("input_tokens", 0)),
+            output_tokens=int(spec.get("output_tokens", 0)),
+        )
         self._record(phase="done", step=step, conversation=conversation, digest=digest)
         return reply

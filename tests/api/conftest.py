@@ -68,8 +68,14 @@ class ServerThread:
     async def _serve(self) -> None:
         async with open_pools(self.settings) as db:
             app = create_app(self.settings, db, keyring=self.keyring, access_log=False)
-            config = uvicorn.Config(app, host="127.0.0.1", port=self.settings.api_port,
-                                    lifespan="on", log_config=None, access_log=False)
+            config = uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.settings.api_port,
+                lifespan="on",
+                log_config=None,
+                access_log=False,
+            )
             self.server = uvicorn.Server(config)
             serve = self.server.serve()
             self.ready.set()
@@ -107,17 +113,24 @@ class Api:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30, **kw)
 
-    async def tenant(self, org: str, *, operator: bool = False,
-                     limits: TenantLimits | None = None) -> str:
+    async def tenant(
+        self, org: str, *, operator: bool = False, limits: TenantLimits | None = None
+    ) -> str:
         """Create the tenant (idempotent) and a new key; returns the token."""
         async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as c:
             await create_tenant(c, org, limits=limits)
             _, token = await create_api_key(c, org, operator=operator)
         return token
 
-    async def module(self, name: str | bytes, key: ModuleKey, *, approve: bool = True,
-                     ttl: int = 3600, signer: Ed25519PrivateKey | None = None
-                     ) -> tuple[str, int | None]:
+    async def module(
+        self,
+        name: str | bytes,
+        key: ModuleKey,
+        *,
+        approve: bool = True,
+        ttl: int = 3600,
+        signer: Ed25519PrivateKey | None = None,
+    ) -> tuple[str, int | None]:
         """Put, pin and (optionally) approve a module directly in the database."""
         data = wasm(name) if isinstance(name, str) else name
         async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as c:
@@ -125,8 +138,9 @@ class Api:
             await pin_module(c, key, h)
             aid = None
             if approve:
-                aid = await add_approval(c, sign_approval(signer or self.operator, h, key,
-                                                          int(time.time()) + ttl))
+                aid = await add_approval(
+                    c, sign_approval(signer or self.operator, h, key, int(time.time()) + ttl)
+                )
         return h, aid
 
     def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -142,15 +156,25 @@ def api_factory(settings: Settings, db_url: str) -> Iterator[Callable[..., Api]]
 
     def start(**overrides: Any) -> Api:
         operator = Ed25519PrivateKey.generate()
-        base = {"api_port": free_port(), "operator_keys": public_key_b64(operator.public_key()),
-                "api_rate": 1000.0, "api_burst": 1000, "api_concurrency": 64,
-                **overrides}
+        base = {
+            "api_port": free_port(),
+            "operator_keys": public_key_b64(operator.public_key()),
+            "api_rate": 1000.0,
+            "api_burst": 1000,
+            "api_concurrency": 64,
+            **overrides,
+        }
         s = settings.replace(**base)
         server = ServerThread(s, Keyring.from_config(s.operator_keys))
         server.start()
         servers.append(server)
-        return Api(base_url=f"http://127.0.0.1:{s.api_port}", settings=s, db_url=db_url,
-                   operator=operator, server=server)
+        return Api(
+            base_url=f"http://127.0.0.1:{s.api_port}",
+            settings=s,
+            db_url=db_url,
+            operator=operator,
+            server=server,
+        )
 
     yield start
     for server in servers:
@@ -165,11 +189,16 @@ def api(api_factory: Callable[..., Api]) -> Api:
 KEY = ModuleKey(org="acme", domain="credit", action="approve", world_model_version="v1")
 
 
-def decide_body(key: ModuleKey = KEY, inp: dict[str, Any] | None = None,
-                **extra: Any) -> dict[str, Any]:
-    return {"domain": key.domain, "action": key.action,
-            "world_model_version": key.world_model_version,
-            "input": {"risk": "low"} if inp is None else inp, **extra}
+def decide_body(
+    key: ModuleKey = KEY, inp: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "domain": key.domain,
+        "action": key.action,
+        "world_model_version": key.world_model_version,
+        "input": {"risk": "low"} if inp is None else inp,
+        **extra,
+    }
 
 
 @pytest.fixture

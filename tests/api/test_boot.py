@@ -18,8 +18,14 @@ from .conftest import free_port
 
 def run_api(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
-    return subprocess.run([sys.executable, "-m", "spectral_api"], env={**clean, **env},
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "spectral_api"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_missing_generation_cannot_start(db_url: str) -> None:
@@ -47,9 +53,13 @@ def test_bad_settings_cannot_start(db_url: str, generation: int) -> None:
 def test_unreachable_database_exits_1(generation: int) -> None:
     """A database that cannot be reached at boot is exit code 1 (retryable)."""
     port = free_port()
-    proc = run_api({"SPECTRAL_DATABASE_URL": f"postgresql://u@127.0.0.1:{port}/x",
-                    "SPECTRAL_GENERATION": str(generation),
-                    "SPECTRAL_DATABASE_CONNECT_TIMEOUT_S": "1"})
+    proc = run_api(
+        {
+            "SPECTRAL_DATABASE_URL": f"postgresql://u@127.0.0.1:{port}/x",
+            "SPECTRAL_GENERATION": str(generation),
+            "SPECTRAL_DATABASE_CONNECT_TIMEOUT_S": "1",
+        }
+    )
     assert proc.returncode == 1, proc.stderr
 
 
@@ -57,10 +67,19 @@ def test_serves_health_and_stops_on_sigterm(db_url: str, generation: int) -> Non
     """The binary serves /health on the configured port and exits 0 on SIGTERM."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
-    env = {**clean, "SPECTRAL_DATABASE_URL": db_url, "SPECTRAL_GENERATION": str(generation),
-           "SPECTRAL_API_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "spectral_api"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **clean,
+        "SPECTRAL_DATABASE_URL": db_url,
+        "SPECTRAL_GENERATION": str(generation),
+        "SPECTRAL_API_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spectral_api"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -83,12 +102,15 @@ def test_serves_health_and_stops_on_sigterm(db_url: str, generation: int) -> Non
             proc.communicate()
 
 
-@pytest.mark.parametrize("module", ["spectral_core", "spectral_core.health",
-                                    "spectral_core.modules", "spectral_core.tenants"])
+@pytest.mark.parametrize(
+    "module",
+    ["spectral_core", "spectral_core.health", "spectral_core.modules", "spectral_core.tenants"],
+)
 def test_core_does_not_import_the_web_stack(module: str) -> None:
     """spectral_core stays framework-agnostic: importing it loads no starlette, uvicorn or
     spectral_api."""
     code = f"import {module}, sys; print(' '.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
     assert not {m for m in out if m.split(".")[0] in {"starlette", "uvicorn", "spectral_api"}}

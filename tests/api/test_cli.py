@@ -15,8 +15,9 @@ from .conftest import MODULES, decide_body
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def cli(
+    monkeypatch: pytest.MonkeyPatch, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):  # type: ignore[no-untyped-def]
     for name in [n for n in __import__("os").environ if n.startswith("SPECTRAL_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SPECTRAL_DATABASE_URL", db_url)
@@ -41,8 +42,16 @@ def test_cli_operator_workflow(cli, api_factory, tmp_path: Path) -> None:  # typ
     content_hash = cli("modules", "put", str(MODULES / "decision.wat")).strip()
     assert re.fullmatch(r"[0-9a-f]{64}", content_hash)
     cli("modules", "put", str(MODULES / "with_import.wat"), code=1)  # sandbox refuses it
-    key = ["--org", "acme", "--domain", "credit", "--action", "approve",
-           "--world-model-version", "v1"]
+    key = [
+        "--org",
+        "acme",
+        "--domain",
+        "credit",
+        "--action",
+        "approve",
+        "--world-model-version",
+        "v1",
+    ]
     assert "pinned" in cli("modules", "pin", *key, content_hash)
     assert "already pinned" in cli("modules", "pin", *key, content_hash)
     out = cli("modules", "approve", *key, "--expires-in", "1h")

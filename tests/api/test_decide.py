@@ -58,8 +58,17 @@ async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncC
     body = problem(await acme.post("/api/decide", json=decide_body(inp=[1, 2])), 422)  # type: ignore[arg-type]
     assert body["field"] == "input"
     body = problem(await acme.post("/api/decide", json={**decide_body(), "extra": 1}), 422)
-    body = problem(await acme.post("/api/decide", json=decide_body(KeyModuleKey := ModuleKey(
-        org="acme", domain="has space", action="a", world_model_version="v")), ), 422)
+    body = problem(
+        await acme.post(
+            "/api/decide",
+            json=decide_body(
+                KeyModuleKey := ModuleKey(
+                    org="acme", domain="has space", action="a", world_model_version="v"
+                )
+            ),
+        ),
+        422,
+    )
     assert body["field"] == "domain" and KeyModuleKey
     big = b'{"input": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     problem(await acme.post("/api/decide", content=big), 413)
@@ -69,17 +78,35 @@ async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncC
             yield b"x" * 65536
 
     problem(await acme.post("/api/decide", content=chunks()), 413)
-    problem(await acme.post("/api/decide",
-                            json=decide_body(ModuleKey(org="acme", domain="nope", action="a",
-                                                       world_model_version="v1"))), 404)
+    problem(
+        await acme.post(
+            "/api/decide",
+            json=decide_body(
+                ModuleKey(org="acme", domain="nope", action="a", world_model_version="v1")
+            ),
+        ),
+        404,
+    )
     problem(await acme.get("/api/decide"), 405)
     problem(await acme.get("/api/nothing-here"), 404)
     problem(await acme.get("/version"), 404)
-    deep = b'{"domain":"credit","action":"approve","world_model_version":"v1","input":' + \
-        b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"
+    deep = (
+        b'{"domain":"credit","action":"approve","world_model_version":"v1","input":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}"
+    )
     assert (await acme.post("/api/decide", content=deep)).status_code in {400, 422}
-    for junk in (b"null", b"[]", b"1", b'"s"', b"\xff\xfe", b'{"input": {"\\ud800": 1}}',
-                 b'{"domain": 1, "action": null, "world_model_version": [], "input": {}}'):
+    for junk in (
+        b"null",
+        b"[]",
+        b"1",
+        b'"s"',
+        b"\xff\xfe",
+        b'{"input": {"\\ud800": 1}}',
+        b'{"domain": 1, "action": null, "world_model_version": [], "input": {}}',
+    ):
         resp = await acme.post("/api/decide", content=junk)
         assert resp.status_code in {400, 422}, (junk, resp.status_code)
     await assert_healthy(api, acme)
@@ -100,11 +127,12 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize(("name", "status", "slug", "budgets"), HOSTILE,
-                         ids=[h[0] for h in HOSTILE])
-async def test_hostile_module_is_contained(api: Api, acme: httpx.AsyncClient, name: str,
-                                           status: int, slug: str,
-                                           budgets: set[str] | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "status", "slug", "budgets"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+async def test_hostile_module_is_contained(
+    api: Api, acme: httpx.AsyncClient, name: str, status: int, slug: str, budgets: set[str] | None
+) -> None:
     """Each hostile module gets its precise error (budget named), the server is unharmed
     and the next request is served normally."""
     await api.module("decision", KEY)
@@ -119,7 +147,8 @@ async def test_hostile_module_is_contained(api: Api, acme: httpx.AsyncClient, na
 
 
 async def test_hostile_modules_in_parallel_do_not_starve_good_ones(
-        api: Api, acme: httpx.AsyncClient) -> None:
+    api: Api, acme: httpx.AsyncClient
+) -> None:
     """Infinite loops running in parallel with good decisions: every good decision
     succeeds and every loop is stopped by its budget."""
     await api.module("decision", KEY)
@@ -138,18 +167,24 @@ async def test_hostile_modules_in_parallel_do_not_starve_good_ones(
 
 
 async def test_concurrent_decisions_each_get_their_own_tenant_and_input(
-        api: Api, acme: httpx.AsyncClient) -> None:
+    api: Api, acme: httpx.AsyncClient
+) -> None:
     """Decisions of two tenants sent at once, whose inline calls run back to back in shared
     batches (ADR 0018): each answer comes from the caller's own org's module and from its
     own input. acme's module decides from the input; beta's, under the same key names,
     echoes it, with a per-request id."""
     await api.module("decision", KEY)
-    beta_key = ModuleKey(org="beta", domain=KEY.domain, action=KEY.action,
-                         world_model_version=KEY.world_model_version)
+    beta_key = ModuleKey(
+        org="beta",
+        domain=KEY.domain,
+        action=KEY.action,
+        world_model_version=KEY.world_model_version,
+    )
     await api.module("echo", beta_key)
     answers: dict[int, tuple[int, object]] = {}
 
     async with api.client(await api.tenant("beta")) as beta:
+
         async def call(i: int) -> None:
             client, key = (acme, KEY) if i % 2 == 0 else (beta, beta_key)
             inp = {"id": i, "risk": "high" if i % 4 == 0 else "low"}

@@ -32,9 +32,15 @@ async def test_health_document_shape(api_factory) -> None:  # type: ignore[no-un
     assert doc["releaseId"] == str(api.settings.generation)
     assert doc["version"] == api.settings.running_version
     assert set(doc["checks"]) == {
-        "database:reachable", "migrations:head", "outbox:writable", "workers:live",
-        "sandbox:self_test", "operator_keys:loaded", "llm_credential:credit",
-        "llm_credential:fraud"}
+        "database:reachable",
+        "migrations:head",
+        "outbox:writable",
+        "workers:live",
+        "sandbox:self_test",
+        "operator_keys:loaded",
+        "llm_credential:credit",
+        "llm_credential:fraud",
+    }
     checks = {k: v[0] for k, v in doc["checks"].items()}
     assert checks["database:reachable"]["status"] == "pass"
     assert checks["migrations:head"]["observedValue"] == {"database": head(), "code": head()}
@@ -51,8 +57,11 @@ async def test_health_document_shape(api_factory) -> None:  # type: ignore[no-un
 
 async def test_health_passes_with_a_live_worker(api: Api) -> None:
     """With a live worker of this generation and operator keys, every check passes."""
-    api.sql("INSERT INTO core.workers (id, generation, state, host, pid, version) "
-            "VALUES (%s, %s, 'running', 'h', 1, 'v')", (uuid.uuid4(), api.settings.generation))
+    api.sql(
+        "INSERT INTO core.workers (id, generation, state, host, pid, version) "
+        "VALUES (%s, %s, 'running', 'h', 1, 'v')",
+        (uuid.uuid4(), api.settings.generation),
+    )
     time.sleep(api.settings.api_health_cache_s)
     doc = (await get_health(api)).json()
     assert doc["checks"]["workers:live"][0]["observedValue"] == 1
@@ -83,8 +92,11 @@ async def test_health_fails_when_database_is_gone(api: Api, pg_server, db_url) -
 
     name = conninfo_to_dict(db_url)["dbname"]
     with psycopg.connect(pg_server.url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
         admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
     try:
         time.sleep(api.settings.api_health_cache_s)

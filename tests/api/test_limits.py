@@ -32,8 +32,9 @@ async def test_many_tenants_in_parallel_all_served(api: Api) -> None:
     results: list[tuple[str, int, object]] = []
 
     async def call(org: str, i: int) -> None:
-        resp = await clients[org].post("/api/decide",
-                                       json=decide_body(key(org), inp={"org": org, "i": i}))
+        resp = await clients[org].post(
+            "/api/decide", json=decide_body(key(org), inp={"org": org, "i": i})
+        )
         results.append((org, resp.status_code, resp.json().get("decision")))
 
     async with anyio.create_task_group() as tg:
@@ -52,10 +53,12 @@ async def test_flooding_tenant_is_limited_while_another_is_served(api: Api) -> N
     another tenant sending at the same time is served every time."""
     await api.module("decision", key("noisy"))
     await api.module("decision", key("quiet"))
-    noisy = api.client(await api.tenant("noisy", limits=TenantLimits(rate=5, burst=5,
-                                                                      concurrency=64)))
-    quiet = api.client(await api.tenant("quiet", limits=TenantLimits(rate=100, burst=100,
-                                                                      concurrency=64)))
+    noisy = api.client(
+        await api.tenant("noisy", limits=TenantLimits(rate=5, burst=5, concurrency=64))
+    )
+    quiet = api.client(
+        await api.tenant("quiet", limits=TenantLimits(rate=100, burst=100, concurrency=64))
+    )
     noisy_codes: list[int] = []
     quiet_codes: list[int] = []
     limited: list[httpx.Response] = []
@@ -97,11 +100,11 @@ async def test_concurrency_cap_refuses_excess_in_flight(api: Api) -> None:
     refused with 429 (policy concurrency); the slot is released afterwards."""
     slow = key("slowco")
     await api.module("infinite_loop", slow)  # runs until its 100 ms deadline / fuel
-    token = await api.tenant("slowco", limits=TenantLimits(rate=1000, burst=1000,
-                                                          concurrency=1))
+    token = await api.tenant("slowco", limits=TenantLimits(rate=1000, burst=1000, concurrency=1))
     codes: list[int] = []
     policies: list[str] = []
     async with api.client(token) as client:
+
         async def call() -> None:
             resp = await client.post("/api/decide", json=decide_body(slow))
             codes.append(resp.status_code)

@@ -35,33 +35,49 @@ async def test_forged_signature_is_refused(api: Api, acme: httpx.AsyncClient) ->
     h, _ = await api.module("decision", KEY, approve=False)
     genuine = sign_approval(api.operator, h, KEY, int(time.time()) + 3600)
     forged = base64.b64encode(bytes(64)).decode()
-    api.sql("INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
-            "world_model_version, expires_at, signature) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-            (genuine.key_id, h, KEY.org, KEY.domain, KEY.action, KEY.world_model_version,
-             genuine.expires_at, forged))
+    api.sql(
+        "INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
+        "world_model_version, expires_at, signature) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+        (
+            genuine.key_id,
+            h,
+            KEY.org,
+            KEY.domain,
+            KEY.action,
+            KEY.world_model_version,
+            genuine.expires_at,
+            forged,
+        ),
+    )
     body = problem(await acme.post("/api/decide", json=decide_body()), 403)
     assert body["reason"] == "bad_signature"
 
 
-async def test_approval_replayed_for_another_key_is_refused(api: Api,
-                                                            acme: httpx.AsyncClient) -> None:
+async def test_approval_replayed_for_another_key_is_refused(
+    api: Api, acme: httpx.AsyncClient
+) -> None:
     """A genuine approval for key A, replayed as the approval of key B pinned to the same
     bytes, is refused for B (and still works for A); the API refuses to store it too."""
     h, _ = await api.module("decision", KEY)
     other = ModuleKey(org="acme", domain="credit", action="refund", world_model_version="v1")
     await api.module("decision", other, approve=False)
-    api.sql("INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
-            "world_model_version, expires_at, signature) SELECT key_id, content_hash, org, "
-            "domain, 'refund', world_model_version, expires_at, signature "
-            "FROM core.module_approvals")
+    api.sql(
+        "INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
+        "world_model_version, expires_at, signature) SELECT key_id, content_hash, org, "
+        "domain, 'refund', world_model_version, expires_at, signature "
+        "FROM core.module_approvals"
+    )
     body = problem(await acme.post("/api/decide", json=decide_body(other)), 403)
     assert body["reason"] == "bad_signature"
     assert (await acme.post("/api/decide", json=decide_body())).status_code == 200
     genuine = sign_approval(api.operator, h, KEY, int(time.time()) + 3600)
-    replay = {"key_id": genuine.key_id, "content_hash": h, "expires_at": genuine.expires_at,
-              "signature": genuine.signature,
-              "key": {"org": "acme", "domain": "credit", "action": "refund",
-                      "world_model_version": "v1"}}
+    replay = {
+        "key_id": genuine.key_id,
+        "content_hash": h,
+        "expires_at": genuine.expires_at,
+        "signature": genuine.signature,
+        "key": {"org": "acme", "domain": "credit", "action": "refund", "world_model_version": "v1"},
+    }
     async with api.client(await api.tenant("ops", operator=True)) as ops:
         body = problem(await ops.post("/api/modules/approvals", json=replay), 403)
         assert body["reason"] == "bad_signature"
@@ -90,21 +106,23 @@ async def test_unknown_operator_key_is_refused(api: Api, acme: httpx.AsyncClient
     assert body["reason"] == "unknown_key"
     a = sign_approval(stranger, h, KEY, int(time.time()) + 60)
     async with api.client(await api.tenant("ops", operator=True)) as ops:
-        body = problem(await ops.post("/api/modules/approvals",
-                                      content=__import__("msgspec").json.encode(a)), 403)
+        body = problem(
+            await ops.post("/api/modules/approvals", content=__import__("msgspec").json.encode(a)),
+            403,
+        )
         assert body["reason"] == "unknown_key"
 
 
-async def test_revocation_stops_execution_within_one_second(api: Api,
-                                                            acme: httpx.AsyncClient) -> None:
+async def test_revocation_stops_execution_within_one_second(
+    api: Api, acme: httpx.AsyncClient
+) -> None:
     """A module served from the cache stops running within 1 s of its approval being
     revoked through the operator API."""
     _, aid = await api.module("decision", KEY)
     for _ in range(5):
         assert (await acme.post("/api/decide", json=decide_body())).status_code == 200
     async with api.client(await api.tenant("ops", operator=True)) as ops:
-        resp = await ops.post(f"/api/modules/approvals/{aid}/revoke",
-                              json={"reason": "test"})
+        resp = await ops.post(f"/api/modules/approvals/{aid}/revoke", json={"reason": "test"})
         assert resp.status_code == 200 and resp.json()["already_revoked"] is False
         revoked_at = time.monotonic()
         resp = await ops.post(f"/api/modules/approvals/{aid}/revoke")
@@ -147,9 +165,13 @@ async def test_missing_bad_and_revoked_keys_are_401(api: Api) -> None:
     token = await api.tenant("acme")
     bodies = []
     async with api.client() as anon:
-        for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"},
-                        {"Authorization": "Bearer sk_acme_" + "A" * 43},
-                        {"Authorization": "Bearer " + "x" * 5000}):
+        for headers in (
+            {},
+            {"Authorization": "Basic abc"},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Bearer sk_acme_" + "A" * 43},
+            {"Authorization": "Bearer " + "x" * 5000},
+        ):
             resp = await anon.post("/api/decide", json=decide_body(), headers=headers)
             bodies.append(problem(resp, 401))
             assert resp.headers["www-authenticate"].startswith("Bearer")
@@ -167,13 +189,19 @@ async def test_tenant_reaches_only_its_own_org(api: Api) -> None:
     """Org B cannot run org A's module, with or without naming org A: the 404 is
     byte-identical to the one for a module that does not exist."""
     await api.module("decision", KEY)  # acme's module
-    async with api.client(await api.tenant("globex")) as globex, \
-            api.client(await api.tenant("acme")) as acme:
+    async with (
+        api.client(await api.tenant("globex")) as globex,
+        api.client(await api.tenant("acme")) as acme,
+    ):
         assert (await acme.post("/api/decide", json=decide_body())).status_code == 200
         theirs = await globex.post("/api/decide", json=decide_body())
         named = await globex.post("/api/decide", json=decide_body(org="acme"))
-        missing = await globex.post("/api/decide", json=decide_body(ModuleKey(
-            org="globex", domain="nothing", action="x", world_model_version="v1")))
+        missing = await globex.post(
+            "/api/decide",
+            json=decide_body(
+                ModuleKey(org="globex", domain="nothing", action="x", world_model_version="v1")
+            ),
+        )
         assert theirs.status_code == named.status_code == missing.status_code == 404
         assert theirs.content == named.content == missing.content
         assert b"acme" not in theirs.content
@@ -193,19 +221,30 @@ async def test_tenant_key_cannot_use_operator_routes(api: Api) -> None:
 async def test_operator_flow_over_http(api: Api) -> None:
     """Operator API: upload, pin (idempotent; conflict 409), approve (signed offline),
     list; then the tenant decides (a new approval is seen within the verdict TTL)."""
-    async with api.client(await api.tenant("ops", operator=True)) as ops, \
-            api.client(await api.tenant("acme")) as acme:
+    async with (
+        api.client(await api.tenant("ops", operator=True)) as ops,
+        api.client(await api.tenant("acme")) as acme,
+    ):
         resp = await ops.put("/api/modules/blobs", content=wasm("decision"))
         assert resp.status_code == 201, resp.text
         h = resp.json()["content_hash"]
         other = (await ops.put("/api/modules/blobs", content=wasm("echo"))).json()["content_hash"]
-        pin = {"org": "acme", "domain": "credit", "action": "approve",
-               "world_model_version": "v1", "content_hash": h}
+        pin = {
+            "org": "acme",
+            "domain": "credit",
+            "action": "approve",
+            "world_model_version": "v1",
+            "content_hash": h,
+        }
         assert (await ops.post("/api/modules/pins", json=pin)).status_code == 201
         assert (await ops.post("/api/modules/pins", json=pin)).status_code == 200
         problem(await ops.post("/api/modules/pins", json={**pin, "content_hash": other}), 409)
-        problem(await ops.post("/api/modules/pins", json={**pin, "content_hash": "0" * 64,
-                                                          "action": "x"}), 404)
+        problem(
+            await ops.post(
+                "/api/modules/pins", json={**pin, "content_hash": "0" * 64, "action": "x"}
+            ),
+            404,
+        )
         problem(await ops.post("/api/modules/pins", json={**pin, "content_hash": "xyz"}), 422)
         problem(await acme.post("/api/decide", json=decide_body()), 403)
         a = sign_approval(api.operator, h, KEY, int(time.time()) + 600)

@@ -65,8 +65,13 @@ def keyring(operator: Ed25519PrivateKey) -> Keyring:
     return Keyring([operator.public_key()])
 
 
-async def approved(store: ModuleStore, operator: Ed25519PrivateKey, name: str = "decision",
-                   key: ModuleKey = KEY, ttl: int = 3600) -> tuple[str, int]:
+async def approved(
+    store: ModuleStore,
+    operator: Ed25519PrivateKey,
+    name: str = "decision",
+    key: ModuleKey = KEY,
+    ttl: int = 3600,
+) -> tuple[str, int]:
     h = await store.put_blob(wasm(name))
     await store.pin(key, h)
     aid = await store.add_approval(sign_approval(operator, h, key, int(time.time()) + ttl))
@@ -107,18 +112,26 @@ def test_sql_forbids_changing_pins_blobs_and_approvals(conn: psycopg.Connection[
     only be revoked."""
     h = "a" * 64
     conn.execute("INSERT INTO core.module_blobs VALUES (%s, '\\x00', 1)", (h,))
-    conn.execute("INSERT INTO core.module_pins (org, domain, action, world_model_version, "
-                 "content_hash) VALUES ('o','d','a','v',%s)", (h,))
-    conn.execute("INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
-                 "world_model_version, expires_at, signature) "
-                 "VALUES ('k', %s, 'o','d','a','v', 1, 's')", (h,))
-    for stmt in ("UPDATE core.module_pins SET content_hash = content_hash",
-                 "DELETE FROM core.module_pins",
-                 "TRUNCATE core.module_pins CASCADE",
-                 "UPDATE core.module_blobs SET bytes = '\\x01'",
-                 "DELETE FROM core.module_blobs",
-                 "UPDATE core.module_approvals SET expires_at = 99",
-                 "DELETE FROM core.module_approvals"):
+    conn.execute(
+        "INSERT INTO core.module_pins (org, domain, action, world_model_version, "
+        "content_hash) VALUES ('o','d','a','v',%s)",
+        (h,),
+    )
+    conn.execute(
+        "INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
+        "world_model_version, expires_at, signature) "
+        "VALUES ('k', %s, 'o','d','a','v', 1, 's')",
+        (h,),
+    )
+    for stmt in (
+        "UPDATE core.module_pins SET content_hash = content_hash",
+        "DELETE FROM core.module_pins",
+        "TRUNCATE core.module_pins CASCADE",
+        "UPDATE core.module_blobs SET bytes = '\\x01'",
+        "DELETE FROM core.module_blobs",
+        "UPDATE core.module_approvals SET expires_at = 99",
+        "DELETE FROM core.module_approvals",
+    ):
         with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
             conn.execute(stmt)
     conn.execute("UPDATE core.module_approvals SET revoked_at = now()")
@@ -126,9 +139,9 @@ def test_sql_forbids_changing_pins_blobs_and_approvals(conn: psycopg.Connection[
         conn.execute("UPDATE core.module_approvals SET revoked_at = NULL")
 
 
-async def test_cache_resolves_an_approved_module(db: Database, sandbox: WasmSandbox,
-                                                 operator: Ed25519PrivateKey,
-                                                 keyring: Keyring) -> None:
+async def test_cache_resolves_an_approved_module(
+    db: Database, sandbox: WasmSandbox, operator: Ed25519PrivateKey, keyring: Keyring
+) -> None:
     """A pinned, approved module resolves to a compiled module that runs."""
     store = ModuleStore(db)
     h, _ = await approved(store, operator)
@@ -139,15 +152,17 @@ async def test_cache_resolves_an_approved_module(db: Database, sandbox: WasmSand
     assert await cache.resolve(KEY) is compiled
 
 
-async def test_unknown_module_is_not_found(db: Database, sandbox: WasmSandbox,
-                                           keyring: Keyring) -> None:
+async def test_unknown_module_is_not_found(
+    db: Database, sandbox: WasmSandbox, keyring: Keyring
+) -> None:
     """An unpinned key is ModuleNotFound."""
     with pytest.raises(ModuleNotFound):
         await ModuleCache(ModuleStore(db), sandbox, keyring).resolve(KEY)
 
 
-async def test_unapproved_module_is_refused(db: Database, sandbox: WasmSandbox,
-                                            keyring: Keyring) -> None:
+async def test_unapproved_module_is_refused(
+    db: Database, sandbox: WasmSandbox, keyring: Keyring
+) -> None:
     """A pinned module without approval is refused (reason missing)."""
     store = ModuleStore(db)
     await store.pin(KEY, await store.put_blob(wasm("decision")))
@@ -156,9 +171,13 @@ async def test_unapproved_module_is_refused(db: Database, sandbox: WasmSandbox,
     assert err.value.context["reason"] == "missing"
 
 
-async def test_tampered_bytes_are_detected(db: Database, sandbox: WasmSandbox,
-                                           operator: Ed25519PrivateKey, keyring: Keyring,
-                                           conn: psycopg.Connection[Any]) -> None:
+async def test_tampered_bytes_are_detected(
+    db: Database,
+    sandbox: WasmSandbox,
+    operator: Ed25519PrivateKey,
+    keyring: Keyring,
+    conn: psycopg.Connection[Any],
+) -> None:
     """Bytes edited directly in the database (triggers disabled) no longer match their
     address: the load fails with ContentHashMismatch."""
     store = ModuleStore(db)
@@ -169,9 +188,9 @@ async def test_tampered_bytes_are_detected(db: Database, sandbox: WasmSandbox,
         await ModuleCache(store, sandbox, keyring).resolve(KEY)
 
 
-async def test_revocation_stops_cached_module_within_ttl(db: Database, sandbox: WasmSandbox,
-                                                         operator: Ed25519PrivateKey,
-                                                         keyring: Keyring) -> None:
+async def test_revocation_stops_cached_module_within_ttl(
+    db: Database, sandbox: WasmSandbox, operator: Ed25519PrivateKey, keyring: Keyring
+) -> None:
     """After revocation, a cached module is refused once the verdict TTL has passed."""
     store = ModuleStore(db)
     _, aid = await approved(store, operator)
@@ -185,34 +204,38 @@ async def test_revocation_stops_cached_module_within_ttl(db: Database, sandbox: 
     assert err.value.context["reason"] == "revoked"
 
 
-async def test_replayed_approval_for_another_key_is_refused(db: Database, sandbox: WasmSandbox,
-                                                            operator: Ed25519PrivateKey,
-                                                            keyring: Keyring,
-                                                            conn: psycopg.Connection[Any]
-                                                            ) -> None:
+async def test_replayed_approval_for_another_key_is_refused(
+    db: Database,
+    sandbox: WasmSandbox,
+    operator: Ed25519PrivateKey,
+    keyring: Keyring,
+    conn: psycopg.Connection[Any],
+) -> None:
     """A genuine approval copied onto another key's row does not verify (bad signature)."""
     store = ModuleStore(db)
     h, _ = await approved(store, operator)
     other = ModuleKey(org="acme", domain="credit", action="deny", world_model_version="v1")
     await store.pin(other, h)
-    conn.execute("INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
-                 "world_model_version, expires_at, signature) SELECT key_id, content_hash, org, "
-                 "domain, 'deny', world_model_version, expires_at, signature "
-                 "FROM core.module_approvals")
+    conn.execute(
+        "INSERT INTO core.module_approvals (key_id, content_hash, org, domain, action, "
+        "world_model_version, expires_at, signature) SELECT key_id, content_hash, org, "
+        "domain, 'deny', world_model_version, expires_at, signature "
+        "FROM core.module_approvals"
+    )
     with pytest.raises(ApprovalError) as err:
         await ModuleCache(store, sandbox, keyring).resolve(other)
     assert err.value.context["reason"] == "bad_signature"
 
 
-async def test_api_side_add_approval_verifies(db: Database, operator: Ed25519PrivateKey,
-                                              keyring: Keyring) -> None:
+async def test_api_side_add_approval_verifies(
+    db: Database, operator: Ed25519PrivateKey, keyring: Keyring
+) -> None:
     """add_approval with a keyring refuses an approval signed by an unknown key."""
     store = ModuleStore(db)
     h = await store.put_blob(wasm("decision"))
     stranger = Ed25519PrivateKey.generate()
     with pytest.raises(ApprovalError) as err:
-        await store.add_approval(sign_approval(stranger, h, KEY, int(time.time()) + 60),
-                                 keyring)
+        await store.add_approval(sign_approval(stranger, h, KEY, int(time.time()) + 60), keyring)
     assert err.value.context["reason"] == "unknown_key"
     a = sign_approval(operator, h, KEY, int(time.time()) + 60)
     assert await store.add_approval(a, keyring) == await store.add_approval(a, keyring)

@@ -12,9 +12,13 @@ from spectral_core.compat import lint_sql
 
 
 def _modules_after(code: str) -> set[str]:
-    proc = subprocess.run([sys.executable, "-c", code + "\nimport sys\n"
-                           "print(' '.join(sorted(sys.modules)))"],
-                          capture_output=True, text=True, check=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return set(proc.stdout.split())
 
 
@@ -26,22 +30,55 @@ def test_import_spectral_core_does_not_import_pglast() -> None:
 
 def test_manifest_lint_runs_without_pglast(tmp_path: object) -> None:
     """The manifest lint works when pglast is not installed."""
-    code = ("import sys; sys.modules['pglast'] = None\n"
-            "from spectral_core.compat.cli import manifest_main\n"
-            "import pathlib, tempfile\n"
-            "d = pathlib.Path(tempfile.mkdtemp()); (d / 'deploy').mkdir()\n"
-            "(d / 'deploy' / 'manifest.toml').write_text('[targets.app]\\nkind = \"x\"\\n')\n"
-            "raise SystemExit(manifest_main(['--root', str(d)]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False, timeout=60)
+    code = (
+        "import sys; sys.modules['pglast'] = None\n"
+        "from spectral_core.compat.cli import manifest_main\n"
+        "import pathlib, tempfile\n"
+        "d = pathlib.Path(tempfile.mkdtemp()); (d / 'deploy').mkdir()\n"
+        "(d / 'deploy' / 'manifest.toml').write_text('[targets.app]\\nkind = \"x\"\\n')\n"
+        "raise SystemExit(manifest_main(['--root', str(d)]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-_SQL_BITS = st.sampled_from([
-    "ALTER TABLE", "DROP", "CREATE", "TABLE", "core.t", "COLUMN", "x", "int", "NOT NULL",
-    "DEFAULT", "NULL", "UNIQUE", ";", "(", ")", ",", "$$", "'", "--", "compat:", "breaking",
-    "(reason:", "\n", "DO", "BEGIN", "END", "EXECUTE", "RENAME", "TO", "INDEX", "ON",
-])
+_SQL_BITS = st.sampled_from(
+    [
+        "ALTER TABLE",
+        "DROP",
+        "CREATE",
+        "TABLE",
+        "core.t",
+        "COLUMN",
+        "x",
+        "int",
+        "NOT NULL",
+        "DEFAULT",
+        "NULL",
+        "UNIQUE",
+        ";",
+        "(",
+        ")",
+        ",",
+        "$$",
+        "'",
+        "--",
+        "compat:",
+        "breaking",
+        "(reason:",
+        "\n",
+        "DO",
+        "BEGIN",
+        "END",
+        "EXECUTE",
+        "RENAME",
+        "TO",
+        "INDEX",
+        "ON",
+    ]
+)
 
 
 @settings(max_examples=200, deadline=None)

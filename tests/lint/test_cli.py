@@ -59,7 +59,8 @@ def test_warnings_and_waivers_exit_0(tmp_path: Path) -> None:
     """Warnings and waived findings are printed (with the reason) but do not fail."""
     (tmp_path / "0001_a.sql").write_text(
         "-- compat: breaking (reason: nothing reads core.old since v3)\n"
-        "DROP TABLE core.old;\nALTER TABLE core.x ALTER COLUMN y DROP NOT NULL;\n")
+        "DROP TABLE core.old;\nALTER TABLE core.x ALTER COLUMN y DROP NOT NULL;\n"
+    )
     code, out, _ = _run([str(tmp_path)])
     assert code == 0
     assert "waived[drop-table]" in out and "(waived: nothing reads core.old since v3)" in out
@@ -103,8 +104,12 @@ def test_sarif_format_marks_waivers_as_suppressed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--format", "xml"], ["--deployed-through", "abc"], ["--deployed-through", "1",
-     "--git-base", "HEAD"], ["/definitely/not/here"]],
+    [
+        ["--format", "xml"],
+        ["--deployed-through", "abc"],
+        ["--deployed-through", "1", "--git-base", "HEAD"],
+        ["/definitely/not/here"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     """Bad options, conflicting baselines and missing paths exit 2."""
@@ -132,8 +137,15 @@ def test_locking_flag_enables_gate(tmp_path: Path) -> None:
 
 def _python_m(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_python_m_lint_compat(migrations: Path) -> None:

@@ -9,8 +9,9 @@ from tests.lint.cases import BASE, CASES, Case
 
 
 def _got(case: Case) -> list[str]:
-    findings = lint_sql(case.sql, "case.sql", locking=case.locking,
-                        deployed_sql=BASE if case.base else None)
+    findings = lint_sql(
+        case.sql, "case.sql", locking=case.locking, deployed_sql=BASE if case.base else None
+    )
     return sorted(f"{f.severity.value}:{f.rule}" for f in findings)
 
 
@@ -31,6 +32,10 @@ def test_every_compat_and_locking_rule_is_exercised() -> None:
     from spectral_core.compat import RULES
 
     sql_rules = {r for r in RULES if not r.startswith("manifest-")} - {
-        "edited-migration", "deleted-migration", "out-of-order", "replay-failed"}
+        "edited-migration",
+        "deleted-migration",
+        "out-of-order",
+        "replay-failed",
+    }
     covered = {e.split(":", 1)[1] for c in CASES for e in c.expect}
     assert sql_rules - covered == set()

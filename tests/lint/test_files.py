@@ -23,15 +23,16 @@ def _write(d: Path, files: dict[str, str]) -> None:
 
 
 def _rules(results: list) -> list[tuple[str, str, str]]:
-    return sorted((Path(f.path).name, f.severity.value, f.rule)
-                  for r in results for f in r.findings)
+    return sorted(
+        (Path(f.path).name, f.severity.value, f.rule) for r in results for f in r.findings
+    )
 
 
 MIGRATIONS = {
     "0001_init.sql": "CREATE TABLE core.t (id int, name varchar(10));",
     "0002_more.sql": "ALTER TABLE core.t ALTER COLUMN name TYPE varchar(20);",
     "0003_new.sql": "CREATE TABLE core.n (a int);\nALTER TABLE core.t ALTER COLUMN name TYPE "
-                    "int USING 0;",
+    "int USING 0;",
     "0004_newer.sql": "CREATE UNIQUE INDEX ON core.n (a);\nCREATE UNIQUE INDEX ON core.t (id);",
 }
 
@@ -55,8 +56,10 @@ def test_deployed_through_replays_and_lints_later(mdir: Path) -> None:
     mark_deployed_through(files, 2)
     results = lint_files(files)
     assert [r.deployed for r in results] == [True, True, False, False]
-    assert _rules(results) == [("0003_new.sql", "error", "alter-column-type"),
-                               ("0004_newer.sql", "error", "add-unique")]
+    assert _rules(results) == [
+        ("0003_new.sql", "error", "alter-column-type"),
+        ("0004_newer.sql", "error", "add-unique"),
+    ]
 
 
 def test_table_created_by_earlier_new_file_is_exempt(mdir: Path) -> None:
@@ -69,8 +72,9 @@ def test_table_created_by_earlier_new_file_is_exempt(mdir: Path) -> None:
 
 def test_out_of_order_new_file(tmp_path: Path) -> None:
     """A new migration numbered below a deployed one is an error."""
-    _write(tmp_path, {"0001_a.sql": "SELECT 1;", "0002_b.sql": "SELECT 1;",
-                      "0003_c.sql": "SELECT 1;"})
+    _write(
+        tmp_path, {"0001_a.sql": "SELECT 1;", "0002_b.sql": "SELECT 1;", "0003_c.sql": "SELECT 1;"}
+    )
     files, _ = collect_files([str(tmp_path)])
     for f in files:
         f.deployed = f.number != 2
@@ -102,8 +106,12 @@ def test_missing_path_is_a_lint_error(tmp_path: Path) -> None:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-                   cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def test_git_base_deployed_edited_and_deleted(tmp_path: Path) -> None:
@@ -117,12 +125,19 @@ def test_git_base_deployed_edited_and_deleted(tmp_path: Path) -> None:
     _git(repo, "commit", "-q", "-m", "base")
     (mig / "0002_x.sql").unlink()
     (mig / "0001_init.sql").write_text(MIGRATIONS["0001_init.sql"] + "\n-- edited\n")
-    _write(mig, {"0003_new.sql": "ALTER TABLE core.t ALTER COLUMN name TYPE text;\n"
-                                 "ALTER TABLE core.t DROP COLUMN id;"})
+    _write(
+        mig,
+        {
+            "0003_new.sql": "ALTER TABLE core.t ALTER COLUMN name TYPE text;\n"
+            "ALTER TABLE core.t DROP COLUMN id;"
+        },
+    )
     files, dirs = collect_files([str(mig)])
     extra = mark_from_git(files, dirs, "HEAD")
     assert sorted((Path(f.path).name, f.rule) for f in extra) == [
-        ("0001_init.sql", "edited-migration"), ("0002_x.sql", "deleted-migration")]
+        ("0001_init.sql", "edited-migration"),
+        ("0002_x.sql", "deleted-migration"),
+    ]
     assert _rules(lint_files(files)) == [("0003_new.sql", "error", "drop-column")]
 
 

@@ -26,8 +26,11 @@ kind = "pages"
 """
 
 
-def _repo(tmp_path: Path, manifest: str = GOOD, dirs: tuple[str, ...] = (
-        "src/core", "src/tools", "apps/web")) -> Path:
+def _repo(
+    tmp_path: Path,
+    manifest: str = GOOD,
+    dirs: tuple[str, ...] = ("src/core", "src/tools", "apps/web"),
+) -> Path:
     for d in dirs:
         (tmp_path / d).mkdir(parents=True)
     (tmp_path / "deploy").mkdir()
@@ -72,30 +75,45 @@ def test_stale_mapping_and_stale_non_deployed(tmp_path: Path) -> None:
 
 def test_unknown_target(tmp_path: Path) -> None:
     """A mapping to a target not declared under [targets] is an error naming the targets."""
-    (finding,) = lint_manifest(_repo(tmp_path, GOOD.replace('"src/core" = "app"',
-                                                            '"src/core" = "ap"')))
+    (finding,) = lint_manifest(
+        _repo(tmp_path, GOOD.replace('"src/core" = "app"', '"src/core" = "ap"'))
+    )
     assert finding.rule == "manifest-unknown-target" and "app, site" in finding.message
     assert finding.line == 11
 
 
 def test_conflict_mapped_and_non_deployed(tmp_path: Path) -> None:
     """A directory both mapped and non_deployed is an error."""
-    manifest = GOOD.replace('non_deployed = ["src/tools"]', 'non_deployed = ["src/tools", '
-                            '"src/core"]')
+    manifest = GOOD.replace(
+        'non_deployed = ["src/tools"]', 'non_deployed = ["src/tools", "src/core"]'
+    )
     assert _rules(_repo(tmp_path, manifest)) == ["manifest-conflict"]
 
 
 def test_hidden_and_cache_directories_ignored(tmp_path: Path) -> None:
     """__pycache__, dot-directories and *.egg-info are not deployable directories."""
-    root = _repo(tmp_path, dirs=("src/core", "src/tools", "apps/web", "src/__pycache__",
-                                 "src/.mypy_cache", "src/spectral.egg-info"))
+    root = _repo(
+        tmp_path,
+        dirs=(
+            "src/core",
+            "src/tools",
+            "apps/web",
+            "src/__pycache__",
+            "src/.mypy_cache",
+            "src/spectral.egg-info",
+        ),
+    )
     assert _rules(root) == []
 
 
 @pytest.mark.parametrize(
     "manifest",
-    ["[paths\n", '[targets.app]\ndescription = "no kind"\n', "non_deployed = 3\n",
-     '[targets.app]\nkind = "container"\n[paths]\n"src/core" = 7\n'],
+    [
+        "[paths\n",
+        '[targets.app]\ndescription = "no kind"\n',
+        "non_deployed = 3\n",
+        '[targets.app]\nkind = "container"\n[paths]\n"src/core" = 7\n',
+    ],
 )
 def test_malformed_manifest(tmp_path: Path, manifest: str) -> None:
     """Invalid TOML or a wrong shape is a manifest-invalid finding."""
@@ -108,8 +126,7 @@ def test_cli_exit_codes_and_json(tmp_path: Path) -> None:
     assert manifest_main(["--root", str(root)], out=io.StringIO(), err=io.StringIO()) == 0
     (root / "src" / "extra").mkdir()
     out = io.StringIO()
-    assert manifest_main(["--root", str(root), "--format", "json"], out=out,
-                         err=io.StringIO()) == 1
+    assert manifest_main(["--root", str(root), "--format", "json"], out=out, err=io.StringIO()) == 1
     assert json.loads(out.getvalue())["findings"][0]["rule"] == "manifest-unmapped"
     err = io.StringIO()
     assert manifest_main(["--root", str(tmp_path / "nowhere")], out=io.StringIO(), err=err) == 2

@@ -70,8 +70,10 @@ def test_ordinary_comments_are_not_markers(comment: str) -> None:
 
 def test_marker_text_in_literals_is_ignored() -> None:
     """Marker text inside a string literal, an E-string or a dollar-quoted body is no comment."""
-    sql = ("SELECT '-- compat: breaking (reason: a)', E'-- compat: breaking (reason: b)',"
-           " $x$ -- compat: breaking (reason: c) $x$;")
+    sql = (
+        "SELECT '-- compat: breaking (reason: a)', E'-- compat: breaking (reason: b)',"
+        " $x$ -- compat: breaking (reason: c) $x$;"
+    )
     scan = scan_markers(sql)
     assert scan.markers == () and scan.near_misses == ()
 

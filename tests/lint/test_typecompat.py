@@ -15,10 +15,19 @@ def _t(sql_type: str) -> TypeRef | None:
 
 @pytest.mark.parametrize(
     ("spelling", "normal"),
-    [("integer", "int4"), ("int", "int4"), ("bigint", "int8"), ("character varying(5)",
-     "varchar(5)"), ("double precision", "float8"), ("float(10)", "float4"),
-     ("decimal(8,2)", "numeric(8,2)"), ("timestamp with time zone", "timestamptz"),
-     ("text[]", "text[]"), ("core.mood", "core.mood"), ("bool", "bool")],
+    [
+        ("integer", "int4"),
+        ("int", "int4"),
+        ("bigint", "int8"),
+        ("character varying(5)", "varchar(5)"),
+        ("double precision", "float8"),
+        ("float(10)", "float4"),
+        ("decimal(8,2)", "numeric(8,2)"),
+        ("timestamp with time zone", "timestamptz"),
+        ("text[]", "text[]"),
+        ("core.mood", "core.mood"),
+        ("bool", "bool"),
+    ],
 )
 def test_type_spellings_normalize(spelling: str, normal: str) -> None:
     """Aliases of one type normalize to the same name, so replayed and new types compare."""
@@ -32,9 +41,13 @@ def test_unknown_old_type_is_incompatible() -> None:
 
 @pytest.mark.parametrize(
     ("old", "new", "rewrite"),
-    [("varchar(5)", "varchar(9)", False), ("varchar(5)", "text", False),
-     ("int", "bigint", True), ("numeric(5,2)", "numeric(7,2)", False),
-     ("numeric(5,2)", "numeric(8,3)", True)],
+    [
+        ("varchar(5)", "varchar(9)", False),
+        ("varchar(5)", "text", False),
+        ("int", "bigint", True),
+        ("numeric(5,2)", "numeric(7,2)", False),
+        ("numeric(5,2)", "numeric(8,3)", True),
+    ],
 )
 def test_compatible_changes_and_rewrites(old: str, new: str, rewrite: bool) -> None:
     """Allowlisted changes are compatible; only binary-coercible ones avoid a rewrite."""

@@ -18,8 +18,12 @@ async def health(request: Request) -> Response:
     """200 on pass/warn, 503 on fail; cached ~0.5 s by the probe."""
     report = await request.app.state.services.health.report()
     body = b"" if request.method == "HEAD" else _encoder.encode(report)
-    return Response(body, status_code=report.http_status, media_type=HEALTH_MEDIA_TYPE,
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        body,
+        status_code=report.http_status,
+        media_type=HEALTH_MEDIA_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def health_routes() -> list[BaseRoute]:

@@ -111,9 +111,15 @@ def build_models(settings: Settings, factory: ModelFactory | None = None) -> dic
 
 
 @asynccontextmanager
-async def open_world_agent(settings: Settings, db: Database, *, generation: int,
-                           worker_id: uuid.UUID, factory: ModelFactory | None = None,
-                           config: AgentConfig | None = None) -> AsyncIterator[AgentRunner]:
+async def open_world_agent(
+    settings: Settings,
+    db: Database,
+    *,
+    generation: int,
+    worker_id: uuid.UUID,
+    factory: ModelFactory | None = None,
+    config: AgentConfig | None = None,
+) -> AsyncIterator[AgentRunner]:
     """Wire the agent once per process: checkpointer pool, platform tools, models.
 
     Raises:
@@ -130,8 +136,15 @@ async def open_world_agent(settings: Settings, db: Database, *, generation: int,
         log.error("agent.provider_unavailable", error=exc.message)
     tools = PlatformTools(db, generation, max_payload_bytes=settings.outbox_max_payload_bytes)
     async with open_checkpointer_pool(settings) as pool:
-        runner = AgentRunner(db, pool, tools, models, generation=generation, worker_id=worker_id,
-                             config=config or AgentConfig.from_settings(settings),
-                             unavailable=unavailable)
+        runner = AgentRunner(
+            db,
+            pool,
+            tools,
+            models,
+            generation=generation,
+            worker_id=worker_id,
+            config=config or AgentConfig.from_settings(settings),
+            unavailable=unavailable,
+        )
         log.info("agent.wired", domains=sorted(models), concurrency=runner.config.concurrency)
         yield runner

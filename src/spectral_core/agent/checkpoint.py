@@ -71,8 +71,10 @@ async def open_checkpointer_pool(settings: Settings) -> AsyncIterator[Checkpoint
         try:
             await pool.wait(timeout=settings.database_connect_timeout_s)
         except Exception as exc:
-            raise ConnectionLost("checkpointer database unreachable at boot",
-                                 timeout_s=settings.database_connect_timeout_s) from exc
+            raise ConnectionLost(
+                "checkpointer database unreachable at boot",
+                timeout_s=settings.database_connect_timeout_s,
+            ) from exc
         yield pool
     finally:
         await pool.close()

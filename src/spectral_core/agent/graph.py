@@ -51,18 +51,34 @@ class TurnState(TypedDict, total=False):
 def initial_state(org: str, domain: str, thread_id: str, observation: Any) -> TurnState:
     """The input of a new turn: the system prompt and the observed event."""
     return {
-        "org": org, "domain": domain, "thread_id": thread_id, "steps": 0, "tokens": 0,
+        "org": org,
+        "domain": domain,
+        "thread_id": thread_id,
+        "steps": 0,
+        "tokens": 0,
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT.format(org=org, domain=domain)},
-            {"role": "user", "content": msgspec.json.encode(
-                {"thread_id": thread_id, "observation": observation}).decode()},
+            {
+                "role": "user",
+                "content": msgspec.json.encode(
+                    {"thread_id": thread_id, "observation": observation}
+                ).decode(),
+            },
         ],
     }
 
 
-def build_graph(model: ChatModel, tools: PlatformTools, *, org: str, domain: str,
-                thread_id: str, policy: CallPolicy, budget: TurnBudget,
-                checkpointer: BaseCheckpointSaver[Any] | None) -> CompiledStateGraph[Any]:
+def build_graph(
+    model: ChatModel,
+    tools: PlatformTools,
+    *,
+    org: str,
+    domain: str,
+    thread_id: str,
+    policy: CallPolicy,
+    budget: TurnBudget,
+    checkpointer: BaseCheckpointSaver[Any] | None,
+) -> CompiledStateGraph[Any]:
     """Compile the turn graph for one (org, domain, thread)."""
     specs: Sequence[dict[str, Any]] = tools.specs
 
@@ -70,17 +86,26 @@ def build_graph(model: ChatModel, tools: PlatformTools, *, org: str, domain: str
         steps, tokens = state.get("steps", 0), state.get("tokens", 0)
         budget.check_before_call(steps, tokens)
         reply = await call_model(model, state["messages"], specs, policy)
-        log.info("agent.model_called", thread_id=thread_id, step=steps + 1,
-                 tokens=reply.tokens, tool_calls=len(reply.tool_calls))
-        return {"messages": [reply.as_message()], "steps": steps + 1,
-                "tokens": tokens + reply.tokens}
+        log.info(
+            "agent.model_called",
+            thread_id=thread_id,
+            step=steps + 1,
+            tokens=reply.tokens,
+            tool_calls=len(reply.tool_calls),
+        )
+        return {
+            "messages": [reply.as_message()],
+            "steps": steps + 1,
+            "tokens": tokens + reply.tokens,
+        }
 
     async def act(state: TurnState) -> dict[str, Any]:
         last = state["messages"][-1]
         out: list[Message] = []
         for call in last.get("tool_calls", []):
-            ctx = ToolContext(org=org, domain=domain, thread_id=thread_id,
-                              tool_call_id=str(call.get("id", "")))
+            ctx = ToolContext(
+                org=org, domain=domain, thread_id=thread_id, tool_call_id=str(call.get("id", ""))
+            )
             name = str(call.get("name", ""))
             try:
                 result = await tools.call(ctx, name, call.get("args") or {})
@@ -89,8 +114,9 @@ def build_graph(model: ChatModel, tools: PlatformTools, *, org: str, domain: str
                 content = msgspec.json.encode({"error": exc.message}).decode()
             except DatabaseError:
                 raise
-            out.append({"role": "tool", "tool_call_id": ctx.tool_call_id, "name": name,
-                        "content": content})
+            out.append(
+                {"role": "tool", "tool_call_id": ctx.tool_call_id, "name": name, "content": content}
+            )
         return {"messages": out}
 
     def finish(state: TurnState) -> dict[str, Any]:

@@ -72,8 +72,9 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
 class ChatModel(Protocol):
     """The one method the agent needs from a chat model."""
 
-    async def invoke(self, messages: Sequence[Message], *,
-                     tools: Sequence[dict[str, Any]]) -> Reply: ...
+    async def invoke(
+        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]]
+    ) -> Reply: ...
 
 
 #: ``factory(domain, credential) -> ChatModel``; called once per wired domain at startup.
@@ -99,21 +100,33 @@ class TurnBudget:
 
     def check_before_call(self, steps: int, tokens: int) -> None:
         """Raises:
-            TurnBudgetExceeded: the turn already used its steps or tokens.
+        TurnBudgetExceeded: the turn already used its steps or tokens.
         """
         if steps >= self.max_steps:
             raise TurnBudgetExceeded(
                 f"turn exceeded its step budget ({self.max_steps} model calls)",
-                budget="steps", limit=self.max_steps, used=steps)
+                budget="steps",
+                limit=self.max_steps,
+                used=steps,
+            )
         if tokens >= self.max_tokens:
             raise TurnBudgetExceeded(
                 f"turn exceeded its token budget ({self.max_tokens} tokens)",
-                budget="tokens", limit=self.max_tokens, used=tokens)
+                budget="tokens",
+                limit=self.max_tokens,
+                used=tokens,
+            )
 
 
 _TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
-_TRANSIENT_NAMES = ("Timeout", "Connection", "RateLimit", "Overloaded", "InternalServer",
-                    "ServiceUnavailable")
+_TRANSIENT_NAMES = (
+    "Timeout",
+    "Connection",
+    "RateLimit",
+    "Overloaded",
+    "InternalServer",
+    "ServiceUnavailable",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -129,8 +142,12 @@ def is_transient(exc: BaseException) -> bool:
     return any(part in name for part in _TRANSIENT_NAMES)
 
 
-async def call_model(model: ChatModel, messages: Sequence[Message],
-                     tools: Sequence[dict[str, Any]], policy: CallPolicy) -> Reply:
+async def call_model(
+    model: ChatModel,
+    messages: Sequence[Message],
+    tools: Sequence[dict[str, Any]],
+    policy: CallPolicy,
+) -> Reply:
     """Call ``model`` with a timeout per attempt, retrying transient failures.
 
     Raises:
@@ -146,18 +163,25 @@ async def call_model(model: ChatModel, messages: Sequence[Message],
             raise
         except Exception as exc:
             transient = is_transient(exc)
-            log.warning("agent.model_failed", attempt=attempt + 1, transient=transient,
-                        error_type=type(exc).__name__)
+            log.warning(
+                "agent.model_failed",
+                attempt=attempt + 1,
+                transient=transient,
+                error_type=type(exc).__name__,
+            )
             if not transient:
-                raise ModelError(f"model refused the request: {_summary(exc)}",
-                                 error_type=type(exc).__name__) from exc
+                raise ModelError(
+                    f"model refused the request: {_summary(exc)}", error_type=type(exc).__name__
+                ) from exc
             if attempt >= policy.retries:
                 raise ModelUnavailable(
                     f"model unavailable after {attempt + 1} attempts: {_summary(exc)}",
-                    attempts=attempt + 1) from exc
+                    attempts=attempt + 1,
+                ) from exc
             attempt += 1
-            await anyio.sleep(next_delay(attempt, base_s=policy.backoff_base_s,
-                                         cap_s=policy.backoff_cap_s))
+            await anyio.sleep(
+                next_delay(attempt, base_s=policy.backoff_base_s, cap_s=policy.backoff_cap_s)
+            )
             continue
         if not isinstance(reply, Reply):
             raise ModelError(f"model returned {type(reply).__name__}, expected Reply")

@@ -39,8 +39,9 @@ class LangChainModel:
     def __repr__(self) -> str:
         return f"LangChainModel(provider={self.provider!r}, domain={self.domain!r})"
 
-    async def invoke(self, messages: Sequence[Message], *,
-                     tools: Sequence[dict[str, Any]]) -> Reply:
+    async def invoke(
+        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]]
+    ) -> Reply:
         runnable = self._chat
         if tools:
             key = id(tools)
@@ -63,9 +64,20 @@ def to_langchain(messages: Sequence[Message]) -> list[Any]:
         elif role == "user":
             out.append(HumanMessage(content=content))
         elif role == "assistant":
-            out.append(AIMessage(content=content, tool_calls=[
-                {"id": tc["id"], "name": tc["name"], "args": tc.get("args") or {},
-                 "type": "tool_call"} for tc in m.get("tool_calls", [])]))
+            out.append(
+                AIMessage(
+                    content=content,
+                    tool_calls=[
+                        {
+                            "id": tc["id"],
+                            "name": tc["name"],
+                            "args": tc.get("args") or {},
+                            "type": "tool_call",
+                        }
+                        for tc in m.get("tool_calls", [])
+                    ],
+                )
+            )
         elif role == "tool":
             out.append(ToolMessage(content=content, tool_call_id=m.get("tool_call_id", "")))
     return out
@@ -77,12 +89,18 @@ def from_langchain(message: Any) -> Reply:
     if isinstance(content, list):  # content blocks: keep the text parts
         content = "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
     usage = getattr(message, "usage_metadata", None) or {}
-    calls = [ToolCall(id=str(tc.get("id") or f"call_{i}"), name=tc["name"],
-                      args=dict(tc.get("args") or {}))
-             for i, tc in enumerate(getattr(message, "tool_calls", None) or [])]
-    return Reply(content=str(content or ""), tool_calls=calls,
-                 input_tokens=int(usage.get("input_tokens", 0) or 0),
-                 output_tokens=int(usage.get("output_tokens", 0) or 0))
+    calls = [
+        ToolCall(
+            id=str(tc.get("id") or f"call_{i}"), name=tc["name"], args=dict(tc.get("args") or {})
+        )
+        for i, tc in enumerate(getattr(message, "tool_calls", None) or [])
+    ]
+    return Reply(
+        content=str(content or ""),
+        tool_calls=calls,
+        input_tokens=int(usage.get("input_tokens", 0) or 0),
+        output_tokens=int(usage.get("output_tokens", 0) or 0),
+    )
 
 
 def anthropic_factory(settings: Settings) -> ModelFactory:
@@ -94,13 +112,19 @@ def anthropic_factory(settings: Settings) -> ModelFactory:
     try:
         from langchain_anthropic import ChatAnthropic
     except ImportError as exc:
-        raise ConfigError("SPECTRAL_AGENT_PROVIDER=anthropic needs the 'anthropic' extra: "
-                          "pip install 'spectral[anthropic]'", field="agent_provider") from exc
+        raise ConfigError(
+            "SPECTRAL_AGENT_PROVIDER=anthropic needs the 'anthropic' extra: "
+            "pip install 'spectral[anthropic]'",
+            field="agent_provider",
+        ) from exc
 
     def factory(domain: str, credential: str) -> ChatModel:
         kwargs: dict[str, Any] = {
-            "model": settings.agent_model, "api_key": credential, "max_retries": 0,
-            "timeout": settings.agent_llm_timeout_s, "max_tokens": 4096,
+            "model": settings.agent_model,
+            "api_key": credential,
+            "max_retries": 0,
+            "timeout": settings.agent_llm_timeout_s,
+            "max_tokens": 4096,
         }
         if settings.agent_base_url:
             kwargs["base_url"] = settings.agent_base_url
@@ -122,18 +146,24 @@ def load_model_factory(settings: Settings) -> ModelFactory:
         from ..testing import ScriptedModel
 
         if not settings.agent_script_path:
-            raise ConfigError("SPECTRAL_AGENT_PROVIDER=scripted needs SPECTRAL_AGENT_SCRIPT_PATH",
-                              field="agent_script_path")
+            raise ConfigError(
+                "SPECTRAL_AGENT_PROVIDER=scripted needs SPECTRAL_AGENT_SCRIPT_PATH",
+                field="agent_script_path",
+            )
         path = settings.agent_script_path
         return lambda domain, credential: ScriptedModel(path, domain=domain)
     module_name, sep, attr = provider.partition(":")
     if not sep or not attr:
-        raise ConfigError(f"unknown SPECTRAL_AGENT_PROVIDER {provider!r}: use anthropic, "
-                          "scripted or module:function", field="agent_provider")
+        raise ConfigError(
+            f"unknown SPECTRAL_AGENT_PROVIDER {provider!r}: use anthropic, "
+            "scripted or module:function",
+            field="agent_provider",
+        )
     try:
         builder = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"SPECTRAL_AGENT_PROVIDER: cannot load {provider!r}: {exc}",
-                          field="agent_provider") from None
+        raise ConfigError(
+            f"SPECTRAL_AGENT_PROVIDER: cannot load {provider!r}: {exc}", field="agent_provider"
+        ) from None
     factory: ModelFactory = builder(settings)
     return factory

@@ -72,22 +72,25 @@ class ObservePayload(msgspec.Struct, frozen=True, kw_only=True):
 
 def parse_observe(payload: Any) -> ObservePayload:
     """Raises:
-        PayloadError: not an observe payload.
+    PayloadError: not an observe payload.
     """
     try:
         p = msgspec.convert(payload, ObservePayload)
     except msgspec.ValidationError as exc:
         raise PayloadError(f"world.observe payload: {exc}") from None
     if not _ORG.match(p.org) or not _DOMAIN.match(p.domain):
-        raise PayloadError("world.observe payload: bad org or domain name",
-                           org=p.org, domain=p.domain)
+        raise PayloadError(
+            "world.observe payload: bad org or domain name", org=p.org, domain=p.domain
+        )
     return p
 
 
 def not_wired(domain: str) -> AgentNotWired:
     return AgentNotWired(
         f"no LLM credential configured for domain {domain!r} "
-        f"(set SPECTRAL_LLM_CREDENTIAL__{domain.upper()})", domain=domain)
+        f"(set SPECTRAL_LLM_CREDENTIAL__{domain.upper()})",
+        domain=domain,
+    )
 
 
 def make_observe_handler(credentials: Mapping[str, str]) -> Handler:
@@ -102,11 +105,16 @@ def make_observe_handler(credentials: Mapping[str, str]) -> Handler:
         p = parse_observe(event.payload)
         if p.domain not in wired:
             raise not_wired(p.domain)
-        fresh = await enqueue_turn(conn, generation=event.generation, org=p.org,
-                                   domain=p.domain, idempotency_key=event.idempotency_key,
-                                   outbox_id=event.id, observation=p.observation)
-        log.info("agent.turn_enqueued", event_id=event.id, org=p.org, domain=p.domain,
-                 fresh=fresh)
+        fresh = await enqueue_turn(
+            conn,
+            generation=event.generation,
+            org=p.org,
+            domain=p.domain,
+            idempotency_key=event.idempotency_key,
+            outbox_id=event.id,
+            observation=p.observation,
+        )
+        log.info("agent.turn_enqueued", event_id=event.id, org=p.org, domain=p.domain, fresh=fresh)
 
     return observe
 
@@ -133,11 +141,14 @@ class AgentConfig:
             "max_attempts": settings.agent_max_attempts,
             "backoff_base_s": settings.outbox_backoff_base_s,
             "backoff_cap_s": settings.outbox_backoff_cap_s,
-            "policy": CallPolicy(timeout_s=settings.agent_llm_timeout_s,
-                                 retries=settings.agent_llm_retries,
-                                 backoff_base_s=settings.agent_llm_backoff_base_s),
-            "budget": TurnBudget(max_steps=settings.agent_max_steps,
-                                 max_tokens=settings.agent_max_tokens),
+            "policy": CallPolicy(
+                timeout_s=settings.agent_llm_timeout_s,
+                retries=settings.agent_llm_retries,
+                backoff_base_s=settings.agent_llm_backoff_base_s,
+            ),
+            "budget": TurnBudget(
+                max_steps=settings.agent_max_steps, max_tokens=settings.agent_max_tokens
+            ),
         }
         values.update(overrides)
         return cls(**values)
@@ -146,9 +157,18 @@ class AgentConfig:
 class AgentRunner:
     """Claims turns of one generation and runs them under a concurrency limit."""
 
-    def __init__(self, db: Database, checkpoints: CheckpointPool, tools: PlatformTools,
-                 models: Mapping[str, ChatModel], *, generation: int, worker_id: uuid.UUID,
-                 config: AgentConfig | None = None, unavailable: str | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        checkpoints: CheckpointPool,
+        tools: PlatformTools,
+        models: Mapping[str, ChatModel],
+        *,
+        generation: int,
+        worker_id: uuid.UUID,
+        config: AgentConfig | None = None,
+        unavailable: str | None = None,
+    ) -> None:
         self.db = db
         #: why no model could be built at all (e.g. the provider's extra is missing)
         self.unavailable = unavailable
@@ -227,8 +247,11 @@ class AgentRunner:
         while True:
             try:
                 async with self.db.pool.connection() as conn:
-                    reaped = await self.queue.reap(conn, stale_after_s=self.config.stale_after_s,
-                                                   max_attempts=self.config.max_attempts)
+                    reaped = await self.queue.reap(
+                        conn,
+                        stale_after_s=self.config.stale_after_s,
+                        max_attempts=self.config.max_attempts,
+                    )
                 if reaped:
                     log.warning("agent.reaped", n=len(reaped))
                     self.poke()
@@ -242,8 +265,9 @@ class AgentRunner:
     async def _run_claimed(self, turn: Turn, token: object) -> None:
         started = time.perf_counter()
         try:
-            with structlog.contextvars.bound_contextvars(thread_id=turn.thread_id,
-                                                         org=turn.org, domain=turn.domain):
+            with structlog.contextvars.bound_contextvars(
+                thread_id=turn.thread_id, org=turn.org, domain=turn.domain
+            ):
                 try:
                     values = await self.execute(turn)
                 except anyio.get_cancelled_exc_class():
@@ -273,55 +297,108 @@ class AgentRunner:
         model = self.models.get(turn.domain)
         if model is None:
             if self.unavailable:
-                raise AgentNotWired(f"domain {turn.domain!r}: {self.unavailable}",
-                                    domain=turn.domain)
+                raise AgentNotWired(
+                    f"domain {turn.domain!r}: {self.unavailable}", domain=turn.domain
+                )
             raise not_wired(turn.domain)
-        graph = build_graph(model, self.tools, org=turn.org, domain=turn.domain,
-                            thread_id=turn.thread_id, policy=self.config.policy,
-                            budget=self.config.budget,
-                            checkpointer=saver_for_turn(self.checkpoints))
-        config: dict[str, Any] = {"configurable": {"thread_id": turn.thread_id},
-                                  "recursion_limit": 2 * self.config.budget.max_steps + 5}
+        graph = build_graph(
+            model,
+            self.tools,
+            org=turn.org,
+            domain=turn.domain,
+            thread_id=turn.thread_id,
+            policy=self.config.policy,
+            budget=self.config.budget,
+            checkpointer=saver_for_turn(self.checkpoints),
+        )
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": turn.thread_id},
+            "recursion_limit": 2 * self.config.budget.max_steps + 5,
+        }
         snapshot = await graph.aget_state(config)  # type: ignore[arg-type]
         if snapshot.next:
             log.info("agent.turn_resumed", next=list(snapshot.next), attempts=turn.attempts)
             await graph.ainvoke(None, config, durability="sync")  # type: ignore[arg-type]
         elif not snapshot.values:
-            await graph.ainvoke(initial_state(turn.org, turn.domain, turn.thread_id,  # type: ignore[arg-type]
-                                              turn.observation), config, durability="sync")
+            await graph.ainvoke(
+                initial_state(
+                    turn.org,
+                    turn.domain,
+                    turn.thread_id,  # type: ignore[arg-type]
+                    turn.observation,
+                ),
+                config,
+                durability="sync",
+            )
         final = await graph.aget_state(config)  # type: ignore[arg-type]
         return dict(final.values)
 
     async def _finished(self, turn: Turn, values: dict[str, Any], started: float) -> None:
-        result = {"decision": values.get("decision"), "steps": values.get("steps", 0),
-                  "tokens": values.get("tokens", 0)}
+        result = {
+            "decision": values.get("decision"),
+            "steps": values.get("steps", 0),
+            "tokens": values.get("tokens", 0),
+        }
         async with self.db.pool.connection() as conn, conn.transaction():
             held = await self.queue.finish(conn, turn.thread_id, result)
             if held:
-                await self.publisher.publish_async(conn, DECIDED_TOPIC, {
-                    "org": turn.org, "domain": turn.domain, "thread_id": turn.thread_id,
-                    "event_key": turn.idempotency_key, "outbox_id": turn.outbox_id, **result,
-                }, idempotency_key=f"{DECIDED_TOPIC}:{turn.thread_id}")
+                await self.publisher.publish_async(
+                    conn,
+                    DECIDED_TOPIC,
+                    {
+                        "org": turn.org,
+                        "domain": turn.domain,
+                        "thread_id": turn.thread_id,
+                        "event_key": turn.idempotency_key,
+                        "outbox_id": turn.outbox_id,
+                        **result,
+                    },
+                    idempotency_key=f"{DECIDED_TOPIC}:{turn.thread_id}",
+                )
         if held:
             self.completed += 1
-        log.info("agent.turn_done" if held else "agent.turn_claim_lost",
-                 steps=result["steps"], tokens=result["tokens"],
-                 ms=round((time.perf_counter() - started) * 1000, 1))
+        log.info(
+            "agent.turn_done" if held else "agent.turn_claim_lost",
+            steps=result["steps"],
+            tokens=result["tokens"],
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     async def _failed(self, turn: Turn, exc: Exception) -> None:
         permanent = isinstance(exc, AgentError) and not exc.transient
         reason = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
-        delay = next_delay(turn.attempts, base_s=self.config.backoff_base_s,
-                           cap_s=self.config.backoff_cap_s)
+        delay = next_delay(
+            turn.attempts, base_s=self.config.backoff_base_s, cap_s=self.config.backoff_cap_s
+        )
         async with self.db.pool.connection() as conn, conn.transaction():
-            status = await self.queue.fail(conn, turn.thread_id, reason, permanent=permanent,
-                                           delay_s=delay, max_attempts=self.config.max_attempts)
+            status = await self.queue.fail(
+                conn,
+                turn.thread_id,
+                reason,
+                permanent=permanent,
+                delay_s=delay,
+                max_attempts=self.config.max_attempts,
+            )
             if status == "dead":
-                await self.publisher.publish_async(conn, FAILED_TOPIC, {
-                    "org": turn.org, "domain": turn.domain, "thread_id": turn.thread_id,
-                    "event_key": turn.idempotency_key, "outbox_id": turn.outbox_id,
-                    "error_type": type(exc).__name__, "error": reason[:2000],
-                }, idempotency_key=f"{FAILED_TOPIC}:{turn.thread_id}")
-        log.warning("agent.turn_failed", status=status, permanent=permanent,
-                    attempts=turn.attempts, error_type=type(exc).__name__,
-                    retry_in_s=round(delay, 3) if status == "pending" else None)
+                await self.publisher.publish_async(
+                    conn,
+                    FAILED_TOPIC,
+                    {
+                        "org": turn.org,
+                        "domain": turn.domain,
+                        "thread_id": turn.thread_id,
+                        "event_key": turn.idempotency_key,
+                        "outbox_id": turn.outbox_id,
+                        "error_type": type(exc).__name__,
+                        "error": reason[:2000],
+                    },
+                    idempotency_key=f"{FAILED_TOPIC}:{turn.thread_id}",
+                )
+        log.warning(
+            "agent.turn_failed",
+            status=status,
+            permanent=permanent,
+            attempts=turn.attempts,
+            error_type=type(exc).__name__,
+            retry_in_s=round(delay, 3) if status == "pending" else None,
+        )

@@ -44,27 +44,58 @@ class ToolContext:
     tool_call_id: str
 
 
-def _spec(name: str, description: str, properties: dict[str, Any],
-          required: list[str]) -> dict[str, Any]:
-    return {"name": name, "description": description,
-            "input_schema": {"type": "object", "properties": properties,
-                             "required": required, "additionalProperties": False}}
+def _spec(
+    name: str, description: str, properties: dict[str, Any], required: list[str]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": description,
+        "input_schema": {
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        },
+    }
 
 
 #: Tool descriptions in the JSON-schema shape chat models accept.
 TOOL_SPECS: list[dict[str, Any]] = [
-    _spec("read_fact", "Read one world fact of this domain by key (null if unknown).",
-          {"key": {"type": "string"}}, ["key"]),
-    _spec("list_facts", "List world facts of this domain whose key starts with a prefix.",
-          {"prefix": {"type": "string"}}, []),
-    _spec("write_fact", "Set a world fact of this domain (any JSON value).",
-          {"key": {"type": "string"}, "value": {}}, ["key", "value"]),
-    _spec("publish_event", "Publish an event (topic 'world.<name>') for other services.",
-          {"topic": {"type": "string"}, "payload": {"type": "object"}}, ["topic", "payload"]),
-    _spec("draft_module", "Draft a decision-module version for operator approval.",
-          {"action": {"type": "string"}, "world_model_version": {"type": "string"},
-           "source": {"type": "string"}, "note": {"type": "string"}},
-          ["action", "world_model_version", "source"]),
+    _spec(
+        "read_fact",
+        "Read one world fact of this domain by key (null if unknown).",
+        {"key": {"type": "string"}},
+        ["key"],
+    ),
+    _spec(
+        "list_facts",
+        "List world facts of this domain whose key starts with a prefix.",
+        {"prefix": {"type": "string"}},
+        [],
+    ),
+    _spec(
+        "write_fact",
+        "Set a world fact of this domain (any JSON value).",
+        {"key": {"type": "string"}, "value": {}},
+        ["key", "value"],
+    ),
+    _spec(
+        "publish_event",
+        "Publish an event (topic 'world.<name>') for other services.",
+        {"topic": {"type": "string"}, "payload": {"type": "object"}},
+        ["topic", "payload"],
+    ),
+    _spec(
+        "draft_module",
+        "Draft a decision-module version for operator approval.",
+        {
+            "action": {"type": "string"},
+            "world_model_version": {"type": "string"},
+            "source": {"type": "string"},
+            "note": {"type": "string"},
+        },
+        ["action", "world_model_version", "source"],
+    ),
 ]
 
 ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
@@ -73,8 +104,9 @@ ToolFn = Callable[[ToolContext, dict[str, Any]], Awaitable[Any]]
 class PlatformTools:
     """The platform dependencies of the agent, wired once per process."""
 
-    def __init__(self, db: Database, generation: int, *,
-                 max_payload_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self, db: Database, generation: int, *, max_payload_bytes: int = 256 * 1024
+    ) -> None:
         self.db = db
         self.publisher = Publisher(generation, max_payload_bytes=max_payload_bytes)
         self._tools: dict[str, ToolFn] = {
@@ -108,8 +140,9 @@ class PlatformTools:
         key = _key(args.get("key"))
         with wrap_errors():
             async with self.db.pool.connection() as conn:
-                cur = await conn.execute(query("select_fact"),
-                                         {"org": ctx.org, "domain": ctx.domain, "key": key})
+                cur = await conn.execute(
+                    query("select_fact"), {"org": ctx.org, "domain": ctx.domain, "key": key}
+                )
                 row = await cur.fetchone()
         return row[0] if row else None
 
@@ -119,10 +152,17 @@ class PlatformTools:
             raise ToolError("prefix must be a string", tool="list_facts")
         with wrap_errors():
             async with self.db.pool.connection() as conn:
-                cur = await conn.execute(query("list_facts"), {
-                    "org": ctx.org, "domain": ctx.domain,
-                    "prefix": prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
-                    "limit": 100})
+                cur = await conn.execute(
+                    query("list_facts"),
+                    {
+                        "org": ctx.org,
+                        "domain": ctx.domain,
+                        "prefix": prefix.replace("\\", "\\\\")
+                        .replace("%", "\\%")
+                        .replace("_", "\\_"),
+                        "limit": 100,
+                    },
+                )
                 rows = await cur.fetchall()
         return {k: v for k, v in rows}
 
@@ -132,27 +172,41 @@ class PlatformTools:
             raise ToolError("write_fact needs a value", tool="write_fact")
         encoded = msgspec.json.encode(args["value"])
         if len(encoded) > _MAX_VALUE_BYTES:
-            raise ToolError(f"fact value is larger than {_MAX_VALUE_BYTES} bytes",
-                            tool="write_fact")
+            raise ToolError(
+                f"fact value is larger than {_MAX_VALUE_BYTES} bytes", tool="write_fact"
+            )
         with wrap_errors():
             async with self.db.pool.connection() as conn:
-                await conn.execute(query("upsert_fact"), {
-                    "org": ctx.org, "domain": ctx.domain, "key": key,
-                    "value": encoded.decode(), "thread_id": ctx.thread_id})
+                await conn.execute(
+                    query("upsert_fact"),
+                    {
+                        "org": ctx.org,
+                        "domain": ctx.domain,
+                        "key": key,
+                        "value": encoded.decode(),
+                        "thread_id": ctx.thread_id,
+                    },
+                )
         return {"ok": True, "key": key}
 
     async def publish_event(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         topic = args.get("topic")
         if not isinstance(topic, str) or not _TOPIC.match(topic) or topic in _RESERVED_TOPICS:
-            raise ToolError("topic must be 'world.<name>' and not a reserved agent topic",
-                            tool="publish_event")
-        payload = {"org": ctx.org, "domain": ctx.domain, "thread_id": ctx.thread_id,
-                   "data": args.get("payload") or {}}
+            raise ToolError(
+                "topic must be 'world.<name>' and not a reserved agent topic", tool="publish_event"
+            )
+        payload = {
+            "org": ctx.org,
+            "domain": ctx.domain,
+            "thread_id": ctx.thread_id,
+            "data": args.get("payload") or {},
+        }
         key = f"{ctx.thread_id}:{ctx.tool_call_id}"
         with wrap_errors():
             async with self.db.pool.connection() as conn:
-                event_id = await self.publisher.publish_async(conn, topic, payload,
-                                                              idempotency_key=key)
+                event_id = await self.publisher.publish_async(
+                    conn, topic, payload, idempotency_key=key
+                )
         return {"ok": True, "event_id": event_id}
 
     async def draft_module(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -165,10 +219,17 @@ class PlatformTools:
         note = args.get("note")
         with wrap_errors():
             async with self.db.pool.connection() as conn:
-                cur = await conn.execute(query("insert_module_draft"), {
-                    **fields, "note": note if isinstance(note, str) else None,
-                    "org": ctx.org, "domain": ctx.domain,
-                    "thread_id": ctx.thread_id, "tool_call_id": ctx.tool_call_id})
+                cur = await conn.execute(
+                    query("insert_module_draft"),
+                    {
+                        **fields,
+                        "note": note if isinstance(note, str) else None,
+                        "org": ctx.org,
+                        "domain": ctx.domain,
+                        "thread_id": ctx.thread_id,
+                        "tool_call_id": ctx.tool_call_id,
+                    },
+                )
                 row = await cur.fetchone()
         assert row is not None
         return {"ok": True, "draft_id": row[0], "status": "awaiting_approval"}
@@ -178,4 +239,3 @@ def _key(value: Any) -> str:
     if not isinstance(value, str) or not _KEY.match(value):
         raise ToolError("fact key: 1-200 characters of letters, digits and _ . : / -")
     return value
-

@@ -41,15 +41,30 @@ def thread_id_for(org: str, domain: str, idempotency_key: str) -> str:
     return f"{org}:{domain}:{idempotency_key}"
 
 
-async def enqueue_turn(conn: psycopg.AsyncConnection[Any], *, generation: int, org: str,
-                       domain: str, idempotency_key: str, outbox_id: int | None,
-                       observation: Any) -> bool:
+async def enqueue_turn(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    generation: int,
+    org: str,
+    domain: str,
+    idempotency_key: str,
+    outbox_id: int | None,
+    observation: Any,
+) -> bool:
     """Write a turn in ``conn``'s transaction; False when that thread already exists."""
     with wrap_errors():
-        cur = await conn.execute(query("enqueue_turn"), {
-            "thread_id": thread_id_for(org, domain, idempotency_key), "generation": generation,
-            "org": org, "domain": domain, "key": idempotency_key, "outbox_id": outbox_id,
-            "observation": _encode(observation).decode()})
+        cur = await conn.execute(
+            query("enqueue_turn"),
+            {
+                "thread_id": thread_id_for(org, domain, idempotency_key),
+                "generation": generation,
+                "org": org,
+                "domain": domain,
+                "key": idempotency_key,
+                "outbox_id": outbox_id,
+                "observation": _encode(observation).decode(),
+            },
+        )
         return await cur.fetchone() is not None
 
 
@@ -68,41 +83,73 @@ class TurnQueue:
             row = await cur.fetchone()
         if row is None:
             return None
-        return Turn(thread_id=row[0], generation=row[1], org=row[2], domain=row[3],
-                    idempotency_key=row[4], outbox_id=row[5], observation=row[6],
-                    attempts=row[7])
+        return Turn(
+            thread_id=row[0],
+            generation=row[1],
+            org=row[2],
+            domain=row[3],
+            idempotency_key=row[4],
+            outbox_id=row[5],
+            observation=row[6],
+            attempts=row[7],
+        )
 
-    async def finish(self, conn: psycopg.AsyncConnection[Any], thread_id: str,
-                     result: Any) -> bool:
+    async def finish(self, conn: psycopg.AsyncConnection[Any], thread_id: str, result: Any) -> bool:
         """Mark a turn we hold ``done``; False when the claim was lost."""
         with wrap_errors():
-            cur = await conn.execute(query("finish_turn"), {
-                **self._base, "thread_id": thread_id, "result": _encode(result).decode()})
+            cur = await conn.execute(
+                query("finish_turn"),
+                {**self._base, "thread_id": thread_id, "result": _encode(result).decode()},
+            )
         return cur.rowcount == 1
 
-    async def fail(self, conn: psycopg.AsyncConnection[Any], thread_id: str, error: str, *,
-                   permanent: bool, delay_s: float, max_attempts: int) -> str | None:
+    async def fail(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        thread_id: str,
+        error: str,
+        *,
+        permanent: bool,
+        delay_s: float,
+        max_attempts: int,
+    ) -> str | None:
         """Re-pend after ``delay_s`` or end ``dead``; return the new status (None: lost)."""
         with wrap_errors():
-            cur = await conn.execute(query("fail_turn"), {
-                **self._base, "thread_id": thread_id, "error": error[:4000],
-                "permanent": permanent, "delay_s": delay_s, "max_attempts": max_attempts})
+            cur = await conn.execute(
+                query("fail_turn"),
+                {
+                    **self._base,
+                    "thread_id": thread_id,
+                    "error": error[:4000],
+                    "permanent": permanent,
+                    "delay_s": delay_s,
+                    "max_attempts": max_attempts,
+                },
+            )
             row = await cur.fetchone()
         return row[0] if row else None
 
-    async def release(self, conn: psycopg.AsyncConnection[Any],
-                      thread_ids: list[str] | None = None) -> int:
+    async def release(
+        self, conn: psycopg.AsyncConnection[Any], thread_ids: list[str] | None = None
+    ) -> int:
         """Give turns we hold back to ``pending`` (all of ours when ``thread_ids`` is None)."""
         with wrap_errors():
-            cur = await conn.execute(query("release_turns"),
-                                     {**self._base, "thread_ids": thread_ids})
+            cur = await conn.execute(
+                query("release_turns"), {**self._base, "thread_ids": thread_ids}
+            )
         return cur.rowcount
 
-    async def reap(self, conn: psycopg.AsyncConnection[Any], *, stale_after_s: float,
-                   max_attempts: int) -> list[tuple[str, str]]:
+    async def reap(
+        self, conn: psycopg.AsyncConnection[Any], *, stale_after_s: float, max_attempts: int
+    ) -> list[tuple[str, str]]:
         """Re-pend (or kill) turns of our generation whose claimer stopped heartbeating."""
         with wrap_errors():
-            cur = await conn.execute(query("repend_stale_turns"), {
-                "generation": self.generation, "stale_after_s": stale_after_s,
-                "max_attempts": max_attempts})
+            cur = await conn.execute(
+                query("repend_stale_turns"),
+                {
+                    "generation": self.generation,
+                    "stale_after_s": stale_after_s,
+                    "max_attempts": max_attempts,
+                },
+            )
             return [(r[0], r[1]) for r in await cur.fetchall()]

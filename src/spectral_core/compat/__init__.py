@@ -41,12 +41,25 @@ __all__ = [
 ]
 
 _WHERE = {
-    "RULES": "finding", "Finding": "finding", "Gate": "finding", "Rule": "finding",
-    "Severity": "finding", "LintError": "errors", "FileResult": "engine", "Linter": "engine",
-    "lint_files": "engine", "lint_sql": "engine", "MigrationFile": "source",
-    "collect_files": "source", "SchemaModel": "schema", "compat_main": "cli",
-    "manifest_main": "cli", "lint_manifest": "manifest", "render": "report",
-    "mark_deployed_through": "baseline", "mark_from_git": "baseline",
+    "RULES": "finding",
+    "Finding": "finding",
+    "Gate": "finding",
+    "Rule": "finding",
+    "Severity": "finding",
+    "LintError": "errors",
+    "FileResult": "engine",
+    "Linter": "engine",
+    "lint_files": "engine",
+    "lint_sql": "engine",
+    "MigrationFile": "source",
+    "collect_files": "source",
+    "SchemaModel": "schema",
+    "compat_main": "cli",
+    "manifest_main": "cli",
+    "lint_manifest": "manifest",
+    "render": "report",
+    "mark_deployed_through": "baseline",
+    "mark_from_git": "baseline",
     "mark_from_ledger": "baseline",
 }
 

@@ -24,8 +24,9 @@ def mark_deployed_through(files: list[MigrationFile], number: int) -> None:
 
 
 def _error(path: str, rule: str, message: str, line: int = 1) -> Finding:
-    return Finding(path=path, line=line, column=1, rule=rule, severity=Severity.ERROR,
-                   message=message)
+    return Finding(
+        path=path, line=line, column=1, rule=rule, severity=Severity.ERROR, message=message
+    )
 
 
 def mark_from_ledger(files: list[MigrationFile], ledger: str) -> list[Finding]:
@@ -50,20 +51,29 @@ def mark_from_ledger(files: list[MigrationFile], ledger: str) -> list[Finding]:
         if not words:
             continue
         entry = words[0]
-        matched = [f for f in files if entry in (f.path.name, f.path.stem)
-                   or (entry.isdigit() and f.number == int(entry))]
+        matched = [
+            f
+            for f in files
+            if entry in (f.path.name, f.path.stem) or (entry.isdigit() and f.number == int(entry))
+        ]
         for f in matched:
             f.deployed = True
         if not matched:
-            findings.append(_error(ledger, "deleted-migration", f"applied migration {entry} is "
-                                   "missing from the linted files (deleted or renamed)", lineno))
+            findings.append(
+                _error(
+                    ledger,
+                    "deleted-migration",
+                    f"applied migration {entry} is "
+                    "missing from the linted files (deleted or renamed)",
+                    lineno,
+                )
+            )
     return findings
 
 
 def _git(args: list[str], cwd: Path) -> str:
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise LintError(f"cannot run git: {exc}") from exc
     if proc.returncode != 0:
@@ -89,8 +99,9 @@ def mark_from_git(files: list[MigrationFile], dirs: list[Path], ref: str) -> lis
     if not anchors:
         return []
     first = anchors[0].resolve()
-    top = Path(_git(["rev-parse", "--show-toplevel"], first if first.is_dir() else first.parent)
-               .strip()).resolve()
+    top = Path(
+        _git(["rev-parse", "--show-toplevel"], first if first.is_dir() else first.parent).strip()
+    ).resolve()
     try:
         _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top)
     except LintError as exc:
@@ -117,18 +128,29 @@ def mark_from_git(files: list[MigrationFile], dirs: list[Path], ref: str) -> lis
             continue
         f.deployed = True
         if _blob_id(f.path.read_bytes()) != blob:
-            findings.append(_error(f.display, "edited-migration", f"{f.path.name} is deployed "
-                                   f"(present at {ref}) but was edited; migrations are "
-                                   "forward-only: revert it and add a new migration"))
+            findings.append(
+                _error(
+                    f.display,
+                    "edited-migration",
+                    f"{f.path.name} is deployed "
+                    f"(present at {ref}) but was edited; migrations are "
+                    "forward-only: revert it and add a new migration",
+                )
+            )
             f.text = _git(["show", f"{ref}:{rel(f.path)}"], top)
     present = {rel(f.path) for f in files}
     for d in dirs:
         prefix = rel(d).rstrip("/") + "/"
         for path in sorted(at_ref):
-            if path.startswith(prefix) and path.endswith(".sql") and "/" not in path[len(prefix):]:
+            if path.startswith(prefix) and path.endswith(".sql") and "/" not in path[len(prefix) :]:
                 if path not in present:
-                    name = path[len(prefix):]
-                    findings.append(_error(str(d / name), "deleted-migration",
-                                           f"{name} is deployed (present at {ref}) but was "
-                                           "deleted or renamed; migrations are forward-only"))
+                    name = path[len(prefix) :]
+                    findings.append(
+                        _error(
+                            str(d / name),
+                            "deleted-migration",
+                            f"{name} is deployed (present at {ref}) but was "
+                            "deleted or renamed; migrations are forward-only",
+                        )
+                    )
     return findings

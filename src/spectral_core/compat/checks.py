@@ -23,7 +23,6 @@ from spectral_core.compat.typecompat import SERIAL_TYPES, is_compatible, needs_r
 __all__ = ["Checker", "Hit"]
 
 
-
 class _Names:
     """``CT.CONSTR_CHECK == "CONSTR_CHECK"``: enum values in the JSON tree are their names."""
 
@@ -33,25 +32,68 @@ class _Names:
 
 AT = CT = OT = _Names()
 
-_UNIQUE_KINDS = {CT.CONSTR_PRIMARY: "primary", CT.CONSTR_UNIQUE: "unique",
-                 CT.CONSTR_EXCLUSION: "exclusion"}
-_KIND_OF = {CT.CONSTR_PRIMARY: "primary", CT.CONSTR_UNIQUE: "unique",
-            CT.CONSTR_EXCLUSION: "exclusion", CT.CONSTR_CHECK: "check",
-            CT.CONSTR_FOREIGN: "foreign", CT.CONSTR_NOTNULL: "notnull"}
-_VOLATILE = frozenset({"random", "gen_random_uuid", "uuid_generate_v4", "uuid_generate_v1",
-                       "clock_timestamp", "timeofday", "nextval", "uuidv4", "uuidv7"})
-_REL_KINDS = {OT.OBJECT_TABLE: "table", OT.OBJECT_FOREIGN_TABLE: "table", OT.OBJECT_VIEW: "view",
-              OT.OBJECT_MATVIEW: "matview", OT.OBJECT_SEQUENCE: "sequence",
-              OT.OBJECT_INDEX: "index"}
-_OBJ_KINDS = {OT.OBJECT_FUNCTION: "function", OT.OBJECT_PROCEDURE: "function",
-              OT.OBJECT_ROUTINE: "function", OT.OBJECT_AGGREGATE: "function",
-              OT.OBJECT_TYPE: "type", OT.OBJECT_DOMAIN: "type", OT.OBJECT_SCHEMA: "schema",
-              OT.OBJECT_EXTENSION: "extension"}
-_DROP_IGNORED = frozenset({OT.OBJECT_TRIGGER, OT.OBJECT_EVENT_TRIGGER, OT.OBJECT_STATISTIC_EXT,
-                           OT.OBJECT_PUBLICATION, OT.OBJECT_SUBSCRIPTION, OT.OBJECT_RULE})
-_RENAME_WARN = {OT.OBJECT_TABCONSTRAINT: "constraint", OT.OBJECT_DOMCONSTRAINT: "constraint",
-                OT.OBJECT_INDEX: "index", OT.OBJECT_TRIGGER: "trigger",
-                OT.OBJECT_POLICY: "policy", OT.OBJECT_RULE: "rule"}
+_UNIQUE_KINDS = {
+    CT.CONSTR_PRIMARY: "primary",
+    CT.CONSTR_UNIQUE: "unique",
+    CT.CONSTR_EXCLUSION: "exclusion",
+}
+_KIND_OF = {
+    CT.CONSTR_PRIMARY: "primary",
+    CT.CONSTR_UNIQUE: "unique",
+    CT.CONSTR_EXCLUSION: "exclusion",
+    CT.CONSTR_CHECK: "check",
+    CT.CONSTR_FOREIGN: "foreign",
+    CT.CONSTR_NOTNULL: "notnull",
+}
+_VOLATILE = frozenset(
+    {
+        "random",
+        "gen_random_uuid",
+        "uuid_generate_v4",
+        "uuid_generate_v1",
+        "clock_timestamp",
+        "timeofday",
+        "nextval",
+        "uuidv4",
+        "uuidv7",
+    }
+)
+_REL_KINDS = {
+    OT.OBJECT_TABLE: "table",
+    OT.OBJECT_FOREIGN_TABLE: "table",
+    OT.OBJECT_VIEW: "view",
+    OT.OBJECT_MATVIEW: "matview",
+    OT.OBJECT_SEQUENCE: "sequence",
+    OT.OBJECT_INDEX: "index",
+}
+_OBJ_KINDS = {
+    OT.OBJECT_FUNCTION: "function",
+    OT.OBJECT_PROCEDURE: "function",
+    OT.OBJECT_ROUTINE: "function",
+    OT.OBJECT_AGGREGATE: "function",
+    OT.OBJECT_TYPE: "type",
+    OT.OBJECT_DOMAIN: "type",
+    OT.OBJECT_SCHEMA: "schema",
+    OT.OBJECT_EXTENSION: "extension",
+}
+_DROP_IGNORED = frozenset(
+    {
+        OT.OBJECT_TRIGGER,
+        OT.OBJECT_EVENT_TRIGGER,
+        OT.OBJECT_STATISTIC_EXT,
+        OT.OBJECT_PUBLICATION,
+        OT.OBJECT_SUBSCRIPTION,
+        OT.OBJECT_RULE,
+    }
+)
+_RENAME_WARN = {
+    OT.OBJECT_TABCONSTRAINT: "constraint",
+    OT.OBJECT_DOMCONSTRAINT: "constraint",
+    OT.OBJECT_INDEX: "index",
+    OT.OBJECT_TRIGGER: "trigger",
+    OT.OBJECT_POLICY: "policy",
+    OT.OBJECT_RULE: "rule",
+}
 
 _EXPAND = "expand/contract: add the new shape alongside the old one, migrate, and remove the old "
 _EXPAND += "shape in a later release once no deployed generation uses it"
@@ -86,8 +128,6 @@ def _names(nodes: Iterable[Any]) -> list[str]:
     return [n.sval for n in nodes]
 
 
-
-
 class Checker:
     """Judges and replays statements into a :class:`SchemaModel`."""
 
@@ -113,8 +153,14 @@ class Checker:
 
     # -- file lifecycle ---------------------------------------------------------------------
 
-    def begin_file(self, text: str, *, deployed: bool, chars: CharOffsets | None = None,
-                   tokens: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())) -> None:
+    def begin_file(
+        self,
+        text: str,
+        *,
+        deployed: bool,
+        chars: CharOffsets | None = None,
+        tokens: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
+    ) -> None:
         """Start a file: a deployed one is replayed only; a new one is judged too."""
         self.replay_only = deployed
         self._char = chars if chars is not None else CharOffsets(text)
@@ -178,8 +224,10 @@ class Checker:
         text, starts, ends = self._text, self._starts, self._ends
         for i in range(self._cursor, min(self._cursor + 400, len(starts))):
             tok = text[starts[i] : ends[i] + 1]
-            if tok == name or (tok[:1] == '"' and tok[1:-1].replace('""', '"') == name) or (
-                tok[:1] != '"' and tok.lower() == name
+            if (
+                tok == name
+                or (tok[:1] == '"' and tok[1:-1].replace('""', '"') == name)
+                or (tok[:1] != '"' and tok.lower() == name)
             ):
                 self._cursor = i + 1
                 return starts[i]
@@ -190,8 +238,11 @@ class Checker:
     def _lock_stmt(self, what: str) -> None:
         if not self._lock_timeout and not self._lock_reported:
             self._lock_reported = True
-            self._emit("lock-timeout", f"{what} takes a strong lock on a deployed table with no "
-                       "lock_timeout set earlier in the file; start with SET lock_timeout")
+            self._emit(
+                "lock-timeout",
+                f"{what} takes a strong lock on a deployed table with no "
+                "lock_timeout set earlier in the file; start with SET lock_timeout",
+            )
 
     def _rv(self, rv: Node, kind: str = "table") -> QualName:
         return self.model.qualify(rv.schemaname, rv.relname, kind)
@@ -206,8 +257,12 @@ class Checker:
     def _column(self, cd: Node, deployed: bool) -> Column:
         d = cd.d
         tn = d.get("typeName")
-        col = Column(d.get("colname", ""), type_ref(Node("TypeName", tn)) if tn else None,
-                     deployed, not_null=bool(d.get("is_not_null")))
+        col = Column(
+            d.get("colname", ""),
+            type_ref(Node("TypeName", tn)) if tn else None,
+            deployed,
+            not_null=bool(d.get("is_not_null")),
+        )
         if tn and tn.get("names") and tn["names"][-1]["String"]["sval"] in SERIAL_TYPES:
             col.has_default = col.not_null = True
         if d.get("raw_default") is not None and not _is_null(cd.raw_default):
@@ -236,8 +291,11 @@ class Checker:
             if kind == "primary":
                 name = f"{base}_pkey"
             elif column is not None:
-                name = f"{base}_{column}_" + {"unique": "key", "check": "check",
-                                              "foreign": "fkey"}.get(kind, kind)
+                name = f"{base}_{column}_" + {
+                    "unique": "key",
+                    "check": "check",
+                    "foreign": "fkey",
+                }.get(kind, kind)
         if name:
             deployed = self.replay_only
             t.constraints[name] = Constraint(kind, deployed)
@@ -289,9 +347,13 @@ class Checker:
         unknown_counts = existing is None and not self.model.has_baseline
         if replace and (unknown_counts or (existing is not None and existing.deployed)):
             known = "of the prior generation" if existing else "that may exist in production"
-            self._emit("replace-deployed", f"CREATE OR REPLACE {kind} {display(qn)} replaces one "
-                       f"{known}; old code calls the new definition, so keep its behaviour "
-                       "compatible (or create a versioned name)", loc)
+            self._emit(
+                "replace-deployed",
+                f"CREATE OR REPLACE {kind} {display(qn)} replaces one "
+                f"{known}; old code calls the new definition, so keep its behaviour "
+                "compatible (or create a versioned name)",
+                loc,
+            )
         self.model.put(kind, qn, self.replay_only)
 
     def _s_ViewStmt(self, node: Node) -> None:
@@ -320,8 +382,9 @@ class Checker:
         if node.kind == OT.OBJECT_TYPE:
             self.model.put("type", self._qn(_names(node.defnames), "type"), self.replay_only)
         elif node.kind == OT.OBJECT_AGGREGATE:
-            self.model.put("function", self._qn(_names(node.defnames), "function"),
-                           self.replay_only)
+            self.model.put(
+                "function", self._qn(_names(node.defnames), "function"), self.replay_only
+            )
 
     def _s_CreateExtensionStmt(self, node: Node) -> None:
         self.model.put("extension", ("", node.extname), self.replay_only)
@@ -343,20 +406,27 @@ class Checker:
         if t.deployed:
             loc = self._loc(node.relation)
             if node.unique or node.primary:
-                self._emit("add-unique", f"unique index {node.idxname or ''} on {display(qn)}: "
-                           "the prior generation can write rows that violate it (and building it "
-                           "fails on existing duplicates); enforce uniqueness in code first and "
-                           "add the index in a later release", loc)
+                self._emit(
+                    "add-unique",
+                    f"unique index {node.idxname or ''} on {display(qn)}: "
+                    "the prior generation can write rows that violate it (and building it "
+                    "fails on existing duplicates); enforce uniqueness in code first and "
+                    "add the index in a later release",
+                    loc,
+                )
             if not node.concurrent:
-                self._emit("lock-create-index", f"CREATE INDEX on {display(qn)} without "
-                           "CONCURRENTLY blocks writes while it builds", loc)
+                self._emit(
+                    "lock-create-index",
+                    f"CREATE INDEX on {display(qn)} without "
+                    "CONCURRENTLY blocks writes while it builds",
+                    loc,
+                )
                 self._lock_stmt("CREATE INDEX")
         if node.idxname:
             iqn = (qn[0], node.idxname)
             if not (node.if_not_exists and self.model.obj("index", iqn)):
                 self.model.drop("index", iqn)
-                self.model.put("index", iqn, self.replay_only, unique=bool(node.unique),
-                               table=qn)
+                self.model.put("index", iqn, self.replay_only, unique=bool(node.unique), table=qn)
 
     # -- ALTER TABLE ------------------------------------------------------------------------
 
@@ -384,12 +454,18 @@ class Checker:
             return
         for cmd in node.cmds or ():
             if cmd.subtype == AT.AT_DropColumn:
-                self._emit("drop-column", f"DROP ATTRIBUTE {cmd.name} of type {display(qn)}: "
-                           f"the prior generation still uses it; {_EXPAND}")
+                self._emit(
+                    "drop-column",
+                    f"DROP ATTRIBUTE {cmd.name} of type {display(qn)}: "
+                    f"the prior generation still uses it; {_EXPAND}",
+                )
             elif cmd.subtype == AT.AT_AlterColumnType:
-                self._emit("alter-column-type", f"ALTER ATTRIBUTE {cmd.name} of type "
-                           f"{display(qn)}: the old type is unknown to the lint, so the change "
-                           "is treated as incompatible")
+                self._emit(
+                    "alter-column-type",
+                    f"ALTER ATTRIBUTE {cmd.name} of type "
+                    f"{display(qn)}: the old type is unknown to the lint, so the change "
+                    "is treated as incompatible",
+                )
 
     def _col(self, t: Table, name: str) -> Column:
         col = t.column(name)
@@ -413,31 +489,56 @@ class Checker:
             where = display(t.name, cd.colname)
             cloc = self._loc(c) or loc
             if c.contype in _UNIQUE_KINDS:
-                self._emit("add-unique", f"new column {where} is {_UNIQUE_KINDS[c.contype]}: "
-                           f"a uniqueness rule on {display(t.name)}, which the prior generation "
-                           "writes, makes its inserts fail", cloc)
-                self._emit("lock-create-index", f"{where}: the unique index is built under "
-                           "ACCESS EXCLUSIVE", cloc)
+                self._emit(
+                    "add-unique",
+                    f"new column {where} is {_UNIQUE_KINDS[c.contype]}: "
+                    f"a uniqueness rule on {display(t.name)}, which the prior generation "
+                    "writes, makes its inserts fail",
+                    cloc,
+                )
+                self._emit(
+                    "lock-create-index",
+                    f"{where}: the unique index is built under ACCESS EXCLUSIVE",
+                    cloc,
+                )
             elif c.contype == CT.CONSTR_CHECK:
-                self._emit("add-check", f"new CHECK on {where}: writes by the prior generation "
-                           "may violate it", cloc)
+                self._emit(
+                    "add-check",
+                    f"new CHECK on {where}: writes by the prior generation may violate it",
+                    cloc,
+                )
             elif c.contype == CT.CONSTR_FOREIGN:
-                self._emit("add-foreign-key", f"new FOREIGN KEY on {where}: writes by the prior "
-                           "generation may violate it", cloc)
+                self._emit(
+                    "add-foreign-key",
+                    f"new FOREIGN KEY on {where}: writes by the prior generation may violate it",
+                    cloc,
+                )
             elif c.contype == CT.CONSTR_DEFAULT and _is_volatile(c.raw_expr):
-                self._emit("lock-table-rewrite", f"{where}: a volatile DEFAULT rewrites "
-                           f"{display(t.name)} under ACCESS EXCLUSIVE", cloc)
+                self._emit(
+                    "lock-table-rewrite",
+                    f"{where}: a volatile DEFAULT rewrites "
+                    f"{display(t.name)} under ACCESS EXCLUSIVE",
+                    cloc,
+                )
             elif c.contype == CT.CONSTR_GENERATED:
-                self._emit("lock-table-rewrite", f"{where}: a stored generated column "
-                           f"rewrites {display(t.name)} under ACCESS EXCLUSIVE", cloc)
+                self._emit(
+                    "lock-table-rewrite",
+                    f"{where}: a stored generated column "
+                    f"rewrites {display(t.name)} under ACCESS EXCLUSIVE",
+                    cloc,
+                )
 
     def _at_AT_DropColumn(self, t: Table, cmd: Node, live: bool) -> None:
         col = t.column(cmd.name)
         if col is None and cmd.missing_ok and t.columns_known:
             return
         if live and (col is None or col.deployed):
-            self._emit("drop-column", f"DROP COLUMN {display(t.name, cmd.name)}: the prior "
-                       f"generation still reads or writes it; {_EXPAND}", self._ident(cmd.name))
+            self._emit(
+                "drop-column",
+                f"DROP COLUMN {display(t.name, cmd.name)}: the prior "
+                f"generation still reads or writes it; {_EXPAND}",
+                self._ident(cmd.name),
+            )
         t.columns.pop(cmd.name, None)
 
     def _at_AT_AlterColumnType(self, t: Table, cmd: Node, live: bool) -> None:
@@ -448,24 +549,37 @@ class Checker:
             old = col.type
             loc = self._ident(cmd.name)
             if not is_compatible(old, new):
-                why = (f"{old} -> {new} is not on the compatible-change allowlist"
-                       if old is not None else
-                       f"-> {new}: the old type is unknown (no replayed migration defines the "
-                       "column), so the change cannot be shown compatible")
-                self._emit("alter-column-type", f"ALTER COLUMN {where} TYPE {why}; the prior "
-                           f"generation may not read or write it; {_EXPAND}", loc)
+                why = (
+                    f"{old} -> {new} is not on the compatible-change allowlist"
+                    if old is not None
+                    else f"-> {new}: the old type is unknown (no replayed migration defines the "
+                    "column), so the change cannot be shown compatible"
+                )
+                self._emit(
+                    "alter-column-type",
+                    f"ALTER COLUMN {where} TYPE {why}; the prior "
+                    f"generation may not read or write it; {_EXPAND}",
+                    loc,
+                )
             if needs_rewrite(old, new):
-                self._emit("lock-table-rewrite", f"ALTER COLUMN {where} TYPE {new} rewrites "
-                           f"{display(t.name)} under ACCESS EXCLUSIVE", loc)
+                self._emit(
+                    "lock-table-rewrite",
+                    f"ALTER COLUMN {where} TYPE {new} rewrites "
+                    f"{display(t.name)} under ACCESS EXCLUSIVE",
+                    loc,
+                )
         col.type = new
 
     def _at_AT_SetNotNull(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         if live and col.deployed:
-            self._emit("set-not-null", f"SET NOT NULL on {display(t.name, cmd.name)}: the prior "
-                       "generation may still write NULL (and the check scans the table); add a "
-                       "CHECK ... NOT VALID, validate it, and set NOT NULL in a later release",
-                       self._ident(cmd.name))
+            self._emit(
+                "set-not-null",
+                f"SET NOT NULL on {display(t.name, cmd.name)}: the prior "
+                "generation may still write NULL (and the check scans the table); add a "
+                "CHECK ... NOT VALID, validate it, and set NOT NULL in a later release",
+                self._ident(cmd.name),
+            )
         elif live:
             self._new_column_touched(t, cmd.name, self._ident(cmd.name))
         col.not_null = True
@@ -473,17 +587,24 @@ class Checker:
     def _at_AT_DropNotNull(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         if live and col.deployed:
-            self._emit("drop-not-null", f"DROP NOT NULL on {display(t.name, cmd.name)}: the prior "
-                       "generation may now read NULLs it does not expect", self._ident(cmd.name))
+            self._emit(
+                "drop-not-null",
+                f"DROP NOT NULL on {display(t.name, cmd.name)}: the prior "
+                "generation may now read NULLs it does not expect",
+                self._ident(cmd.name),
+            )
         col.not_null = False
 
     def _at_AT_ColumnDefault(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         dropping = cmd.def_ is None or _is_null(cmd.def_)
         if dropping and live and col.deployed:
-            self._emit("drop-default", f"DROP DEFAULT on {display(t.name, cmd.name)}: inserts by "
-                       "the prior generation that omit the column change meaning or fail",
-                       self._ident(cmd.name))
+            self._emit(
+                "drop-default",
+                f"DROP DEFAULT on {display(t.name, cmd.name)}: inserts by "
+                "the prior generation that omit the column change meaning or fail",
+                self._ident(cmd.name),
+            )
         elif live:
             self._new_column_touched(t, cmd.name, self._ident(cmd.name))
         col.has_default = not dropping
@@ -491,8 +612,12 @@ class Checker:
     def _at_AT_DropIdentity(self, t: Table, cmd: Node, live: bool) -> None:
         col = self._col(t, cmd.name)
         if live and col.deployed:
-            self._emit("drop-default", f"DROP IDENTITY on {display(t.name, cmd.name)}: inserts by "
-                       "the prior generation rely on the generated value", self._ident(cmd.name))
+            self._emit(
+                "drop-default",
+                f"DROP IDENTITY on {display(t.name, cmd.name)}: inserts by "
+                "the prior generation rely on the generated value",
+                self._ident(cmd.name),
+            )
         elif live:
             self._new_column_touched(t, cmd.name, None)
         col.has_default = False
@@ -509,9 +634,13 @@ class Checker:
             for key in keys:
                 col = self._col(t, key)
                 if c.contype == CT.CONSTR_NOTNULL and live and col.deployed:
-                    self._emit("set-not-null", f"NOT NULL constraint on "
-                               f"{display(t.name, key)}: the prior generation may still write "
-                               "NULL", self._loc(c))
+                    self._emit(
+                        "set-not-null",
+                        f"NOT NULL constraint on "
+                        f"{display(t.name, key)}: the prior generation may still write "
+                        "NULL",
+                        self._loc(c),
+                    )
                 elif live and not col.deployed:
                     self._new_column_touched(t, key, None)
                 col.not_null = True
@@ -520,22 +649,38 @@ class Checker:
         loc = self._loc(c)
         label = f"constraint {c.conname} " if c.conname else ""
         if c.contype in _UNIQUE_KINDS:
-            self._emit("add-unique", f"{_UNIQUE_KINDS[c.contype].upper()} {label}on "
-                       f"{display(t.name)} ({', '.join(keys)}): the prior generation writes this "
-                       "table and can violate it; building it fails on existing duplicates", loc)
+            self._emit(
+                "add-unique",
+                f"{_UNIQUE_KINDS[c.contype].upper()} {label}on "
+                f"{display(t.name)} ({', '.join(keys)}): the prior generation writes this "
+                "table and can violate it; building it fails on existing duplicates",
+                loc,
+            )
             if not c.indexname:
-                self._emit("lock-create-index", f"{label}on {display(t.name)} builds its index "
-                           "under ACCESS EXCLUSIVE; build it CONCURRENTLY and attach it with "
-                           "USING INDEX", loc)
+                self._emit(
+                    "lock-create-index",
+                    f"{label}on {display(t.name)} builds its index "
+                    "under ACCESS EXCLUSIVE; build it CONCURRENTLY and attach it with "
+                    "USING INDEX",
+                    loc,
+                )
         elif c.contype in (CT.CONSTR_CHECK, CT.CONSTR_FOREIGN):
             rule = "add-check" if c.contype == CT.CONSTR_CHECK else "add-foreign-key"
             what = "CHECK" if c.contype == CT.CONSTR_CHECK else "FOREIGN KEY"
-            self._emit(rule, f"new {what} {label}on {display(t.name)}: writes by the prior "
-                       "generation may violate it", loc)
+            self._emit(
+                rule,
+                f"new {what} {label}on {display(t.name)}: writes by the prior "
+                "generation may violate it",
+                loc,
+            )
             if not c.skip_validation:
-                self._emit("lock-not-valid", f"{what} {label}on {display(t.name)} without NOT "
-                           "VALID scans the table under lock; add it NOT VALID, then VALIDATE "
-                           "CONSTRAINT", loc)
+                self._emit(
+                    "lock-not-valid",
+                    f"{what} {label}on {display(t.name)} without NOT "
+                    "VALID scans the table under lock; add it NOT VALID, then VALIDATE "
+                    "CONSTRAINT",
+                    loc,
+                )
 
     def _at_AT_DropConstraint(self, t: Table, cmd: Node, live: bool) -> None:
         con = t.constraints.pop(cmd.name, None)
@@ -546,20 +691,35 @@ class Checker:
         if con is None:
             if cmd.missing_ok and t.columns_known:
                 return
-            self._emit("drop-unique", f"DROP CONSTRAINT {cmd.name} on {display(t.name)}: the lint "
-                       "cannot tell whether it is unique; code of the prior generation may rely "
-                       "on its uniqueness (ON CONFLICT)", loc)
+            self._emit(
+                "drop-unique",
+                f"DROP CONSTRAINT {cmd.name} on {display(t.name)}: the lint "
+                "cannot tell whether it is unique; code of the prior generation may rely "
+                "on its uniqueness (ON CONFLICT)",
+                loc,
+            )
         elif con.kind in ("primary", "unique", "exclusion"):
-            self._emit("drop-unique", f"DROP CONSTRAINT {cmd.name} on {display(t.name)} removes "
-                       "a uniqueness rule the prior generation may rely on (ON CONFLICT)", loc)
+            self._emit(
+                "drop-unique",
+                f"DROP CONSTRAINT {cmd.name} on {display(t.name)} removes "
+                "a uniqueness rule the prior generation may rely on (ON CONFLICT)",
+                loc,
+            )
         elif con.kind == "notnull":
-            self._emit("drop-not-null", f"DROP CONSTRAINT {cmd.name} on {display(t.name)}: the "
-                       "prior generation may now read NULLs it does not expect", loc)
+            self._emit(
+                "drop-not-null",
+                f"DROP CONSTRAINT {cmd.name} on {display(t.name)}: the "
+                "prior generation may now read NULLs it does not expect",
+                loc,
+            )
 
     def _at_AT_EnableRowSecurity(self, t: Table, cmd: Node, live: bool) -> None:
         if live:
-            self._emit("enable-rls", f"row-level security on {display(t.name)}: queries by the "
-                       "prior generation see no rows unless a policy admits them")
+            self._emit(
+                "enable-rls",
+                f"row-level security on {display(t.name)}: queries by the "
+                "prior generation see no rows unless a policy admits them",
+            )
 
     _at_AT_ForceRowSecurity = _at_AT_EnableRowSecurity
 
@@ -588,8 +748,11 @@ class Checker:
                 names = _names(obj)
                 tqn = self._qn(names[:-1], "table")
                 if not self.model.is_new("table", tqn):
-                    self._emit("drop-object", f"DROP POLICY {names[-1]} on {display(tqn)}: with "
-                               "row-level security on, the prior generation loses access")
+                    self._emit(
+                        "drop-object",
+                        f"DROP POLICY {names[-1]} on {display(tqn)}: with "
+                        "row-level security on, the prior generation loses access",
+                    )
             return
         kind = _REL_KINDS.get(rt) or _OBJ_KINDS.get(rt) or rt.removeprefix("OBJECT_").lower()
         cascade = " CASCADE" if node.behavior == "DROP_CASCADE" else ""
@@ -599,12 +762,18 @@ class Checker:
                 continue
             if kind == "table":
                 if not self.model.is_new("table", qn):
-                    self._emit("drop-table", f"DROP TABLE {display(qn)}{cascade}: the prior "
-                               f"generation still reads or writes it; {_EXPAND}")
+                    self._emit(
+                        "drop-table",
+                        f"DROP TABLE {display(qn)}{cascade}: the prior "
+                        f"generation still reads or writes it; {_EXPAND}",
+                    )
                     self._lock_stmt("DROP TABLE")
             elif not self.model.is_new(kind, qn):
-                self._emit("drop-object", f"DROP {kind.upper()} {display(qn)}{cascade}: the "
-                           f"prior generation may still use it; {_EXPAND}")
+                self._emit(
+                    "drop-object",
+                    f"DROP {kind.upper()} {display(qn)}{cascade}: the "
+                    f"prior generation may still use it; {_EXPAND}",
+                )
             self.model.drop(kind, qn)
 
     def _drop_index(self, qn: QualName, node: Node) -> None:
@@ -612,11 +781,17 @@ class Checker:
         if idx is not None and (not idx.deployed or not idx.unique):
             pass
         elif idx is not None:
-            self._emit("drop-unique", f"DROP INDEX {display(qn)} removes a unique index the "
-                       "prior generation may rely on (ON CONFLICT)")
+            self._emit(
+                "drop-unique",
+                f"DROP INDEX {display(qn)} removes a unique index the "
+                "prior generation may rely on (ON CONFLICT)",
+            )
         elif not node.missing_ok:
-            self._emit("drop-unique", f"DROP INDEX {display(qn)}: the lint cannot tell whether "
-                       "it is unique; the prior generation may rely on it (ON CONFLICT)")
+            self._emit(
+                "drop-unique",
+                f"DROP INDEX {display(qn)}: the lint cannot tell whether "
+                "it is unique; the prior generation may rely on it (ON CONFLICT)",
+            )
         table = self.model.tables.get(idx.table) if idx is not None and idx.table else None
         if table is not None and table.deployed and not node.concurrent:
             self._lock_stmt("DROP INDEX")
@@ -632,17 +807,23 @@ class Checker:
                 t = self.model.table(qn)
                 col = self._col(t, node.subname)
                 if t.deployed and col.deployed:
-                    self._emit("rename-column", f"RENAME COLUMN {display(qn, node.subname)} TO "
-                               f"{new}: the prior generation still uses the old name; {_EXPAND}",
-                               self._loc(node.relation))
+                    self._emit(
+                        "rename-column",
+                        f"RENAME COLUMN {display(qn, node.subname)} TO "
+                        f"{new}: the prior generation still uses the old name; {_EXPAND}",
+                        self._loc(node.relation),
+                    )
                     self._lock_stmt("RENAME COLUMN")
                 t.columns.pop(node.subname, None)
                 col.name = new
                 t.columns[new] = col
             elif not self.model.is_new(kind, qn):
-                self._emit("rename-column", f"RENAME COLUMN {display(qn, node.subname)} TO "
-                           f"{new}: the prior generation still uses the old name",
-                           self._loc(node.relation))
+                self._emit(
+                    "rename-column",
+                    f"RENAME COLUMN {display(qn, node.subname)} TO "
+                    f"{new}: the prior generation still uses the old name",
+                    self._loc(node.relation),
+                )
             return
         if rt in _RENAME_WARN:
             what = _RENAME_WARN[rt]
@@ -651,15 +832,21 @@ class Checker:
                 qn = self._rv(rel, "index")
                 idx = self.model.obj("index", qn)
                 if idx is None or idx.deployed:
-                    self._emit("rename-constraint", f"RENAME INDEX {display(qn)} TO {new}: code "
-                               "naming it (hints, ON CONFLICT ON CONSTRAINT) breaks")
+                    self._emit(
+                        "rename-constraint",
+                        f"RENAME INDEX {display(qn)} TO {new}: code "
+                        "naming it (hints, ON CONFLICT ON CONSTRAINT) breaks",
+                    )
                 self.model.move("index", qn, (qn[0], new))
                 return
             tqn = self._rv(rel) if rel is not None else ("", "")
             if rel is None or not self.model.is_new("table", tqn):
-                self._emit("rename-constraint", f"RENAME {what.upper()} {node.subname} on "
-                           f"{display(tqn)} TO {new}: code naming it (ON CONFLICT ON CONSTRAINT) "
-                           "breaks")
+                self._emit(
+                    "rename-constraint",
+                    f"RENAME {what.upper()} {node.subname} on "
+                    f"{display(tqn)} TO {new}: code naming it (ON CONFLICT ON CONSTRAINT) "
+                    "breaks",
+                )
             t = self.model.tables.get(tqn)
             if t is not None and node.subname in t.constraints:
                 t.constraints[new] = t.constraints.pop(node.subname)
@@ -668,9 +855,12 @@ class Checker:
             kind = _REL_KINDS[rt]
             qn = self._rv(node.relation, kind)
             if not self.model.is_new(kind, qn):
-                self._emit("rename-table", f"RENAME {kind.upper()} {display(qn)} TO {new}: the "
-                           f"prior generation still uses the old name; {_EXPAND}",
-                           self._loc(node.relation))
+                self._emit(
+                    "rename-table",
+                    f"RENAME {kind.upper()} {display(qn)} TO {new}: the "
+                    f"prior generation still uses the old name; {_EXPAND}",
+                    self._loc(node.relation),
+                )
                 if kind == "table":
                     self._lock_stmt("RENAME TABLE")
             self.model.move(kind, qn, (qn[0], new))
@@ -694,8 +884,11 @@ class Checker:
             qn = ("", node.subname or "?")
         if not self.model.is_new(kind, qn):
             what = f"ATTRIBUTE {node.subname} of " if rt == OT.OBJECT_ATTRIBUTE else ""
-            self._emit("rename-object", f"RENAME {what}{kind.upper()} {display(qn)} TO {new}: the "
-                       f"prior generation still uses the old name; {_EXPAND}")
+            self._emit(
+                "rename-object",
+                f"RENAME {what}{kind.upper()} {display(qn)} TO {new}: the "
+                f"prior generation still uses the old name; {_EXPAND}",
+            )
         if rt != OT.OBJECT_ATTRIBUTE:
             self.model.move(kind, qn, (qn[0], new) if qn[0] else ("", new))
 
@@ -713,9 +906,13 @@ class Checker:
         else:
             qn = ("", "?")
         if not self.model.is_new(kind, qn):
-            self._emit("set-schema", f"ALTER {kind.upper()} {display(qn)} SET SCHEMA "
-                       f"{node.newschema}: the prior generation still uses the old qualified "
-                       f"name; {_EXPAND}", self._loc(node.relation))
+            self._emit(
+                "set-schema",
+                f"ALTER {kind.upper()} {display(qn)} SET SCHEMA "
+                f"{node.newschema}: the prior generation still uses the old qualified "
+                f"name; {_EXPAND}",
+                self._loc(node.relation),
+            )
             if kind == "table":
                 self._lock_stmt("SET SCHEMA")
         self.model.move(kind, qn, (node.newschema, qn[1]))
@@ -727,56 +924,81 @@ class Checker:
         if self.model.is_new("type", qn):
             return
         if node.oldVal:
-            self._emit("enum-rename-value", f"RENAME VALUE {node.oldVal!r} TO {node.newVal!r} of "
-                       f"enum {display(qn)}: the prior generation still writes the old label")
+            self._emit(
+                "enum-rename-value",
+                f"RENAME VALUE {node.oldVal!r} TO {node.newVal!r} of "
+                f"enum {display(qn)}: the prior generation still writes the old label",
+            )
         elif node.newVal:
-            self._emit("enum-add-value", f"ADD VALUE {node.newVal!r} to enum {display(qn)}: the "
-                       "prior generation may read a label it does not know")
+            self._emit(
+                "enum-add-value",
+                f"ADD VALUE {node.newVal!r} to enum {display(qn)}: the "
+                "prior generation may read a label it does not know",
+            )
 
     def _s_AlterDomainStmt(self, node: Node) -> None:
         qn = self._qn(_names(node.typeName), "type")
         if self.model.is_new("type", qn):
             return
         if node.subtype == "C":
-            self._emit("add-check", f"new constraint on domain {display(qn)}: writes by the prior"
-                       " generation may violate it")
+            self._emit(
+                "add-check",
+                f"new constraint on domain {display(qn)}: writes by the prior"
+                " generation may violate it",
+            )
         elif node.subtype == "O":
-            self._emit("set-not-null", f"SET NOT NULL on domain {display(qn)}: the prior "
-                       "generation may still write NULL")
+            self._emit(
+                "set-not-null",
+                f"SET NOT NULL on domain {display(qn)}: the prior generation may still write NULL",
+            )
         elif node.subtype == "N":
-            self._emit("drop-not-null", f"DROP NOT NULL on domain {display(qn)}: the prior "
-                       "generation may read NULLs")
+            self._emit(
+                "drop-not-null",
+                f"DROP NOT NULL on domain {display(qn)}: the prior generation may read NULLs",
+            )
         elif node.subtype == "T" and (node.def_ is None or _is_null(node.def_)):
-            self._emit("drop-default", f"DROP DEFAULT on domain {display(qn)}: inserts by the "
-                       "prior generation relying on it change meaning")
+            self._emit(
+                "drop-default",
+                f"DROP DEFAULT on domain {display(qn)}: inserts by the "
+                "prior generation relying on it change meaning",
+            )
 
     def _s_GrantStmt(self, node: Node) -> None:
         if node.is_grant:
             return
         objs = node.objects or ()
-        if (node.targtype == "ACL_TARGET_OBJECT"
-                and node.objtype == OT.OBJECT_TABLE and objs
-                and all(is_(o, "RangeVar") and self.model.is_new("table", self._rv(o))
-                        for o in objs)):
+        if (
+            node.targtype == "ACL_TARGET_OBJECT"
+            and node.objtype == OT.OBJECT_TABLE
+            and objs
+            and all(is_(o, "RangeVar") and self.model.is_new("table", self._rv(o)) for o in objs)
+        ):
             return
         self._emit("revoke", "REVOKE: the prior generation may lose a privilege it uses")
 
     def _s_GrantRoleStmt(self, node: Node) -> None:
         if not node.is_grant:
-            self._emit("revoke", "REVOKE of role membership: the prior generation may lose "
-                       "privileges it uses")
+            self._emit(
+                "revoke",
+                "REVOKE of role membership: the prior generation may lose privileges it uses",
+            )
 
     def _s_TruncateStmt(self, node: Node) -> None:
         for rv in node.relations or ():
             qn = self._rv(rv)
             if not self.model.is_new("table", qn):
-                self._emit("truncate", f"TRUNCATE {display(qn)}: deletes data the prior "
-                           "generation is serving", self._loc(rv))
+                self._emit(
+                    "truncate",
+                    f"TRUNCATE {display(qn)}: deletes data the prior generation is serving",
+                    self._loc(rv),
+                )
                 self._lock_stmt("TRUNCATE")
 
     def _s_DropOwnedStmt(self, node: Node) -> None:
-        self._emit("drop-object", "DROP OWNED drops every object of the role, including ones "
-                   "the prior generation uses")
+        self._emit(
+            "drop-object",
+            "DROP OWNED drops every object of the role, including ones the prior generation uses",
+        )
 
     def _s_CreateTrigStmt(self, node: Node) -> None:
         if self.model.table(self._rv(node.relation)).deployed:
@@ -805,12 +1027,14 @@ class Checker:
 
     def _s_CallStmt(self, node: Node) -> None:
         name = ".".join(_names(node.funccall.funcname))
-        self._emit("opaque-sql", f"CALL {name}: a procedure body is opaque to the lint; inline "
-                   "its statements or waive with a reason")
+        self._emit(
+            "opaque-sql",
+            f"CALL {name}: a procedure body is opaque to the lint; inline "
+            "its statements or waive with a reason",
+        )
 
     def _s_ExecuteStmt(self, node: Node) -> None:
-        self._emit("opaque-sql", f"EXECUTE {node.name}: a prepared statement is opaque to the "
-                   "lint")
+        self._emit("opaque-sql", f"EXECUTE {node.name}: a prepared statement is opaque to the lint")
 
     def _s_DoStmt(self, node: Node) -> None:
         body, language, body_loc = "", "plpgsql", None
@@ -830,14 +1054,20 @@ class Checker:
             for item in do_block_items(body):
                 self._override = self._line_offset(start, item.lineno) if saved is None else saved
                 if item.sql is None:
-                    self._emit("opaque-sql", f"{item.why}: the lint cannot see what it runs; "
-                               "use static statements or waive with a reason")
+                    self._emit(
+                        "opaque-sql",
+                        f"{item.why}: the lint cannot see what it runs; "
+                        "use static statements or waive with a reason",
+                    )
                     continue
                 try:
                     inner, _ = parse(item.sql)
                 except ParseError as exc:
-                    self._emit("opaque-sql", f"statement in DO block does not parse "
-                               f"({exc.args[0]}); the lint cannot see what it does")
+                    self._emit(
+                        "opaque-sql",
+                        f"statement in DO block does not parse "
+                        f"({exc.args[0]}); the lint cannot see what it does",
+                    )
                     continue
                 for stmt, _ in inner:
                     self.statement(stmt, self._offset)

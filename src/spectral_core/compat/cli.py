@@ -36,18 +36,33 @@ def _compat_parser() -> argparse.ArgumentParser:
         "`-- compat: breaking (reason: <why>)`; waived findings are still printed.  "
         "Exit 0 clean, 1 blocking findings, 2 usage or internal error.",
     )
-    p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="migration files or directories of NNNN_name.sql (default: migrations)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="migration files or directories of NNNN_name.sql (default: migrations)",
+    )
     base = p.add_mutually_exclusive_group()
-    base.add_argument("--deployed-through", metavar="NNNN", type=_migration_number,
-                      help="files numbered up to NNNN are deployed: replayed, not linted")
-    base.add_argument("--git-base", metavar="REF",
-                      help="files present at git REF are deployed (edits/deletions are errors)")
-    base.add_argument("--ledger", metavar="FILE",
-                      help="text file listing applied migrations, one per line")
-    p.add_argument("--locking", action="store_true",
-                   help="also run the locking-hazard gate (waived only by "
-                   "`-- locking: accepted (reason: ...)`)")
+    base.add_argument(
+        "--deployed-through",
+        metavar="NNNN",
+        type=_migration_number,
+        help="files numbered up to NNNN are deployed: replayed, not linted",
+    )
+    base.add_argument(
+        "--git-base",
+        metavar="REF",
+        help="files present at git REF are deployed (edits/deletions are errors)",
+    )
+    base.add_argument(
+        "--ledger", metavar="FILE", help="text file listing applied migrations, one per line"
+    )
+    p.add_argument(
+        "--locking",
+        action="store_true",
+        help="also run the locking-hazard gate (waived only by "
+        "`-- locking: accepted (reason: ...)`)",
+    )
     p.add_argument("--format", choices=_FORMATS, default="text", help="output format")
     return p
 
@@ -115,14 +130,14 @@ def _manifest_parser() -> argparse.ArgumentParser:
         "that no longer exists.  Exit 0 clean, 1 findings, 2 usage error.",
     )
     p.add_argument("--root", default=".", help="repository root (default: .)")
-    p.add_argument("--manifest", default=None,
-                   help="manifest path (default: ROOT/deploy/manifest.toml)")
+    p.add_argument(
+        "--manifest", default=None, help="manifest path (default: ROOT/deploy/manifest.toml)"
+    )
     p.add_argument("--format", choices=_FORMATS, default="text", help="output format")
     return p
 
 
-def manifest_main(argv: list[str], *, out: TextIO | None = None,
-                  err: TextIO | None = None) -> int:
+def manifest_main(argv: list[str], *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run ``spectral lint manifest`` with *argv*; return the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
     prog = "spectral lint manifest"

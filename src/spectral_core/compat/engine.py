@@ -28,14 +28,29 @@ class FileResult:
     deployed: bool = False  # replayed as the baseline, not judged
 
 
-def _finding(path: str, pos: Positions, offset: int, rule_id: str, message: str,
-             *, severity: Severity | None = None, reason: str | None = None) -> Finding:
+def _finding(
+    path: str,
+    pos: Positions,
+    offset: int,
+    rule_id: str,
+    message: str,
+    *,
+    severity: Severity | None = None,
+    reason: str | None = None,
+) -> Finding:
     line, col = pos.at(offset)
     rule = RULES[rule_id]
     if severity is None:
         severity = Severity.ERROR if rule.blocking else Severity.WARNING
-    return Finding(path=path, line=line, column=col, rule=rule_id, severity=severity,
-                   message=message, reason=reason)
+    return Finding(
+        path=path,
+        line=line,
+        column=col,
+        rule=rule_id,
+        severity=severity,
+        message=message,
+        reason=reason,
+    )
 
 
 def _syntax(path: str, text: str, pos: Positions, exc: ParseError) -> Finding:
@@ -74,8 +89,9 @@ class Linter:
                 checker.statement(stmt, offset)
             except Exception as exc:  # a bug must not pass silently: fail closed, exit 2
                 line, col = Positions(text).at(offset)
-                raise LintError(f"internal error at {path}:{line}:{col}: {exc!r}",
-                                path=path) from exc
+                raise LintError(
+                    f"internal error at {path}:{line}:{col}: {exc!r}", path=path
+                ) from exc
         return checker.end_file(), len(stmts)
 
     def replay(self, text: str, path: str) -> FileResult:
@@ -86,10 +102,13 @@ class Linter:
         except ParseError as exc:
             pos = Positions(text)
             f = _syntax(path, text, pos, exc)
-            message = (f"deployed migration does not parse ({f.message} at {f.line}:{f.column});"
-                       " its objects are unknown")
-            return FileResult(path, [_finding(path, pos, 0, "replay-failed", message)],
-                              deployed=True)
+            message = (
+                f"deployed migration does not parse ({f.message} at {f.line}:{f.column});"
+                " its objects are unknown"
+            )
+            return FileResult(
+                path, [_finding(path, pos, 0, "replay-failed", message)], deployed=True
+            )
         return FileResult(path, [], count, deployed=True)
 
     def lint(self, text: str, path: str) -> FileResult:
@@ -117,8 +136,17 @@ class Linter:
             reason = reasons.get(rule.gate) if rule.blocking else None
             if reason is not None:
                 used[rule.gate] = True
-                out.append(_finding(path, pos, hit.offset, hit.rule, hit.message,
-                                    severity=Severity.WAIVED, reason=reason))
+                out.append(
+                    _finding(
+                        path,
+                        pos,
+                        hit.offset,
+                        hit.rule,
+                        hit.message,
+                        severity=Severity.WAIVED,
+                        reason=reason,
+                    )
+                )
             else:
                 out.append(_finding(path, pos, hit.offset, hit.rule, hit.message))
         for marker in scan.markers:
@@ -127,13 +155,21 @@ class Linter:
                 continue
             if not used[gate] and marker.reason == reasons[gate]:
                 used[gate] = True  # report one unused marker per gate
-                out.append(_finding(path, pos, marker.offset, "marker-unused",
-                                    f"{gate.value} marker waives nothing in this file; remove it"))
+                out.append(
+                    _finding(
+                        path,
+                        pos,
+                        marker.offset,
+                        "marker-unused",
+                        f"{gate.value} marker waives nothing in this file; remove it",
+                    )
+                )
         return out
 
 
-def lint_sql(sql: str, path: str = "<sql>", *, locking: bool = False,
-             deployed_sql: str | None = None) -> list[Finding]:
+def lint_sql(
+    sql: str, path: str = "<sql>", *, locking: bool = False, deployed_sql: str | None = None
+) -> list[Finding]:
     """Lint one migration text, optionally after replaying *deployed_sql* as the baseline."""
     linter = Linter(locking=locking)
     if deployed_sql is not None:
@@ -149,8 +185,9 @@ def lint_files(files: list[MigrationFile], *, locking: bool = False) -> list[Fil
     """
     linter = Linter(locking=locking)
     results = []
-    top_deployed = max((f.number for f in files if f.deployed and f.number is not None),
-                       default=None)
+    top_deployed = max(
+        (f.number for f in files if f.deployed and f.number is not None), default=None
+    )
     for f in sorted(files, key=lambda m: m.sort_key):
         text = f.read()
         if f.deployed:
@@ -158,9 +195,16 @@ def lint_files(files: list[MigrationFile], *, locking: bool = False) -> list[Fil
             continue
         res = linter.lint(text, f.display)
         if top_deployed is not None and f.number is not None and f.number < top_deployed:
-            res.findings.insert(0, _finding(
-                f.display, Positions(text), 0, "out-of-order",
-                f"new migration numbered {f.number:04d} sorts before deployed migration "
-                f"{top_deployed:04d}; renumber it after the deployed ones"))
+            res.findings.insert(
+                0,
+                _finding(
+                    f.display,
+                    Positions(text),
+                    0,
+                    "out-of-order",
+                    f"new migration numbered {f.number:04d} sorts before deployed migration "
+                    f"{top_deployed:04d}; renumber it after the deployed ones",
+                ),
+            )
         results.append(res)
     return results

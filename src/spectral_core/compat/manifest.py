@@ -34,8 +34,10 @@ def _dirs(root: Path, roots: list[str]) -> list[str]:
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir()):
-            if child.is_dir() and not child.name.startswith((".", "_")) and not child.name.endswith(
-                _SKIP_SUFFIXES
+            if (
+                child.is_dir()
+                and not child.name.startswith((".", "_"))
+                and not child.name.endswith(_SKIP_SUFFIXES)
             ):
                 found.append(f"{r.rstrip('/')}/{child.name}")
     return found
@@ -81,15 +83,25 @@ def lint_manifest(root: str | Path = ".", manifest: str | Path | None = None) ->
         out.append(err("manifest-invalid", "`roots` must be a list of directory names"))
         roots = ["src", "apps"]
     if non_deployed is None:
-        out.append(err("manifest-invalid", "`non_deployed` must be a list of directories",
-                       _line_of(lines, "non_deployed")))
+        out.append(
+            err(
+                "manifest-invalid",
+                "`non_deployed` must be a list of directories",
+                _line_of(lines, "non_deployed"),
+            )
+        )
         non_deployed = []
     if not isinstance(targets, dict) or not all(
-        isinstance(t, dict) and isinstance(t.get("kind"), str) and t["kind"] for t in
-        targets.values()
+        isinstance(t, dict) and isinstance(t.get("kind"), str) and t["kind"]
+        for t in targets.values()
     ):
-        out.append(err("manifest-invalid", "each [targets.<name>] table needs a `kind` "
-                       "(e.g. \"container\" or \"pages\")", _line_of(lines, "[targets")))
+        out.append(
+            err(
+                "manifest-invalid",
+                'each [targets.<name>] table needs a `kind` (e.g. "container" or "pages")',
+                _line_of(lines, "[targets"),
+            )
+        )
         targets = targets if isinstance(targets, dict) else {}
     if not isinstance(paths, dict):
         out.append(err("manifest-invalid", "[paths] must map directories to target names"))
@@ -100,30 +112,63 @@ def lint_manifest(root: str | Path = ".", manifest: str | Path | None = None) ->
         line = _line_of(lines, f'"{directory}"')
         names = _strings(value)
         if not names:
-            out.append(err("manifest-invalid", f"{directory}: the target must be a name or a "
-                           "non-empty list of names", line))
+            out.append(
+                err(
+                    "manifest-invalid",
+                    f"{directory}: the target must be a name or a non-empty list of names",
+                    line,
+                )
+            )
             continue
         for name in names:
             if name not in targets:
-                out.append(err("manifest-unknown-target", f"{directory} maps to unknown target "
-                               f"{name!r}; declared targets: {', '.join(declared) or 'none'} "
-                               f"(add [targets.{name}] with a kind, or fix the name)", line))
+                out.append(
+                    err(
+                        "manifest-unknown-target",
+                        f"{directory} maps to unknown target "
+                        f"{name!r}; declared targets: {', '.join(declared) or 'none'} "
+                        f"(add [targets.{name}] with a kind, or fix the name)",
+                        line,
+                    )
+                )
         if not (root / directory).is_dir():
-            out.append(err("manifest-stale", f"{directory} is mapped but does not exist; remove "
-                           f'the line `"{directory}" = ...` from [paths]', line))
+            out.append(
+                err(
+                    "manifest-stale",
+                    f"{directory} is mapped but does not exist; remove "
+                    f'the line `"{directory}" = ...` from [paths]',
+                    line,
+                )
+            )
         if directory in non_deployed:
-            out.append(err("manifest-conflict", f"{directory} is both mapped and non_deployed; "
-                           "keep one", line))
+            out.append(
+                err(
+                    "manifest-conflict",
+                    f"{directory} is both mapped and non_deployed; keep one",
+                    line,
+                )
+            )
     for directory in non_deployed:
         if not (root / directory).is_dir():
-            out.append(err("manifest-stale", f"{directory} is listed in non_deployed but does not "
-                           "exist; remove it from non_deployed",
-                           _line_of(lines, f'"{directory}"')))
+            out.append(
+                err(
+                    "manifest-stale",
+                    f"{directory} is listed in non_deployed but does not "
+                    "exist; remove it from non_deployed",
+                    _line_of(lines, f'"{directory}"'),
+                )
+            )
     header = _line_of(lines, "[paths]")
     suggestion = declared[0] if declared else "<target>"
     for directory in _dirs(root, roots):
         if directory not in paths and directory not in non_deployed:
-            out.append(err("manifest-unmapped", f"{directory} is not in the manifest; add "
-                           f'`"{directory}" = "{suggestion}"` under [paths] or list it in '
-                           "non_deployed", header))
+            out.append(
+                err(
+                    "manifest-unmapped",
+                    f"{directory} is not in the manifest; add "
+                    f'`"{directory}" = "{suggestion}"` under [paths] or list it in '
+                    "non_deployed",
+                    header,
+                )
+            )
     return sorted(out, key=lambda f: (f.line, f.rule, f.message))

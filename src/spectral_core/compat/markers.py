@@ -28,8 +28,29 @@ _WORDS = re.compile(r"[a-z]+")
 
 #: Reasons that say nothing; a marker carrying one is a near miss.
 PLACEHOLDER_REASONS = frozenset(
-    {"", "...", "…", "todo", "tbd", "xxx", "fixme", "n/a", "na", "none", "-", "?", "reason",
-     "<reason>", "<non-empty text>", "<text>", "...)", "placeholder", "wip", "later", "."}
+    {
+        "",
+        "...",
+        "…",
+        "todo",
+        "tbd",
+        "xxx",
+        "fixme",
+        "n/a",
+        "na",
+        "none",
+        "-",
+        "?",
+        "reason",
+        "<reason>",
+        "<non-empty text>",
+        "<text>",
+        "...)",
+        "placeholder",
+        "wip",
+        "later",
+        ".",
+    }
 )
 
 _COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
@@ -105,8 +126,9 @@ def _attempted_gate(text: str) -> str | None:
             if w not in spellings:
                 continue
             after = low[low.find(w) + len(w) :].lstrip()
-            if after.startswith(":") or any(_close(v, verb) for v in words[i + 1 :]
-                                            for verb in verbs):
+            if after.startswith(":") or any(
+                _close(v, verb) for v in words[i + 1 :] for verb in verbs
+            ):
                 return gate
     return None
 

@@ -26,8 +26,10 @@ def summary(findings: Sequence[Finding], files: int, statements: int | None = No
     """One line: how many errors, warnings and waived findings in how many files."""
     c = _counts(findings)
     stmts = f", {statements} statements" if statements is not None else ""
-    return (f"{c['error']} error(s), {c['warning']} warning(s), {c['waived']} waived "
-            f"in {files} file(s){stmts}")
+    return (
+        f"{c['error']} error(s), {c['warning']} warning(s), {c['waived']} waived "
+        f"in {files} file(s){stmts}"
+    )
 
 
 def _text(f: Finding) -> str:
@@ -42,8 +44,10 @@ def _gh_escape(s: str, prop: bool = False) -> str:
 
 def _github(f: Finding) -> str:
     msg = f.message + (f" (waived: {f.reason})" if f.reason else "")
-    props = (f"file={_gh_escape(f.path, True)},line={f.line},col={f.column},"
-             f"title={_gh_escape(f.rule, True)}")
+    props = (
+        f"file={_gh_escape(f.path, True)},line={f.line},col={f.column},"
+        f"title={_gh_escape(f.rule, True)}"
+    )
     return f"::{_GH_LEVEL[f.severity]} {props}::{_gh_escape(msg)}"
 
 
@@ -55,10 +59,14 @@ def _sarif(findings: Sequence[Finding], tool: str) -> dict[str, object]:
             "ruleId": f.rule,
             "level": _SARIF_LEVEL[f.severity],
             "message": {"text": f.message},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": f.path},
-                "region": {"startLine": f.line, "startColumn": f.column},
-            }}],
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.path},
+                        "region": {"startLine": f.line, "startColumn": f.column},
+                    }
+                }
+            ],
         }
         if f.severity is Severity.WAIVED:
             result["suppressions"] = [{"kind": "inSource", "justification": f.reason or ""}]
@@ -66,26 +74,41 @@ def _sarif(findings: Sequence[Finding], tool: str) -> dict[str, object]:
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": tool,
-                "rules": [{"id": r, "shortDescription": {"text": RULES[r].summary}} for r in used],
-            }},
-            "results": results,
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": tool,
+                        "rules": [
+                            {"id": r, "shortDescription": {"text": RULES[r].summary}} for r in used
+                        ],
+                    }
+                },
+                "results": results,
+            }
+        ],
     }
 
 
-def render(findings: Sequence[Finding], fmt: str, *, tool: str = "spectral lint compat",
-           files: int = 0, statements: int | None = None) -> str:
+def render(
+    findings: Sequence[Finding],
+    fmt: str,
+    *,
+    tool: str = "spectral lint compat",
+    files: int = 0,
+    statements: int | None = None,
+) -> str:
     """Render *findings* in *fmt* (one of :data:`FORMATS`); the text ends with a newline."""
     if fmt == "text":
         return "".join(_text(f) + "\n" for f in findings)
     if fmt == "github":
         return "".join(_github(f) + "\n" for f in findings)
     if fmt == "json":
-        doc = {"tool": tool, "findings": list(findings),
-               "summary": {**_counts(findings), "files": files, "statements": statements}}
+        doc = {
+            "tool": tool,
+            "findings": list(findings),
+            "summary": {**_counts(findings), "files": files, "statements": statements},
+        }
         return msgspec.json.encode(doc).decode() + "\n"
     if fmt == "sarif":
         return msgspec.json.encode(_sarif(findings, tool)).decode() + "\n"

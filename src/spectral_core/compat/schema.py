@@ -17,8 +17,10 @@ QualName = tuple[str, str]  # (schema, name); schema "" for schemas themselves
 
 
 def _quote(ident: str) -> str:
-    if ident and (ident[0].isalpha() or ident[0] == "_") and all(
-        c.islower() or c.isdigit() or c == "_" or c == "$" for c in ident
+    if (
+        ident
+        and (ident[0].isalpha() or ident[0] == "_")
+        and all(c.islower() or c.isdigit() or c == "_" or c == "$" for c in ident)
     ):
         return ident
     return '"' + ident.replace('"', '""') + '"'

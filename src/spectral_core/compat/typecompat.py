@@ -14,13 +14,28 @@ from spectral_core.compat._node import Node, const_int, wrap
 __all__ = ["TypeRef", "is_compatible", "needs_rewrite", "type_ref"]
 
 _ALIASES = {
-    "int": "int4", "integer": "int4", "smallint": "int2", "bigint": "int8",
-    "serial": "int4", "serial4": "int4", "smallserial": "int2", "serial2": "int2",
-    "bigserial": "int8", "serial8": "int8", "real": "float4", "float": "float8",
-    "decimal": "numeric", "boolean": "bool", "character varying": "varchar",
-    "character": "bpchar", "char": "bpchar", "timestamp without time zone": "timestamp",
-    "timestamp with time zone": "timestamptz", "time without time zone": "time",
-    "time with time zone": "timetz", "bit varying": "varbit",
+    "int": "int4",
+    "integer": "int4",
+    "smallint": "int2",
+    "bigint": "int8",
+    "serial": "int4",
+    "serial4": "int4",
+    "smallserial": "int2",
+    "serial2": "int2",
+    "bigserial": "int8",
+    "serial8": "int8",
+    "real": "float4",
+    "float": "float8",
+    "decimal": "numeric",
+    "boolean": "bool",
+    "character varying": "varchar",
+    "character": "bpchar",
+    "char": "bpchar",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+    "time without time zone": "time",
+    "time with time zone": "timetz",
+    "bit varying": "varbit",
 }
 SERIAL_TYPES = frozenset({"serial", "serial4", "smallserial", "serial2", "bigserial", "serial8"})
 

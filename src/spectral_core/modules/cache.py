@@ -45,8 +45,9 @@ __all__ = ["ModuleCache", "Verdict"]
 log = structlog.get_logger(__name__)
 
 #: Approval failures that mean someone forged or replayed something: logged at error level.
-_SUSPICIOUS: Final = frozenset({"unknown_key", "bad_signature", "hash_mismatch",
-                                "key_mismatch", "malformed"})
+_SUSPICIOUS: Final = frozenset(
+    {"unknown_key", "bad_signature", "hash_mismatch", "key_mismatch", "malformed"}
+)
 
 
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,19 +174,25 @@ class ModuleCache:
                     self._refused[content_hash] = exc
                     while len(self._refused) > self._max_modules:
                         self._refused.popitem(last=False)
-                    log.warning("module.refused", content_hash=content_hash,
-                                error=exc.message)
+                    log.warning("module.refused", content_hash=content_hash, error=exc.message)
                     raise
                 # the sandbox hashes the bytes it compiled: it must be the pinned address
                 if compiled.content_hash != content_hash:  # pragma: no cover - defensive
-                    raise ApprovalError("compiled content differs from the pin",
-                                        reason="hash_mismatch")
+                    raise ApprovalError(
+                        "compiled content differs from the pin", reason="hash_mismatch"
+                    )
                 self._compiled[content_hash] = compiled
                 while len(self._compiled) > self._max_modules:
                     self._compiled.popitem(last=False)
-                log.info("module.loaded", org=key.org, domain=key.domain, action=key.action,
-                         world_model_version=key.world_model_version,
-                         content_hash=content_hash, size=compiled.size)
+                log.info(
+                    "module.loaded",
+                    org=key.org,
+                    domain=key.domain,
+                    action=key.action,
+                    world_model_version=key.world_model_version,
+                    content_hash=content_hash,
+                    size=compiled.size,
+                )
             self._pins[key] = content_hash
             while len(self._pins) > self._max_keys:
                 self._pins.popitem(last=False)
@@ -200,8 +207,10 @@ class ModuleCache:
         # re-check (single flight).  From half that age on, the first caller re-checks while
         # the others keep using the still-valid verdict, so steady traffic never stalls on
         # the query.
-        if age is None or age >= self.approval_ttl_s or (
-            age >= self.approval_ttl_s / 2 and (lock is None or not lock.locked())
+        if (
+            age is None
+            or age >= self.approval_ttl_s
+            or (age >= self.approval_ttl_s / 2 and (lock is None or not lock.locked()))
         ):
             if lock is None:
                 lock = self._refresh_locks[slot] = anyio.Lock()
@@ -250,16 +259,24 @@ class ModuleCache:
             except ApprovalError as exc:
                 failures.append(exc)
                 if getattr(exc, "reason", None) in _SUSPICIOUS:
-                    log.error("module.approval_rejected", approval_id=row.id,
-                              reason=exc.context.get("reason"), key_id=row.approval.key_id,
-                              org=key.org, domain=key.domain, action=key.action,
-                              content_hash=content_hash, alert="forged or foreign approval")
+                    log.error(
+                        "module.approval_rejected",
+                        approval_id=row.id,
+                        reason=exc.context.get("reason"),
+                        key_id=row.approval.key_id,
+                        org=key.org,
+                        domain=key.domain,
+                        action=key.action,
+                        content_hash=content_hash,
+                        alert="forged or foreign approval",
+                    )
                 continue
             if best is None or row.approval.expires_at > best.approval.expires_at:
                 best = row
         if best is not None:
-            return Verdict(checked_at=checked_at, expires_at=best.approval.expires_at,
-                           approval_id=best.id)
+            return Verdict(
+                checked_at=checked_at, expires_at=best.approval.expires_at, approval_id=best.id
+            )
         return Verdict(checked_at=checked_at, **_failure(failures, revoked))
 
 

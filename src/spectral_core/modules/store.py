@@ -92,32 +92,43 @@ def validate_key(key: ModuleKey) -> ModuleKey:
     for name in ("org", "domain", "action", "world_model_version"):
         value = getattr(key, name)
         if not isinstance(value, str) or not _FIELD_RE.fullmatch(value):
-            raise ModuleError(f"module key field {name!r} must be 1-{MAX_KEY_FIELD} printable "
-                              "ASCII characters without spaces", reason="bad_key", field=name)
+            raise ModuleError(
+                f"module key field {name!r} must be 1-{MAX_KEY_FIELD} printable "
+                "ASCII characters without spaces",
+                reason="bad_key",
+                field=name,
+            )
     return key
 
 
 def _check_hash(content_hash: str) -> str:
     if not isinstance(content_hash, str) or not _HASH_RE.fullmatch(content_hash):
-        raise ModuleError("content hash must be 64 lower-case hex digits",
-                          reason="bad_hash", field="content_hash")
+        raise ModuleError(
+            "content hash must be 64 lower-case hex digits", reason="bad_hash", field="content_hash"
+        )
     return content_hash
 
 
 def _key_params(key: ModuleKey) -> dict[str, Any]:
-    return {"org": key.org, "domain": key.domain, "action": key.action,
-            "world_model_version": key.world_model_version}
+    return {
+        "org": key.org,
+        "domain": key.domain,
+        "action": key.action,
+        "world_model_version": key.world_model_version,
+    }
 
 
-async def _one(conn: psycopg.AsyncConnection[Any], name: str,
-               params: dict[str, Any]) -> tuple[Any, ...] | None:
+async def _one(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any]
+) -> tuple[Any, ...] | None:
     with wrap_errors():
         cur = await conn.execute(query(name), params)
         return await cur.fetchone()
 
 
-async def _all(conn: psycopg.AsyncConnection[Any], name: str,
-               params: dict[str, Any]) -> list[tuple[Any, ...]]:
+async def _all(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
     with wrap_errors():
         cur = await conn.execute(query(name), params)
         return await cur.fetchall()
@@ -141,8 +152,9 @@ async def put_blob(conn: psycopg.AsyncConnection[Any], data: bytes) -> str:
         raise ModuleError("module bytes must be a non-empty byte string", reason="empty")
     data = bytes(data)
     content_hash = content_hash_of(data)
-    await _one(conn, "insert_module_blob",
-               {"content_hash": content_hash, "bytes": data, "size": len(data)})
+    await _one(
+        conn, "insert_module_blob", {"content_hash": content_hash, "bytes": data, "size": len(data)}
+    )
     return content_hash
 
 
@@ -179,27 +191,39 @@ async def pin_module(conn: psycopg.AsyncConnection[Any], key: ModuleKey, content
         row = await _one(conn, "insert_module_pin", params)
     except Exception as exc:
         if getattr(exc, "sqlstate", None) == "23503":  # foreign_key_violation
-            raise ModuleNotFound("no module blob with this content hash; put it first",
-                                 content_hash=content_hash) from exc
+            raise ModuleNotFound(
+                "no module blob with this content hash; put it first", content_hash=content_hash
+            ) from exc
         raise
     assert row is not None
     pinned, created = str(row[0]), bool(row[1])
     if pinned != content_hash:
         raise PinConflict(key=key, pinned=pinned, requested=content_hash)
     if created:
-        log.info("module.pinned", org=key.org, domain=key.domain, action=key.action,
-                 world_model_version=key.world_model_version, content_hash=content_hash)
+        log.info(
+            "module.pinned",
+            org=key.org,
+            domain=key.domain,
+            action=key.action,
+            world_model_version=key.world_model_version,
+            content_hash=content_hash,
+        )
     return created
 
 
 def _verify_bytes(content_hash: str, data: bytes, key: ModuleKey | None) -> None:
     actual = content_hash_of(data)
     if actual != content_hash:
-        log.error("module.tampered", content_hash=content_hash, actual_hash=actual,
-                  org=key.org if key else None, domain=key.domain if key else None,
-                  action=key.action if key else None,
-                  world_model_version=key.world_model_version if key else None,
-                  alert="module bytes in the database do not match their content address")
+        log.error(
+            "module.tampered",
+            content_hash=content_hash,
+            actual_hash=actual,
+            org=key.org if key else None,
+            domain=key.domain if key else None,
+            action=key.action if key else None,
+            world_model_version=key.world_model_version if key else None,
+            alert="module bytes in the database do not match their content address",
+        )
         raise ContentHashMismatch(content_hash=content_hash, actual_hash=actual)
 
 
@@ -219,8 +243,13 @@ async def fetch_pinned(conn: psycopg.AsyncConnection[Any], key: ModuleKey) -> tu
     return content_hash, data
 
 
-async def add_approval(conn: psycopg.AsyncConnection[Any], approval: Approval,
-                       keyring: Keyring | None = None, *, now: float | None = None) -> int:
+async def add_approval(
+    conn: psycopg.AsyncConnection[Any],
+    approval: Approval,
+    keyring: Keyring | None = None,
+    *,
+    now: float | None = None,
+) -> int:
     """Store a signed approval (idempotent: the same approval returns the same id).
 
     Args:
@@ -242,22 +271,32 @@ async def add_approval(conn: psycopg.AsyncConnection[Any], approval: Approval,
     _check_hash(approval.content_hash)
     if keyring is not None:
         keyring.verify(approval, approval.content_hash, approval.key, now)
-    params = {**_key_params(approval.key), "key_id": approval.key_id,
-              "content_hash": approval.content_hash, "expires_at": approval.expires_at,
-              "signature": approval.signature}
+    params = {
+        **_key_params(approval.key),
+        "key_id": approval.key_id,
+        "content_hash": approval.content_hash,
+        "expires_at": approval.expires_at,
+        "signature": approval.signature,
+    }
     row = await _one(conn, "insert_module_approval", params)
     if row is None:
         row = await _one(conn, "select_module_approval_id", params)
     assert row is not None
     approval_id = int(row[0])
-    log.info("module.approval_added", approval_id=approval_id, key_id=approval.key_id,
-             content_hash=approval.content_hash, org=approval.key.org,
-             expires_at=approval.expires_at)
+    log.info(
+        "module.approval_added",
+        approval_id=approval_id,
+        key_id=approval.key_id,
+        content_hash=approval.content_hash,
+        org=approval.key.org,
+        expires_at=approval.expires_at,
+    )
     return approval_id
 
 
-async def revoke_approval(conn: psycopg.AsyncConnection[Any], approval_id: int,
-                          reason: str | None = None) -> bool:
+async def revoke_approval(
+    conn: psycopg.AsyncConnection[Any], approval_id: int, reason: str | None = None
+) -> bool:
     """Revoke an approval.
 
     Returns:
@@ -280,41 +319,61 @@ def _approval_from_row(row: Sequence[Any]) -> StoredApproval:
     key = ModuleKey(org=row[3], domain=row[4], action=row[5], world_model_version=row[6])
     return StoredApproval(
         id=int(row[0]),
-        approval=Approval(key_id=row[1], content_hash=row[2], key=key,
-                          expires_at=int(row[7]), signature=row[8]),
+        approval=Approval(
+            key_id=row[1], content_hash=row[2], key=key, expires_at=int(row[7]), signature=row[8]
+        ),
         revoked=bool(row[9]),
     )
 
 
-async def approvals_for(conn: psycopg.AsyncConnection[Any], key: ModuleKey,
-                        content_hash: str) -> list[StoredApproval]:
+async def approvals_for(
+    conn: psycopg.AsyncConnection[Any], key: ModuleKey, content_hash: str
+) -> list[StoredApproval]:
     """Every stored approval row of one (key, content) pair, revoked ones included.
 
     The rows are *not* verified here; see :class:`~spectral_core.modules.cache.ModuleCache`.
     """
-    rows = await _all(conn, "select_approvals_for",
-                      {**_key_params(key), "content_hash": content_hash})
+    rows = await _all(
+        conn, "select_approvals_for", {**_key_params(key), "content_hash": content_hash}
+    )
     return [_approval_from_row(r) for r in rows]
 
 
-async def list_modules(conn: psycopg.AsyncConnection[Any], org: str | None = None
-                       ) -> list[ModuleInfo]:
+async def list_modules(
+    conn: psycopg.AsyncConnection[Any], org: str | None = None
+) -> list[ModuleInfo]:
     """Pinned modules (optionally of one org) with size and live-approval counts."""
     rows = await _all(conn, "list_modules", {"org": org})
     return [
-        ModuleInfo(key=ModuleKey(org=r[0], domain=r[1], action=r[2], world_model_version=r[3]),
-                   content_hash=r[4], size=int(r[5]), created_at=r[6],
-                   live_approvals=int(r[7]), approval_ids=[int(i) for i in r[8]])
+        ModuleInfo(
+            key=ModuleKey(org=r[0], domain=r[1], action=r[2], world_model_version=r[3]),
+            content_hash=r[4],
+            size=int(r[5]),
+            created_at=r[6],
+            live_approvals=int(r[7]),
+            approval_ids=[int(i) for i in r[8]],
+        )
         for r in rows
     ]
 
 
-async def list_approvals(conn: psycopg.AsyncConnection[Any], org: str | None = None
-                         ) -> list[dict[str, Any]]:
+async def list_approvals(
+    conn: psycopg.AsyncConnection[Any], org: str | None = None
+) -> list[dict[str, Any]]:
     """Approval rows (optionally of one org) without signatures, for operators."""
     rows = await _all(conn, "list_module_approvals", {"org": org})
-    names = ("id", "key_id", "content_hash", "org", "domain", "action",
-             "world_model_version", "expires_at", "created_at", "revoked_at")
+    names = (
+        "id",
+        "key_id",
+        "content_hash",
+        "org",
+        "domain",
+        "action",
+        "world_model_version",
+        "expires_at",
+        "created_at",
+        "revoked_at",
+    )
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 

@@ -11,6 +11,7 @@ from spectral_core import Settings
 from spectral_core.db import connect_kwargs
 from spectral_core.embedded import EmbeddedPostgres
 from spectral_core.errors import ConfigError
+from spectral_core.generations import require_generation
 
 
 def embedded_root(settings: Settings) -> Path:
@@ -42,3 +43,9 @@ def connect(settings: Settings) -> psycopg.Connection[Any]:
         from spectral_core.db._wrap import translate
 
         raise translate(exc) from exc
+
+
+def allocated(conn: psycopg.Connection[Any], generation: int) -> int:
+    """``generation`` if it was allocated; else UnknownGeneration (exit 3), so a verb that
+    names a generation never acts on, or reports about, a typo."""
+    return require_generation(conn, generation)

@@ -7,7 +7,7 @@ import argparse
 from spectral_core import Settings, allocate_generation
 from spectral_core.outbox import drain, generation_status
 
-from ._db import connect
+from ._db import allocated, connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +63,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
 def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
+        allocated(conn, args.generation)
         ok, pending, in_flight = drain(conn, args.generation, timeout_s=args.timeout)
     if ok:
         print(f"generation {args.generation} drained")
@@ -95,6 +96,9 @@ def wait_healthy(args: argparse.Namespace, settings: Settings) -> int:
     import urllib.error
     import urllib.request
 
+    if args.generation is not None:
+        with connect(settings) as conn:
+            allocated(conn, args.generation)
     deadline = time.monotonic() + args.timeout
     last = "no answer"
     while time.monotonic() < deadline:

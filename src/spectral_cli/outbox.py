@@ -7,7 +7,7 @@ import argparse
 from spectral_core import Settings
 from spectral_core.outbox import purge_done, redrive_dead
 
-from ._db import connect
+from ._db import allocated, connect
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def redrive(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
+        allocated(conn, args.generation)
         ids = redrive_dead(conn, args.generation, args.ids)
     print(f"{len(ids)} dead rows of generation {args.generation} re-pended")
     return 0
@@ -32,6 +33,7 @@ def redrive(args: argparse.Namespace, settings: Settings) -> int:
 
 def purge(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
+        allocated(conn, args.generation)
         n = purge_done(conn, args.generation, older_than_s=args.older_than)
     print(f"{n} done rows of generation {args.generation} deleted")
     return 0

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
-from spectral_core import Publisher
+from spectral_core import Publisher, allocate_generation
 
 from ..acceptance.procs import clean_env
 
@@ -47,3 +48,56 @@ def test_allocate_status_and_drain(db_url: str) -> None:
     assert spectral(db_url, "deploy", "drain", "--generation", str(g1)).returncode == 0
     bad = spectral(db_url, "deploy", "allocate", "--version", " ")
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "version" in bad.stderr
+
+
+UNALLOCATED_VERBS = [
+    ("deploy", "drain", "--generation", "{g}", "--timeout", "0.2"),
+    (
+        "deploy",
+        "wait-healthy",
+        "--url",
+        "http://127.0.0.1:9",
+        "--timeout",
+        "0.2",
+        "--generation",
+        "{g}",
+    ),
+    ("outbox", "redrive", "--generation", "{g}"),
+    ("outbox", "purge", "--generation", "{g}"),
+]
+
+
+@pytest.mark.parametrize(
+    "verb", UNALLOCATED_VERBS, ids=[" ".join(v[:2]) for v in UNALLOCATED_VERBS]
+)
+def test_verbs_refuse_a_generation_that_was_never_allocated(
+    db_url: str, verb: tuple[str, ...]
+) -> None:
+    """Every verb that names a generation refuses one that was never allocated: one line on
+    stderr naming it, nothing on stdout, exit 3 (the unknown-generation code), and nothing
+    changed (a typo must never give the runbook a go-ahead such as "drained")."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        real = allocate_generation(conn, "1.0.0")
+        Publisher(real).publish(conn, "platform.record", {})
+        before = conn.execute("SELECT count(*), max(generation) FROM core.outbox").fetchone()
+    missing = real + 1000
+    out = spectral(db_url, *(a.format(g=missing) for a in verb))
+    assert out.returncode == 3, out
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert f"generation {missing} was never allocated" in out.stderr
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert (
+            conn.execute("SELECT count(*), max(generation) FROM core.outbox").fetchone() == before
+        )
+
+
+def test_verbs_accept_an_allocated_generation(db_url: str) -> None:
+    """The refusal is about allocation only: an allocated generation with no rows drains,
+    redrives and purges as before (exit 0)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        g = allocate_generation(conn, "1.0.0")
+    drained = spectral(db_url, "deploy", "drain", "--generation", str(g), "--timeout", "0.2")
+    assert drained.returncode == 0 and f"generation {g} drained" in drained.stdout
+    assert spectral(db_url, "outbox", "redrive", "--generation", str(g)).returncode == 0
+    assert spectral(db_url, "outbox", "purge", "--generation", str(g)).returncode == 0

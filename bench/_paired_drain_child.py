@@ -1,0 +1,122 @@
+"""One drain of ``bench/paired_commits.py``, run with ``PYTHONPATH=<tree>/src``.
+
+Allocates a fresh generation, publishes ``--n`` events in it (untimed), analyzes the outbox
+as the peer harness does before every drain, then runs the real :class:`Consumer` of the tree
+on its path (``--lanes`` x ``--batch-size``, LISTEN on, one no-op handler: the ledger row and
+the ``done`` mark are still written) until it has handled all of them.  Prints one JSON line:
+events/s from the consumer's start to the last event handled, and the client CPU per event.
+
+Only public names that every tree since the outbox's first release has (``Publisher``,
+``EventIn``, ``Consumer``, ``ConsumerConfig``, ``HandlerRegistry``, ``open_pools``), so an
+older commit runs the same script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+import uuid
+
+TOPIC = "bench.paired"
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def _run(a: argparse.Namespace) -> dict[str, float]:
+    import psycopg
+
+    from spectral_core.db.pools import open_pools
+    from spectral_core.generations import allocate_generation
+    from spectral_core.outbox import (
+        Consumer,
+        ConsumerConfig,
+        EventIn,
+        HandlerRegistry,
+        Publisher,
+    )
+    from spectral_core.settings import Settings
+
+    with psycopg.connect(a.uri, autocommit=True) as conn:
+        gen = allocate_generation(conn, f"paired-{a.label}")
+    async with await psycopg.AsyncConnection.connect(a.uri, autocommit=True) as conn:
+        pub = Publisher(gen)
+        for start in range(0, a.n, 1000):
+            events = [
+                EventIn(topic=TOPIC, payload={"i": i}) for i in range(start, min(a.n, start + 1000))
+            ]
+            await pub.publish_many_async(conn, events)
+        await conn.execute("ANALYZE core.outbox")
+
+    done = asyncio.Event()
+    handled = 0
+
+    async def noop(event: object, conn: object) -> None:
+        nonlocal handled
+        handled += 1
+        if handled >= a.n:
+            done.set()
+
+    registry = HandlerRegistry()
+    registry.register("bench.paired.noop", TOPIC, noop)
+    settings = Settings(
+        database_url=a.uri,
+        generation=gen,
+        database_pool_max=a.lanes + 2,
+        database_pool_min=a.lanes,
+    )
+    config = ConsumerConfig(batch_size=a.batch_size, lanes=a.lanes, listen=True)
+    async with open_pools(settings) as db:
+        consumer = Consumer(
+            db, generation=gen, worker_id=uuid.uuid4(), registry=registry, config=config
+        )
+        cpu0, t0 = _cpu_s(), time.perf_counter()
+        task = asyncio.create_task(consumer.run())
+        await asyncio.wait_for(done.wait(), a.timeout)
+        elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+        consumer.stop()
+        await asyncio.wait_for(task, 30)
+    with psycopg.connect(a.uri, autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM core.outbox WHERE generation = %s AND status <> 'done'", (gen,)
+        ).fetchone()
+    return {
+        "rate": a.n / elapsed,
+        "seconds": elapsed,
+        "client_cpu_us_per_event": cpu / a.n * 1e6,
+        "not_done": int(left[0]) if left else -1,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--uri", required=True)
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--lanes", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=600)
+    a = ap.parse_args()
+    from spectral_core.logging import configure_logging
+
+    sys.stdout.flush()
+    real_stdout = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # the production log configuration (JSON at info), lines discarded
+    configure_logging(fmt="json", level="info")
+    result = asyncio.run(_run(a))
+    os.dup2(real_stdout, 1)
+    sys.stdout = os.fdopen(1, "w")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

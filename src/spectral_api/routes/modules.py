@@ -96,7 +96,8 @@ async def revoke(request: Request) -> Response:
     require_operator(request)
     services = request.app.state.services
     raw = request.path_params["approval_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    # ASCII digits only: str.isdigit() also accepts "١" (which int() reads as 1) and "²"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ModuleNotFound("no approval with this id")
     body = await read_body(request, services.settings.api_max_body_bytes)
     req = decode(body, RevokeRequest) if body.strip() else RevokeRequest()

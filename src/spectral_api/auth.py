@@ -71,12 +71,19 @@ class TenantLimiter:
     def admit(self, who: Principal) -> tuple[Any, list[tuple[bytes, bytes]]]:
         """Count one request; return ``(slot, headers)`` (ASGI header pairs).
 
+        The concurrency slot is taken first: a request the cap refuses costs no rate
+        token, and one the rate refuses gives its slot straight back.
+
         Raises:
             RateLimited: Over the rate or the concurrency cap.
         """
         rate, concurrency = self._pair(who.limits(self.default))
-        state = rate.acquire(who.org)
         slot = concurrency.acquire(who.org)
+        try:
+            state = rate.acquire(who.org)
+        except BaseException:
+            slot.release()
+            raise
         return slot, rate_limit_header_pairs(state)
 
 

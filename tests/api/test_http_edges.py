@@ -3,9 +3,14 @@ content types, oversize heads, slow and idle clients, the connection cap."""
 
 from __future__ import annotations
 
+import anyio
+import anyio.abc
+import msgspec
 import pytest
 
-from .conftest import KEY, Api
+from spectral_core.ratelimit import TenantLimits
+
+from .conftest import KEY, Api, decide_body
 from .test_decide import problem
 
 pytestmark = pytest.mark.anyio
@@ -21,3 +26,52 @@ async def test_approval_id_with_unicode_digits_is_404_and_revokes_nothing(api: A
         for raw in ("\u0661", "\u00b2", "\uff11", "1\u0661"):
             problem(await ops.post(f"/api/modules/approvals/{raw}/revoke"), 404)
     assert api.sql("SELECT revoked_at FROM core.module_approvals WHERE id = 1") == [(None,)]
+
+
+async def open_raw(api: Api) -> tuple[anyio.abc.SocketStream, str]:
+    """A raw TCP connection to the API and its ``host:port``."""
+    host, port = api.base_url.removeprefix("http://").split(":")
+    return await anyio.connect_tcp(host, int(port)), f"{host}:{port}"
+
+
+async def read_response(stream: anyio.abc.SocketStream, timeout: float = 30) -> bytes:
+    """Everything the server sends until it closes the connection (or ``timeout``)."""
+    data = b""
+    with anyio.move_on_after(timeout):
+        try:
+            while True:
+                data += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+            pass
+    return data
+
+
+def decide_request(token: str, body: bytes, *, length: int | None = None) -> bytes:
+    """The head of a ``POST /api/decide`` with a JSON body of ``length`` bytes."""
+    return (
+        b"POST /api/decide HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length)
+    )
+
+
+async def test_request_refused_by_the_concurrency_cap_costs_no_rate_quota(api: Api) -> None:
+    """A request refused (429) by the tenant's concurrency cap does not consume a rate
+    token: with a burst of 2 and one request in flight, three refusals later the second
+    token is still there and the next request is served."""
+    await api.module("decision", KEY)
+    token = await api.tenant("acme", limits=TenantLimits(rate=0.01, burst=2, concurrency=1))
+    body = msgspec.json.encode(decide_body()).ljust(200)
+    stream, _ = await open_raw(api)
+    async with stream, api.client(token) as acme:
+        # the first request takes the only slot and waits for the rest of its body
+        await stream.send(decide_request(token, body) + body[:10])
+        await anyio.sleep(1.0)
+        for _ in range(3):
+            resp = await acme.post("/api/decide", json=decide_body())
+            problem(resp, 429)
+            assert resp.headers["ratelimit-policy"].startswith('"concurrency";q=1')
+        await stream.send(body[10:])
+        assert (await read_response(stream, timeout=3)).startswith(b"HTTP/1.1 200 ")
+        resp = await acme.post("/api/decide", json=decide_body())
+        assert resp.status_code == 200, resp.text

@@ -71,7 +71,7 @@ RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
 -- filters all lanes' batches by id: 0.97 vs 1.44 ms per 100 rows after 80k claims.
 WITH done AS (
     UPDATE core.outbox
-    SET status = 'done', finished_at = now(), claimed_by = NULL
+    SET status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL
     WHERE id = ANY(%(ids)b::bigint[]) AND generation = %(generation)s
       AND status || '' = 'in_flight' AND claimed_by = %(worker_id)s
     RETURNING id
@@ -128,7 +128,7 @@ FROM m LEFT JOIN u ON true
 PREPARE spectral_start_claimed_v1 (bigint, uuid, text[], text[]) AS
 WITH done AS (
     UPDATE core.outbox
-    SET status = 'done', finished_at = now(), claimed_by = NULL
+    SET status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL
     WHERE id = ANY((SELECT current_setting('spectral.claimed')::bigint[])::bigint[])
       AND generation = $1
       AND status || '' = 'in_flight' AND claimed_by = $2 AND topic = ANY($3)
@@ -174,7 +174,7 @@ RETURNING idempotency_key
 -- name: complete_batch
 -- description: see `start_batch` for the form of the status test
 UPDATE core.outbox
-SET status = 'done', finished_at = now(), claimed_by = NULL
+SET status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL
 WHERE id = ANY(%(ids)b::bigint[]) AND generation = %(generation)s
   AND status || '' = 'in_flight' AND claimed_by = %(worker_id)s
 

@@ -13,6 +13,8 @@ from .conftest import KEY, Api, decide_body, wasm
 pytestmark = pytest.mark.anyio
 
 PROBLEM = "application/problem+json"
+#: the Content-Type of a raw (``content=``) JSON body
+JSON = {"content-type": "application/json"}
 
 
 def problem(resp: httpx.Response, status: int) -> dict:
@@ -51,8 +53,8 @@ async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncC
     """Malformed JSON 400, schema violations 422 naming the field, oversize 413, unknown
     module 404, unknown route 404, wrong method 405; all problem+json."""
     await api.module("decision", KEY)
-    problem(await acme.post("/api/decide", content=b"{not json"), 400)
-    problem(await acme.post("/api/decide", content=b""), 400)
+    problem(await acme.post("/api/decide", content=b"{not json", headers=JSON), 400)
+    problem(await acme.post("/api/decide", content=b"", headers=JSON), 400)
     body = problem(await acme.post("/api/decide", json={"domain": "credit"}), 422)
     assert body["field"] in {"action", "world_model_version", "input", "$"}
     body = problem(await acme.post("/api/decide", json=decide_body(inp=[1, 2])), 422)  # type: ignore[arg-type]
@@ -71,13 +73,13 @@ async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncC
     )
     assert body["field"] == "domain" and KeyModuleKey
     big = b'{"input": "' + b"x" * (1024 * 1024 + 10) + b'"}'
-    problem(await acme.post("/api/decide", content=big), 413)
+    problem(await acme.post("/api/decide", content=big, headers=JSON), 413)
 
     async def chunks():  # no Content-Length: counted while streaming
         for _ in range(40):
             yield b"x" * 65536
 
-    problem(await acme.post("/api/decide", content=chunks()), 413)
+    problem(await acme.post("/api/decide", content=chunks(), headers=JSON), 413)
     problem(
         await acme.post(
             "/api/decide",
@@ -97,7 +99,7 @@ async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncC
         + b"}" * 5000
         + b"}"
     )
-    assert (await acme.post("/api/decide", content=deep)).status_code in {400, 422}
+    assert (await acme.post("/api/decide", content=deep, headers=JSON)).status_code in {400, 422}
     for junk in (
         b"null",
         b"[]",
@@ -107,7 +109,7 @@ async def test_client_errors_are_problems_never_500(api: Api, acme: httpx.AsyncC
         b'{"input": {"\\ud800": 1}}',
         b'{"domain": 1, "action": null, "world_model_version": [], "input": {}}',
     ):
-        resp = await acme.post("/api/decide", content=junk)
+        resp = await acme.post("/api/decide", content=junk, headers=JSON)
         assert resp.status_code in {400, 422}, (junk, resp.status_code)
     await assert_healthy(api, acme)
 

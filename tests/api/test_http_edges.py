@@ -75,3 +75,47 @@ async def test_request_refused_by_the_concurrency_cap_costs_no_rate_quota(api: A
         assert (await read_response(stream, timeout=3)).startswith(b"HTTP/1.1 200 ")
         resp = await acme.post("/api/decide", json=decide_body())
         assert resp.status_code == 200, resp.text
+
+
+async def test_json_routes_require_a_json_content_type(api: Api) -> None:
+    """The JSON routes refuse a body that is not declared ``application/json`` (missing,
+    ``text/plain``, form-encoded) with a 415 problem, before deciding or storing anything;
+    the media type is case-insensitive and may carry parameters."""
+    h, aid = await api.module("decision", KEY)
+    body = msgspec.json.encode(decide_body())
+    async with (
+        api.client(await api.tenant("acme")) as acme,
+        api.client(await api.tenant("ops", operator=True)) as ops,
+    ):
+        for headers in (
+            {},
+            {"content-type": "text/plain"},
+            {"content-type": "application/x-www-form-urlencoded"},
+            {"content-type": "application/jsonx"},
+        ):
+            resp = await acme.post("/api/decide", content=body, headers=headers)
+            assert problem(resp, 415)["type"].endswith("unsupported-media-type")
+        for media in ("application/json", "Application/JSON; charset=utf-8"):
+            resp = await acme.post("/api/decide", content=body, headers={"content-type": media})
+            assert resp.status_code == 200, resp.text
+        plain = {"content-type": "text/plain"}
+        pin = {
+            "org": KEY.org,
+            "domain": "credit",
+            "action": "other",
+            "world_model_version": "v1",
+            "content_hash": h,
+        }
+        problem(
+            await ops.post("/api/modules/pins", content=msgspec.json.encode(pin), headers=plain),
+            415,
+        )
+        problem(await ops.post("/api/modules/approvals", content=b"{}", headers=plain), 415)
+        problem(
+            await ops.post(
+                f"/api/modules/approvals/{aid}/revoke", content=b'{"reason": "x"}', headers=plain
+            ),
+            415,
+        )
+    assert api.sql("SELECT count(*) FROM core.module_pins") == [(1,)]
+    assert api.sql("SELECT revoked_at FROM core.module_approvals") == [(None,)]

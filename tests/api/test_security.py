@@ -107,7 +107,11 @@ async def test_unknown_operator_key_is_refused(api: Api, acme: httpx.AsyncClient
     a = sign_approval(stranger, h, KEY, int(time.time()) + 60)
     async with api.client(await api.tenant("ops", operator=True)) as ops:
         body = problem(
-            await ops.post("/api/modules/approvals", content=__import__("msgspec").json.encode(a)),
+            await ops.post(
+                "/api/modules/approvals",
+                content=__import__("msgspec").json.encode(a),
+                headers={"content-type": "application/json"},
+            ),
             403,
         )
         assert body["reason"] == "unknown_key"
@@ -250,7 +254,11 @@ async def test_operator_flow_over_http(api: Api) -> None:
         a = sign_approval(api.operator, h, KEY, int(time.time()) + 600)
         import msgspec
 
-        resp = await ops.post("/api/modules/approvals", content=msgspec.json.encode(a))
+        resp = await ops.post(
+            "/api/modules/approvals",
+            content=msgspec.json.encode(a),
+            headers={"content-type": "application/json"},
+        )
         assert resp.status_code == 201, resp.text
         listing = (await ops.get("/api/modules", params={"org": "acme"})).json()
         assert [m["content_hash"] for m in listing["modules"]] == [h]

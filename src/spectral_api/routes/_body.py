@@ -9,9 +9,22 @@ import msgspec
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
-from spectral_api.errors import BadRequest, PayloadTooLarge, SchemaViolation
+from spectral_api.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    SchemaViolation,
+    UnsupportedMediaType,
+)
 
-__all__ = ["KeyField", "check_key_fields", "decode", "is_key_text", "read_asgi_body", "read_body"]
+__all__ = [
+    "KeyField",
+    "check_key_fields",
+    "decode",
+    "is_key_text",
+    "read_asgi_body",
+    "read_body",
+    "require_json",
+]
 
 #: a module-key field (org, domain, action, world_model_version): 1..200 printable ASCII
 #: characters without spaces (``!`` to ``~``).  The characters are checked by
@@ -21,6 +34,23 @@ KeyField = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 T = TypeVar("T")
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def require_json(scope: Scope) -> None:
+    """Refuse (415) a request whose ``Content-Type`` is not ``application/json``.
+
+    The media type is compared case-insensitively and parameters (``charset=utf-8``) are
+    ignored; a missing header is refused too (the body is always JSON on these routes).
+
+    Raises:
+        UnsupportedMediaType: Missing or another media type.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if value.partition(b";")[0].strip().lower() == b"application/json":
+                return
+            break
+    raise UnsupportedMediaType("expected Content-Type: application/json", accept="application/json")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -14,7 +14,7 @@ from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
 from spectral_core.tenants import Principal
 
-from ._body import KeyField, check_key_fields, decode, is_key_text, read_asgi_body
+from ._body import KeyField, check_key_fields, decode, is_key_text, read_asgi_body, require_json
 
 __all__ = ["DecideEndpoint", "DecideRequest", "DecideResponse", "decide_routes"]
 
@@ -73,6 +73,7 @@ class DecideEndpoint:
         who = scope.get(PRINCIPAL_KEY)
         if not isinstance(who, Principal):  # pragma: no cover - the middleware guarantees it
             raise TenantError("invalid API key", reason="bad_key")
+        require_json(scope)
         body = await read_asgi_body(scope, receive, services.settings.api_max_body_bytes)
         req = decode(body, DecideRequest, _decoder)
         if req.org is not None and req.org != who.org:

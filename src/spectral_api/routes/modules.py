@@ -15,7 +15,7 @@ from spectral_api.errors import BadRequest
 from spectral_core.errors import ModuleNotFound
 from spectral_core.modules import Approval, ModuleKey
 
-from ._body import KeyField, check_key_fields, decode, read_body
+from ._body import KeyField, check_key_fields, decode, read_body, require_json
 
 __all__ = ["module_routes"]
 
@@ -62,6 +62,7 @@ async def put_blob(request: Request) -> Response:
 async def pin(request: Request) -> Response:
     require_operator(request)
     services = request.app.state.services
+    require_json(request.scope)
     req = decode(await read_body(request, services.settings.api_max_body_bytes), PinRequest)
     key = ModuleKey(
         org=req.org,
@@ -79,6 +80,7 @@ async def approve(request: Request) -> Response:
     """Store an approval signed offline; it must verify against the trusted keys."""
     require_operator(request)
     services = request.app.state.services
+    require_json(request.scope)
     approval = decode(await read_body(request, services.settings.api_max_body_bytes), Approval)
     approval_id = await services.store.add_approval(approval, services.keyring)
     return _json(
@@ -100,7 +102,11 @@ async def revoke(request: Request) -> Response:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ModuleNotFound("no approval with this id")
     body = await read_body(request, services.settings.api_max_body_bytes)
-    req = decode(body, RevokeRequest) if body.strip() else RevokeRequest()
+    if body.strip():  # the body is optional; when there is one, it is JSON
+        require_json(request.scope)
+        req = decode(body, RevokeRequest)
+    else:
+        req = RevokeRequest()
     revoked = await services.store.revoke_approval(int(raw), req.reason)
     return _json({"id": int(raw), "revoked": True, "already_revoked": not revoked})
 

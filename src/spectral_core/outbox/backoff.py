@@ -15,6 +15,7 @@ def next_delay(
     "Equal jitter": half the exponential step is fixed, half random, so retries of many
     rows spread out but none comes back immediately.
     """
-    step = min(cap_s, base_s * (2 ** max(attempts - 1, 0)))
-    r = (rand or random).random()
+    # the exponent is clamped: 2.0 ** 1024 overflows a float, and the cap won long before
+    step = min(cap_s, base_s * 2.0 ** min(max(attempts - 1, 0), 1000))
+    r = rand.random() if rand is not None else random.random()
     return step / 2 + r * step / 2

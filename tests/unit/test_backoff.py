@@ -1,0 +1,33 @@
+"""The retry delay formula (``spectral_core.outbox.backoff``)."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spectral_core.outbox.backoff import next_delay
+
+
+@given(
+    attempts=st.integers(min_value=0, max_value=10**9),
+    base_s=st.floats(min_value=1e-3, max_value=1e6),
+    cap_s=st.floats(min_value=1e-3, max_value=1e6),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_delay_is_bounded_for_any_attempt_count(
+    attempts: int, base_s: float, cap_s: float, seed: int
+) -> None:
+    """Any attempt count the settings allow (``SPECTRAL_OUTBOX_MAX_ATTEMPTS`` has no upper
+    bound) gets a delay between half the capped step and the cap: past about a thousand
+    attempts the doubling must not overflow a float and crash the retry."""
+    step = min(cap_s, base_s * 2.0 ** min(max(attempts - 1, 0), 1000))
+    delay = next_delay(attempts, base_s=base_s, cap_s=cap_s, rand=random.Random(seed))
+    assert step / 2 <= delay <= step <= cap_s
+
+
+def test_delay_after_many_attempts_is_the_cap_range() -> None:
+    """Attempt 5,000 with a 1 s base and a 300 s cap waits between 150 and 300 s."""
+    delay = next_delay(5000, base_s=1.0, cap_s=300.0, rand=random.Random(1))
+    assert 150.0 <= delay <= 300.0

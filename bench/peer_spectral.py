@@ -25,7 +25,7 @@ What each adapter function does with spectral:
   pending/in_flight count is 0 (with one worker process it first waits in-process until the
   consumer has handled the backlog counted at go, then polls every 20 ms).  Steady mode: stops on the harness's event.
   Logging is configured as the worker entrypoint does (JSON, level ``--log-level``, default
-  info: one ``outbox.handled`` line per event), written to /dev/null.
+  info: one ``outbox.batch_handled`` line per batch), written to /dev/null.
 - Event loop (``--loop``): uvloop by default, as ``spectral-workers`` uses when it is
   installed (``SPECTRAL_EVENT_LOOP=auto``) and as the pgqueuer adapter runs; ``--loop
   asyncio`` for the standard loop.

@@ -12,8 +12,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from spectral_core import Settings
+from spectral_core import Settings, __version__
 from spectral_core.errors import SpectralError
+from spectral_core.logging import configure_logging
 
 from . import demo, deploy, migrate, modules, outbox, tenants, up
 
@@ -22,32 +23,39 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spectral", description="spectral operator CLI")
+    parser.add_argument("--version", action="version", version=f"spectral {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in (up, demo, migrate, deploy, outbox, tenants, modules):
         module.register(sub)
     lint = sub.add_parser(
-        "lint", help="migration compat lint and deploy-manifest lint", add_help=False
+        "lint",
+        help="migration compat lint and deploy-manifest lint",
+        description="The lints; each takes its own options (spectral lint compat --help).",
     )
-    lint.add_argument("what", choices=["compat", "manifest"], nargs="?")
-    lint.add_argument("rest", nargs=argparse.REMAINDER)
-    lint.set_defaults(run=_lint, needs_settings=False)
+    kinds = lint.add_subparsers(dest="lint_kind", required=True, metavar="LINT")
+    # the options of each lint are parsed by the lint itself (spectral_core.compat.cli):
+    # these parsers only route and list them
+    kinds.add_parser("compat", help="expand/contract compat lint of migrations", add_help=False)
+    kinds.add_parser("manifest", help="deploy-manifest coverage lint", add_help=False)
     return parser
 
 
-def _lint(args: argparse.Namespace, _settings: Settings | None) -> int:
+def _lint(argv: list[str]) -> int:
     from spectral_core.compat.cli import compat_main, manifest_main
 
-    if args.what is None:
-        print("usage: spectral lint {compat,manifest} [--help]", file=sys.stderr)
-        return 2
-    return (compat_main if args.what == "compat" else manifest_main)(list(args.rest))
+    return (compat_main if argv[0] == "compat" else manifest_main)(argv[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if len(argv) >= 2 and argv[0] == "lint" and argv[1] in ("compat", "manifest"):
+        return _lint(argv[1:])  # the lint's own parser, --help included
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
+        # results on stdout, log lines on stderr (in the format the settings ask for)
+        configure_logging(fmt=settings.log_format, level=settings.log_level, stream=sys.stderr)
         code: int = args.run(args, settings)
         return code
     except SpectralError as exc:

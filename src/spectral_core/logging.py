@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import msgspec
 import structlog
@@ -75,23 +75,67 @@ class _JsonLine:
         return self._encode(event_dict)
 
 
-def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
-    """Configure structlog for this process (JSON lines to stdout, or console)."""
+def configure_logging(
+    *, fmt: str = "json", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Configure structlog for this process: JSON lines (or console rendering) to ``stream``.
+
+    ``stream`` defaults to stdout for JSON (the servers' log stream) and stderr for the
+    console format; the operator CLI passes stderr, so its stdout carries only results.
+    Records of the standard library's ``logging`` (psycopg_pool, uvicorn, langgraph...) go
+    through the same renderer at the same level, so every line of a process has one shape.
+    """
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    renderer: Any
     if fmt == "console":
-        processors += [
+        out = stream or sys.stderr
+        tail: list[Any] = [
             structlog.processors.add_log_level,
             _UtcIsoStamper(),
             structlog.processors.format_exc_info,
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ]
-        factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        processors += [*tail, renderer]
+        factory: Any = structlog.PrintLoggerFactory(out)
+        foreign: list[Any] = [*tail, renderer]
     else:
+        out = stream or sys.stdout
         processors.append(_JsonLine())
-        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory = structlog.BytesLoggerFactory(out.buffer)
+        foreign = [_JsonText()]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    _route_stdlib(out, _LEVELS[level], foreign)
+
+
+class _JsonText(_JsonLine):
+    """:class:`_JsonLine` for the standard library's formatter, which wants text."""
+
+    __slots__ = ()
+
+    def __call__(self, logger: Any, name: str, event_dict: dict[str, Any]) -> str:  # type: ignore[override]
+        return super().__call__(logger, name, event_dict).decode()
+
+
+def _route_stdlib(out: TextIO, level: int, renderer_chain: list[Any]) -> None:
+    """One handler on the root logger rendering stdlib records as structlog lines."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *renderer_chain,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_spectral", False)]:
+        root.removeHandler(old)
+    handler._spectral = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)

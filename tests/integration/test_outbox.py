@@ -457,11 +457,12 @@ async def test_handler_swallowing_a_db_error_is_a_failure_not_a_silent_done(
     assert conn.execute("SELECT count(*) FROM core.event_handled").fetchone() == (0,)
 
 
-async def test_one_log_line_per_handled_event_without_payload(
+async def test_one_info_line_per_batch_and_debug_lines_per_event_without_payload(
     db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:
-    """Each handled event gets its own `outbox.handled` line with its id and topic, and no
-    line carries the payload."""
+    """A handled batch writes one `outbox.batch_handled` line at info (a busy worker used to
+    write an info line per event); each event gets its own `outbox.handled` line with its id
+    and topic at debug; no line carries the payload."""
     from structlog.testing import capture_logs
 
     Publisher(generation).publish_many(
@@ -476,7 +477,11 @@ async def test_one_log_line_per_handled_event_without_payload(
             await BatchProcessor(claimer, reg).process(c, events)
     handled = [e for e in logs if e["event"] == "outbox.handled"]
     assert sorted(e["event_id"] for e in handled) == sorted(e.id for e in events)
-    assert all(e["topic"] == "t.x" for e in handled)
+    assert all(e["topic"] == "t.x" and e["log_level"] == "debug" for e in handled)
+    info = [e for e in logs if e["log_level"] == "info"]
+    assert [(e["event"], e["handled"], e["batch"]) for e in info] == [
+        ("outbox.batch_handled", 3, 3)
+    ]
     assert "s3cr3t" not in repr(logs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -24,8 +25,11 @@ class _Stdout:
 def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
     out = _Stdout()
     monkeypatch.setattr(sys, "stdout", out)
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
     configure_logging(fmt="json", level="info")
     yield out.buffer
+    root.handlers[:], root.level = before
     structlog.reset_defaults()
 
 
@@ -81,3 +85,33 @@ def test_json_lines_render_exceptions_and_structlog_level_names(captured: io.Byt
 class _Opaque:
     def __str__(self) -> str:
         return "opaque!"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_stdlib_records_share_the_format_and_the_stream(fmt: str) -> None:
+    """Lines of libraries that log through the standard library (psycopg_pool's "error
+    connecting" warnings, uvicorn) come out in the configured format on the configured stream,
+    at the configured level, instead of as raw text beside the JSON lines."""
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    try:
+        configure_logging(fmt=fmt, level="warning", stream=stream)
+        pool_log = logging.getLogger("psycopg.pool")
+        pool_log.warning("error connecting in %r: %s", "pool-1", "refused")
+        pool_log.info("below the level")
+        structlog.get_logger("t").warning("ours")
+        text = stream.buffer.getvalue().decode()  # type: ignore[attr-defined]
+    finally:
+        root.handlers[:], root.level = before
+        structlog.reset_defaults()
+    lines = text.splitlines()
+    assert len(lines) == 2, text
+    if fmt == "json":
+        pool, ours = (msgspec.json.decode(line) for line in lines)
+        assert pool["event"] == "error connecting in 'pool-1': refused"
+        assert (pool["level"], pool["logger"]) == ("warning", "psycopg.pool")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", pool["timestamp"])
+        assert ours["event"] == "ours"
+    else:
+        assert "error connecting in 'pool-1': refused" in lines[0] and "warning" in lines[0]

@@ -151,3 +151,57 @@ async def test_the_row_by_row_redo_clears_the_error_of_a_row_it_completes(
     assert conn.execute(
         "SELECT status, last_error FROM core.outbox WHERE id = %s", (good,)
     ).fetchone() == ("done", None)
+
+
+async def test_a_row_redone_row_by_row_is_never_reaped_dead_while_its_handler_commits(
+    db: Database, conn: psycopg.Connection[Any], generation: int, db_url: str
+) -> None:
+    """Issue 16.2: on the row-by-row redo after a failed batch, the row stays locked by
+    the handler's transaction, and that transaction also marks it `done`.  Here the worker
+    stalls past the stale bound on the row's last attempt, in the middle of the redo's
+    handler call, and a reaper runs: it must not mark the row `dead` (it used to: "claim
+    reaped"), and the row ends `done` with its effect and ledger row, never `dead` with a
+    ledger row saying it was handled."""
+    conn.execute("CREATE TABLE public.effects (key text)")
+    event_id = Publisher(generation).publish(conn, "t.x", {}, idempotency_key="last")
+    conn.execute("UPDATE core.outbox SET attempts = 2 WHERE id = %s", (event_id,))
+    worker = add_worker(conn, generation)
+    calls: list[str] = []
+    reaped: list[dict[str, int]] = []
+
+    async def stall_and_reap() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as other:
+            await other.execute(  # the worker stalls: its heartbeat goes stale
+                "UPDATE core.workers SET last_seen = now() - interval '1 hour' WHERE id = %s",
+                (worker,),
+            )
+            reaped.append(await Reaper(generation, stale_after_s=30, max_attempts=3).reap(other))
+
+    reg = HandlerRegistry()
+
+    async def handler(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+        calls.append("batch" if not calls else "redo")
+        if len(calls) == 1:
+            raise RuntimeError("fail the batch: redo row by row")
+        await c.execute("INSERT INTO public.effects VALUES (%s)", (ev.idempotency_key,))
+        # a reaper that waited for this row's lock would wait for us: bound the wait
+        with anyio.move_on_after(3):
+            await stall_and_reap()
+
+    reg.register("workers.test.stall", "t.x", handler)
+    claimer = Claimer(generation, worker)
+    async with db.pool.connection() as c:
+        events = await claimer.claim(c, 10)
+        assert [e.attempts for e in events] == [3]  # the last attempt
+        await BatchProcessor(claimer, reg, RetryPolicy(max_attempts=3)).process(c, events)
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as other:
+            await Reaper(generation, stale_after_s=30, max_attempts=3).reap(other)
+
+    assert calls == ["batch", "redo"]
+    assert reaped in ([{"pending": 0, "dead": 0}], [])
+    status = conn.execute(
+        "SELECT status, last_error FROM core.outbox WHERE id = %s", (event_id,)
+    ).fetchone()
+    ledger = conn.execute("SELECT count(*) FROM core.event_handled").fetchone()[0]
+    effects = conn.execute("SELECT count(*) FROM public.effects").fetchone()[0]
+    assert (status, ledger, effects) == (("done", None), 1, 1)

@@ -217,6 +217,13 @@ class Claimer:
             )
             return {r[0] for r in await cur.fetchall()}
 
+    async def hold(self, conn: psycopg.AsyncConnection[Any], event_id: int) -> bool:
+        """Lock a row we hold until the caller's transaction ends; False if it is no
+        longer ours (re-pended by a reaper)."""
+        with wrap_errors():
+            cur = await conn.execute(query("hold_claim"), {**self._base, "id": event_id})
+            return await cur.fetchone() is not None
+
     async def complete(self, conn: psycopg.AsyncConnection[Any], ids: list[int]) -> int:
         """Mark rows we still hold as ``done``; return how many were."""
         with wrap_errors():

@@ -6,7 +6,10 @@ the (handler, row) pairs not handled before; the handlers run for those; one com
 any handler raises, that transaction rolls back (no effect, no ledger row survives, the
 rows are still ours and ``in_flight``) and the batch is redone one row and one handler at
 a time, each in its own transaction, so one poison row cannot hold back its neighbours and
-a handler that already took effect is never re-run.
+a handler that already took effect is never re-run.  Each of those transactions locks its
+row first and the last one marks it ``done``: a reaper cannot settle a row differently
+while its handler runs (it skips locked rows), so the row's status never contradicts the
+ledger.
 """
 
 from __future__ import annotations
@@ -182,30 +185,16 @@ class BatchProcessor:
 
     async def _one_by_one(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
         for ev in events:
-            errors: list[str] = []
-            for handler in self.registry.for_topic(ev.topic):
-                try:
-                    async with conn.transaction():
-                        fresh = await self.claimer.mark_handled(conn, handler.name, [ev])
-                        if fresh:
-                            await _run_handler(handler, ev, conn)
-                except ConnectionLost:
-                    raise
-                except Exception as exc:
-                    errors.append(f"{handler.name}: {_describe(exc)}")
-                    log.warning(
-                        "outbox.handler_failed",
-                        event_id=ev.id,
-                        handler=handler.name,
-                        attempts=ev.attempts,
-                        error_type=type(exc).__name__,
-                    )
-            if not errors:
-                await self.claimer.complete(conn, [ev.id])
+            outcome = await self._redo_row(conn, ev)
+            if outcome is None:
+                log.warning("outbox.claim_lost", expected=1, completed=0, event_id=ev.id)
+                continue
+            if not outcome:
                 log.debug(
                     "outbox.handled", event_id=ev.id, topic=ev.topic, attempts=ev.attempts, batch=1
                 )
                 continue
+            errors = outcome
             delay = next_delay(
                 ev.attempts, base_s=self.retry.base_s, cap_s=self.retry.cap_s, rand=self._rand
             )
@@ -219,3 +208,38 @@ class BatchProcessor:
                 status=status,
                 retry_in_s=round(delay, 3) if status == "pending" else None,
             )
+
+    async def _redo_row(self, conn: psycopg.AsyncConnection[Any], ev: Event) -> list[str] | None:
+        """Run each handler of one row in its own transaction; return the errors (none: the
+        row is done), or None when the claim was lost before a handler could run.
+
+        Each transaction starts by locking the row (it must still be ours), so a reaper,
+        which skips locked rows, cannot re-pend it or mark it ``dead`` while a handler runs;
+        the transaction of the last handler also marks the row ``done`` when every handler
+        succeeded.  There is no moment between a handler's commit and the row's settlement
+        in which a reaper could contradict the ledger.
+        """
+        errors: list[str] = []
+        handlers = self.registry.for_topic(ev.topic)
+        for i, handler in enumerate(handlers):
+            try:
+                async with conn.transaction():
+                    if not await self.claimer.hold(conn, ev.id):
+                        return None
+                    fresh = await self.claimer.mark_handled(conn, handler.name, [ev])
+                    if fresh:
+                        await _run_handler(handler, ev, conn)
+                    if i == len(handlers) - 1 and not errors:
+                        await self.claimer.complete(conn, [ev.id])
+            except ConnectionLost:
+                raise
+            except Exception as exc:
+                errors.append(f"{handler.name}: {_describe(exc)}")
+                log.warning(
+                    "outbox.handler_failed",
+                    event_id=ev.id,
+                    handler=handler.name,
+                    attempts=ev.attempts,
+                    error_type=type(exc).__name__,
+                )
+        return errors

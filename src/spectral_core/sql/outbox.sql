@@ -178,6 +178,15 @@ SET status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL
 WHERE id = ANY(%(ids)b::bigint[]) AND generation = %(generation)s
   AND status || '' = 'in_flight' AND claimed_by = %(worker_id)s
 
+-- name: hold_claim
+-- description: the row-by-row redo: first statement of each handler transaction.  Locks
+-- the row until that transaction ends, so the reaper (which skips locked rows) cannot
+-- re-pend it or mark it dead while the handler runs; no row: the claim is no longer ours
+SELECT id FROM core.outbox
+WHERE id = %(id)s AND generation = %(generation)s
+  AND status = 'in_flight' AND claimed_by = %(worker_id)s
+FOR UPDATE
+
 -- name: fail_event
 -- description: record the error; re-pend with backoff, or dead after max attempts
 UPDATE core.outbox

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from spectral_core import Settings, allocate_generation
+from spectral_core.errors import MigrationError
+from spectral_core.migrate import ledger_sets, migration_sets, plan
 from spectral_core.outbox import drain, generation_status
 
 from ._db import allocated, connect
@@ -23,6 +26,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "state, drained / draining / stranded",
     )
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        dest="dirs",
+        metavar="PATH",
+        help="an app's migration directory to report on (repeatable; beside "
+        "SPECTRAL_MIGRATION_DIRS)",
+    )
     s.set_defaults(run=status)
     d = verbs.add_parser("drain", help="wait until a generation has no pending or in-flight rows")
     d.add_argument("--generation", type=int, required=True)
@@ -37,13 +49,48 @@ def allocate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def migration_status(conn: Any, settings: Settings, dirs: list[str]) -> list[dict[str, Any]]:
+    """Per migration set: applied, pending, newest applied; sets the ledger holds whose
+    directory was not given are listed as unchecked."""
+    sets = migration_sets([*settings.migration_dir_list, *dirs])
+    out: list[dict[str, Any]] = []
+    for s in sets:
+        entry: dict[str, Any] = {"set": s.name, "directory": str(s.directory)}
+        try:
+            p = plan(conn, s.migrations, migration_set=s.name)
+        except MigrationError as exc:
+            entry.update(state="error", error=exc.message)
+        else:
+            entry.update(
+                state="at head" if p.at_head else "pending",
+                applied=len(p.applied),
+                pending=[m.name for m in p.pending],
+                head=p.deployed_through,
+            )
+        out.append(entry)
+    given = {s.name for s in sets}
+    for ls in ledger_sets(conn):
+        if ls.name not in given:
+            out.append(
+                {
+                    "set": ls.name,
+                    "directory": None,
+                    "state": "unchecked",
+                    "applied": ls.applied,
+                    "head": ls.head,
+                }
+            )
+    return out
+
+
 def status(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
         gens = generation_status(conn, stale_after_s=settings.worker_stale_after_s)
+        migrations = migration_status(conn, settings, args.dirs)
     if args.json:
         from .main import print_json
 
-        print_json([g.as_dict() for g in gens])
+        print_json({"generations": [g.as_dict() for g in gens], "migrations": migrations})
         return 0
     print(
         f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
@@ -58,6 +105,17 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
             f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "
             f"{o['done']:>8} {o['dead']:>6}  {turns:<20} {workers:<32} {g.verdict}"
         )
+    print()
+    print(f"{'migration set':<24} {'applied':>7} {'head':>5}  state")
+    for m in migrations:
+        state = m["state"]
+        if state == "pending":
+            state = f"{len(m['pending'])} pending: {', '.join(m['pending'])}"
+        elif state == "error":
+            state = f"error: {m['error']}"
+        elif state == "unchecked":
+            state = "unchecked: directory not given (--dir, SPECTRAL_MIGRATION_DIRS)"
+        print(f"{m['set'][:24]:<24} {m.get('applied', '-'):>7} {m.get('head', 0):>04}  {state}")
     return 0
 
 

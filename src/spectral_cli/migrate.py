@@ -1,8 +1,10 @@
 """``spectral migrate``: apply pending migrations (idempotent) or ``--check`` them.
 
-Before applying anything, the pending migrations go through the compat lint (the deploy
-gate): the applied ones are the deployed baseline, the pending ones must keep the running
-generation working.  ``--no-lint`` skips the gate (and says so).
+Migration sets (ADR 0019): spectral's own set first, then one set per app directory given
+with ``--dir`` (repeatable) or ``SPECTRAL_MIGRATION_DIRS``.  Before applying anything, the
+pending migrations of every set go through the compat lint (the deploy gate): the applied
+ones are the deployed baseline, the pending ones must keep the running generation working.
+``--no-lint`` skips the gate (and says so).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import sys
 from importlib.resources import files
 
 from spectral_core import Settings
-from spectral_core.migrate import MigrationPlan, plan, run_migrations
+from spectral_core.migrate import (
+    LedgerSet,
+    MigrationPlan,
+    MigrationSet,
+    ledger_sets,
+    migration_sets,
+    plan_sets,
+    run_sets,
+)
 
 from ._db import connect
 
@@ -21,11 +31,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "migrate",
         help="apply pending migrations (forward-only)",
-        description="Apply pending migrations in order, after the compat lint accepted them. "
-        "With --check, report applied and pending migrations without applying; exit 1 if "
-        "any is pending or the ledger disagrees with the files.",
+        description="Apply pending migrations in order, spectral's own set first, then one "
+        "set per app directory (--dir, SPECTRAL_MIGRATION_DIRS), after the compat lint "
+        "accepted them. With --check, report applied and pending migrations of every set "
+        "without applying; exit 1 if any is pending or the ledger disagrees with the files.",
     )
     p.add_argument("--check", action="store_true", help="report only; exit 1 when not at head")
+    p.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        dest="dirs",
+        metavar="PATH",
+        help="an app's migration directory (repeatable; after those of "
+        "SPECTRAL_MIGRATION_DIRS); the directory's name names its set",
+    )
     p.add_argument(
         "--no-lint", action="store_true", help="skip the compat lint gate on pending migrations"
     )
@@ -46,35 +66,57 @@ def lint_gate(current: MigrationPlan, directory: object = None) -> int:
             file=sys.stderr,
         )
         return 2
-    deployed = max((m.number for m in current.applied), default=0)
     if directory is None:
         directory = files("spectral_core") / "migrations"
-    return compat_main(["--deployed-through", f"{deployed:04d}", str(directory)])
+    return compat_main(["--deployed-through", f"{current.deployed_through:04d}", str(directory)])
+
+
+def _sets(args: argparse.Namespace, settings: Settings) -> list[MigrationSet]:
+    return migration_sets([*settings.migration_dir_list, *args.dirs])
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    sets = _sets(args, settings)
     with connect(settings) as conn:
-        current = plan(conn)
+        plans = plan_sets(conn, sets)
         if args.check:
-            for m in current.applied:
-                print(f"applied  {m.name}")
-            for mig in current.pending:
-                print(f"pending  {mig.name}")
-            print("at head" if current.at_head else f"{len(current.pending)} pending")
-            return 0 if current.at_head else 1
+            return _report(plans, {s.name for s in sets}, ledger_sets(conn))
         if args.no_lint:
             print("compat lint skipped (--no-lint)")
         else:
-            code = lint_gate(current)
-            if code != 0:
-                print(
-                    "spectral: error: the compat lint refused the pending migrations; "
-                    "nothing was applied",
-                    file=sys.stderr,
-                )
-                return code
-        applied = run_migrations(conn)
-    for mig in applied:
-        print(f"applied  {mig.name}")
-    print(f"{len(applied)} applied; at head")
+            for s, current in zip(sets, plans, strict=True):
+                code = lint_gate(current, s.directory)
+                if code != 0:
+                    print(
+                        f"spectral: error: the compat lint refused pending migrations of set "
+                        f"{s.name}; nothing was applied",
+                        file=sys.stderr,
+                    )
+                    return code
+        done = run_sets(conn, sets)
+    total = 0
+    for s, applied in done:
+        for mig in applied:
+            print(f"applied  {s.name}/{mig.name}")
+        total += len(applied)
+    print(f"{total} applied; at head")
     return 0
+
+
+def _report(plans: list[MigrationPlan], given: set[str], ledger: list[LedgerSet]) -> int:
+    pending = 0
+    for p in plans:
+        for m in p.applied:
+            print(f"applied  {p.migration_set}/{m.name}")
+        for mig in p.pending:
+            print(f"pending  {p.migration_set}/{mig.name}")
+        pending += len(p.pending)
+    for entry in ledger:
+        name = entry.name
+        if name not in given:
+            print(
+                f"unchecked set {name}: {entry.applied} applied, its directory "
+                "was not given (--dir, SPECTRAL_MIGRATION_DIRS)"
+            )
+    print("at head" if not pending else f"{pending} pending")
+    return 0 if not pending else 1

@@ -1,9 +1,13 @@
 """Forward-only migration runner.
 
-Files ``NNNN_name.sql`` (``migrations/`` of the repository, shipped inside the wheel as
-``spectral_core/migrations``) are applied in order.  The ledger
-``core.schema_migrations`` records number, name and sha256 checksum of every applied file.
-An edited, missing or re-numbered applied file is an error and nothing is applied.
+Files ``NNNN_name.sql`` are applied in order, one *migration set* after another: spectral's
+own set (``migrations/`` of the repository, shipped inside the wheel as
+``spectral_core/migrations``, set name ``spectral``) always first, then one set per app
+directory, named by the directory's name, each numbered from 0001 on its own (ADR 0019).
+The ledger records set, number, name and sha256 checksum of every applied file
+(``core.migration_ledger``; the view ``core.schema_migrations`` shows spectral's own rows
+under the name and columns the prior generation reads).  An edited, missing or
+re-numbered applied file is an error and nothing is applied.
 
 Concurrent runners serialize on a *transaction-scoped* advisory lock, so the runner works
 through a transaction pooler.  Each file runs in its own transaction together with its
@@ -17,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -31,17 +35,29 @@ from .errors import ChecksumMismatch, MigrationError, MissingMigration
 from .sql import query
 
 __all__ = [
+    "CORE_SET",
     "AppliedMigration",
+    "LedgerSet",
     "Migration",
     "MigrationPlan",
+    "MigrationSet",
     "bundled_migrations",
+    "core_set",
     "head",
+    "ledger_sets",
     "load_migrations",
+    "load_set",
+    "migration_sets",
     "plan",
+    "plan_sets",
     "run_migrations",
+    "run_sets",
 ]
 
 _NAME = re.compile(r"^(?P<number>\d{4})_(?P<slug>[a-z0-9_]+)\.sql$")
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: the name of spectral's own migration set (the bundled files)
+CORE_SET = "spectral"
 NO_TRANSACTION = "-- spectral: no-transaction"
 
 
@@ -71,10 +87,35 @@ class AppliedMigration:
 class MigrationPlan:
     applied: tuple[AppliedMigration, ...]
     pending: tuple[Migration, ...]
+    migration_set: str = CORE_SET
 
     @property
     def at_head(self) -> bool:
         return not self.pending
+
+    @property
+    def deployed_through(self) -> int:
+        """The newest applied number of this set (0: none)."""
+        return max((m.number for m in self.applied), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationSet:
+    """One numbering of migration files: spectral's own, or one app directory's."""
+
+    name: str
+    migrations: tuple[Migration, ...]
+    #: the directory the files came from (what the compat lint reads)
+    directory: Traversable | Path
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSet:
+    """What the ledger holds for one set."""
+
+    name: str
+    applied: int
+    head: int
 
 
 def load_migrations(source: Traversable | Path | Iterable[Traversable | Path]) -> list[Migration]:
@@ -125,29 +166,118 @@ def head() -> int:
     return bundled_migrations()[-1].number
 
 
-def _check(applied: list[AppliedMigration], migrations: list[Migration]) -> tuple[Migration, ...]:
+def core_set() -> MigrationSet:
+    """spectral's own migration set (the bundled files)."""
+    directory = files("spectral_core") / "migrations"
+    return MigrationSet(CORE_SET, tuple(load_migrations(directory)), directory)
+
+
+def load_set(directory: str | Path) -> MigrationSet:
+    """An app's migration set: the files of ``directory``, named by the directory's name.
+
+    Raises:
+        MigrationError: not a directory, a name that cannot be a set name (or is spectral's
+            own), or a badly named or numbered file.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        raise MigrationError(f"migration directory {str(path)!r} does not exist", file=str(path))
+    name = path.resolve().name
+    if not _SET_NAME.match(name):
+        raise MigrationError(
+            f"migration directory {str(path)!r}: its name {name!r} names the set and must be "
+            "letters, digits, '_', '.' or '-'",
+            file=str(path),
+        )
+    if name == CORE_SET:
+        raise MigrationError(
+            f"migration directory {str(path)!r}: the set name {CORE_SET!r} is spectral's own; "
+            "rename the directory",
+            file=str(path),
+        )
+    try:
+        migrations = load_migrations(path)
+    except MigrationError as exc:
+        raise MigrationError(f"set {name}: {exc.message}", file=str(path)) from None
+    return MigrationSet(name, tuple(migrations), path)
+
+
+def migration_sets(directories: Iterable[str | Path] = ()) -> list[MigrationSet]:
+    """spectral's own set first, then one set per app directory, in the order given.
+
+    Raises:
+        MigrationError: a directory is unusable, or two directories share a name.
+    """
+    sets = [core_set()]
+    seen: dict[str, Path] = {}
+    for directory in directories:
+        app = load_set(directory)
+        path = Path(directory).resolve()
+        if app.name in seen:
+            if seen[app.name] == path:
+                continue  # the same directory twice (setting and --dir): one set
+            raise MigrationError(
+                f"two migration directories are both named {app.name!r} ({seen[app.name]} and "
+                f"{path}); the directory name names the set, so rename one",
+                file=str(directory),
+            )
+        seen[app.name] = path
+        sets.append(app)
+    return sets
+
+
+def _check(
+    applied: list[AppliedMigration], migrations: Sequence[Migration], set_name: str = CORE_SET
+) -> tuple[Migration, ...]:
     by_number = {m.number: m for m in migrations}
+    where = "" if set_name == CORE_SET else f" of set {set_name}"
     for row in applied:
         mig = by_number.get(row.number)
         if mig is None or mig.name != row.name:
             raise MissingMigration(
-                f"applied migration {row.name} (number {row.number}) is missing or was "
+                f"applied migration {row.name}{where} (number {row.number}) is missing or was "
                 "renumbered; migrations are forward-only: add a new file instead",
                 file=row.name,
+                migration_set=set_name,
             )
         if mig.checksum != row.checksum:
             raise ChecksumMismatch(
-                f"applied migration {row.name} was edited (checksum differs); migrations are "
-                "forward-only: add a new file instead",
+                f"applied migration {row.name}{where} was edited (checksum differs); "
+                "migrations are forward-only: add a new file instead",
                 file=row.name,
+                migration_set=set_name,
             )
     done = {row.number for row in applied}
     return tuple(m for m in migrations if m.number not in done)
 
 
-def _read_ledger(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
-    rows = conn.execute(query("select_applied_migrations")).fetchall()
+def _has_sets(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(query("migration_sets_ledger_exists")).fetchone()
+    return bool(row and row[0])
+
+
+def _read_ledger(conn: psycopg.Connection[Any], set_name: str = CORE_SET) -> list[AppliedMigration]:
+    if set_name == CORE_SET:
+        # by the old name: the table before 0007, the view of spectral's rows after it
+        rows = conn.execute(query("select_applied_migrations")).fetchall()
+    elif _has_sets(conn):
+        rows = conn.execute(query("select_set_migrations"), {"migration_set": set_name}).fetchall()
+    else:
+        rows = []  # the ledger has no sets yet: nothing of an app set can be applied
     return [AppliedMigration(*row) for row in rows]
+
+
+def ledger_sets(conn: psycopg.Connection[Any]) -> list[LedgerSet]:
+    """Every set the ledger holds rows of, with its row count and newest number."""
+    with wrap_errors():
+        exists = conn.execute(query("migrations_ledger_exists")).fetchone()
+        if not (exists and exists[0]):
+            return []
+        if not _has_sets(conn):
+            row = conn.execute(query("select_migration_summary")).fetchone()
+            return [LedgerSet(CORE_SET, *row)] if row and row[0] else []
+        rows = conn.execute(query("select_ledger_sets")).fetchall()
+    return [LedgerSet(*row) for row in rows]
 
 
 def _bootstrap(conn: psycopg.Connection[Any]) -> None:
@@ -157,8 +287,13 @@ def _bootstrap(conn: psycopg.Connection[Any]) -> None:
         conn.execute(query("create_migrations_ledger"))
 
 
-def plan(conn: psycopg.Connection[Any], migrations: list[Migration] | None = None) -> MigrationPlan:
-    """What is applied and what is pending (no changes are made, the ledger excepted).
+def plan(
+    conn: psycopg.Connection[Any],
+    migrations: Sequence[Migration] | None = None,
+    *,
+    migration_set: str = CORE_SET,
+) -> MigrationPlan:
+    """What is applied and what is pending in one set (nothing is changed).
 
     Raises:
         ChecksumMismatch: an applied file was edited.
@@ -167,66 +302,112 @@ def plan(conn: psycopg.Connection[Any], migrations: list[Migration] | None = Non
     migrations = bundled_migrations() if migrations is None else migrations
     with wrap_errors():
         exists = conn.execute(query("migrations_ledger_exists")).fetchone()
-        applied = _read_ledger(conn) if exists and exists[0] else []
-    return MigrationPlan(tuple(applied), _check(applied, migrations))
+        applied = _read_ledger(conn, migration_set) if exists and exists[0] else []
+    return MigrationPlan(tuple(applied), _check(applied, migrations, migration_set), migration_set)
+
+
+def plan_sets(conn: psycopg.Connection[Any], sets: Sequence[MigrationSet]) -> list[MigrationPlan]:
+    """:func:`plan` of every set, in order.
+
+    Raises:
+        ChecksumMismatch, MissingMigration: as :func:`plan`, for the first set that disagrees.
+    """
+    return [plan(conn, s.migrations, migration_set=s.name) for s in sets]
 
 
 def run_migrations(
-    conn: psycopg.Connection[Any], migrations: list[Migration] | None = None
+    conn: psycopg.Connection[Any],
+    migrations: Sequence[Migration] | None = None,
+    *,
+    migration_set: str = CORE_SET,
 ) -> list[Migration]:
-    """Apply every pending migration in order; return the ones this call applied.
+    """Apply every pending migration of one set in order; return the ones this call applied.
 
     ``conn`` must be in autocommit mode.  Safe to call concurrently from several
-    processes: the runners serialize and each file is applied once.
+    processes: the runners serialize and each file is applied once.  An app set needs
+    spectral's own migrations applied first (the ledger's set column comes with them);
+    :func:`run_sets` takes care of the order.
 
     Raises:
         ChecksumMismatch: an applied file was edited (nothing is applied).
         MissingMigration: an applied file is missing or was renumbered (nothing is applied).
+        MigrationError: an app set before spectral's own migrations.
         DatabaseError: a migration failed (its transaction is rolled back).
     """
     migrations = bundled_migrations() if migrations is None else migrations
+    sets = [MigrationSet(migration_set, tuple(migrations), Path("."))]
+    return [m for _, applied in run_sets(conn, sets) for m in applied]
+
+
+def run_sets(
+    conn: psycopg.Connection[Any], sets: Sequence[MigrationSet]
+) -> list[tuple[MigrationSet, list[Migration]]]:
+    """Apply the pending migrations of every set, set after set in the order given
+    (:func:`migration_sets` puts spectral's own first); return what this call applied.
+
+    Every set's ledger is checked against its files before anything is applied.
+
+    Raises:
+        as :func:`run_migrations`.
+    """
     if not conn.autocommit:
         raise MigrationError("run_migrations needs an autocommit connection")
-    applied_now: list[Migration] = []
+    done: list[tuple[MigrationSet, list[Migration]]] = []
     with wrap_errors():
         _bootstrap(conn)
         # Validate the whole ledger before touching anything.
         with conn.transaction():
             conn.execute(query("lock_migrations"))
-            pending = _check(_read_ledger(conn), migrations)
-        for mig in pending:
-            if _apply_one(conn, mig, migrations):
-                applied_now.append(mig)
-    return applied_now
+            for s in sets:
+                _check(_read_ledger(conn, s.name), s.migrations, s.name)
+        for s in sets:
+            applied_now: list[Migration] = []
+            with conn.transaction():
+                conn.execute(query("lock_migrations"))
+                pending = _check(_read_ledger(conn, s.name), s.migrations, s.name)
+                if pending and s.name != CORE_SET and not _has_sets(conn):
+                    raise MigrationError(
+                        f"set {s.name}: the migration ledger has no sets yet; apply "
+                        "spectral's own migrations first (`spectral migrate`)",
+                        migration_set=s.name,
+                    )
+            for mig in pending:
+                if _apply_one(conn, s, mig):
+                    applied_now.append(mig)
+            done.append((s, applied_now))
+    return done
 
 
-def _apply_one(conn: psycopg.Connection[Any], mig: Migration, all_: list[Migration]) -> bool:
+def _apply_one(conn: psycopg.Connection[Any], s: MigrationSet, mig: Migration) -> bool:
     started = time.perf_counter()
     if mig.transactional:
         with conn.transaction():
             conn.execute(query("lock_migrations"))
             # Another runner may have applied it while we waited for the lock.
-            if mig not in _check(_read_ledger(conn), all_):
+            if mig not in _check(_read_ledger(conn, s.name), s.migrations, s.name):
                 return False
             conn.execute(cast(LiteralString, mig.sql))
-            _record(conn, mig, started)
+            _record(conn, s.name, mig, started)
         return True
     conn.execute(cast(LiteralString, mig.sql))
     with conn.transaction():
         conn.execute(query("lock_migrations"))
-        if mig not in _check(_read_ledger(conn), all_):
+        if mig not in _check(_read_ledger(conn, s.name), s.migrations, s.name):
             return False
-        _record(conn, mig, started)
+        _record(conn, s.name, mig, started)
     return True
 
 
-def _record(conn: psycopg.Connection[Any], mig: Migration, started: float) -> None:
-    conn.execute(
-        query("insert_applied_migration"),
-        {
-            "number": mig.number,
-            "name": mig.name,
-            "checksum": mig.checksum,
-            "duration_ms": int((time.perf_counter() - started) * 1000),
-        },
-    )
+def _record(conn: psycopg.Connection[Any], set_name: str, mig: Migration, started: float) -> None:
+    params = {
+        "migration_set": set_name,
+        "number": mig.number,
+        "name": mig.name,
+        "checksum": mig.checksum,
+        "duration_ms": int((time.perf_counter() - started) * 1000),
+    }
+    if set_name == CORE_SET:
+        # by the old name: the table before 0007, the view of spectral's rows after it
+        conn.execute(query("insert_applied_migration"), params)
+    else:
+        conn.execute(query("insert_set_migration"), params)

@@ -8,6 +8,7 @@ field (``SPECTRAL_DATABASE_URL`` -> ``database_url``) and validates it.  An unkn
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -83,6 +84,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: comma-separated; each is called as ``function(registry, settings)``
     worker_handlers: str = ""
 
+    # migrations (ADR 0019): the apps' migration directories, separated by os.pathsep (each
+    # is a set named by its directory's name, applied after spectral's own)
+    migration_dirs: str = ""
+
     # outbox / workers tunables
     outbox_max_payload_bytes: PosInt = 256 * 1024
     outbox_batch_size: Annotated[int, Meta(ge=1, le=OUTBOX_BATCH_MAX)] = 100
@@ -157,6 +162,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def session_url(self) -> str | None:
         """The session-mode URL (LISTEN/NOTIFY); defaults to ``database_url``."""
         return self.database_session_url or self.database_url
+
+    @property
+    def migration_dir_list(self) -> list[str]:
+        """``migration_dirs`` split on ``os.pathsep`` (empty entries dropped)."""
+        return [d for d in self.migration_dirs.split(os.pathsep) if d.strip()]
 
     @property
     def running_version(self) -> str:

@@ -36,7 +36,7 @@ def test_allocate_status_and_drain(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         Publisher(g1).publish(conn, "platform.record", {})
     status = json.loads(spectral(db_url, "deploy", "status", "--json").stdout)
-    by_gen = {s["generation"]: s for s in status}
+    by_gen = {s["generation"]: s for s in status["generations"]}
     assert by_gen[g1]["outbox"]["pending"] == 1 and by_gen[g1]["verdict"] == "stranded"
     assert by_gen[g2]["verdict"] == "drained" and "turns" in by_gen[g2]
     text = spectral(db_url, "deploy", "status").stdout

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,12 +15,20 @@ import pytest
 
 from spectral_core.errors import ChecksumMismatch, MigrationError, MissingMigration
 from spectral_core.migrate import (
+    CORE_SET,
     Migration,
     bundled_migrations,
+    head,
+    ledger_sets,
     load_migrations,
+    migration_sets,
     plan,
+    plan_sets,
     run_migrations,
+    run_sets,
 )
+
+from ..acceptance.procs import clean_env
 
 
 def write(tmp: Path, files: dict[str, str]) -> Path:
@@ -41,10 +53,10 @@ def test_bundled_migrations_apply_on_empty_db_and_are_idempotent(empty_db_url: s
         assert [m.number for m in applied] == list(range(1, len(bundled_migrations()) + 1))
         assert run_migrations(conn) == []
         assert plan(conn).at_head
-        ledger = conn.execute(
+        rows = conn.execute(
             "SELECT name, checksum FROM core.schema_migrations ORDER BY number"
         ).fetchall()
-        assert ledger == [(m.name, m.checksum) for m in bundled_migrations()]
+        assert rows == [(m.name, m.checksum) for m in bundled_migrations()]
 
 
 def test_bundled_migration_files_are_properly_named() -> None:
@@ -170,3 +182,209 @@ def test_concurrent_runners_serialize_and_apply_each_file_once(empty_db_url: str
         t.join()
     assert errors == []
     assert sorted(n for r in results for n in r) == [1, 2, 3, 4, 5]
+
+
+# -- migration sets (issue 23 item 6, ADR 0019) ----------------------------------------------
+
+SHOP = {
+    # refers to a core table: only works when spectral's own set ran first
+    "0001_orders.sql": "CREATE SCHEMA shop; CREATE TABLE shop.orders (id bigint PRIMARY KEY, "
+    "generation bigint REFERENCES core.deployments (generation));",
+    "0002_note.sql": "ALTER TABLE shop.orders ADD COLUMN note text;",
+}
+BILLING = {"0001_invoices.sql": "CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int);"}
+
+
+def app_dirs(tmp: Path) -> tuple[Path, Path]:
+    shop, billing = tmp / "shop", tmp / "billing"
+    shop.mkdir()
+    billing.mkdir()
+    return write(shop, SHOP), write(billing, BILLING)
+
+
+def ledger(conn: psycopg.Connection[Any]) -> list[tuple[str, int, str]]:
+    return [
+        (r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT migration_set, number, name FROM core.migration_ledger "
+            "ORDER BY migration_set, number"
+        )
+    ]
+
+
+def test_app_sets_apply_after_core_with_their_own_numbering(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """spectral's set runs first (an app file referencing core.deployments applies on an
+    empty database), each app directory is a set named by the directory, numbered from
+    0001 on its own with its own ledger rows and checksums; a second run is a no-op and
+    every set's plan is at head."""
+    shop, billing = app_dirs(tmp_path)
+    sets = migration_sets([shop, billing])
+    assert [s.name for s in sets] == [CORE_SET, "shop", "billing"]
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        done = run_sets(conn, sets)
+        assert [(s.name, [m.number for m in applied]) for s, applied in done] == [
+            (CORE_SET, [m.number for m in bundled_migrations()]),
+            ("shop", [1, 2]),
+            ("billing", [1]),
+        ]
+        assert [(s.name, applied) for s, applied in run_sets(conn, sets)] == [
+            (CORE_SET, []),
+            ("shop", []),
+            ("billing", []),
+        ]
+        assert all(p.at_head for p in plan_sets(conn, sets))
+        rows = ledger(conn)
+        assert ("shop", 1, "0001_orders.sql") in rows and (
+            "billing",
+            1,
+            "0001_invoices.sql",
+        ) in rows
+        assert ("spectral", 1, "0001_core_schema.sql") in rows
+        sums = dict(
+            conn.execute(
+                "SELECT migration_set || '/' || name, checksum FROM core.migration_ledger"
+            ).fetchall()
+        )
+        assert sums["shop/0002_note.sql"] == sets[1].migrations[1].checksum
+        assert [(s.name, s.applied, s.head) for s in ledger_sets(conn)] == [
+            (CORE_SET, len(bundled_migrations()), head()),
+            ("billing", 1, 1),
+            ("shop", 2, 2),
+        ]
+
+
+def test_the_prior_generations_ledger_statements_still_work(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """Expand/contract for the ledger itself: after 0007 and with app rows in the ledger,
+    the statements the prior generation's runner and /health send (copied from the code
+    before 0007) still work and see spectral's own rows only: its bootstrap is a no-op,
+    its ledger check reads exactly spectral's files, its head is spectral's head, and its
+    INSERT lands as a spectral row."""
+    shop, billing = app_dirs(tmp_path)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        run_sets(conn, migration_sets([shop, billing]))
+        with conn.transaction():  # the old runner's bootstrap
+            conn.execute("SELECT pg_advisory_xact_lock(7262551240391537001)")
+            conn.execute("CREATE SCHEMA IF NOT EXISTS core")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS core.schema_migrations (number integer PRIMARY "
+                "KEY, name text NOT NULL UNIQUE, checksum text NOT NULL, applied_at "
+                "timestamptz NOT NULL DEFAULT now(), duration_ms integer NOT NULL)"
+            )
+        assert conn.execute(
+            "SELECT to_regclass('core.schema_migrations') IS NOT NULL"
+        ).fetchone() == (True,)
+        old_view = conn.execute(
+            "SELECT number, name, checksum FROM core.schema_migrations ORDER BY number"
+        ).fetchall()
+        assert old_view == [(m.number, m.name, m.checksum) for m in bundled_migrations()]
+        assert conn.execute(
+            "SELECT coalesce(max(number), 0) FROM core.schema_migrations"
+        ).fetchone() == (head(),)
+        conn.execute(
+            "INSERT INTO core.schema_migrations (number, name, checksum, duration_ms) "
+            "VALUES (%(number)s, %(name)s, %(checksum)s, %(duration_ms)s)",
+            {"number": 99, "name": "0099_old.sql", "checksum": "x", "duration_ms": 1},
+        )
+        assert conn.execute(
+            "SELECT migration_set, applied_at IS NOT NULL FROM core.migration_ledger "
+            "WHERE number = 99"
+        ).fetchone() == ("spectral", True)
+
+
+def test_an_edited_app_file_is_an_error_naming_its_set_and_nothing_is_applied(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """The checksum rule holds per set: an edited applied app file is refused before any
+    pending file of any set runs."""
+    shop, billing = app_dirs(tmp_path)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        run_sets(conn, migration_sets([shop]))
+        (shop / "0002_note.sql").write_text("ALTER TABLE shop.orders ADD COLUMN note varchar;")
+        with pytest.raises(ChecksumMismatch, match="0002_note.sql of set shop"):
+            run_sets(conn, migration_sets([shop, billing]))
+        assert not conn.execute("SELECT to_regclass('billing.invoices')").fetchone()[0]
+        (shop / "0002_note.sql").unlink()
+        with pytest.raises(MissingMigration, match="set shop"):
+            run_sets(conn, migration_sets([shop, billing]))
+
+
+def test_set_names_must_be_distinct_and_not_spectrals(tmp_path: Path) -> None:
+    """Two directories with one name, a directory named like spectral's own set and a
+    missing directory are clear errors at load time."""
+    (tmp_path / "a" / "shop").mkdir(parents=True)
+    (tmp_path / "b" / "shop").mkdir(parents=True)
+    (tmp_path / "spectral").mkdir()
+    with pytest.raises(MigrationError, match="both named 'shop'"):
+        migration_sets([tmp_path / "a" / "shop", tmp_path / "b" / "shop"])
+    assert [s.name for s in migration_sets([tmp_path / "a" / "shop"] * 2)] == [
+        CORE_SET,
+        "shop",
+    ]
+    with pytest.raises(MigrationError, match="spectral's own"):
+        migration_sets([tmp_path / "spectral"])
+    with pytest.raises(MigrationError, match="does not exist"):
+        migration_sets([tmp_path / "nope"])
+
+
+def test_app_set_needs_the_set_ledger(empty_db_url: str, tmp_path: Path) -> None:
+    """An app set on a database whose ledger predates sets is refused with the fix."""
+    shop, _ = app_dirs(tmp_path)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        with pytest.raises(MigrationError, match="apply spectral's own migrations first"):
+            run_migrations(conn, load_migrations(shop), migration_set="shop")
+        assert not conn.execute("SELECT to_regclass('shop.orders')").fetchone()[0]
+
+
+def cli(db_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spectral_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(SPECTRAL_DATABASE_URL=db_url, **env),
+    )
+
+
+def test_cli_migrate_dirs_setting_check_and_deploy_status(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """The issue's case: an app's own 0007 applied through `spectral migrate --dir` no
+    longer breaks `migrate` or `migrate --check` (it used to be "applied migration 0007_...
+    is missing or was renumbered"); SPECTRAL_MIGRATION_DIRS (os.pathsep-separated) adds
+    sets; --check and deploy status cover every set and name a ledger set whose
+    directory was not given."""
+    shop, billing = app_dirs(tmp_path)
+    for n in range(3, 8):
+        (shop / f"{n:04d}_step{n}.sql").write_text(f"ALTER TABLE shop.orders ADD c{n} int;")
+    first = cli(empty_db_url, "migrate", "--dir", str(shop))
+    assert first.returncode == 0, first.stderr
+    assert "applied  spectral/0001_core_schema.sql" in first.stdout
+    assert "applied  shop/0007_step7.sql" in first.stdout
+    assert cli(empty_db_url, "migrate").returncode == 0
+    alone = cli(empty_db_url, "migrate", "--check")
+    assert alone.returncode == 0, alone.stderr
+    assert "unchecked set shop: 7 applied" in alone.stdout and "at head" in alone.stdout
+    both = cli(
+        empty_db_url,
+        "migrate",
+        "--check",
+        SPECTRAL_MIGRATION_DIRS=os.pathsep.join([str(shop), str(billing)]),
+    )
+    assert both.returncode == 1
+    assert "applied  shop/0007_step7.sql" in both.stdout
+    assert "pending  billing/0001_invoices.sql" in both.stdout and "1 pending" in both.stdout
+    status = json.loads(
+        cli(empty_db_url, "deploy", "status", "--json", "--dir", str(billing)).stdout
+    )
+    by_set = {m["set"]: m for m in status["migrations"]}
+    assert by_set["spectral"]["state"] == "at head"
+    assert by_set["billing"]["pending"] == ["0001_invoices.sql"]
+    assert by_set["shop"]["state"] == "unchecked" and by_set["shop"]["head"] == 7
+    applied = cli(empty_db_url, "migrate", "--dir", str(shop), "--dir", str(billing))
+    assert applied.returncode == 0 and "applied  billing/0001_invoices.sql" in applied.stdout
+    text = cli(empty_db_url, "deploy", "status", "--dir", str(shop), "--dir", str(billing))
+    assert "shop" in text.stdout and "at head" in text.stdout

@@ -6,6 +6,8 @@ SELECT pg_advisory_xact_lock(7262551240391537001)
 CREATE SCHEMA IF NOT EXISTS core
 
 -- name: create_migrations_ledger
+-- description: the ledger as it was before 0007 (which turns it into core.migration_ledger
+-- description: and leaves a view of spectral's own rows under this name)
 CREATE TABLE IF NOT EXISTS core.schema_migrations (
     number       integer PRIMARY KEY,
     name         text NOT NULL UNIQUE,
@@ -26,3 +28,22 @@ SELECT coalesce(max(number), 0) FROM core.schema_migrations
 -- name: insert_applied_migration
 INSERT INTO core.schema_migrations (number, name, checksum, duration_ms)
 VALUES (%(number)s, %(name)s, %(checksum)s, %(duration_ms)s)
+
+-- name: migration_sets_ledger_exists
+SELECT to_regclass('core.migration_ledger') IS NOT NULL
+
+-- name: select_set_migrations
+SELECT number, name, checksum FROM core.migration_ledger
+WHERE migration_set = %(migration_set)s ORDER BY number
+
+-- name: insert_set_migration
+INSERT INTO core.migration_ledger (migration_set, number, name, checksum, duration_ms)
+VALUES (%(migration_set)s, %(number)s, %(name)s, %(checksum)s, %(duration_ms)s)
+
+-- name: select_migration_summary
+-- description: the ledger before 0007: spectral's own rows only
+SELECT count(*), coalesce(max(number), 0) FROM core.schema_migrations
+
+-- name: select_ledger_sets
+SELECT migration_set, count(*), max(number) FROM core.migration_ledger
+GROUP BY migration_set ORDER BY migration_set <> 'spectral', migration_set

@@ -15,6 +15,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 from lint import REPO_ROOT
 
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_USAGE + "\n\n" + (__doc__ or ""), file=sys.stderr if not argv else sys.stdout)
         return 2 if not argv else 0
     cmd, rest = argv[0], argv[1:]
+    run: Callable[[list[str]], int]
     if cmd == "compat":
         from lint.compat import main as run
     elif cmd == "manifest":

@@ -133,7 +133,7 @@ def _bearer(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             try:
-                text = value.decode("latin-1")
+                text: str = value.decode("latin-1")
             except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
                 break
             scheme, _, token = text.partition(" ")

@@ -103,7 +103,7 @@ async def _seed(url: str, key_file: Path) -> tuple[str, str, str]:
         print(f"    tenant {DEMO_ORG!r} with API key {token[:12]}... (shown once, stored hashed)")
         private_pem, public = _operator_key(key_file)
         wat = (files("spectral_cli") / "demo_decision.wat").read_text()
-        wasm = wasmtime.wat2wasm(wat)
+        wasm = bytes(wasmtime.wat2wasm(wat))
         content_hash = await put_blob(conn, wasm)
         key = ModuleKey(
             org=DEMO_KEY[0], domain=DEMO_KEY[1], action=DEMO_KEY[2], world_model_version=DEMO_KEY[3]

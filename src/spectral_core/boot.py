@@ -73,7 +73,7 @@ def event_loop_options(settings: Settings) -> dict[str, Any]:
 
 def _first_spectral_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The library error a task-group failure carries (else the group itself)."""
-    matched = group.subgroup(lambda e: isinstance(e, SpectralError))
+    matched: BaseException | None = group.subgroup(lambda e: isinstance(e, SpectralError))
     while isinstance(matched, BaseExceptionGroup):
         matched = matched.exceptions[0]
     return matched if matched is not None else group

@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from .errors import ConfigError
 
@@ -64,7 +65,15 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
-def _as_user(user: str | None) -> dict[str, object]:
+class _RunAs(TypedDict, total=False):
+    """The ``subprocess`` arguments that run a command as another user."""
+
+    user: str
+    group: int
+    extra_groups: list[int]
+
+
+def _as_user(user: str | None) -> _RunAs:
     # uid, gid and supplementary groups all change: root's group would otherwise
     # take precedence over "other" permission bits
     if user is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import msgspec
@@ -67,7 +68,7 @@ class _JsonLine:
         self._encode = msgspec.json.Encoder(enc_hook=_json_default).encode
         self._stamper = _UtcIsoStamper()
 
-    def __call__(self, logger: Any, name: str, event_dict: dict[str, Any]) -> bytes:
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> bytes:
         event_dict["level"] = name
         event_dict["timestamp"] = self._stamper.stamp()
         if "exc_info" in event_dict:

@@ -83,4 +83,4 @@ async def open_checkpointer_pool(settings: Settings) -> AsyncIterator[Checkpoint
 def saver_for_turn(pool: CheckpointPool) -> AsyncPostgresSaver:
     """A checkpointer for one turn over the shared pool."""
     with wrap_errors():
-        return AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        return AsyncPostgresSaver(pool)

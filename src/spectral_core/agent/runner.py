@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -39,6 +39,9 @@ from .graph import build_graph, initial_state
 from .model import CallPolicy, ChatModel, TurnBudget
 from .tools import PlatformTools
 from .turns import Turn, TurnQueue, enqueue_turn
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 __all__ = [
     "DECIDED_TOPIC",
@@ -311,26 +314,26 @@ class AgentRunner:
             budget=self.config.budget,
             checkpointer=saver_for_turn(self.checkpoints),
         )
-        config: dict[str, Any] = {
+        config: RunnableConfig = {
             "configurable": {"thread_id": turn.thread_id},
             "recursion_limit": 2 * self.config.budget.max_steps + 5,
         }
-        snapshot = await graph.aget_state(config)  # type: ignore[arg-type]
+        snapshot = await graph.aget_state(config)
         if snapshot.next:
             log.info("agent.turn_resumed", next=list(snapshot.next), attempts=turn.attempts)
-            await graph.ainvoke(None, config, durability="sync")  # type: ignore[arg-type]
+            await graph.ainvoke(None, config, durability="sync")
         elif not snapshot.values:
             await graph.ainvoke(
                 initial_state(
                     turn.org,
                     turn.domain,
-                    turn.thread_id,  # type: ignore[arg-type]
+                    turn.thread_id,
                     turn.observation,
                 ),
                 config,
                 durability="sync",
             )
-        final = await graph.aget_state(config)  # type: ignore[arg-type]
+        final = await graph.aget_state(config)
         return dict(final.values)
 
     async def _finished(self, turn: Turn, values: dict[str, Any], started: float) -> None:

@@ -201,15 +201,14 @@ class ModuleCache:
     async def _check_approved(self, key: ModuleKey, content_hash: str) -> None:
         slot = (key, content_hash)
         verdict = self._verdicts.get(slot)
-        age = None if verdict is None else self._clock() - verdict.checked_at
         lock = self._refresh_locks.get(slot)
         # A verdict is never used once ``approval_ttl_s`` old: callers then wait for the
         # re-check (single flight).  From half that age on, the first caller re-checks while
         # the others keep using the still-valid verdict, so steady traffic never stalls on
         # the query.
         if (
-            age is None
-            or age >= self.approval_ttl_s
+            verdict is None
+            or (age := self._clock() - verdict.checked_at) >= self.approval_ttl_s
             or (age >= self.approval_ttl_s / 2 and (lock is None or not lock.locked()))
         ):
             if lock is None:

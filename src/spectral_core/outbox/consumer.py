@@ -104,7 +104,7 @@ def _check(ok: bool, name: str, value: object, bounds: str) -> None:
 def reconnect_delay(attempt: int, cap_s: float, rand: random.Random) -> float:
     """Bounded exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... up to ``cap_s``,
     each scaled by a random factor in [0.5, 1]."""
-    return rand.uniform(0.5, 1.0) * min(cap_s, 0.25 * (2 ** min(attempt, 16)))
+    return rand.uniform(0.5, 1.0) * min(cap_s, 0.25 * 2.0 ** min(attempt, 16))
 
 
 class Consumer:

@@ -7,10 +7,12 @@ otherwise.  Settings come from ``SPECTRAL_*`` variables, read once here.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from spectral_core import Settings, __version__
 from spectral_core.errors import SpectralError
@@ -46,6 +48,31 @@ def _lint(argv: list[str]) -> int:
     return (compat_main if argv[0] == "compat" else manifest_main)(argv[1:])
 
 
+class _CurrentStderr(io.TextIOBase):
+    """``sys.stderr`` as it is at each write: loggers cached by structlog outlive a
+    replaced ``sys.stderr`` (``main`` called in-process, as tests and embedding tools do)."""
+
+    class _Buffer(io.RawIOBase):
+        def write(self, data: Any) -> int:
+            sys.stderr.flush()
+            return sys.stderr.buffer.write(data)
+
+        def flush(self) -> None:
+            sys.stderr.buffer.flush()
+
+    def __init__(self) -> None:
+        self.buffer = self._Buffer()
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -55,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ)
         # results on stdout, log lines on stderr (in the format the settings ask for)
-        configure_logging(fmt=settings.log_format, level=settings.log_level, stream=sys.stderr)
+        configure_logging(
+            fmt=settings.log_format, level=settings.log_level, stream=_CurrentStderr()
+        )
         code: int = args.run(args, settings)
         return code
     except SpectralError as exc:

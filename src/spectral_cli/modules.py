@@ -30,7 +30,8 @@ from spectral_core.modules import (
     sign_approval,
 )
 
-from .tenants import _to_json, run_with_connection
+from ._out import add_json_flag, emit, to_json
+from .tenants import run_with_connection
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -100,6 +101,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="private key file (default: <SPECTRAL_HOME_DIR>/operator.key)",
     )
     k.add_argument("--force", action="store_true", help="overwrite an existing key file")
+    add_json_flag(k)
     k.set_defaults(run=keygen_cmd, needs_settings=True)
 
     put = verbs.add_parser("put", help="upload a module (.wasm or .wat); prints its hash")
@@ -107,11 +109,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument(
         "--no-check", action="store_true", help="skip compiling it in the sandbox before upload"
     )
+    add_json_flag(put)
     put.set_defaults(run=put_cmd)
 
     pin = verbs.add_parser("pin", help="pin a module key to a content hash (forever)")
     _add_key_args(pin)
     pin.add_argument("content_hash")
+    add_json_flag(pin)
     pin.set_defaults(run=pin_cmd)
 
     ap = verbs.add_parser("approve", help="sign an approval locally and store it")
@@ -130,17 +134,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="operator private key (default: <SPECTRAL_HOME_DIR>/operator.key)",
     )
     ap.add_argument("--expires-in", default="30d", help="e.g. 3600, 12h, 30d (default 30d)")
+    add_json_flag(ap)
     ap.set_defaults(run=approve_cmd)
 
     rv = verbs.add_parser("revoke", help="revoke an approval (stops execution within 1 s)")
     rv.add_argument("approval_id", type=int)
     rv.add_argument("--reason", default=None)
+    add_json_flag(rv)
     rv.set_defaults(run=revoke_cmd)
 
     ls = verbs.add_parser("list", help="pinned modules and approvals")
     ls.add_argument("--org", default=None)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=list_cmd)
+
+
+def _key_doc(key: ModuleKey) -> dict[str, str]:
+    return {
+        "org": key.org,
+        "domain": key.domain,
+        "action": key.action,
+        "world_model_version": key.world_model_version,
+    }
 
 
 def keygen_cmd(args: argparse.Namespace, settings: Settings) -> int:
@@ -151,10 +166,15 @@ def keygen_cmd(args: argparse.Namespace, settings: Settings) -> int:
     import base64
 
     key_id = key_id_for(base64.b64decode(public))
-    print(f"private key: {path} (mode 0600; keep it on this machine)")
-    print(f"key id:      {key_id}")
-    print(f"public key:  {public}")
-    print(f"add to the API's environment: SPECTRAL_OPERATOR_KEYS={key_id}:{public}")
+    setting = f"{key_id}:{public}"
+    emit(
+        args,
+        {"private_key_file": str(path), "key_id": key_id, "public_key": public, "setting": setting},
+        f"private key: {path} (mode 0600; keep it on this machine)\n"
+        f"key id:      {key_id}\n"
+        f"public key:  {public}\n"
+        f"add to the API's environment: SPECTRAL_OPERATOR_KEYS={setting}",
+    )
     return 0
 
 
@@ -165,16 +185,18 @@ def put_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
         WasmSandbox().compile(data)  # raises SandboxError / ModuleTrap with the reason
     content_hash = run_with_connection(settings, lambda c: put_blob(c, data))
-    print(content_hash)
+    emit(args, {"content_hash": content_hash, "size": len(data)}, content_hash)
     return 0
 
 
 def pin_cmd(args: argparse.Namespace, settings: Settings) -> int:
     key = _key(args)
     created = run_with_connection(settings, lambda c: pin_module(c, key, args.content_hash))
-    print(
+    emit(
+        args,
+        {"key": _key_doc(key), "content_hash": args.content_hash, "created": created},
         f"{'pinned' if created else 'already pinned'}: {key.org}/{key.domain}/{key.action}/"
-        f"{key.world_model_version} -> {args.content_hash}"
+        f"{key.world_model_version} -> {args.content_hash}",
     )
     return 0
 
@@ -192,10 +214,18 @@ def approve_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return approval, await add_approval(conn, approval)
 
     approval, approval_id = run_with_connection(settings, go)
-    print(
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
+    emit(
+        args,
+        {
+            "approval_id": approval_id,
+            "key": _key_doc(key),
+            "content_hash": approval.content_hash,
+            "key_id": approval.key_id,
+            "expires_at": expires,
+        },
         f"approval {approval_id}: {approval.content_hash} for {key.org}/{key.domain}/"
-        f"{key.action}/{key.world_model_version}, key {approval.key_id}, expires "
-        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_at))}"
+        f"{key.action}/{key.world_model_version}, key {approval.key_id}, expires {expires}",
     )
     return 0
 
@@ -204,7 +234,11 @@ def revoke_cmd(args: argparse.Namespace, settings: Settings) -> int:
     revoked = run_with_connection(
         settings, lambda c: revoke_approval(c, args.approval_id, args.reason)
     )
-    print(f"approval {args.approval_id} {'revoked' if revoked else 'was already revoked'}")
+    emit(
+        args,
+        {"approval_id": args.approval_id, "revoked": revoked},
+        f"approval {args.approval_id} {'revoked' if revoked else 'was already revoked'}",
+    )
     return 0
 
 
@@ -214,7 +248,7 @@ def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     modules, approvals = run_with_connection(settings, go)
     if args.json:
-        _to_json({"modules": modules, "approvals": approvals})
+        to_json({"modules": modules, "approvals": approvals})
         return 0
     for m in modules:
         k = m.key

@@ -24,6 +24,7 @@ from spectral_core.tenants import (
 )
 
 from ._db import resolve_url
+from ._out import add_json_flag, emit, table, to_json
 
 T = TypeVar("T")
 
@@ -46,10 +47,6 @@ def run_with_connection(
     return anyio.run(go, backend="asyncio")
 
 
-def _to_json(obj: object) -> None:
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
-
-
 def _limits(args: argparse.Namespace, settings: Settings) -> TenantLimits | None:
     if args.rate is None and args.burst is None and args.concurrency is None:
         return None
@@ -68,12 +65,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("org", help="org name: a-z, 0-9 and '-', up to 63 characters")
     for name, typ in (("--rate", float), ("--burst", int), ("--concurrency", int)):
         c.add_argument(name, type=typ, default=None, help="per-tenant limit override")
+    add_json_flag(c)
     c.set_defaults(run=create_cmd)
 
     lim = verbs.add_parser("limits", help="set (or clear with no flags) a tenant's limits")
     lim.add_argument("org")
     for name, typ in (("--rate", float), ("--burst", int), ("--concurrency", int)):
         lim.add_argument(name, type=typ, default=None)
+    add_json_flag(lim)
     lim.set_defaults(run=limits_cmd)
 
     ls = verbs.add_parser("list", help="list tenants")
@@ -98,27 +97,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kl.set_defaults(run=key_list_cmd)
     kr = kverbs.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
+    add_json_flag(kr)
     kr.set_defaults(run=key_revoke_cmd)
 
 
 def create_cmd(args: argparse.Namespace, settings: Settings) -> int:
     limits = _limits(args, settings)
     created = run_with_connection(settings, lambda c: create_tenant(c, args.org, limits=limits))
-    print(f"tenant {args.org} {'created' if created else 'already exists'}")
+    emit(
+        args,
+        {"org": args.org, "created": created},
+        f"tenant {args.org} {'created' if created else 'already exists'}",
+    )
     return 0
 
 
 def limits_cmd(args: argparse.Namespace, settings: Settings) -> int:
     limits = _limits(args, settings)
     run_with_connection(settings, lambda c: set_tenant_limits(c, args.org, limits))
-    print(f"tenant {args.org} limits: {limits or 'defaults'}")
+    doc = {"org": args.org, "limits": None if limits is None else msgspec.to_builtins(limits)}
+    if limits is None:
+        text = f"tenant {args.org}: limits cleared (the settings' defaults apply)"
+    else:
+        text = f"tenant {args.org} limits:\n" + table(
+            ["rate/s", "burst", "concurrency"], [[limits.rate, limits.burst, limits.concurrency]]
+        )
+    emit(args, doc, text)
     return 0
 
 
 def list_cmd(args: argparse.Namespace, settings: Settings) -> int:
     tenants = run_with_connection(settings, list_tenants)
     if args.json:
-        _to_json(tenants)
+        to_json(tenants)
         return 0
     print(f"{'org':<24} {'rate':>8} {'burst':>6} {'conc':>5} {'keys':>5}")
     for t in tenants:
@@ -134,7 +145,7 @@ def key_create_cmd(args: argparse.Namespace, settings: Settings) -> int:
         settings, lambda c: create_api_key(c, args.org, operator=args.operator, label=args.label)
     )
     if args.json:
-        _to_json({"id": info.id, "org": info.org, "operator": info.operator, "token": token})
+        to_json({"id": info.id, "org": info.org, "operator": info.operator, "token": token})
         return 0
     print(f"key id:  {info.id}{' (operator)' if info.operator else ''}")
     print(f"token:   {token}")
@@ -145,7 +156,7 @@ def key_create_cmd(args: argparse.Namespace, settings: Settings) -> int:
 def key_list_cmd(args: argparse.Namespace, settings: Settings) -> int:
     keys = run_with_connection(settings, lambda c: list_api_keys(c, args.org))
     if args.json:
-        _to_json(keys)
+        to_json(keys)
         return 0
     print(f"{'id':<22} {'org':<20} {'role':<9} {'state':<8} label")
     for k in keys:
@@ -159,5 +170,9 @@ def key_list_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 def key_revoke_cmd(args: argparse.Namespace, settings: Settings) -> int:
     revoked = run_with_connection(settings, lambda c: revoke_api_key(c, args.key_id))
-    print(f"key {args.key_id} {'revoked' if revoked else 'was already revoked'}")
+    emit(
+        args,
+        {"key_id": args.key_id, "revoked": revoked},
+        f"key {args.key_id} {'revoked' if revoked else 'was already revoked'}",
+    )
     return 0

@@ -8,11 +8,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
 from spectral_cli.main import build_parser, main
+
+MODULES = Path(__file__).resolve().parents[1] / "modules"
 
 
 def _verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -91,3 +95,61 @@ def test_json_results_alone_on_stdout(db_url: str, fmt: str) -> None:
     listed = _spectral(db_url, "deploy", "status", "--json", SPECTRAL_LOG_FORMAT=fmt)
     assert listed.returncode == 0, listed.stderr
     json.loads(listed.stdout)
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., str]:
+    for name in [n for n in os.environ if n.startswith("SPECTRAL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SPECTRAL_DATABASE_URL", db_url)
+    monkeypatch.setenv("SPECTRAL_HOME_DIR", str(tmp_path / ".spectral"))
+
+    def run(*argv: str) -> str:
+        capsys.readouterr()
+        code = main(list(argv))
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return out
+
+    return run
+
+
+def test_json_on_every_verb_that_prints_a_result(cli: Callable[..., str]) -> None:
+    """Each verb that prints a result accepts --json and then prints one JSON document with
+    the result's fields (modules keygen/put/pin/approve/revoke, tenants create/limits/keys
+    revoke; `tenants limits` without --json prints a table, not a Python repr)."""
+    key = ["--org", "acme", "--domain", "credit", "--action", "approve"]
+    key += ["--world-model-version", "v1"]
+    keygen = json.loads(cli("modules", "keygen", "--json"))
+    assert keygen["setting"] == f"{keygen['key_id']}:{keygen['public_key']}"
+    put = json.loads(cli("modules", "put", str(MODULES / "decision.wat"), "--json"))
+    assert len(put["content_hash"]) == 64 and put["size"] > 0
+    pin = json.loads(cli("modules", "pin", *key, put["content_hash"], "--json"))
+    assert pin["created"] is True and pin["key"]["org"] == "acme"
+    approval = json.loads(cli("modules", "approve", *key, "--json"))
+    assert approval["content_hash"] == put["content_hash"]
+    assert approval["key_id"] == keygen["key_id"]
+    revoked = json.loads(cli("modules", "revoke", str(approval["approval_id"]), "--json"))
+    assert revoked == {"approval_id": approval["approval_id"], "revoked": True}
+
+    assert json.loads(cli("tenants", "create", "acme", "--json")) == {
+        "org": "acme",
+        "created": True,
+    }
+    limits = json.loads(cli("tenants", "limits", "acme", "--rate", "5", "--burst", "7", "--json"))
+    assert (
+        limits["org"] == "acme" and limits["limits"]["rate"] == 5 and limits["limits"]["burst"] == 7
+    )
+    text = cli("tenants", "limits", "acme", "--rate", "5", "--burst", "7")
+    assert "TenantLimits(" not in text and "rate/s" in text and "5" in text
+    assert json.loads(cli("tenants", "limits", "acme", "--json"))["limits"] is None
+    made = json.loads(cli("tenants", "keys", "create", "acme", "--json"))
+    assert json.loads(cli("tenants", "keys", "revoke", made["id"], "--json")) == {
+        "key_id": made["id"],
+        "revoked": True,
+    }

@@ -1,5 +1,8 @@
 """``python -m lint {compat,manifest,ci} [ARGS...]``.
 
+``rules`` prints the rule reference generated from the registry; ``rules --write`` puts it in
+``docs/reference/lint.md`` and ``rules --check`` exits 1 when that file has drifted.
+
 ``ci`` runs both lints with the CI defaults: the compat lint over ``migrations/`` with the
 deployed baseline taken from the base of the change (``--git-base HEAD~1``: CI runs on a clone
 of main where the change is the last commit), then the manifest lint.  When HEAD has no parent
@@ -21,7 +24,7 @@ from lint import REPO_ROOT
 
 __all__ = ["ci_main", "main"]
 
-_USAGE = "usage: python -m lint {compat,manifest,ci} [ARGS...]"
+_USAGE = "usage: python -m lint {compat,manifest,ci,rules} [ARGS...]"
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,6 +80,28 @@ def ci_main(argv: list[str]) -> int:
     return max(codes)
 
 
+def rules_main(argv: list[str]) -> int:
+    """Print, write (``--write``) or check (``--check``) the generated rule reference."""
+    from spectral_core.compat.ruledoc import render_examples, render_rules, replace_section
+
+    doc_path = REPO_ROOT / "docs" / "reference" / "lint.md"
+    if not argv:
+        print(render_rules() + "\n\n" + render_examples())
+        return 0
+    if argv not in (["--write"], ["--check"]):
+        print("usage: python -m lint rules [--write | --check]", file=sys.stderr)
+        return 2
+    doc = doc_path.read_text(encoding="utf-8")
+    new = replace_section(doc)
+    if argv == ["--check"]:
+        if new != doc:
+            print(f"{doc_path}: rule reference out of date; run python -m lint rules --write")
+            return 1
+        return 0
+    doc_path.write_text(new, encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a lint."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -91,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         from lint.manifest import main as run
     elif cmd == "ci":
         run = ci_main
+    elif cmd == "rules":
+        run = rules_main
     else:
         print(f"{_USAGE}\npython -m lint: error: unknown command {cmd!r}", file=sys.stderr)
         return 2

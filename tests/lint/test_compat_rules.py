@@ -39,3 +39,29 @@ def test_every_compat_and_locking_rule_is_exercised() -> None:
     }
     covered = {e.split(":", 1)[1] for c in CASES for e in c.expect}
     assert sql_rules - covered == set()
+
+
+def test_runner_header_is_the_migration_runners() -> None:
+    """The lint's no-transaction header is the one the migration runner reads."""
+    from spectral_core.compat.checker import NO_TRANSACTION
+    from spectral_core.migrate import NO_TRANSACTION as RUNNER
+
+    assert NO_TRANSACTION == RUNNER
+
+
+def test_using_index_message_names_the_index() -> None:
+    """ADD ... USING INDEX of an index the lint does not know names the index (it printed an
+    empty key list `()` before)."""
+    (f,) = lint_sql("ALTER TABLE core.outbox ADD CONSTRAINT u UNIQUE USING INDEX i;")
+    assert f.rule == "add-unique" and "USING INDEX i" in f.message and "()" not in f.message
+
+
+def test_view_shim_warning_names_what_is_not_covered() -> None:
+    """A rename behind a view is a warning that names what the view does not cover."""
+    (f,) = lint_sql(
+        "ALTER TABLE core.workers RENAME TO agents;\n"
+        "CREATE VIEW core.workers AS SELECT DISTINCT id, state FROM core.agents;",
+        deployed_sql=BASE,
+    )
+    assert f.rule == "rename-behind-view" and f.severity.value == "warning"
+    assert "writes fail" in f.message and "TRUNCATE" in f.message

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pglast.parser import ParseError
 
 from spectral_core.compat._node import parse
-from spectral_core.compat.checks import Checker, Hit
+from spectral_core.compat.checker import Checker, Hit
 from spectral_core.compat.errors import LintError
 from spectral_core.compat.finding import RULES, Finding, Gate, Severity
 from spectral_core.compat.markers import MarkerScan, scan_markers

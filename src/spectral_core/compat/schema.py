@@ -42,6 +42,15 @@ class Column:
     not_null: bool = False
     has_default: bool = False  # a non-null default (or serial / identity)
     generated: bool = False  # GENERATED ... STORED: never written by clients
+    identity: str = ""  # "a" GENERATED ALWAYS, "d" BY DEFAULT, "" none
+    default_unique: bool = False  # the default fills distinct values (identity, uuid, nextval)
+    not_null_by: str = ""  # how a column is NOT NULL in effect when not by NOT NULL itself
+    #: a column added to a populated table in this file: existing rows may hold NULL in it
+    #: (added without a default and not backfilled yet)
+    rows_null: bool = False
+    #: existing rows may hold equal non-null values in it (filled by a constant default or an
+    #: UPDATE); a column added without default holds NULLs, which never collide
+    rows_dup: bool = False
 
 
 @dataclass
@@ -60,7 +69,15 @@ class Table:
     deployed: bool
     columns: dict[str, Column] = field(default_factory=dict)
     columns_known: bool = True
+    #: a new table filled in this run (INSERT ... SELECT, CREATE TABLE AS, COPY, several
+    #: VALUES rows); deployed tables are always taken as populated
+    filled: bool = False
     constraints: dict[str, Constraint] = field(default_factory=dict)
+
+    @property
+    def populated(self) -> bool:
+        """The table may hold rows that a constraint or NOT NULL must accept."""
+        return self.deployed or self.filled
 
     def column(self, name: str) -> Column | None:
         return self.columns.get(name)
@@ -75,6 +92,10 @@ class SchemaObject:
     deployed: bool
     unique: bool = False  # indexes
     table: QualName | None = None  # indexes
+    columns: tuple[str, ...] = ()  # indexes: key columns (empty when unknown/expressions)
+    domain: bool = False  # types: a domain
+    not_null: bool = False  # domains: NOT NULL (or CHECK (VALUE IS NOT NULL))
+    has_default: bool = False  # domains: a non-null DEFAULT
 
 
 @dataclass

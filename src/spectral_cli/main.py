@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """``spectral``: the operator CLI.
 
 Every verb has ``--help``; it exits 0 on success and non-zero with a one-line reason
@@ -13,6 +14,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import argcomplete
 
 from spectral_core import Settings, __version__
 from spectral_core.errors import SpectralError
@@ -74,8 +77,10 @@ class _CurrentStderr(io.TextIOBase):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv is None:  # a real command line: answer shell completion first (argcomplete)
+        argcomplete.autocomplete(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) >= 2 and argv[0] == "lint" and argv[1] in ("compat", "manifest"):
         return _lint(argv[1:])  # the lint's own parser, --help included
     args = parser.parse_args(argv)

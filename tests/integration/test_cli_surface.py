@@ -153,3 +153,25 @@ def test_json_on_every_verb_that_prints_a_result(cli: Callable[..., str]) -> Non
         "key_id": made["id"],
         "revoked": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [("spectral dep", {"deploy"}), ("spectral deploy dr", {"drain"}), ("spectral li", {"lint"})],
+)
+def test_shell_completion_completes_verbs(tmp_path: Path, line: str, expected: set[str]) -> None:
+    """The shell-completion protocol (argcomplete, as `eval "$(register-python-argcomplete
+    spectral)"` drives it) answers the verbs that start with the typed word."""
+    out = tmp_path / "completions"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")},
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "spectral_cli"], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(out.read_text().split()) == expected

@@ -85,8 +85,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_handlers: str = ""
 
     # migrations (ADR 0019): the apps' migration directories, separated by os.pathsep (each
-    # is a set named by its directory's name, applied after spectral's own)
+    # is a set named by its directory's name, applied after spectral's own); the lock
+    # timeout of every statement of a migration file (a file may set its own) and how often
+    # a file that hit it is retried, with backoff, before the runner gives up
     migration_dirs: str = ""
+    migration_lock_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
+    migration_lock_retries: Annotated[int, Meta(ge=0, le=100)] = 10
 
     # outbox / workers tunables
     outbox_max_payload_bytes: PosInt = 256 * 1024

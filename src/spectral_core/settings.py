@@ -121,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox_deadline_ms: PosInt = 100
     sandbox_memory_bytes: Annotated[int, Meta(ge=64 * 1024)] = 16 * 1024 * 1024
     sandbox_output_bytes: PosInt = 64 * 1024
+    #: nesting bound (arrays/objects) of a decision's input and of its module's output
+    sandbox_json_depth: Annotated[int, Meta(ge=1, le=512)] = 128
     #: fuel of the inline fast path: a decision that finishes within it runs on the event
     #: loop (no thread hop); otherwise it is re-run in a worker thread with the full
     #: budget.  0 disables the fast path.

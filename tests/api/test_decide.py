@@ -234,7 +234,10 @@ async def test_deep_json_is_a_documented_4xx_never_a_500(api: Api, acme: httpx.A
     # built by hand: 900 levels are close to the recursion limit of Python's own encoders
     deep = b'{"domain":"credit","action":"approve","world_model_version":"v1","input":{"x":'
     deep += b"[" * 899 + b"1" + b"]" * 899 + b"}}"
-    problem(await acme.post("/api/decide", content=deep), 400)
+    problem(
+        await acme.post("/api/decide", content=deep, headers={"content-type": "application/json"}),
+        400,
+    )
     wrap_key = ModuleKey(org="acme", domain="credit", action="wrap", world_model_version="v1")
     await api.module("wrap", wrap_key)
     body = problem(await acme.post("/api/decide", json=decide_body(wrap_key, inp=nest(128))), 422)

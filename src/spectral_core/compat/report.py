@@ -181,6 +181,7 @@ def render(
         return "".join(_text(f) + "\n" for f in findings)
     if fmt == "github":
         return "".join(_github(f) + "\n" for f in findings)
+    doc: dict[str, object]
     if fmt == "json":
         doc = {
             "tool": tool,

@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 from collections.abc import Sequence
+from types import FrameType
 
 import anyio
 import structlog
@@ -18,6 +19,7 @@ import uvicorn
 
 from spectral_core import Settings
 from spectral_core.boot import booted, event_loop_options, run_process
+from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit
 from spectral_core.modules import Keyring
 
 from .app import create_app
@@ -26,7 +28,11 @@ log = structlog.get_logger("spectral.api")
 
 
 async def run(settings: Settings, keyring: Keyring) -> int:
-    """Open the pools, verify the generation, bind the runtime, serve until SIGTERM."""
+    """Open the pools, verify the generation, bind the runtime, serve until SIGTERM.
+
+    The process's body (called once by :func:`main`): it arms hard exits.
+    """
+    plan = ShutdownPlan(settings.shutdown_grace_s)
     async with booted(settings, process="api") as (db, rt):
         generation = rt.generation
         app = create_app(settings, db, generation=generation, keyring=keyring)
@@ -38,18 +44,38 @@ async def run(settings: Settings, keyring: Keyring) -> int:
             log_config=None,
             access_log=False,
             server_header=False,
-            timeout_graceful_shutdown=10,
+            # requests in flight get the work part of the grace, then they are cancelled;
+            # uvicorn only passes it to asyncio.timeout, so a float is fine
+            timeout_graceful_shutdown=plan.work_s,  # type: ignore[arg-type]
         )
-        server = uvicorn.Server(config)
+        server = _Server(config, plan)
         # uvicorn handles SIGTERM gracefully, then re-raises it against the handler that
         # was installed before it: make that one a no-op so a clean stop exits 0.
         signal.signal(signal.SIGTERM, _ignore_after_shutdown)
         log.info("api.serving", host=settings.api_host, port=settings.api_port)
         await server.serve()
+        # the lifespan logged api.stopped; closing the pool is bounded, and whatever else
+        # is left (executor threads, exit handlers) must not keep the process alive
+        code = 0 if server.started else 1
+        arm_hard_exit(LINGER_S, code=code, reason="still running after api.stopped")
         if not server.started:
             log.error("api.failed", error="the server did not start (port in use?)")
             return 1
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, plus the hard exit armed on the first SIGTERM/SIGINT."""
+
+    def __init__(self, config: uvicorn.Config, plan: ShutdownPlan) -> None:
+        super().__init__(config)
+        self.plan = plan
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            log.info("api.stopping", signal=signal.Signals(sig).name, grace_s=self.plan.grace_s)
+            arm_hard_exit(self.plan.hard_exit_s, code=1, reason="stop exceeded the grace period")
+        super().handle_exit(sig, frame)
 
 
 def _ignore_after_shutdown(signum: int, frame: object) -> None:

@@ -16,8 +16,6 @@ from importlib.resources import files
 from spectral_core import Settings
 from spectral_core.migrate import (
     LedgerSet,
-    LockPolicy,
-    MigrationEvent,
     MigrationPlan,
     MigrationSet,
     ledger_sets,
@@ -95,16 +93,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                         file=sys.stderr,
                     )
                     return code
-        done = run_sets(
-            conn,
-            sets,
-            lock=LockPolicy(
-                timeout_s=settings.migration_lock_timeout_s,
-                retries=settings.migration_lock_retries,
-            ),
-            on_event=_say,
-            observer=lambda: connect(settings),
-        )
+        done = run_sets(conn, sets)
     total = 0
     for s, applied in done:
         for mig in applied:
@@ -112,11 +101,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         total += len(applied)
     print(f"{total} applied; at head")
     return 0
-
-
-def _say(event: MigrationEvent) -> None:
-    """Lock waits and retries, as they happen, on stderr."""
-    print(f"spectral: {event.describe()}", file=sys.stderr, flush=True)
 
 
 def _report(plans: list[MigrationPlan], given: set[str], ledger: list[LedgerSet]) -> int:

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 #: supervisor stays standard-library only.
 EXIT_CANNOT_START = 3
 EXIT_GAVE_UP = 1
+#: The children's default SPECTRAL_SHUTDOWN_GRACE_S and the supervisor's margin over it.
+CHILD_GRACE_S = 10.0
+GRACE_MARGIN_S = 5.0
 
 CHILDREN: dict[str, list[str]] = {
     "api": [sys.executable, "-m", "spectral_api"],
@@ -80,7 +83,12 @@ class Supervisor:
 
     # -- main loop ----------------------------------------------------------------------
     def run(self) -> int:
-        log("supervisor.starting", children=[c.name for c in self.children], pid=os.getpid())
+        log(
+            "supervisor.starting",
+            children=[c.name for c in self.children],
+            pid=os.getpid(),
+            grace_s=self.grace_s,
+        )
         while self.exit_code is None:
             self.tick()
             time.sleep(0.05)
@@ -169,6 +177,19 @@ class Supervisor:
             c.start_at = None
 
 
+def default_grace(env: Mapping[str, str]) -> float:
+    """The children stop within their own ``SPECTRAL_SHUTDOWN_GRACE_S`` (default 10);
+    the supervisor waits that long plus 5 s before it escalates to SIGKILL.  A value the
+    children will refuse (they exit 3) falls back to the default."""
+    try:
+        child_grace = float(env.get("SPECTRAL_SHUTDOWN_GRACE_S", CHILD_GRACE_S))
+    except ValueError:
+        child_grace = CHILD_GRACE_S
+    if not 0 < child_grace < float("inf"):  # also false for NaN
+        child_grace = CHILD_GRACE_S
+    return child_grace + GRACE_MARGIN_S
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="spectral-app",
@@ -179,7 +200,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         default="api,workers",
         help="comma-separated children to run (default: api,workers)",
     )
-    parser.add_argument("--grace", type=float, default=15.0, help="seconds between TERM and KILL")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=default_grace(os.environ if env is None else env),
+        help="seconds between TERM and KILL (default: the children's "
+        "SPECTRAL_SHUTDOWN_GRACE_S + 5, i.e. 15)",
+    )
     parser.add_argument("--max-restarts", type=int, default=5)
     parser.add_argument("--window", type=float, default=60.0, help="restart window in seconds")
     args = parser.parse_args(argv)

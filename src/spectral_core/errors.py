@@ -24,7 +24,6 @@ __all__ = [
     "GenerationError",
     "HandlerError",
     "MigrationError",
-    "MigrationLockTimeout",
     "MissingMigration",
     "ModuleError",
     "ModuleNotFound",
@@ -149,7 +148,3 @@ class ChecksumMismatch(MigrationError):
 
 class MissingMigration(MigrationError):
     """An applied migration file is missing or was renumbered."""
-
-
-class MigrationLockTimeout(MigrationError):
-    """A migration file gave up waiting for a lock; nothing of it was applied."""

@@ -28,6 +28,7 @@ from spectral_core import (
 )
 from spectral_core.agent import AgentRunner, open_world_agent
 from spectral_core.boot import booted, event_loop_options, run_process
+from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit
 
 from .handlers import build_registry
 
@@ -35,7 +36,11 @@ log = structlog.get_logger("spectral.workers")
 
 
 async def run(settings: Settings, registry: HandlerRegistry) -> int:
-    """Run the worker until SIGTERM/SIGINT; return the exit code."""
+    """Run the worker until SIGTERM/SIGINT; return the exit code.
+
+    The process's body (called once by :func:`main`): it arms hard exits.
+    """
+    plan = ShutdownPlan(settings.shutdown_grace_s)
     async with booted(settings, process="workers") as (db, rt):
         generation = rt.generation
         structlog.contextvars.bind_contextvars(worker_id=str(rt.instance_id))
@@ -73,9 +78,7 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             )
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(
-                        _signals, consumer, agent, tg.cancel_scope, settings.shutdown_grace_s
-                    )
+                    tg.start_soon(_signals, consumer, agent, tg.cancel_scope, plan)
                     tg.start_soon(heartbeat.run)
                     tg.start_soon(reaper.run, db, settings.reaper_interval_s)
                     async with anyio.create_task_group() as work:
@@ -85,28 +88,42 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
                         agent.stop()
                     tg.cancel_scope.cancel()
             finally:
-                await consumer.release_inflight()
-                await agent.release_inflight()
-                await heartbeat.mark_exited()
-            log.info("worker.stopped", handled=consumer.handled, turns=agent.completed)
+                await _final_writes(consumer, agent, heartbeat, plan.final_writes_s)
+        log.info("worker.stopped", handled=consumer.handled, turns=agent.completed)
+        # closing the pool is bounded; whatever else is left must not keep us alive
+        arm_hard_exit(LINGER_S, code=0, reason="still running after worker.stopped")
     return 0
 
 
+async def _final_writes(
+    consumer: Consumer, agent: AgentRunner, heartbeat: Heartbeat, budget_s: float
+) -> None:
+    """Release held rows and turns and record ``exited``, side by side, all within
+    ``budget_s`` (each is shielded from cancellation and bounded on its own; what cannot
+    be written in time is recovered by the reaper)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.release_inflight, budget_s)
+        tg.start_soon(agent.release_inflight, budget_s)
+        tg.start_soon(heartbeat.mark_exited, budget_s)
+
+
 async def _signals(
-    consumer: Consumer, agent: AgentRunner, scope: anyio.CancelScope, grace_s: float
+    consumer: Consumer, agent: AgentRunner, scope: anyio.CancelScope, plan: ShutdownPlan
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if consumer.stopping:
                 log.warning("worker.forced_exit", signal=signal.Signals(signum).name)
                 os._exit(1)
-            log.info("worker.stopping", signal=signal.Signals(signum).name, grace_s=grace_s)
+            log.info("worker.stopping", signal=signal.Signals(signum).name, grace_s=plan.grace_s)
+            # the last resort if the bounded stop below still overruns the grace
+            arm_hard_exit(plan.hard_exit_s, code=1, reason="stop exceeded the grace period")
             consumer.stop()
             agent.stop()
-            # lanes finish their batch and turns their graph within the grace period, else
-            # they are cancelled (transactions roll back, turns keep their checkpoints) and
-            # the rows and turns are released
-            _arm_deadline(scope, grace_s)
+            # lanes finish their batch and turns their graph within the work part of the
+            # grace, else they are cancelled (transactions roll back, turns keep their
+            # checkpoints); the rest of the grace releases the rows and turns
+            _arm_deadline(scope, plan.work_s)
 
 
 def _arm_deadline(scope: anyio.CancelScope, grace_s: float) -> None:

@@ -117,3 +117,14 @@ def test_children_do_not_receive_group_signals_directly(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGTERM)  # the whole group, like systemd or a terminal
     assert proc.wait(20) == 0
     assert log.read_text() == "x"
+
+
+def test_default_grace_exceeds_the_childrens_own_grace() -> None:
+    """The supervisor escalates to SIGKILL only after the children's own stop budget
+    (SPECTRAL_SHUTDOWN_GRACE_S) plus a margin; a value the children refuse falls back."""
+    from spectral_cli.supervisor import default_grace
+
+    assert default_grace({}) == 15.0
+    assert default_grace({"SPECTRAL_SHUTDOWN_GRACE_S": "4"}) == 9.0
+    for bad in ("x", "-1", "0", "nan", "inf"):
+        assert default_grace({"SPECTRAL_SHUTDOWN_GRACE_S": bad}) == 15.0

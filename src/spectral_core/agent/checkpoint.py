@@ -28,6 +28,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ..db._wrap import wrap_errors
+from ..db.pools import POOL_CLOSE_TIMEOUT_S
 from ..errors import ConnectionLost
 from ..settings import Settings
 
@@ -77,7 +78,7 @@ async def open_checkpointer_pool(settings: Settings) -> AsyncIterator[Checkpoint
             ) from exc
         yield pool
     finally:
-        await pool.close()
+        await pool.close(timeout=POOL_CLOSE_TIMEOUT_S)
 
 
 def saver_for_turn(pool: CheckpointPool) -> AsyncPostgresSaver:

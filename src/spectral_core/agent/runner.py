@@ -210,9 +210,12 @@ class AgentRunner:
                     await self._claim_loop(turns)
             tg.cancel_scope.cancel()
 
-    async def release_inflight(self) -> int:
-        """Give every turn we still hold back to ``pending`` (shielded)."""
-        return await release_shielded(self.db, self.queue.release, event="agent", timeout_s=10)
+    async def release_inflight(self, timeout_s: float = 10.0) -> int:
+        """Give every turn we still hold back to ``pending`` (shielded; bounded by
+        ``timeout_s``)."""
+        return await release_shielded(
+            self.db, self.queue.release, event="agent", timeout_s=timeout_s
+        )
 
     # -- claiming -----------------------------------------------------------------------
     async def _claim_loop(self, turns: anyio.abc.TaskGroup) -> None:

@@ -28,7 +28,7 @@ async def release_shielded(
     (0 when it could not run: the reaper recovers those rows later)."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(timeout_s):
         try:
-            async with db.pool.connection(timeout=max(timeout_s - 1, 1)) as conn:
+            async with db.pool.connection(timeout=max(timeout_s - 1, timeout_s / 2)) as conn:
                 n = await release(conn)
             if n:
                 log.info(f"{event}.released", n=n)

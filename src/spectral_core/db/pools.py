@@ -22,7 +22,11 @@ from ..errors import ConnectionLost
 from ..settings import Settings
 from ._wrap import wrap_errors
 
-__all__ = ["Database", "connect_kwargs", "connect_session", "open_pools"]
+__all__ = ["POOL_CLOSE_TIMEOUT_S", "Database", "connect_kwargs", "connect_session", "open_pools"]
+
+#: Closing a pool waits at most this long for its background connectors (a dead or frozen
+#: server would otherwise hold a stopping process for psycopg's default of 5 s).
+POOL_CLOSE_TIMEOUT_S = 0.5
 
 
 #: Detect half-open connections (network partition, dead server) within about 30 s
@@ -124,4 +128,4 @@ async def open_pools(settings: Settings, *, wait: bool = True) -> AsyncIterator[
                 ) from exc
         yield Database(pool=pool, settings=settings)
     finally:
-        await pool.close()
+        await pool.close(timeout=POOL_CLOSE_TIMEOUT_S)

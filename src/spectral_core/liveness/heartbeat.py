@@ -89,7 +89,7 @@ class Heartbeat:
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(0.5):
                 await conn.close()
 
     async def register(self) -> None:
@@ -143,15 +143,19 @@ class Heartbeat:
                 await self._poked.wait()
             self._poked = anyio.Event()
 
-    async def mark_exited(self) -> None:
-        """Record a clean exit (shielded: survives cancellation) and close the connection."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(3):
-            try:
-                conn = await self._connection()
-                with wrap_errors():
-                    await conn.execute(query("mark_worker_exited"), {"id": self.info.id})
-                self.last_written = "exited"
-                log.info("worker.state", state="exited")
-            except Exception as exc:
-                log.warning("worker.mark_exited_failed", error_type=type(exc).__name__)
+    async def mark_exited(self, timeout_s: float = 3.0) -> None:
+        """Record a clean exit (shielded: survives cancellation; bounded by ``timeout_s``)
+        and close the connection."""
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(timeout_s) as bound:
+                try:
+                    conn = await self._connection()
+                    with wrap_errors():
+                        await conn.execute(query("mark_worker_exited"), {"id": self.info.id})
+                    self.last_written = "exited"
+                    log.info("worker.state", state="exited")
+                except Exception as exc:
+                    log.warning("worker.mark_exited_failed", error_type=type(exc).__name__)
+            if bound.cancelled_caught:
+                log.warning("worker.mark_exited_failed", error_type="TimeoutError")
         await self._drop_connection()

@@ -191,9 +191,12 @@ class Consumer:
                     lanes.start_soon(self._lane, i)
             tg.cancel_scope.cancel()
 
-    async def release_inflight(self) -> int:
-        """Give every row we still hold back to ``pending`` (shielded: survives cancellation)."""
-        return await release_shielded(self.db, self.claimer.release_all, event="consumer")
+    async def release_inflight(self, timeout_s: float = 5.0) -> int:
+        """Give every row we still hold back to ``pending`` (shielded: survives cancellation;
+        bounded by ``timeout_s``)."""
+        return await release_shielded(
+            self.db, self.claimer.release_all, event="consumer", timeout_s=timeout_s
+        )
 
     # -- lanes ----------------------------------------------------------------------
     async def _lane(self, lane: int) -> None:

@@ -7,7 +7,6 @@ accepted with a warning naming what the view does not cover.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
@@ -343,7 +342,7 @@ def _simple(query: Any) -> bool:
         return False
     if query.limitCount is not None or query.limitOffset is not None or query.withClause:
         return False
-    frm: Sequence[Any] = query.fromClause or ()
+    frm = query.fromClause or ()
     if len(frm) != 1 or not is_(frm[0], "RangeVar"):
         return False
     for target in query.targetList or ():
@@ -383,8 +382,7 @@ def _targets(query: Any) -> tuple[bool, set[str]]:
     for target in query.targetList or ():
         val = target.val
         if is_(val, "ColumnRef"):
-            fields: Sequence[Any] = val.fields or ()
-            last = fields[-1]
+            last = (val.fields or ())[-1]
             if is_(last, "A_Star"):
                 star = True
             elif is_(last, "String"):

@@ -74,6 +74,7 @@ def build_services(
         deadline_ms=settings.sandbox_deadline_ms,
         memory_bytes=settings.sandbox_memory_bytes,
         output_bytes=settings.sandbox_output_bytes,
+        json_depth=settings.sandbox_json_depth,
     )
     sandbox = sandbox or WasmSandbox(
         default_budget=budget, max_threads=settings.api_sandbox_threads

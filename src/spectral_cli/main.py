@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO, cast
 
 import argcomplete
 
@@ -87,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ)
         # results on stdout, log lines on stderr (in the format the settings ask for)
-        configure_logging(
-            fmt=settings.log_format, level=settings.log_level, stream=_CurrentStderr()
-        )
+        # a TextIO by duck typing: write, flush, isatty and buffer are what logging uses
+        stream = cast(TextIO, _CurrentStderr())
+        configure_logging(fmt=settings.log_format, level=settings.log_level, stream=stream)
         code: int = args.run(args, settings)
         return code
     except SpectralError as exc:

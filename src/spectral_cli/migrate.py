@@ -16,6 +16,8 @@ from importlib.resources import files
 from spectral_core import Settings
 from spectral_core.migrate import (
     LedgerSet,
+    LockPolicy,
+    MigrationEvent,
     MigrationPlan,
     MigrationSet,
     ledger_sets,
@@ -93,7 +95,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                         file=sys.stderr,
                     )
                     return code
-        done = run_sets(conn, sets)
+        done = run_sets(
+            conn,
+            sets,
+            lock=LockPolicy(
+                timeout_s=settings.migration_lock_timeout_s,
+                retries=settings.migration_lock_retries,
+            ),
+            on_event=_say,
+            observer=lambda: connect(settings),
+        )
     total = 0
     for s, applied in done:
         for mig in applied:
@@ -101,6 +112,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         total += len(applied)
     print(f"{total} applied; at head")
     return 0
+
+
+def _say(event: MigrationEvent) -> None:
+    """Lock waits and retries, as they happen, on stderr."""
+    print(f"spectral: {event.describe()}", file=sys.stderr, flush=True)
 
 
 def _report(plans: list[MigrationPlan], given: set[str], ledger: list[LedgerSet]) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "GenerationError",
     "HandlerError",
     "MigrationError",
+    "MigrationLockTimeout",
     "MissingMigration",
     "ModuleError",
     "ModuleNotFound",
@@ -148,3 +149,7 @@ class ChecksumMismatch(MigrationError):
 
 class MissingMigration(MigrationError):
     """An applied migration file is missing or was renumbered."""
+
+
+class MigrationLockTimeout(MigrationError):
+    """A migration file gave up waiting for a lock; nothing of it was applied."""

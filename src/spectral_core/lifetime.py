@@ -1,4 +1,4 @@
-"""Process lifetime rules shared by the entrypoints (ADR 0021).
+"""Process lifetime rules shared by the entrypoints (ADR 0022).
 
 * :class:`ShutdownPlan` splits ``SPECTRAL_SHUTDOWN_GRACE_S`` (SIGTERM to exit) into the
   time in-flight work may take and the time left for the final writes and closing pools.

@@ -11,9 +11,14 @@ re-numbered applied file is an error and nothing is applied.
 
 Concurrent runners serialize on a *transaction-scoped* advisory lock, so the runner works
 through a transaction pooler.  Each file runs in its own transaction together with its
-ledger row, unless its first line is ``-- spectral: no-transaction`` (for
-``CREATE INDEX CONCURRENTLY``): such a file must hold exactly one idempotent statement
-(``IF NOT EXISTS``); it runs in autocommit and its ledger row is written afterwards.
+ledger row, with a short ``lock_timeout`` (:class:`~spectral_core.migrate_locks.LockPolicy`;
+a file may set its own with ``-- spectral: lock-timeout 10s`` among its leading comment
+lines): a file that times out is rolled back whole and retried after a backoff, a bounded
+number of times (ADR 0019).  A file whose first line is ``-- spectral: no-transaction``
+(for ``CREATE INDEX CONCURRENTLY``) must hold exactly one idempotent statement
+(``IF NOT EXISTS``); it runs in autocommit, without a lock timeout (a timed-out
+``CONCURRENTLY`` build would leave an invalid index behind, and its lock does not queue
+writes), and its ledger row is written afterwards.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -29,16 +34,29 @@ from pathlib import Path
 from typing import Any, LiteralString, cast
 
 import psycopg
+import psycopg.errors
 
 from .db._wrap import wrap_errors
-from .errors import ChecksumMismatch, MigrationError, MissingMigration
+from .errors import ChecksumMismatch, MigrationError, MigrationLockTimeout, MissingMigration
+from .migrate_locks import (
+    Blocker,
+    LockPolicy,
+    LockRetry,
+    LockWait,
+    MigrationEvent,
+    lock_timeout_header,
+    pg_duration,
+    watch_blockers,
+)
 from .sql import query
 
 __all__ = [
     "CORE_SET",
     "AppliedMigration",
     "LedgerSet",
+    "LockPolicy",
     "Migration",
+    "MigrationEvent",
     "MigrationPlan",
     "MigrationSet",
     "bundled_migrations",
@@ -74,6 +92,11 @@ class Migration:
     @property
     def transactional(self) -> bool:
         return not self.sql.lstrip().startswith(NO_TRANSACTION)
+
+    @property
+    def lock_timeout_s(self) -> float | None:
+        """The file's own ``-- spectral: lock-timeout`` header, if any."""
+        return lock_timeout_header(self.name, self.sql)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +170,12 @@ def load_migrations(source: Traversable | Path | Iterable[Traversable | Path]) -
         if not mig.transactional and _statement_count(mig.sql) != 1:
             raise MigrationError(
                 f"{mig.name}: a no-transaction migration holds exactly one statement", file=mig.name
+            )
+        if mig.lock_timeout_s is not None and not mig.transactional:
+            raise MigrationError(
+                f"{mig.name}: a no-transaction migration runs without a lock timeout; "
+                "remove its lock-timeout header",
+                file=mig.name,
             )
     return found
 
@@ -320,6 +349,9 @@ def run_migrations(
     migrations: Sequence[Migration] | None = None,
     *,
     migration_set: str = CORE_SET,
+    lock: LockPolicy | None = None,
+    on_event: Callable[[MigrationEvent], None] | None = None,
+    observer: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> list[Migration]:
     """Apply every pending migration of one set in order; return the ones this call applied.
 
@@ -332,20 +364,30 @@ def run_migrations(
         ChecksumMismatch: an applied file was edited (nothing is applied).
         MissingMigration: an applied file is missing or was renumbered (nothing is applied).
         MigrationError: an app set before spectral's own migrations.
+        MigrationLockTimeout: a file kept hitting its lock timeout (nothing of it applied).
         DatabaseError: a migration failed (its transaction is rolled back).
     """
     migrations = bundled_migrations() if migrations is None else migrations
     sets = [MigrationSet(migration_set, tuple(migrations), Path("."))]
-    return [m for _, applied in run_sets(conn, sets) for m in applied]
+    done = run_sets(conn, sets, lock=lock, on_event=on_event, observer=observer)
+    return [m for _, applied in done for m in applied]
 
 
 def run_sets(
-    conn: psycopg.Connection[Any], sets: Sequence[MigrationSet]
+    conn: psycopg.Connection[Any],
+    sets: Sequence[MigrationSet],
+    *,
+    lock: LockPolicy | None = None,
+    on_event: Callable[[MigrationEvent], None] | None = None,
+    observer: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> list[tuple[MigrationSet, list[Migration]]]:
     """Apply the pending migrations of every set, set after set in the order given
     (:func:`migration_sets` puts spectral's own first); return what this call applied.
 
-    Every set's ledger is checked against its files before anything is applied.
+    Every set's ledger is checked against its files before anything is applied.  Each
+    transactional file runs under ``lock`` (default :class:`LockPolicy`: 2 s lock timeout,
+    10 retries); ``on_event`` hears of lock waits (with the blocking sessions, read through
+    a connection from ``observer`` while a statement waits) and retries.
 
     Raises:
         as :func:`run_migrations`.
@@ -372,23 +414,23 @@ def run_sets(
                         migration_set=s.name,
                     )
             for mig in pending:
-                if _apply_one(conn, s, mig):
+                if _apply_one(conn, s, mig, lock or LockPolicy(), on_event, observer):
                     applied_now.append(mig)
             done.append((s, applied_now))
     return done
 
 
-def _apply_one(conn: psycopg.Connection[Any], s: MigrationSet, mig: Migration) -> bool:
-    started = time.perf_counter()
+def _apply_one(
+    conn: psycopg.Connection[Any],
+    s: MigrationSet,
+    mig: Migration,
+    lock: LockPolicy,
+    on_event: Callable[[MigrationEvent], None] | None,
+    observer: Callable[[], psycopg.Connection[Any]] | None,
+) -> bool:
     if mig.transactional:
-        with conn.transaction():
-            conn.execute(query("lock_migrations"))
-            # Another runner may have applied it while we waited for the lock.
-            if mig not in _check(_read_ledger(conn, s.name), s.migrations, s.name):
-                return False
-            conn.execute(cast(LiteralString, mig.sql))
-            _record(conn, s.name, mig, started)
-        return True
+        return _apply_transactional(conn, s, mig, lock, on_event, observer)
+    started = time.perf_counter()
     conn.execute(cast(LiteralString, mig.sql))
     with conn.transaction():
         conn.execute(query("lock_migrations"))
@@ -396,6 +438,60 @@ def _apply_one(conn: psycopg.Connection[Any], s: MigrationSet, mig: Migration) -
             return False
         _record(conn, s.name, mig, started)
     return True
+
+
+def _apply_transactional(
+    conn: psycopg.Connection[Any],
+    s: MigrationSet,
+    mig: Migration,
+    lock: LockPolicy,
+    on_event: Callable[[MigrationEvent], None] | None,
+    observer: Callable[[], psycopg.Connection[Any]] | None,
+) -> bool:
+    timeout_s = mig.lock_timeout_s or lock.timeout_s
+    attempts = lock.retries + 1
+    last_blockers: tuple[Blocker, ...] = ()
+    for attempt in range(1, attempts + 1):
+        started = time.perf_counter()
+
+        def report(blockers: tuple[Blocker, ...], attempt: int = attempt) -> None:
+            nonlocal last_blockers
+            last_blockers = blockers
+            if on_event is not None:
+                on_event(LockWait(s.name, mig.name, attempt, attempts, blockers))
+
+        try:
+            with conn.transaction():
+                conn.execute(query("lock_migrations"))
+                # Another runner may have applied it while we waited for the lock.
+                if mig not in _check(_read_ledger(conn, s.name), s.migrations, s.name):
+                    return False
+                row = conn.execute(query("migration_backend_pid")).fetchone()
+                # after the advisory lock: runners wait for each other without a timeout
+                conn.execute(
+                    query("set_migration_lock_timeout"),
+                    {"lock_timeout": pg_duration(timeout_s)},
+                )
+                with watch_blockers(observer, int(row[0]) if row else 0, report):
+                    conn.execute(cast(LiteralString, mig.sql))
+                _record(conn, s.name, mig, started)
+            return True
+        except psycopg.errors.LockNotAvailable:
+            if attempt == attempts:
+                break
+            delay = lock.backoff(attempt)
+            if on_event is not None:
+                on_event(LockRetry(s.name, mig.name, attempt, attempts, timeout_s, delay))
+            time.sleep(delay)
+    held = "; ".join(b.describe() for b in last_blockers) or "another session"
+    raise MigrationLockTimeout(
+        f"gave up on {s.name}/{mig.name} after {attempts} attempts (lock_timeout "
+        f"{timeout_s:g}s each, blocked by {held}); nothing of {mig.name} was applied "
+        "(files before it stay applied); run `spectral migrate` again once the lock holder "
+        "is gone",
+        migration_set=s.name,
+        file=mig.name,
+    )
 
 
 def _record(conn: psycopg.Connection[Any], set_name: str, mig: Migration, started: float) -> None:

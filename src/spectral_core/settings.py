@@ -85,8 +85,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_handlers: str = ""
 
     # migrations (ADR 0019): the apps' migration directories, separated by os.pathsep (each
-    # is a set named by its directory's name, applied after spectral's own)
+    # is a set named by its directory's name, applied after spectral's own); the lock
+    # timeout of every statement of a migration file (a file may set its own) and how often
+    # a file that hit it is retried, with backoff, before the runner gives up
     migration_dirs: str = ""
+    migration_lock_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
+    migration_lock_retries: Annotated[int, Meta(ge=0, le=100)] = 10
 
     # outbox / workers tunables
     outbox_max_payload_bytes: PosInt = 256 * 1024
@@ -117,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox_deadline_ms: PosInt = 100
     sandbox_memory_bytes: Annotated[int, Meta(ge=64 * 1024)] = 16 * 1024 * 1024
     sandbox_output_bytes: PosInt = 64 * 1024
+    #: nesting bound (arrays/objects) of a decision's input and of its module's output
+    sandbox_json_depth: Annotated[int, Meta(ge=1, le=512)] = 128
     #: fuel of the inline fast path: a decision that finishes within it runs on the event
     #: loop (no thread hop); otherwise it is re-run in a worker thread with the full
     #: budget.  0 disables the fast path.

@@ -17,8 +17,8 @@ from spectral_core import Settings
 from spectral_core.agent import CallPolicy, ModelError, ModelUnavailable, call_model
 from spectral_core.agent.providers import anthropic_factory, load_model_factory
 from spectral_core.agent.tools import TOOL_SPECS
+from tests.tools import require_module
 
-pytest.importorskip("langchain_anthropic")
 pytestmark = pytest.mark.anyio
 
 SECRET = "sk-ant-test-credential-123"
@@ -86,6 +86,8 @@ class FakeAnthropic:
 
 @pytest.fixture
 def fake_api() -> Iterator[FakeAnthropic]:
+    """The local Messages API; every test here also needs the ``anthropic`` extra."""
+    require_module("langchain_anthropic")
     fake = FakeAnthropic()
     t = threading.Thread(target=fake.server.serve_forever, daemon=True)
     t.start()

@@ -213,3 +213,38 @@ async def test_upload_refuses_modules_the_sandbox_refuses(api: Api) -> None:
         assert body["reason"] == "imports"
         problem(await ops.put("/api/modules/blobs", content=b"not wasm"), 422)
         problem(await ops.put("/api/modules/blobs", content=b""), 400)
+
+
+async def test_deep_json_is_a_documented_4xx_never_a_500(api: Api, acme: httpx.AsyncClient) -> None:
+    """An input nested past the JSON depth limit is refused with 400 before any module
+    runs; a module wrapping an input at the limit (one level deeper) and a module
+    answering 32,000 nested arrays are 422 budget-exceeded (json_depth); the server keeps
+    answering."""
+
+    def nest(depth: int) -> dict:
+        doc: object = 1
+        for _ in range(depth - 1):
+            doc = [doc]
+        return {"x": doc}  # ``depth`` containers including the input object
+
+    await api.module("echo", KEY)
+    assert (await acme.post("/api/decide", json=decide_body(inp=nest(128)))).status_code == 200
+    body = problem(await acme.post("/api/decide", json=decide_body(inp=nest(129))), 400)
+    assert body["limit"] == 128
+    # built by hand: 900 levels are close to the recursion limit of Python's own encoders
+    deep = b'{"domain":"credit","action":"approve","world_model_version":"v1","input":{"x":'
+    deep += b"[" * 899 + b"1" + b"]" * 899 + b"}}"
+    problem(
+        await acme.post("/api/decide", content=deep, headers={"content-type": "application/json"}),
+        400,
+    )
+    wrap_key = ModuleKey(org="acme", domain="credit", action="wrap", world_model_version="v1")
+    await api.module("wrap", wrap_key)
+    body = problem(await acme.post("/api/decide", json=decide_body(wrap_key, inp=nest(128))), 422)
+    assert body["budget"] == "json_depth"
+    deep_key = ModuleKey(org="acme", domain="credit", action="deep", world_model_version="v1")
+    await api.module("deep_output", deep_key)
+    body = problem(await acme.post("/api/decide", json=decide_body(deep_key)), 422)
+    assert body["budget"] == "json_depth"
+    resp = await acme.post("/api/decide", json=decide_body(inp={"still": "here"}))
+    assert resp.json()["decision"] == {"still": "here"}

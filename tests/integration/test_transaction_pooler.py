@@ -36,13 +36,7 @@ from spectral_core import (
 from spectral_core.generations import allocate_generation
 from spectral_core.migrate import run_migrations
 from spectral_core.outbox import Claimer
-
-PGBOUNCER = shutil.which("pgbouncer") or (
-    "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
-)
-pytestmark = pytest.mark.skipif(
-    PGBOUNCER is None, reason="pgbouncer is not installed (.ci/run installs it)"
-)
+from tests.tools import require_tool
 
 
 class _CountingClaimer(Claimer):
@@ -61,8 +55,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(scope="module")
+def pgbouncer() -> str:
+    """The pgbouncer binary (Debian installs it outside a user's PATH); missing: skip
+    locally, fail under CI=true."""
+    return require_tool("pgbouncer", "/usr/sbin/pgbouncer")
+
+
 @pytest.fixture
-def pooler_url(empty_db_url: str) -> Iterator[str]:
+def pooler_url(pgbouncer: str, empty_db_url: str) -> Iterator[str]:
     """A PgBouncer in transaction mode in front of a fresh, empty database."""
     params = conninfo_to_dict(empty_db_url)
     root = Path(tempfile.mkdtemp(prefix="spectral-pgbouncer-"))
@@ -84,7 +85,7 @@ def pooler_url(empty_db_url: str) -> Iterator[str]:
     kwargs: dict[str, Any] = {}
     if os.geteuid() == 0:
         kwargs["user"] = "nobody"
-    proc = subprocess.Popen([PGBOUNCER, str(root / "pgbouncer.ini")], **kwargs)
+    proc = subprocess.Popen([pgbouncer, str(root / "pgbouncer.ini")], **kwargs)
     url = make_conninfo(empty_db_url, port=str(port))
     deadline = time.monotonic() + 10
     while True:

@@ -224,6 +224,33 @@ def test_output_exactly_at_budget_is_accepted(sandbox: WasmSandbox, echo: Compil
         sandbox.run(echo, doc, Budget(output_bytes=99))
 
 
+def nested(depth: int) -> bytes:
+    """A JSON document of ``depth`` nested arrays around one number."""
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def test_output_nested_past_the_json_depth_is_a_budget_error(
+    sandbox: WasmSandbox, echo: CompiledWasm
+) -> None:
+    """An output of 32,000 nested arrays is refused as the json_depth budget (never a
+    RecursionError), and an output just past the budget's depth too; at the depth it
+    passes."""
+    compiled = sandbox.compile(wasm("deep_output"))
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(compiled, b"{}")
+    assert info.value.budget == "json_depth"
+    assert info.value.limit == Budget().json_depth == 128
+    assert sandbox.run(echo, nested(128)).output == nested(128)
+    with pytest.raises(BudgetExceeded) as info:
+        sandbox.run(echo, nested(129))
+    assert info.value.budget == "json_depth"
+    wide = b"[" + b",".join([b'{"a":[1]}'] * 200) + b"]"  # many containers, depth 3
+    assert sandbox.run(echo, wide, Budget(json_depth=3)).output == wide
+    with pytest.raises(BudgetExceeded):
+        sandbox.run(echo, wide, Budget(json_depth=2))
+    assert_still_works(sandbox, echo)
+
+
 def test_output_outside_memory_is_bad_abi(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
     """An output pointer beyond linear memory is a ModuleTrap, never a host read overflow."""
     compiled = sandbox.compile(wasm("bad_pointer"))

@@ -10,8 +10,10 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from spectral_api.auth import PRINCIPAL_KEY
+from spectral_api.errors import BadRequest
 from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
+from spectral_core.sandbox.depth import exceeds_depth, may_exceed_depth
 from spectral_core.tenants import Principal
 
 from ._body import KeyField, check_key_fields, decode, is_key_text, read_asgi_body, require_json
@@ -76,6 +78,9 @@ class DecideEndpoint:
         require_json(scope)
         body = await read_asgi_body(scope, receive, services.settings.api_max_body_bytes)
         req = decode(body, DecideRequest, _decoder)
+        depth = services.budget.json_depth
+        if may_exceed_depth(body, depth + 1) and exceeds_depth(req.input, depth):
+            raise BadRequest(f"input nests deeper than {depth} arrays/objects", limit=depth)
         if req.org is not None and req.org != who.org:
             # another org's module is indistinguishable from a missing one
             raise ModuleNotFound()

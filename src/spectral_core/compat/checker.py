@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -313,7 +313,7 @@ class Checker:
         kind = _KIND_OF.get(member(_CT, c.contype))
         if kind is None:
             return None
-        name = c.conname
+        name: str | None = c.conname
         if not name:
             base = t.name[1]
             if kind == "primary":
@@ -353,7 +353,7 @@ def implies_not_null(expr: Any, column: str) -> bool:
     if is_(expr, "NullTest"):
         return expr.nulltesttype == "IS_NOT_NULL" and _is_column(expr.arg, column)
     if is_(expr, "BoolExpr"):
-        args = expr.args or ()
+        args: Sequence[Any] = expr.args or ()
         if expr.boolop == "AND_EXPR":
             return any(implies_not_null(a, column) for a in args)
         if expr.boolop == "NOT_EXPR" and len(args) == 1 and is_(args[0], "NullTest"):
@@ -369,7 +369,7 @@ def _is_column(expr: Any, column: str) -> bool:
     if is_(expr, "TypeCast"):
         return _is_column(expr.arg, column)
     if is_(expr, "ColumnRef"):
-        fields = expr.fields or ()
+        fields: Sequence[Any] = expr.fields or ()
         return bool(fields) and is_(fields[-1], "String") and fields[-1].sval == column
     return False
 

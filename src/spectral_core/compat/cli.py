@@ -74,8 +74,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
-def _fail(prog: str, message: str, err: TextIO) -> int:
+def _fail(prog: str, message: str, err: TextIO, sarif_out: TextIO | None = None) -> int:
     print(f"{prog}: error: {message}", file=err)
+    if sarif_out is not None:  # a SARIF consumer still gets a log, with the failed invocation
+        from spectral_core.compat.report import sarif_failure
+
+        sarif_out.write(sarif_failure(message, tool=prog, exit_code=EXIT_USAGE))
     return EXIT_USAGE
 
 
@@ -108,18 +112,29 @@ def compat_main(argv: list[str], *, out: TextIO | None = None, err: TextIO | Non
             findings.extend(mark_from_ledger(files, args.ledger))
         results = lint_files(files, locking=args.locking)
     except SpectralError as exc:
-        return _fail(prog, exc.message, err)
+        return _fail(prog, exc.message, err, out if args.format == "sarif" else None)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary: report, exit 2
-        return _fail(prog, f"internal error: {exc!r}", err)
+        message = f"internal error: {exc!r}"
+        return _fail(prog, message, err, out if args.format == "sarif" else None)
     for r in results:
         findings.extend(r.findings)
     linted = [r for r in results if not r.deployed]
     statements = sum(r.statements for r in linted)
-    out.write(render(findings, args.format, tool=prog, files=len(linted), statements=statements))
+    blocking = any(f.severity.value == "error" for f in findings)
+    code = EXIT_FINDINGS if blocking else EXIT_CLEAN
+    out.write(
+        render(
+            findings,
+            args.format,
+            tool=prog,
+            files=len(linted),
+            statements=statements,
+            exit_code=code,
+        )
+    )
     if args.format in ("text", "github"):
         print(f"{prog}: {summary(findings, len(linted), statements)}", file=err)
-    blocking = any(f.severity.value == "error" for f in findings)
-    return EXIT_FINDINGS if blocking else EXIT_CLEAN
+    return code
 
 
 def _manifest_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ def constant_string(expr: str) -> str | None:
         return None
     if len(stmts) != 1 or not is_(stmts[0][0], "SelectStmt"):
         return None
-    targets = stmts[0][0].targetList or ()
+    targets: Sequence[Any] = stmts[0][0].targetList or ()
     return _fold(targets[0].val) if len(targets) == 1 else None
 
 
@@ -49,7 +49,8 @@ def _fold(node: Any) -> str | None:
 
 
 def _query(expr: Any) -> str:
-    return (expr or {}).get("PLpgSQL_expr", {}).get("query", "")
+    query: str = (expr or {}).get("PLpgSQL_expr", {}).get("query", "")
+    return query
 
 
 def _walk(node: Any, lineno: int) -> Iterator[BlockItem]:

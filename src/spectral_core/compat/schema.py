@@ -171,7 +171,7 @@ class SchemaModel:
                     if o.table == old:
                         o.table = new
         else:
-            o = self.objects.pop((kind, old), None)
-            if o is not None:
-                o.name = new
-                self.objects[(kind, new)] = o
+            obj = self.objects.pop((kind, old), None)
+            if obj is not None:
+                obj.name = new
+                self.objects[(kind, new)] = obj

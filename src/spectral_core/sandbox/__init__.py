@@ -20,6 +20,7 @@ import msgspec
 from spectral_core.errors import ConfigError
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "Budget",
     "CompiledModule",
     "Result",
@@ -29,6 +30,9 @@ __all__ = [
 
 _KIB = 1024
 _MIB = 1024 * _KIB
+#: Highest allowed ``Budget.json_depth``: well below the interpreter's recursion limit, so
+#: decoding and encoding a document within the bound never recurses out of the stack.
+MAX_JSON_DEPTH = 512
 
 
 class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,12 +44,15 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             the call is interrupted at most one ticker interval after the deadline).
         memory_bytes: Cap on linear memory (initial size plus growth), in bytes.
         output_bytes: Cap on the JSON output document, in bytes.
+        json_depth: Cap on the nesting of arrays/objects in the output document (the API
+            applies the same cap to the input).
     """
 
     fuel: Annotated[int, msgspec.Meta(ge=1)] = 10_000_000
     deadline_ms: Annotated[int, msgspec.Meta(ge=1)] = 100
     memory_bytes: Annotated[int, msgspec.Meta(ge=64 * _KIB)] = 16 * _MIB
     output_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * _KIB
+    json_depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_JSON_DEPTH)] = 128
 
     def __post_init__(self) -> None:
         """Enforce the constraints on construction too (msgspec checks them on decode only).
@@ -55,6 +62,8 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         """
         if self.fuel < 1 or self.deadline_ms < 1 or self.output_bytes < 1:
             raise ConfigError("sandbox budget limits must be positive", budget=self)
+        if not 1 <= self.json_depth <= MAX_JSON_DEPTH:
+            raise ConfigError(f"sandbox json_depth must be 1..{MAX_JSON_DEPTH}")
         if self.memory_bytes < 64 * _KIB:
             raise ConfigError("sandbox memory budget must be at least one 64 KiB page")
 

@@ -37,6 +37,7 @@ import wasmtime
 
 from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap, SandboxError
 from spectral_core.sandbox import Budget, CompiledModule, Result, Usage
+from spectral_core.sandbox.depth import exceeds_depth, may_exceed_depth
 
 __all__ = [
     "CompiledWasm",
@@ -344,12 +345,7 @@ class WasmSandbox:
             output, pages, fuel_left = _call_public(
                 self.engine, compiled.module, input_json, budget, ticks, self._max_table_elements
             )
-        try:
-            value = msgspec.json.decode(output)
-        except msgspec.DecodeError as exc:
-            raise ModuleTrap(
-                "module returned invalid JSON", reason="invalid_json", detail=str(exc)
-            ) from exc
+        value = _decode_output(output, budget)
         usage = Usage(
             fuel_consumed=budget.fuel - fuel_left,
             wall_time_us=(time.perf_counter_ns() - started) // 1000,
@@ -373,6 +369,29 @@ def _check_output(out_ptr: int, out_len: int, memory_len: int, budget: Budget) -
         )
     if out_ptr + out_len > memory_len:
         raise ModuleTrap("decide returned a region outside memory", reason="abi")
+
+
+def _decode_output(output: bytes, budget: Budget) -> Any:
+    """The output document, decoded, within the budget's nesting depth."""
+    try:
+        value = msgspec.json.decode(output)
+    except msgspec.DecodeError as exc:
+        raise ModuleTrap(
+            "module returned invalid JSON", reason="invalid_json", detail=str(exc)
+        ) from exc
+    except RecursionError:  # deeper than the decoder can go: deeper than any budget too
+        raise _too_deep(budget) from None
+    if may_exceed_depth(output, budget.json_depth) and exceeds_depth(value, budget.json_depth):
+        raise _too_deep(budget)
+    return value
+
+
+def _too_deep(budget: Budget) -> BudgetExceeded:
+    return BudgetExceeded(
+        "module output nests deeper than the json_depth budget",
+        budget="json_depth",
+        limit=budget.json_depth,
+    )
 
 
 def _runtime_error(

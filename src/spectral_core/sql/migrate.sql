@@ -47,3 +47,17 @@ SELECT count(*), coalesce(max(number), 0) FROM core.schema_migrations
 -- name: select_ledger_sets
 SELECT migration_set, count(*), max(number) FROM core.migration_ledger
 GROUP BY migration_set ORDER BY migration_set <> 'spectral', migration_set
+
+-- name: migration_backend_pid
+SELECT pg_backend_pid()
+
+-- name: set_migration_lock_timeout
+-- description: transaction-scoped (SET LOCAL): works through a transaction pooler
+SELECT set_config('lock_timeout', %(lock_timeout)s, true)
+
+-- name: select_lock_blockers
+-- description: who holds (or queues ahead for) the lock a migration statement waits for
+SELECT a.pid, a.state, a.query_start, a.xact_start, a.application_name
+FROM pg_stat_activity a
+WHERE a.pid = ANY (pg_blocking_pids(%(pid)s))
+ORDER BY a.pid

@@ -10,6 +10,9 @@ is a warning (a risk, not a certainty; the runner may set one itself).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from pglast import ast
 from pglast.enums import AlterTableType
 
@@ -236,6 +239,6 @@ def select(cx: Checker, node: Node) -> None:
     for target in node.targetList or ():
         fc = target.val
         if is_(fc, "FuncCall") and fc.funcname[-1].sval == "set_config":
-            args = fc.args or ()
+            args: Sequence[Any] = fc.args or ()
             if len(args) >= 2 and const_text(args[0]) == "lock_timeout":
                 cx.file.lock_timeout = (const_text(args[1]) or "0") not in ("0", "")

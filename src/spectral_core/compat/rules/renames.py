@@ -7,6 +7,7 @@ accepted with a warning naming what the view does not cover.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
@@ -342,7 +343,7 @@ def _simple(query: Any) -> bool:
         return False
     if query.limitCount is not None or query.limitOffset is not None or query.withClause:
         return False
-    frm = query.fromClause or ()
+    frm: Sequence[Any] = query.fromClause or ()
     if len(frm) != 1 or not is_(frm[0], "RangeVar"):
         return False
     for target in query.targetList or ():
@@ -382,7 +383,8 @@ def _targets(query: Any) -> tuple[bool, set[str]]:
     for target in query.targetList or ():
         val = target.val
         if is_(val, "ColumnRef"):
-            last = (val.fields or ())[-1]
+            fields: Sequence[Any] = val.fields or ()
+            last = fields[-1]
             if is_(last, "A_Star"):
                 star = True
             elif is_(last, "String"):

@@ -8,6 +8,7 @@ and ``SET NOT NULL`` fails while the rows that existed before ``ADD COLUMN`` hol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
@@ -233,7 +234,7 @@ def update(cx: Checker, node: Node) -> None:
 def _only_nulls_of(where: Any, column: str) -> bool:
     if is_(where, "NullTest") and where.nulltesttype == "IS_NULL":
         arg = where.arg
-        fields = arg.fields if is_(arg, "ColumnRef") else None
+        fields: Sequence[Any] = (arg.fields or ()) if is_(arg, "ColumnRef") else ()
         return bool(fields) and is_(fields[-1], "String") and fields[-1].sval == column
     return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
@@ -64,7 +65,7 @@ def value_preserving(expr: Any, column: str) -> bool:
     if is_(expr, "TypeCast"):
         return value_preserving(expr.arg, column)
     if is_(expr, "ColumnRef"):
-        fields = expr.fields or ()
+        fields: Sequence[Any] = expr.fields or ()
         return bool(fields) and is_(fields[-1], "String") and fields[-1].sval == column
     return False
 

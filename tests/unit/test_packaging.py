@@ -1,0 +1,78 @@
+"""The wheel ships the typing marker: a mypy user importing spectral_core gets its types,
+not ``import-untyped`` (PEP 561)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+from tests.tools import require_module
+
+ROOT = Path(__file__).resolve().parents[2]
+TYPED = ("spectral_core", "spectral_api")  # the importable libraries (entrypoint packages: no)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built by its build backend from this checkout."""
+    require_module("hatchling")
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps"]
+        + ["--wheel-dir", str(out), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (found,) = out.glob("spectral-*.whl")
+    return found
+
+
+def test_wheel_contains_the_typing_markers(wheel: Path) -> None:
+    """``py.typed`` is packaged for each library package (hatch includes it)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"{pkg}/py.typed" for pkg in TYPED} <= names
+
+
+def test_mypy_user_of_the_installed_wheel_sees_the_types(wheel: Path, tmp_path: Path) -> None:
+    """A user's strict mypy run over code importing the installed package reads
+    spectral_core's annotations (a revealed ``str``), with no ``import-untyped``."""
+    require_module("mypy")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    zipfile.ZipFile(wheel).extractall(purelib)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "app.py").write_text(
+        "from spectral_core import SpectralError\n"
+        "from spectral_api import create_app\n\n"
+        "def message(exc: SpectralError) -> str:\n"
+        "    reveal_type(exc.message)\n"
+        "    reveal_type(create_app)\n"
+        "    return exc.message\n"
+    )
+    (user / "mypy.ini").write_text("[mypy]\nstrict = True\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", str(python)]
+        + ["--cache-dir", str(tmp_path / "cache"), "app.py"],
+        cwd=user,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    out = proc.stdout + proc.stderr
+    assert "import-untyped" not in out and "py.typed" not in out, out
+    assert re.search(r'app\.py:5: note: Revealed type is "(builtins\.)?str"', out), out
+    assert re.search(r'app\.py:6: note: Revealed type is "def \(settings: [\w.]*Settings', out), out

@@ -27,6 +27,7 @@ import hashlib
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -395,7 +396,7 @@ def _too_deep(budget: Budget) -> BudgetExceeded:
 
 
 def _runtime_error(
-    exc: wasmtime.WasmtimeError, budget: Budget
+    exc: wasmtime.WasmtimeError | wasmtime.Trap, budget: Budget
 ) -> BudgetExceeded | ModuleTrap | SandboxError:
     detail = _first_line(exc)
     if "concurrent" in detail and "limit" in detail:  # every pooled instance slot is taken
@@ -434,13 +435,14 @@ def _call_public(
         try:
             instance = wasmtime.Instance(store, module, [])
             exports = instance.exports(store)
-            memory, alloc, decide = exports["memory"], exports["alloc"], exports["decide"]
+            exported, alloc, decide = exports["memory"], exports["alloc"], exports["decide"]
             if not (
-                isinstance(memory, wasmtime.Memory)
+                isinstance(exported, wasmtime.Memory)
                 and isinstance(alloc, wasmtime.Func)
                 and isinstance(decide, wasmtime.Func)
             ):
                 raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
+            memory = exported
             length = len(input_json)
             ptr = alloc(store, length)
             assert isinstance(ptr, int)
@@ -498,7 +500,7 @@ try:
     _GIL_HELD = ctypes.PYFUNCTYPE
     _vp, _i64, _u64, _size = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t
 
-    def _proto(kind: type, name: str, restype: object, *argtypes: object) -> object:
+    def _proto(kind: Callable[..., Any], name: str, restype: object, *argtypes: object) -> object:
         # a prototype of our own: wasmtime-py's function objects (and their argtypes) are
         # never touched
         return kind(restype, *argtypes)((name, _dll))
@@ -670,6 +672,7 @@ class _Scratch:
         if error:
             return wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
         trap = self.trap.value
+        assert trap is not None, "called with neither an error nor a pending trap"
         self.trap.value = None
         return wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
 
@@ -847,7 +850,7 @@ def self_test(sandbox: WasmSandbox | None = None) -> bool:
                 sandbox = _default_sandbox
             compiled = sandbox._self_test_module
             if compiled is None:
-                compiled = sandbox.compile(wasmtime.wat2wasm(SELF_TEST_WAT))
+                compiled = sandbox.compile(bytes(wasmtime.wat2wasm(SELF_TEST_WAT)))
                 sandbox._self_test_module = compiled
         result = sandbox._run(compiled, _SELF_TEST_INPUT, _SELF_TEST_BUDGET)
         return result.output == _SELF_TEST_INPUT

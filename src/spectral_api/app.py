@@ -92,6 +92,7 @@ def build_services(
             sandbox,
             inline_fuel=settings.sandbox_inline_fuel,
             max_batch=settings.sandbox_inline_batch,
+            inline_ms=settings.sandbox_inline_ms,
         ),
         keyring=keyring,
         store=store,

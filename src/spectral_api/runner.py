@@ -21,6 +21,14 @@ in a worker thread.
   before (those calls ran in the same iteration anyway, one per task) and I/O is polled
   between batches.
 
+* **Inline is bounded in wall time too** (ADR 0023).  Fuel counts instructions, not
+  time: a module that touches every page of its memory spends a few thousand fuel units
+  and milliseconds of page faults.  A batch stops once it has held the loop for
+  ``inline_ms`` (the rest run in the next iteration, after an I/O poll), and a module
+  whose inline call took longer than ``inline_ms`` runs in a worker thread, with its full
+  budget, for the next ``SLOW_FOR_S`` seconds (calls of it already queued included); then
+  it gets one inline call again.
+
 Each call runs in the context (:mod:`contextvars`) of the task that queued it.  A call whose
 waiting task was cancelled before its turn is not made.  This module uses asyncio directly
 (``loop.call_soon``, which anyio does not offer), so it lives in the API package rather than
@@ -31,17 +39,26 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import deque
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Final
 
 import msgspec
 
 from spectral_core.errors import BudgetExceeded, ConfigError
 from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
-from spectral_core.settings import SANDBOX_INLINE_BATCH
+from spectral_core.settings import SANDBOX_INLINE_BATCH, SANDBOX_INLINE_MS
 
-__all__ = ["DecisionRunner"]
+__all__ = ["SLOW_FOR_S", "DecisionRunner"]
 
-_Call = tuple["asyncio.Future[Result]", contextvars.Context, CompiledModule, bytes, Budget]
+#: How long a module whose inline call ran longer than ``inline_ms`` stays on threads.
+SLOW_FOR_S: Final = 10.0
+#: Modules remembered as slow (oldest forgotten first: they just get one inline call again).
+_MAX_SLOW: Final = 4096
+
+#: a queued call's future: its result, or None for "run it in a thread" (a slow module)
+_Call = tuple["asyncio.Future[Result | None]", contextvars.Context, CompiledModule, bytes, Budget]
 
 
 class _LoopQueue:
@@ -64,19 +81,33 @@ class DecisionRunner:
             every call to a worker thread.
         max_batch: Inline calls made back to back per event-loop iteration; 0 makes each
             inline call in the task that asked for it.
+        inline_ms: Wall time one inline batch may hold the event loop, and the longest
+            inline call a module may make before it is sent to threads for ``SLOW_FOR_S``.
+        clock: Monotonic clock in seconds (tests).
 
     Raises:
-        ConfigError: A negative ``inline_fuel`` or ``max_batch``.
+        ConfigError: A negative ``inline_fuel`` or ``max_batch``, a non-positive
+            ``inline_ms``.
     """
 
     def __init__(
-        self, sandbox: Sandbox, *, inline_fuel: int = 200_000, max_batch: int = SANDBOX_INLINE_BATCH
+        self,
+        sandbox: Sandbox,
+        *,
+        inline_fuel: int = 200_000,
+        max_batch: int = SANDBOX_INLINE_BATCH,
+        inline_ms: float = SANDBOX_INLINE_MS,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if inline_fuel < 0 or max_batch < 0:
-            raise ConfigError("inline_fuel and max_batch must not be negative")
+        if inline_fuel < 0 or max_batch < 0 or not inline_ms > 0:
+            raise ConfigError("inline_fuel and max_batch must not be negative, inline_ms > 0")
         self.sandbox = sandbox
         self.inline_fuel = inline_fuel
         self.max_batch = max_batch
+        self.inline_s = inline_ms / 1000
+        self._clock = clock
+        #: content hash -> clock time until which the module's calls run in threads
+        self._slow: OrderedDict[str, float] = OrderedDict()
         self._last: tuple[Budget, Budget] | None = None  # (budget, its inline budget)
         self._queue: _LoopQueue | None = None
 
@@ -88,7 +119,7 @@ class DecisionRunner:
             ModuleTrap: The module trapped or returned invalid JSON.
             SandboxError: The sandbox refused the call.
         """
-        if 0 < self.inline_fuel < budget.fuel:
+        if 0 < self.inline_fuel < budget.fuel and not self.is_slow(compiled):
             last = self._last
             if last is not None and last[0] is budget:  # the usual case: one budget object
                 small = last[1]
@@ -97,23 +128,48 @@ class DecisionRunner:
                 self._last = (budget, small)
             try:
                 if self.max_batch:
-                    return await self._queued(compiled, input_json, small)
-                return self.sandbox.run(compiled, input_json, small)
+                    result = await self._queued(compiled, input_json, small)
+                    if result is not None:
+                        return result
+                else:
+                    started = self._clock()
+                    try:
+                        return self.sandbox.run(compiled, input_json, small)
+                    finally:
+                        self._timed(compiled, started, self._clock())
             except BudgetExceeded as exc:
                 if exc.context.get("budget") not in ("fuel", "deadline"):
                     raise
         return await self.sandbox.run_async(compiled, input_json, budget)
 
+    def is_slow(self, compiled: CompiledModule) -> bool:
+        """Whether ``compiled`` runs in threads for now (an inline call of it ran long)."""
+        until = self._slow.get(compiled.content_hash)
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._slow[compiled.content_hash]  # its time is up: one inline call again
+        return False
+
+    def _timed(self, compiled: CompiledModule, started: float, ended: float) -> None:
+        """Send ``compiled`` to threads for a while if its inline call took too long."""
+        if ended - started > self.inline_s:
+            self._slow[compiled.content_hash] = ended + SLOW_FOR_S
+            self._slow.move_to_end(compiled.content_hash)
+            while len(self._slow) > _MAX_SLOW:
+                self._slow.popitem(last=False)
+
     def _queued(
         self, compiled: CompiledModule, input_json: bytes, budget: Budget
-    ) -> asyncio.Future[Result]:
+    ) -> asyncio.Future[Result | None]:
         loop = asyncio.get_running_loop()
         queue = self._queue
         if queue is None or queue.loop is not loop:
             # a runner is normally used on one loop; a new loop (tests, a restarted server)
             # starts a new queue: calls queued on a loop that stopped can never run anyway
             queue = self._queue = _LoopQueue(loop)
-        future: asyncio.Future[Result] = loop.create_future()
+        future: asyncio.Future[Result | None] = loop.create_future()
         queue.calls.append((future, contextvars.copy_context(), compiled, input_json, budget))
         if not queue.scheduled:
             queue.scheduled = True
@@ -124,11 +180,17 @@ class DecisionRunner:
         queue.scheduled = False
         calls = queue.calls
         run = self.sandbox.run
+        clock = self._clock
+        now = started = clock()
         try:
             for _ in range(min(len(calls), self.max_batch)):
                 future, context, compiled, input_json, budget = calls.popleft()
                 if future.cancelled():  # its request went away: nothing waits for the call
                     continue
+                if self._slow and self.is_slow(compiled):
+                    future.set_result(None)  # to a thread (made slow earlier in the batch)
+                    continue
+                before = now
                 try:
                     result = context.run(run, compiled, input_json, budget)
                 except Exception as exc:  # noqa: BLE001 - delivered to the waiting request
@@ -138,6 +200,10 @@ class DecisionRunner:
                     raise
                 else:
                     future.set_result(result)
+                now = clock()
+                self._timed(compiled, before, now)
+                if now - started > self.inline_s:
+                    break  # the loop was held long enough: the rest after an I/O poll
         finally:
             if calls and not queue.scheduled:  # the rest: next iteration, after an I/O poll
                 queue.scheduled = True

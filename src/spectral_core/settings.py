@@ -32,6 +32,7 @@ OUTBOX_BATCH_MAX = 1000
 OUTBOX_LANES_MAX = 64
 #: inline decisions made back to back per event-loop iteration, by default (ADR 0018)
 SANDBOX_INLINE_BATCH = 32
+SANDBOX_INLINE_MS = 2.0
 
 
 def package_version() -> str:
@@ -130,6 +131,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: inline decisions made back to back per event-loop iteration (ADR 0018); 0 makes
     #: each in its own request task
     sandbox_inline_batch: Annotated[int, Meta(ge=0, le=1024)] = SANDBOX_INLINE_BATCH
+    #: wall time an inline batch may hold the event loop; a module whose inline call took
+    #: longer runs in worker threads for a while (ADR 0023)
+    sandbox_inline_ms: Annotated[float, Meta(gt=0, le=1000)] = SANDBOX_INLINE_MS
 
     # World Agent (spectral_core.agent): turns run off the decision path, at most
     # ``agent_concurrency`` at once per worker, each within a step and token budget

@@ -4,6 +4,7 @@ long ones move to a thread; cancelled requests cost no call (ADR 0018)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,16 @@ import anyio
 import pytest
 import wasmtime
 
-from spectral_api.runner import DecisionRunner
+from spectral_api.runner import SLOW_FOR_S, DecisionRunner
 from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap
 from spectral_core.sandbox import Budget, CompiledModule, Result
 from spectral_core.sandbox.wasm import WasmSandbox
 
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 BUDGET = Budget(fuel=5_000_000, deadline_ms=200)
+#: an inline time budget no call here reaches: tests of batch order must not depend on how
+#: fast the shared machine runs them (the time budget has tests of its own)
+UNTIMED = 1000.0
 
 
 class Recording:
@@ -73,7 +77,9 @@ def test_concurrent_calls_run_back_to_back_outside_the_request_tasks(sandbox: Wa
     at most ``max_batch`` (32) per loop iteration, the waiting requests resuming between
     the two batches; each request gets the output of its own input."""
     events: list[tuple[str, Any]] = []
-    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=32)
+    runner = DecisionRunner(
+        Recording(sandbox, events), inline_fuel=100_000, max_batch=32, inline_ms=UNTIMED
+    )
     echo = compiled(sandbox, "echo")
     outputs: dict[int, bytes] = {}
 
@@ -114,7 +120,9 @@ def test_each_call_in_a_batch_gets_its_own_outcome(sandbox: WasmSandbox) -> None
     own request only, the loop is re-run in a thread with the full budget and fails there,
     and the good calls around them return their own documents."""
     events: list[tuple[str, Any]] = []
-    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=32)
+    runner = DecisionRunner(
+        Recording(sandbox, events), inline_fuel=100_000, max_batch=32, inline_ms=UNTIMED
+    )
     echo, trap, loop = (compiled(sandbox, n) for n in ("echo", "trap", "infinite_loop"))
     outcome: dict[str, Any] = {}
 
@@ -148,7 +156,9 @@ def test_a_request_cancelled_while_queued_costs_no_call(sandbox: WasmSandbox) ->
     """A request cancelled before its turn (client gone, timeout) is skipped; the calls
     queued after it still run."""
     events: list[tuple[str, Any]] = []
-    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, max_batch=32)
+    runner = DecisionRunner(
+        Recording(sandbox, events), inline_fuel=100_000, max_batch=32, inline_ms=UNTIMED
+    )
     echo = compiled(sandbox, "echo")
 
     async def main() -> dict[str, Any]:
@@ -197,7 +207,7 @@ def test_calls_run_in_the_context_of_the_request_that_queued_them(sandbox: WasmS
             seen.append(request_id.get())
             return super().run(compiled, input_json, budget)
 
-    runner = DecisionRunner(Spy(sandbox, []), inline_fuel=100_000)
+    runner = DecisionRunner(Spy(sandbox, []), inline_fuel=100_000, inline_ms=UNTIMED)
     echo = compiled(sandbox, "echo")
 
     async def request(name: str) -> None:
@@ -208,9 +218,56 @@ def test_calls_run_in_the_context_of_the_request_that_queued_them(sandbox: WasmS
     assert seen == ["r1", "r2", "r3"]
 
 
+def test_a_module_whose_inline_call_ran_long_goes_to_threads_next_time(
+    sandbox: WasmSandbox,
+) -> None:
+    """Fuel does not bound wall time: page_toucher spends ~45k fuel (under the inline
+    budget) and milliseconds of page faults.  Its first call runs inline and takes longer
+    than ``inline_ms``; its next calls run in a thread (full budget) for ``SLOW_FOR_S``;
+    after that it gets one inline call again."""
+    events: list[tuple[str, Any]] = []
+    offset = [0.0]
+    runner = DecisionRunner(
+        Recording(sandbox, events),
+        inline_fuel=100_000,
+        inline_ms=1.0,
+        clock=lambda: time.perf_counter() + offset[0],
+    )
+    toucher = compiled(sandbox, "page_toucher")
+
+    async def request(doc: bytes) -> None:
+        assert (await runner.run(toucher, doc, BUDGET)).value == {}
+
+    at_once(request, b"1")
+    at_once(request, b"2")
+    at_once(request, b"3")
+    assert events == [("run", b"1"), ("thread", b"2"), ("thread", b"3")]
+    offset[0] = SLOW_FOR_S + 1
+    at_once(request, b"4")
+    assert events[-1] == ("run", b"4")
+
+
+def test_an_inline_batch_stops_at_its_time_budget(sandbox: WasmSandbox) -> None:
+    """Three page_toucher calls and an echo queued together: the first toucher call runs
+    inline and uses up the batch's wall time, so the batch stops there; in the next
+    iteration the two other toucher calls go to threads (their module is slow now) and the
+    echo runs inline."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, inline_ms=1.0)
+    toucher, echo = compiled(sandbox, "page_toucher"), compiled(sandbox, "echo")
+
+    async def request(module: CompiledModule, doc: bytes) -> None:
+        await runner.run(module, doc, BUDGET)
+
+    at_once(request, (toucher, b"1"), (toucher, b"2"), (toucher, b"3"), (echo, b"[4]"))
+    assert events == [("run", b"1"), ("run", b"[4]"), ("thread", b"2"), ("thread", b"3")]
+
+
 def test_negative_settings_are_refused(sandbox: WasmSandbox) -> None:
     """Bad configuration is a clear error at construction."""
     with pytest.raises(ConfigError):
         DecisionRunner(sandbox, inline_fuel=-1)
     with pytest.raises(ConfigError):
         DecisionRunner(sandbox, max_batch=-1)
+    with pytest.raises(ConfigError):
+        DecisionRunner(sandbox, inline_ms=0)

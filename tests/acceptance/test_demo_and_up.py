@@ -3,13 +3,18 @@ shows every piece working end to end."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from .procs import clean_env
+from .procs import Proc, clean_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +61,81 @@ def test_up_prepares_embedded_database_and_generation(tmp_path: Path) -> None:
         timeout=180,
     )
     assert again.returncode == 0 and "generation: 2" in again.stdout  # data reused
+
+
+def _printed_url(stdout: str) -> str:
+    return re.search(r"^export SPECTRAL_DATABASE_URL=(\S+)$", stdout, re.M).group(1)  # type: ignore[union-attr]
+
+
+def test_up_prints_how_to_reach_it_and_keeps_its_port(tmp_path: Path) -> None:
+    """`spectral up` prints the database URL and the exact export lines for a second
+    terminal, and the embedded server keeps its port from one run to the next (it used to
+    change every run, so the printed URL went stale)."""
+    env = clean_env()
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "spectral_cli", "up", "--no-run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        for _ in range(2)
+    ]
+    for n, run in enumerate(runs, 1):
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert re.search(rf"^\s*export SPECTRAL_GENERATION={n}$", run.stdout, re.M)
+    first, second = (_printed_url(r.stdout.replace("  export", "export")) for r in runs)
+    assert first == second and first.startswith("postgresql://")
+
+
+def test_env_points_a_second_shell_at_a_running_up(tmp_path: Path) -> None:
+    """While `spectral up` runs, `eval "$(spectral env)"` in another shell reaches its
+    database and generation; `spectral env` says clearly when no `spectral up` runs here."""
+    env = clean_env(SPECTRAL_HOME_DIR=str(tmp_path / ".spectral"))
+    none = subprocess.run(
+        [sys.executable, "-m", "spectral_cli", "env"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert none.returncode == 3 and "no `spectral up` is running" in none.stderr
+    assert none.stdout == ""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    up = Proc(
+        [sys.executable, "-m", "spectral_cli", "up"],
+        dict(env, SPECTRAL_API_PORT=str(port)),
+        tmp_path / "up.log",
+    )
+    try:
+        wait_for(lambda: (tmp_path / ".spectral" / "up.json").exists(), 120, "up.json")
+        shell = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'eval "$({shlex.quote(sys.executable)} -m spectral_cli env)" && '
+                f"{shlex.quote(sys.executable)} -m spectral_cli deploy status --json && "
+                'echo "gen=$SPECTRAL_GENERATION"',
+            ],
+            cwd=tmp_path,
+            env={k: v for k, v in env.items() if not k.startswith("SPECTRAL_DATABASE")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shell.returncode == 0, shell.stderr[-2000:]
+        assert shell.stdout.rstrip().endswith("gen=1")
+        status = json.loads(shell.stdout.rstrip().rpartition("\n")[0])
+        assert 1 in [g["generation"] for g in status["generations"]]
+    finally:
+        up.signal(signal.SIGINT)
+        try:
+            up.wait(60)
+        finally:
+            up.kill()
+    assert not (tmp_path / ".spectral" / "up.json").exists()  # removed when up stops

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 
 from .db import Database, open_pools
 from .errors import EXIT_CANNOT_START, ConfigError, SpectralError
@@ -24,7 +26,9 @@ from .logging import configure_logging
 from .runtime import RuntimeContext, bind_runtime
 from .settings import Settings
 
-__all__ = ["booted", "event_loop_options", "run_process"]
+__all__ = ["booted", "event_loop_options", "multi_host_urls_without_read_write", "run_process"]
+
+log = structlog.get_logger("spectral.boot")
 
 
 @asynccontextmanager
@@ -38,6 +42,15 @@ async def booted(
         ConnectionLost: the database is unreachable (after the bounded boot wait).
     """
     generation = settings.require_generation()
+    for field in multi_host_urls_without_read_write(settings):
+        log.warning(
+            "database.url_may_pick_a_standby",
+            setting=f"SPECTRAL_{field.upper()}",
+            fix="add target_session_attrs=read-write to the URL",
+            detail="the URL names several hosts without target_session_attrs=read-write, "
+            "so a connection may land on a standby (read-only): spectral then waits "
+            "for a writable server instead of using it",
+        )
     async with open_pools(settings) as db:
         async with db.pool.connection() as conn:
             await require_generation_async(conn, generation)
@@ -46,6 +59,26 @@ async def booted(
             process=process, generation=generation, instance_id=str(rt.instance_id)
         )
         yield db, rt
+
+
+def multi_host_urls_without_read_write(settings: Settings) -> list[str]:
+    """The settings fields whose URL names several hosts but do not ask libpq for
+    a writable one (``target_session_attrs=read-write`` or ``primary``)."""
+    out: list[str] = []
+    for field in ("database_url", "database_session_url", "agent_database_url"):
+        url = getattr(settings, field)
+        if not url:
+            continue
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            continue  # connecting reports a malformed URL with its own error
+        hosts = str(params.get("host") or params.get("hostaddr") or "")
+        if "," not in hosts:
+            continue
+        if str(params.get("target_session_attrs", "any")) not in ("read-write", "primary"):
+            out.append(field)
+    return out
 
 
 def event_loop_options(settings: Settings) -> dict[str, Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "ClaimLost",
     "ConfigError",
     "ConnectionLost",
+    "DatabaseReadOnly",
     "ContentHashMismatch",
     "DatabaseError",
     "DuplicateEvent",
@@ -77,6 +78,10 @@ class DatabaseError(SpectralError):
 
 class ConnectionLost(DatabaseError):
     """The database connection was lost or could not be established."""
+
+
+class DatabaseReadOnly(ConnectionLost):
+    """The database cannot take writes (a standby, or a read-only session): an outage."""
 
 
 class OutboxError(SpectralError):

@@ -11,6 +11,8 @@ Checks (each a pure function of facts, so they are unit-testable):
 key                         fact                                                 worst
 ==========================  ==================================================  =========
 ``database:reachable``      one round trip answered within the timeout           fail
+``database:writable``       the session takes writes (not a standby, not         fail
+                            ``transaction_read_only``)
 ``migrations:head``         ledger head vs the newest bundled migration          fail/warn
 ``outbox:writable``         ``core.outbox`` exists and is INSERT-able            fail
 ``workers:live``            live workers (running/reconnecting) of this gen      warn
@@ -48,6 +50,7 @@ __all__ = [
     "HealthReport",
     "Status",
     "check_database",
+    "check_database_writable",
     "check_llm_credentials",
     "check_migrations",
     "check_operator_keys",
@@ -116,6 +119,23 @@ def check_database(error: str | None, latency_ms: float | None) -> HealthCheck:
         observed_unit="ms",
         time=_now(),
     )
+
+
+def check_database_writable(writable: bool | None) -> HealthCheck:
+    """``database:writable``: a read-only session (a standby after a failover, or
+    ``default_transaction_read_only``) is an outage, never a healthy database."""
+    if not writable:
+        return HealthCheck(
+            status="fail",
+            component_type="datastore",
+            observed_value=False if writable is not None else None,
+            output="database session is read-only (a standby or a read-only session): "
+            "writes are refused"
+            if writable is not None
+            else "database unreachable",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="datastore", observed_value=True, time=_now())
 
 
 def check_migrations(db_head: int | None, code_head: int) -> HealthCheck:
@@ -308,6 +328,7 @@ class HealthProbe:
             sandbox_ok = False
         checks: dict[str, list[HealthCheck]] = {
             "database:reachable": [check_database(error, latency)],
+            "database:writable": [check_database_writable(bool(row[3]) if row else None)],
             "migrations:head": [check_migrations(int(row[0]) if row else None, self._code_head)],
             "outbox:writable": [check_outbox(bool(row[1]) if row else None)],
             "workers:live": [check_workers(int(row[2]) if row else None, self.generation)],

@@ -65,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     database_pool_min: Annotated[int, Meta(ge=0)] = 1
     database_pool_max: PosInt = 10
     database_connect_timeout_s: PosFloat = 10.0
+    #: a connection whose peer stopped answering (partition, vanished host) is declared
+    #: dead after about this long: TCP keepalives and tcp_user_timeout on every connection
+    database_tcp_timeout_s: Annotated[float, Meta(ge=1, le=600)] = 10.0
 
     generation: Annotated[int, Meta(ge=1)] | None = None
     version: str = ""

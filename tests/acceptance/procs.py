@@ -84,3 +84,23 @@ def scalar(url: str, sql: str, params: Any = None) -> Any:
     with psycopg.connect(url, autocommit=True) as c:
         row = c.execute(sql, params).fetchone()
         return row[0] if row else None
+
+
+def start_api(db_url: str, generation: int, port: int, log: Path, **extra: str) -> Proc:
+    env = clean_env(
+        SPECTRAL_DATABASE_URL=db_url,
+        SPECTRAL_GENERATION=str(generation),
+        SPECTRAL_API_PORT=str(port),
+        **extra,
+    )
+    return Proc([sys.executable, "-m", "spectral_api"], env, log)
+
+
+def health_status(port: int) -> int | None:
+    """The HTTP status of ``GET /health`` (None when nothing answers)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+    except httpx.HTTPError:
+        return None

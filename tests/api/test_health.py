@@ -33,6 +33,7 @@ async def test_health_document_shape(api_factory) -> None:  # type: ignore[no-un
     assert doc["version"] == api.settings.running_version
     assert set(doc["checks"]) == {
         "database:reachable",
+        "database:writable",
         "migrations:head",
         "outbox:writable",
         "workers:live",
@@ -131,3 +132,60 @@ async def test_health_is_cheap_and_cached(api: Api) -> None:
         elapsed = time.monotonic() - t0
     assert elapsed < 5
     assert calls <= elapsed / api.settings.api_health_cache_s + 2
+
+
+async def test_health_passes_on_the_first_probe_after_a_server_restart(  # type: ignore[no-untyped-def]
+    api_factory, pg_server, db_url
+) -> None:
+    """After a restart (or a failover) the pool's idle connections are dead: the first
+    probe once the server takes connections again passes, because a connection the server
+    closed is caught at checkout (and every idle one verified), never handed to the probe."""
+    import psycopg
+
+    if pg_server.embedded is None:
+        pytest.skip("needs the embedded server (cannot restart an external one)")
+    api = api_factory(api_health_cache_s=0)
+    assert (await get_health(api)).status_code == 200
+    pg_server.embedded.restart(wait_down_s=0.5)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            psycopg.connect(db_url, connect_timeout=1).close()
+            break
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    resp = await get_health(api)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["checks"]["database:writable"][0]["status"] == "pass"
+
+
+async def test_health_fails_on_a_read_only_session(api_factory, pg_server, db_url) -> None:  # type: ignore[no-untyped-def]
+    """A database whose sessions are read-only (default_transaction_read_only, as on a
+    standby) is a no-go: /health answers 503 while it lasts and passes again after."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    api = api_factory(api_health_cache_s=0)
+    assert (await get_health(api)).status_code == 200
+    name = conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    try:
+        statuses = []
+        for _ in range(5):
+            statuses.append((await get_health(api)).status_code)
+            time.sleep(0.2)
+        assert statuses == [503] * 5
+    finally:
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    deadline = time.monotonic() + 15
+    while (await get_health(api)).status_code != 200:
+        assert time.monotonic() < deadline, "health did not pass again"
+        time.sleep(0.2)

@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from spectral_core import (
 from spectral_core.generations import allocate_generation
 from spectral_core.migrate import run_migrations
 from spectral_core.outbox import Claimer
+from tests.acceptance.procs import scalar, start_workers, wait_for
 from tests.tools import require_tool
 
 
@@ -62,44 +64,68 @@ def pgbouncer() -> str:
     return require_tool("pgbouncer", "/usr/sbin/pgbouncer")
 
 
-@pytest.fixture
-def pooler_url(pgbouncer: str, empty_db_url: str) -> Iterator[str]:
-    """A PgBouncer in transaction mode in front of a fresh, empty database."""
-    params = conninfo_to_dict(empty_db_url)
+DOC = Path(__file__).resolve().parents[2] / "docs" / "howto" / "poolers.md"
+
+
+def documented_settings() -> dict[str, str]:
+    """The ``[pgbouncer]`` settings of the configuration in docs/howto/poolers.md."""
+    block = DOC.read_text().split("```ini", 1)[1].split("```", 1)[0]
+    section = block.split("[pgbouncer]", 1)[1]
+    pairs = (line.split("=", 1) for line in section.strip().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+@contextmanager
+def run_pgbouncer(binary: str, db_url: str, **settings: str) -> Iterator[str]:
+    """A PgBouncer in front of the server of ``db_url`` (``settings`` override the
+    documented ones); yields the URL through it."""
+    params = conninfo_to_dict(db_url)
     root = Path(tempfile.mkdtemp(prefix="spectral-pgbouncer-"))
     os.chmod(root, 0o777)
     port = _free_port()
+    conf = {
+        **documented_settings(),
+        "listen_addr": "127.0.0.1",
+        "listen_port": str(port),
+        "auth_type": "trust",
+        "auth_file": f"{root}/users.txt",
+        "logfile": f"{root}/pgbouncer.log",
+        "pidfile": f"{root}/pgbouncer.pid",
+        **settings,
+    }
     (root / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={params['host']} port={params['port']}\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\n"
-        "auth_type = trust\n"
-        f"auth_file = {root}/users.txt\n"
-        "pool_mode = transaction\n"
-        "max_client_conn = 200\ndefault_pool_size = 5\n"
-        "ignore_startup_parameters = extra_float_digits,options\n"
-        f"logfile = {root}/pgbouncer.log\npidfile = {root}/pgbouncer.pid\n"
+        f"[databases]\n* = host={params['host']} port={params['port']}\n[pgbouncer]\n"
+        + "".join(f"{k} = {v}\n" for k, v in conf.items())
     )
     (root / "users.txt").write_text('"postgres" ""\n')
     kwargs: dict[str, Any] = {}
     if os.geteuid() == 0:
         kwargs["user"] = "nobody"
-    proc = subprocess.Popen([pgbouncer, str(root / "pgbouncer.ini")], **kwargs)
-    url = make_conninfo(empty_db_url, port=str(port))
+    proc = subprocess.Popen([binary, str(root / "pgbouncer.ini")], **kwargs)
+    url = make_conninfo(db_url, port=str(port))
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            psycopg.connect(url, autocommit=True, prepare_threshold=None).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        while True:
+            try:
+                psycopg.connect(url, autocommit=True, prepare_threshold=None).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pooler_url(pgbouncer: str, empty_db_url: str) -> Iterator[str]:
+    """A PgBouncer in transaction mode (the documented configuration) in front of a
+    fresh, empty database."""
+    with run_pgbouncer(pgbouncer, empty_db_url) as url:
+        yield url
 
 
 @pytest.mark.anyio
@@ -168,3 +194,103 @@ async def test_outbox_round_trip_through_transaction_pooler(
         assert c.execute("SELECT status, count(*) FROM core.outbox GROUP BY 1").fetchall() == [
             ("done", 120)
         ]
+
+
+def _publish(url: str, gen: int, n: int, prefix: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for i in range(n):
+            Publisher(gen).publish(conn, "platform.record", {}, idempotency_key=f"{prefix}{i}")
+
+
+@pytest.mark.slow
+def test_missing_pooler_setting_names_it(
+    pgbouncer: str, db_url: str, generation: int, tmp_path: Path
+) -> None:
+    """Through a transaction pooler without SPECTRAL_DATABASE_TRANSACTION_POOLER the
+    server-side prepared statements get lost (`prepared statement "_pg3_0" does not
+    exist`): the error the worker reports names the setting to change."""
+    _publish(db_url, generation, 200, "p")
+    with run_pgbouncer(pgbouncer, db_url, default_pool_size="3") as url:
+        w = start_workers(
+            url,
+            generation,
+            tmp_path / "w.log",
+            SPECTRAL_DATABASE_SESSION_URL=db_url,
+            SPECTRAL_AGENT_DATABASE_URL=db_url,
+        )
+        try:
+            wait_for(lambda: '"_pg3_' in w.output(), 30, "a prepared-statement error")
+            time.sleep(1)
+            lines = [ln for ln in w.output().splitlines() if '"_pg3_' in ln]
+            assert lines and all("SPECTRAL_DATABASE_TRANSACTION_POOLER=true" in ln for ln in lines)
+        finally:
+            w.kill()
+
+
+@pytest.mark.slow
+def test_pooler_refusing_options_names_the_fix(
+    pgbouncer: str, db_url: str, generation: int, tmp_path: Path
+) -> None:
+    """A pooler that refuses the `options` startup parameter (PgBouncer without it in
+    ignore_startup_parameters) stops the worker at boot with a message that says what
+    was refused and which setting fixes it, not just "unreachable"."""
+    with run_pgbouncer(pgbouncer, db_url) as url:
+        w = start_workers(
+            url,
+            generation,
+            tmp_path / "w.log",
+            SPECTRAL_DATABASE_TRANSACTION_POOLER="true",
+            SPECTRAL_DATABASE_SESSION_URL=db_url,
+        )
+        assert w.wait(60) == 1
+    out = w.output()
+    assert "checkpointer database unreachable at boot" in out
+    assert "unsupported startup parameter: options" in out
+    assert "SPECTRAL_AGENT_DATABASE_URL" in out
+
+
+@pytest.mark.slow
+def test_documented_config_recovers_from_a_postgres_restart(
+    pgbouncer: str, pg_server: Any, db_url: str, generation: int, tmp_path: Path
+) -> None:
+    """The PgBouncer configuration of docs/howto/poolers.md: a worker through it handles
+    events, and after PostgreSQL restarts behind the pooler it handles again within a few
+    seconds (server_login_retry = 1 s; PgBouncer's 15 s default alone took 15 s)."""
+    if pg_server.embedded is None:
+        pytest.skip("needs the embedded server (cannot restart an external one)")
+    assert documented_settings()["server_login_retry"] == "1"
+    with run_pgbouncer(pgbouncer, db_url) as url:
+        w = start_workers(
+            url,
+            generation,
+            tmp_path / "w.log",
+            SPECTRAL_DATABASE_TRANSACTION_POOLER="true",
+            SPECTRAL_DATABASE_SESSION_URL=db_url,
+            SPECTRAL_AGENT_DATABASE_URL=db_url,
+            SPECTRAL_RECONNECT_BACKOFF_CAP_S="1",
+        )
+        try:
+            _publish(db_url, generation, 20, "a")
+            wait_for(lambda: _handled(db_url, "a") == 20, 60, "handling through the pooler")
+            pg_server.embedded.restart(wait_down_s=1.0)
+            back = time.monotonic()
+            _publish(db_url, generation, 5, "b")
+            wait_for(lambda: _handled(db_url, "b") == 5, 60, "handling after the restart")
+            recovery_s = time.monotonic() - back
+            print(f"recovery behind PgBouncer: {recovery_s:.2f}s")
+            assert recovery_s < 6, w.output()[-3000:]
+            assert w.p.poll() is None
+            w.signal(15)
+            assert w.wait(30) == 0
+        finally:
+            w.kill()
+
+
+def _handled(url: str, prefix: str) -> int:
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM core.event_log WHERE idempotency_key LIKE %s",
+            (prefix + "%",),
+        )
+    )

@@ -28,8 +28,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ..db._wrap import wrap_errors
-from ..db.pools import POOL_CLOSE_TIMEOUT_S
-from ..errors import ConnectionLost
+from ..db.pools import POOL_CLOSE_TIMEOUT_S, open_pool, wait_ready
 from ..settings import Settings
 
 __all__ = ["CHECKPOINT_SCHEMA", "checkpointer_kwargs", "open_checkpointer_pool", "saver_for_turn"]
@@ -57,25 +56,17 @@ async def open_checkpointer_pool(settings: Settings) -> AsyncIterator[Checkpoint
         ConnectionLost: the server could not be reached in time.
     """
     url = settings.agent_database_url or settings.require_database_url()
-    pool: CheckpointPool = AsyncConnectionPool(
+    pool: CheckpointPool = open_pool(
         url,
+        settings,
+        kwargs=checkpointer_kwargs(transaction_pooler=settings.database_transaction_pooler),
         min_size=1,
         max_size=max(2, min(settings.agent_concurrency, settings.database_pool_max) + 1),
-        kwargs=checkpointer_kwargs(transaction_pooler=settings.database_transaction_pooler),
-        open=False,
-        timeout=settings.database_connect_timeout_s,
-        reconnect_timeout=settings.outage_limit_s,
         name="spectral-agent",
     )
     await pool.open(wait=False)
     try:
-        try:
-            await pool.wait(timeout=settings.database_connect_timeout_s)
-        except Exception as exc:
-            raise ConnectionLost(
-                "checkpointer database unreachable at boot",
-                timeout_s=settings.database_connect_timeout_s,
-            ) from exc
+        await wait_ready(pool, settings, what="checkpointer database")
         yield pool
     finally:
         await pool.close(timeout=POOL_CLOSE_TIMEOUT_S)

@@ -392,10 +392,18 @@ class Consumer:
 
     async def _consume_notifies(self, conn: psycopg.AsyncConnection[Any]) -> None:
         check_every = max(self.config.poll_interval_s * 5, 2.0)
+        # a peer that acknowledges at the TCP level but never answers (a proxy or pooler
+        # cut off from the server) is invisible to keepalives: bound the probe itself
+        answer_within = max(self.db.settings.database_tcp_timeout_s, 2.0)
         while True:
             got = False
             async for _ in conn.notifies(timeout=check_every):
                 got = True
                 self._wake_one()
             if not got:  # quiet period: make sure the connection is still alive
-                await conn.execute("SELECT 1")
+                with anyio.move_on_after(answer_within) as probe:
+                    await conn.execute("SELECT 1")
+                if probe.cancelled_caught:
+                    raise ConnectionLost(
+                        "the LISTEN session did not answer", timeout_s=answer_within
+                    )

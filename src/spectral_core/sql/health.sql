@@ -6,4 +6,10 @@ SELECT
          ELSE has_table_privilege('core.outbox', 'INSERT') END AS outbox_writable,
     (SELECT count(*) FROM core.workers
      WHERE generation = %(generation)s AND state IN ('running', 'reconnecting')
-       AND last_seen > now() - make_interval(secs => %(stale_after_s)s)) AS live_workers
+       AND last_seen > now() - make_interval(secs => %(stale_after_s)s)) AS live_workers,
+    NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'
+        AS session_writable
+
+-- name: read_only_session
+-- description: the session cannot write: a standby in recovery or a read-only default
+SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'

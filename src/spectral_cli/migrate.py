@@ -2,9 +2,10 @@
 
 Migration sets (ADR 0019): spectral's own set first, then one set per app directory given
 with ``--dir`` (repeatable) or ``SPECTRAL_MIGRATION_DIRS``.  Before applying anything, the
-pending migrations of every set go through the compat lint (the deploy gate): the applied
-ones are the deployed baseline, the pending ones must keep the running generation working.
-``--no-lint`` skips the gate (and says so).
+pending migrations of every set go through the compat lint with its locking rules (the
+deploy gate): the applied ones are the deployed baseline, the pending ones must keep the
+running generation working and must not lock an existing table for long.  ``--no-lint``
+skips the gate (and says so).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 from importlib.resources import files
 
 from spectral_core import Settings
+from spectral_core.errors import SpectralError
 from spectral_core.migrate import (
+    NO_TRANSACTION,
     LedgerSet,
     LockPolicy,
     MigrationEvent,
@@ -55,12 +58,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def lint_gate(current: MigrationPlan, directory: object = None) -> int:
-    """Run the compat lint over the pending migrations of ``directory`` (default: the
-    bundled ones); the applied ones are the deployed baseline.  Returns its exit code."""
+    """Run the compat lint with its locking rules over the pending migrations of
+    ``directory`` (default: the bundled ones); the applied ones are the deployed baseline,
+    so the locking rules judge the files that touch existing tables.  The runner sets a
+    lock_timeout on every transactional file itself (ADR 0019), so the ``lock-timeout``
+    rule is satisfied there and left out.  Returns the lint's exit code."""
     if not current.pending:
         return 0
+    prog = "spectral lint compat"
     try:
-        from spectral_core.compat.cli import compat_main
+        from spectral_core.compat.baseline import mark_deployed_through
+        from spectral_core.compat.engine import lint_files
+        from spectral_core.compat.report import render, summary
+        from spectral_core.compat.source import collect_files
     except ImportError:
         print(
             "spectral: error: the compat lint needs pglast (pip install 'spectral[lint]'); "
@@ -70,7 +80,29 @@ def lint_gate(current: MigrationPlan, directory: object = None) -> int:
         return 2
     if directory is None:
         directory = files("spectral_core") / "migrations"
-    return compat_main(["--deployed-through", f"{current.deployed_through:04d}", str(directory)])
+    try:
+        found, _ = collect_files([str(directory)])
+        mark_deployed_through(found, current.deployed_through)
+        wrapped = {f.display: not f.read().lstrip().startswith(NO_TRANSACTION) for f in found}
+        results = lint_files(found, locking=True)
+    except SpectralError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        return 2
+    findings = [
+        f
+        for r in results
+        for f in r.findings
+        if not (f.rule == RUNNER_SETS and wrapped.get(r.path, False))
+    ]
+    linted = [r for r in results if not r.deployed]
+    statements = sum(r.statements for r in linted)
+    sys.stdout.write(render(findings, "text", tool=prog, files=len(linted)))
+    print(f"{prog}: {summary(findings, len(linted), statements)}", file=sys.stderr)
+    return 1 if any(f.severity.value == "error" for f in findings) else 0
+
+
+#: the locking rule the runner satisfies itself on transactional files
+RUNNER_SETS = "lock-timeout"
 
 
 def _sets(args: argparse.Namespace, settings: Settings) -> list[MigrationSet]:

@@ -52,6 +52,7 @@ from .sql import query
 
 __all__ = [
     "CORE_SET",
+    "NO_TRANSACTION",
     "AppliedMigration",
     "LedgerSet",
     "LockPolicy",

@@ -584,3 +584,50 @@ def test_a_file_header_sets_its_own_lock_timeout(empty_db_url: str, tmp_path: Pa
     )
     with pytest.raises(MigrationError, match="runs without a lock timeout"):
         load_migrations(shop)
+
+
+# -- the migrate gate runs the locking rules (issue 23 item 8) -------------------------------
+
+
+def test_migrate_gate_refuses_a_plain_create_index_and_applies_nothing(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """`spectral migrate` refuses a pending plain CREATE INDEX on an existing table (it
+    used to apply it, blocking the table's writes for the whole build) and applies
+    nothing, not even the set's other pending files; a nullable ADD COLUMN passes the
+    same gate (the runner's lock_timeout satisfies the rule asking for one)."""
+    shop = shop_with_rows(empty_db_url, tmp_path)
+    write(
+        shop,
+        {
+            "0002_note.sql": "ALTER TABLE shop.orders ADD COLUMN note text;",
+            "0003_idx.sql": "CREATE INDEX orders_note ON shop.orders (note);",
+        },
+    )
+    refused = cli(empty_db_url, "migrate", "--dir", str(shop))
+    assert refused.returncode == 1
+    assert "lock-create-index" in refused.stdout
+    assert "refused pending migrations of set shop; nothing was applied" in refused.stderr
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert "note" not in columns(conn)
+    (shop / "0003_idx.sql").write_text(
+        "-- spectral: no-transaction\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_note ON shop.orders (note);"
+    )
+    applied = cli(empty_db_url, "migrate", "--dir", str(shop))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "lock-timeout" not in applied.stdout
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert "note" in columns(conn)
+
+
+def test_spectrals_own_migrations_pass_the_gate_on_a_deployed_schema(
+    empty_db_url: str,
+) -> None:
+    """spectral's own later files pass its gate, locking rules included, when the earlier
+    ones are deployed (their tables count as existing and populated)."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        run_migrations(conn, bundled_migrations()[:5])
+    res = cli(empty_db_url, "migrate")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"applied  spectral/{bundled_migrations()[-1].name}" in res.stdout

@@ -44,6 +44,7 @@ from .migrate_locks import (
     LockRetry,
     LockWait,
     MigrationEvent,
+    Observer,
     lock_timeout_header,
     pg_duration,
     watch_blockers,
@@ -403,22 +404,38 @@ def run_sets(
             conn.execute(query("lock_migrations"))
             for s in sets:
                 _check(_read_ledger(conn, s.name), s.migrations, s.name)
-        for s in sets:
-            applied_now: list[Migration] = []
-            with conn.transaction():
-                conn.execute(query("lock_migrations"))
-                pending = _check(_read_ledger(conn, s.name), s.migrations, s.name)
-                if pending and s.name != CORE_SET and not _has_sets(conn):
-                    raise MigrationError(
-                        f"set {s.name}: the migration ledger has no sets yet; apply "
-                        "spectral's own migrations first (`spectral migrate`)",
-                        migration_set=s.name,
-                    )
-            for mig in pending:
-                if _apply_one(conn, s, mig, lock or LockPolicy(), on_event, observer):
-                    applied_now.append(mig)
-            done.append((s, applied_now))
+        watcher = Observer(observer) if observer is not None else None
+        try:
+            _run_all(conn, sets, done, lock or LockPolicy(), on_event, watcher)
+        finally:
+            if watcher is not None:
+                watcher.close()
     return done
+
+
+def _run_all(
+    conn: psycopg.Connection[Any],
+    sets: Sequence[MigrationSet],
+    done: list[tuple[MigrationSet, list[Migration]]],
+    lock: LockPolicy,
+    on_event: Callable[[MigrationEvent], None] | None,
+    observer: Observer | None,
+) -> None:
+    for s in sets:
+        applied_now: list[Migration] = []
+        with conn.transaction():
+            conn.execute(query("lock_migrations"))
+            pending = _check(_read_ledger(conn, s.name), s.migrations, s.name)
+            if pending and s.name != CORE_SET and not _has_sets(conn):
+                raise MigrationError(
+                    f"set {s.name}: the migration ledger has no sets yet; apply "
+                    "spectral's own migrations first (`spectral migrate`)",
+                    migration_set=s.name,
+                )
+        for mig in pending:
+            if _apply_one(conn, s, mig, lock, on_event, observer):
+                applied_now.append(mig)
+        done.append((s, applied_now))
 
 
 def _apply_one(
@@ -427,7 +444,7 @@ def _apply_one(
     mig: Migration,
     lock: LockPolicy,
     on_event: Callable[[MigrationEvent], None] | None,
-    observer: Callable[[], psycopg.Connection[Any]] | None,
+    observer: Observer | None,
 ) -> bool:
     if mig.transactional:
         return _apply_transactional(conn, s, mig, lock, on_event, observer)
@@ -447,7 +464,7 @@ def _apply_transactional(
     mig: Migration,
     lock: LockPolicy,
     on_event: Callable[[MigrationEvent], None] | None,
-    observer: Callable[[], psycopg.Connection[Any]] | None,
+    observer: Observer | None,
 ) -> bool:
     timeout_s = mig.lock_timeout_s or lock.timeout_s
     attempts = lock.retries + 1

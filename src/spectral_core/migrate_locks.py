@@ -30,6 +30,7 @@ __all__ = [
     "LockRetry",
     "LockWait",
     "MigrationEvent",
+    "Observer",
     "lock_timeout_header",
     "watch_blockers",
 ]
@@ -151,39 +152,61 @@ def pg_duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
+class Observer:
+    """A second connection, opened on first use and kept for the run, that reads who
+    blocks a waiting migration statement.  Used by one watcher thread at a time."""
+
+    def __init__(self, factory: Callable[[], psycopg.Connection[Any]]) -> None:
+        self._factory = factory
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def blockers(self, pid: int) -> tuple[Blocker, ...]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._factory()
+            self._conn.autocommit = True
+        try:
+            rows = self._conn.execute(query("select_lock_blockers"), {"pid": pid}).fetchall()
+        except Exception:
+            self.close()  # reopened on the next use
+            raise
+        return tuple(Blocker(*row) for row in rows)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 @contextmanager
 def watch_blockers(
-    observer: Callable[[], psycopg.Connection[Any]] | None,
+    observer: Observer | None,
     pid: int,
     report: Callable[[tuple[Blocker, ...]], None],
     *,
-    after_s: float = 0.2,
-    every_s: float = 0.25,
+    after_s: float = 0.1,
+    every_s: float = 0.2,
 ) -> Iterator[None]:
-    """While the block runs, read who blocks backend ``pid`` through ``observer()``'s
-    connection and ``report`` each new set of blockers (a thread; the block's statement
-    runs in the caller's).  Without an observer nothing is watched; a failing observer
-    is ignored (the report is a courtesy, the lock timeout is the guarantee)."""
+    """While the block runs, read who blocks backend ``pid`` through ``observer`` and
+    ``report`` each new set of blockers (a thread; the block's statement runs in the
+    caller's).  Without an observer nothing is watched; a failing observer is ignored
+    (the report is a courtesy, the lock timeout is the guarantee)."""
     if observer is None:
         yield
         return
     stop = threading.Event()
 
     def run() -> None:
+        seen: tuple[int, ...] = ()
         if stop.wait(after_s):
             return
         try:
-            with observer() as conn:
-                conn.autocommit = True
-                seen: tuple[int, ...] = ()
-                while not stop.is_set():
-                    rows = conn.execute(query("select_lock_blockers"), {"pid": pid}).fetchall()
-                    blockers = tuple(Blocker(*row) for row in rows)
-                    pids = tuple(b.pid for b in blockers)
-                    if blockers and pids != seen:
-                        seen = pids
-                        report(blockers)
-                    stop.wait(every_s)
+            while not stop.is_set():
+                blockers = observer.blockers(pid)
+                pids = tuple(b.pid for b in blockers)
+                if blockers and pids != seen:
+                    seen = pids
+                    report(blockers)
+                stop.wait(every_s)
         except Exception:  # noqa: BLE001,S110 - see the docstring
             pass
 

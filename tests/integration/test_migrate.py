@@ -469,8 +469,9 @@ def test_migration_behind_a_reader_never_stalls_writes_and_applies_when_it_ends(
 ) -> None:
     """The issue's case: a reader holds a lock on shop.orders, `ALTER TABLE ... ADD COLUMN`
     waits behind it while a writer inserts every 20 ms.  Each attempt waits at most the
-    lock timeout (0.5 s here), so no insert stalls longer than that plus slack (it used to
-    stall for the reader's whole 4 s); the CLI names the blocking session (pid, state)
+    lock timeout (0.5 s here), so no insert stalls longer than that plus slack for a noisy
+    machine (it used to stall for the reader's whole 6 s); the CLI names the blocking
+    session (pid, state)
     while it waits; once the reader ends, the migration applies within the retry window."""
     shop = shop_with_rows(empty_db_url, tmp_path)
     write(shop, {"0002_x.sql": "ALTER TABLE shop.orders ADD COLUMN x int;"})
@@ -489,7 +490,7 @@ def test_migration_behind_a_reader_never_stalls_writes_and_applies_when_it_ends(
                 SPECTRAL_MIGRATION_LOCK_RETRIES="30",
             ),
         )
-        time.sleep(4.0)
+        time.sleep(6.0)
         reader.rollback()  # the reader ends
         ended = time.monotonic()
         out, err = proc.communicate(timeout=120)
@@ -501,10 +502,11 @@ def test_migration_behind_a_reader_never_stalls_writes_and_applies_when_it_ends(
     assert f"blocked by pid {reader_pid}, idle in transaction" in err
     assert "lock_timeout (0.5s) hit" in err and "nothing of it applied" in err
     assert "applied  shop/0002_x.sql" in out
-    assert done - ended < 15, "applied within the retry window once the reader ended"
-    assert ended - started > 3.5
-    worst = max(writer.latencies)
-    assert worst < 0.5 + 1.0, f"an insert stalled {worst:.2f}s behind the migration"
+    assert done - ended < 30, "applied within the retry window once the reader ended"
+    assert ended - started > 5.5
+    slowest = sorted(writer.latencies)[-5:]
+    print(f"inserts: {len(writer.latencies)}, slowest: {[round(x, 3) for x in slowest]}")
+    assert slowest[-1] < 0.5 + 2.0, f"inserts stalled behind the migration: {slowest}"
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         assert "x" in columns(conn)
 

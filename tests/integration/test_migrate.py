@@ -36,6 +36,7 @@ from spectral_core.migrate import (
 )
 
 from ..acceptance.procs import clean_env
+from ..tools import require_tool
 
 
 def write(tmp: Path, files: dict[str, str]) -> Path:
@@ -633,3 +634,36 @@ def test_spectrals_own_migrations_pass_the_gate_on_a_deployed_schema(
     res = cli(empty_db_url, "migrate")
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"applied  spectral/{bundled_migrations()[-1].name}" in res.stdout
+
+
+def test_lock_timeout_retry_and_blocker_report_through_a_transaction_pooler(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """Behind PgBouncer in transaction mode (SPECTRAL_DATABASE_TRANSACTION_POOLER) the lock
+    timeout is transaction-scoped and the runner's backend pid is read inside the file's
+    transaction, so the retries work and the report names the real blocking backend."""
+    from .test_transaction_pooler import run_pgbouncer
+
+    binary = require_tool("pgbouncer", "/usr/sbin/pgbouncer")
+    shop = shop_with_rows(empty_db_url, tmp_path)
+    write(shop, {"0002_x.sql": "ALTER TABLE shop.orders ADD COLUMN x int;"})
+    with run_pgbouncer(binary, empty_db_url) as pooled:
+        reader, reader_pid = hold_reader(empty_db_url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spectral_cli", "migrate", "--dir", str(shop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(
+                SPECTRAL_DATABASE_URL=pooled,
+                SPECTRAL_DATABASE_TRANSACTION_POOLER="true",
+                SPECTRAL_MIGRATION_LOCK_TIMEOUT_S="0.5",
+                SPECTRAL_MIGRATION_LOCK_RETRIES="30",
+            ),
+        )
+        time.sleep(3.0)
+        reader.close()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"blocked by pid {reader_pid}, idle in transaction" in err
+    assert "applied  shop/0002_x.sql" in out

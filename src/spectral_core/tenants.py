@@ -15,18 +15,17 @@ import hashlib
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-import anyio
 import msgspec
 import psycopg
 import structlog
 
+from ._cache import RefreshAhead
 from .db import Database, wrap_errors
-from .errors import ConfigError, DatabaseError, TenantError
+from .errors import ConfigError, TenantError
 from .ratelimit import TenantLimits
 from .sql import query
 
@@ -283,7 +282,9 @@ class Authenticator:
     A successful lookup is reused for at most ``ttl_s`` (so a revoked key stops working
     within ``ttl_s`` on every process); a failed one for at most ``ttl_s`` too, so a flood
     of bad tokens costs at most one query per distinct token per ``ttl_s``.  The cache is
-    keyed by the token's sha256, never the token.
+    keyed by the token's sha256, never the token, and refreshed ahead
+    (:class:`spectral_core._cache.RefreshAhead`: one lookup per key at a time, never an
+    answer older than ``ttl_s``).
 
     Args:
         db: The process's database.
@@ -307,10 +308,9 @@ class Authenticator:
             raise ConfigError("invalid authenticator bounds")
         self.db = db
         self.ttl_s = ttl_s
-        self._max = max_entries
-        self._clock = clock
-        self._cache: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
-        self._locks: dict[bytes, anyio.Lock] = {}
+        self._cache: RefreshAhead[bytes, Principal | None] = RefreshAhead(
+            ttl_s=ttl_s, max_entries=max_entries, clock=clock
+        )
 
     async def authenticate(self, token: str) -> Principal:
         """The principal for ``token``.
@@ -322,61 +322,16 @@ class Authenticator:
         if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             raise TenantError("invalid API key", reason="bad_key")
         digest = hash_token(token)
-        hit = self._cache.get(digest)
-        if hit is not None and self._clock() - hit[0] < self.ttl_s / 2:
-            # the common case: a fresh entry, nothing to refresh (same outcome as below)
-            if hit[1] is None:
-                raise TenantError("invalid API key", reason="bad_key")
-            return hit[1]
-        hit = self._fresh(digest, self.ttl_s)
-        lock = self._locks.get(digest)
-        # An entry is never used once ``ttl_s`` old: callers then wait for the lookup (single
-        # flight).  From half that age on, the first caller refreshes it while the others
-        # keep using the still-valid entry, so steady traffic never stalls on the query.
-        if hit is None or (
-            self._fresh(digest, self.ttl_s / 2) is None and (lock is None or not lock.locked())
-        ):
-            if lock is None:
-                lock = self._locks[digest] = anyio.Lock()
-            try:
-                async with lock:
-                    fresh = self._fresh(digest, self.ttl_s / 2)
-                    if fresh is not None:
-                        hit = fresh
-                    else:
-                        try:
-                            hit = await self._lookup(digest, token)
-                        except DatabaseError:
-                            # a refresh ahead that failed: the entry is still usable until
-                            # its TTL; past it, fail closed
-                            hit = self._fresh(digest, self.ttl_s)
-                            if hit is None:
-                                raise
-            finally:
-                if not lock.locked() and not lock.statistics().tasks_waiting:
-                    self._locks.pop(digest, None)
-        if hit[1] is None:
+        principal = await self._cache.get(digest, lambda: self._lookup(digest, token))
+        if principal is None:
             raise TenantError("invalid API key", reason="bad_key")
-        return hit[1]
+        return principal
 
-    def _fresh(self, digest: bytes, max_age: float) -> tuple[float, Principal | None] | None:
-        hit = self._cache.get(digest)
-        if hit is not None and self._clock() - hit[0] < max_age:
-            return hit
-        return None
-
-    async def _lookup(self, digest: bytes, token: str) -> tuple[float, Principal | None]:
-        now = self._clock()
-        principal: Principal | None
+    async def _lookup(self, digest: bytes, token: str) -> Principal | None:
+        """The key's principal, or None for an unknown or revoked key (cached too)."""
         try:
             with wrap_errors():
                 async with self.db.pool.connection() as conn:
-                    principal = await authenticate(conn, token)
+                    return await authenticate(conn, token)
         except TenantError:
-            principal = None
-        entry = (now, principal)
-        self._cache[digest] = entry
-        self._cache.move_to_end(digest)
-        while len(self._cache) > self._max:
-            self._cache.popitem(last=False)
-        return entry
+            return None

@@ -417,3 +417,95 @@ async def test_a_failed_recheck_ahead_keeps_the_verdict_until_its_ttl(
     clock.now += 0.3  # 0.6 s: past the TTL
     with pytest.raises(DatabaseError):
         await cache.resolve(KEY)
+
+
+class CountingStore(ModuleStore):
+    """The real store, counting the reads of module bytes."""
+
+    byte_reads = 0
+
+    async def fetch_pinned(self, key: ModuleKey) -> tuple[str, bytes]:
+        self.byte_reads += 1
+        return await super().fetch_pinned(key)
+
+    async def get_blob(self, content_hash: str) -> bytes:
+        self.byte_reads += 1
+        return await super().get_blob(content_hash)
+
+
+async def test_a_refused_module_costs_no_byte_read_and_approval_or_revocation_is_prompt(
+    db: Database, sandbox: WasmSandbox, operator: Ed25519PrivateKey, keyring: Keyring
+) -> None:
+    """A pinned but unapproved module is refused without reading its bytes (the refusal is
+    cached for the verdict TTL, so 20 requests cost no blob read and one approval query);
+    an approval added meanwhile, and then a revocation, take effect within the TTL."""
+    store = CountingStore(db)
+    h = await store.put_blob(wasm("decision"))
+    await store.pin(KEY, h)
+    cache = ModuleCache(store, sandbox, keyring, approval_ttl_s=0.2)
+    for _ in range(20):
+        with pytest.raises(ApprovalError) as err:
+            await cache.resolve(KEY)
+        assert err.value.context["reason"] == "missing"
+    assert store.byte_reads == 0
+    aid = await store.add_approval(sign_approval(operator, h, KEY, int(time.time()) + 60))
+    time.sleep(0.25)
+    assert (await cache.resolve(KEY)).content_hash == h
+    assert store.byte_reads == 1
+    await store.revoke_approval(aid, "test")
+    time.sleep(0.25)
+    with pytest.raises(ApprovalError):
+        await cache.resolve(KEY)
+
+
+class GatedSandbox:
+    """The real sandbox, whose compile of one module waits until the test opens the gate."""
+
+    def __init__(self, sandbox: WasmSandbox, gated: bytes) -> None:
+        import threading
+
+        self._sandbox = sandbox
+        self._gated = gated
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def compile(self, module: bytes) -> Any:
+        if bytes(module) == self._gated:
+            self.waiting.set()
+            self.gate.wait(30)
+        return self._sandbox.compile(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sandbox, name)
+
+
+async def test_one_keys_slow_load_does_not_hold_up_another_keys_requests(
+    db: Database, sandbox: WasmSandbox, operator: Ed25519PrivateKey
+) -> None:
+    """While one tenant's module is being compiled (held here), another tenant's module
+    loads and answers, and a request for an unpinned key is a 404 at once: loads are
+    single flight per key, not per process."""
+    import anyio
+
+    store = ModuleStore(db)
+    slow_key = ModuleKey(org="slow", domain="credit", action="approve", world_model_version="v1")
+    await approved(store, operator, "echo", slow_key)
+    await approved(store, operator, "decision", KEY)
+    gated = GatedSandbox(sandbox, wasm("echo"))
+    cache = ModuleCache(store, gated, Keyring([operator.public_key()]))  # type: ignore[arg-type]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cache.resolve, slow_key)
+            with anyio.fail_after(10):
+                await anyio.to_thread.run_sync(gated.waiting.wait)
+                assert (await cache.resolve(KEY)).content_hash == content_hash_of(wasm("decision"))
+                with pytest.raises(ModuleNotFound):
+                    await cache.resolve(_other())
+            gated.gate.set()
+    finally:
+        gated.gate.set()
+    assert len(cache) == 2
+
+
+def _other() -> ModuleKey:
+    return ModuleKey(org="acme", domain="credit", action="none", world_model_version="v1")

@@ -5,18 +5,24 @@ now, or raises.  Three layers, each with its own lifetime:
 
 * **pin -> content hash**: pins never change (enforced in SQL), so a resolved pin is cached
   for the life of the process (LRU-bounded).  Unknown keys are not cached.
-* **content hash -> compiled module**: the bytes are read once, their sha256 recomputed and
-  compared with the pinned address (:func:`~spectral_core.modules.store.fetch_pinned`),
-  their approval checked (unapproved bytes are never compiled), then compiled by the
-  sandbox off the event loop and cached by hash (LRU-bounded; a refusal is cached too).
-  The compiled module is made from the verified bytes, so later edits of the database copy
-  cannot change what runs; a process that loads tampered bytes refuses them.
-* **approval verdict**: the result of checking the stored approvals (one indexed query plus
-  Ed25519 verification of the candidate rows) is reused for at most ``approval_ttl_s``
-  (default 0.5 s), then re-checked.  A revocation or an expiry therefore stops execution
-  within ``approval_ttl_s`` (plus one query) on every process, cache included; the expiry
-  time itself is compared with the clock on every call.  Fails closed: an error while
-  checking is an error for the caller, never a pass.
+* **approval verdict** (checked before any byte is read): the result of checking the stored
+  approvals (one indexed query plus Ed25519 verification of the candidate rows), a refusal
+  included, is reused for at most ``approval_ttl_s`` (default 0.5 s), then re-checked
+  (refreshed ahead by one caller from half that age on: :mod:`spectral_core._cache`).  A
+  revocation, an expiry or a new approval therefore takes effect within
+  ``approval_ttl_s`` (plus one query) on every process, cache included; the expiry time
+  itself is compared with the clock on every call.  Fails closed: an error while checking
+  is an error for the caller, never a pass.  A refused request reads no module bytes.
+* **content hash -> compiled module**: the bytes of an approved module are read once,
+  their sha256 recomputed and compared with the pinned address
+  (:func:`~spectral_core.modules.store.get_blob`), then compiled by the sandbox off the
+  event loop and cached by hash (LRU-bounded; a refusal is cached too).  The compiled
+  module is made from the verified bytes, so later edits of the database copy cannot
+  change what runs; a process that loads tampered bytes refuses them.
+
+Loads are single flight per key (pins) and per content hash (bytes and compilation), never
+per process: one tenant's large module being read and compiled does not hold up another
+tenant's request.
 
 Nothing here is shared between processes: with N API processes each holds its own cache
 and each re-checks approvals on its own; the bound above holds for every one of them.
@@ -35,7 +41,8 @@ import anyio.to_thread
 import msgspec
 import structlog
 
-from spectral_core.errors import ApprovalError, ConfigError, DatabaseError, SandboxError
+from spectral_core._cache import KeyedLocks, RefreshAhead
+from spectral_core.errors import ApprovalError, ConfigError, SandboxError
 from spectral_core.modules.approval import Keyring, ModuleKey
 from spectral_core.modules.store import ModuleStore, StoredApproval
 from spectral_core.sandbox import CompiledModule, Sandbox
@@ -109,11 +116,15 @@ class ModuleCache:
         self._wall = wall
         self._pins: OrderedDict[ModuleKey, str] = OrderedDict()
         self._compiled: OrderedDict[str, CompiledModule] = OrderedDict()
-        self._verdicts: OrderedDict[tuple[ModuleKey, str], Verdict] = OrderedDict()
-        self._refresh_locks: dict[tuple[ModuleKey, str], anyio.Lock] = {}
+        self._verdicts: RefreshAhead[tuple[ModuleKey, str], Verdict] = RefreshAhead(
+            ttl_s=approval_ttl_s, max_entries=max_keys, clock=clock
+        )
         #: content hash -> the sandbox's refusal (bytes are immutable: so is the verdict)
         self._refused: OrderedDict[str, SandboxError] = OrderedDict()
-        self._load_lock = anyio.Lock()
+        # single flight per key and per content hash: one tenant's slow load (a large
+        # module read, hashed and compiled) never holds up another tenant's request
+        self._pin_loads: KeyedLocks[ModuleKey] = KeyedLocks()
+        self._module_loads: KeyedLocks[str] = KeyedLocks()
 
     def __len__(self) -> int:
         """Compiled modules currently cached."""
@@ -124,11 +135,15 @@ class ModuleCache:
         self._pins.clear()
         self._compiled.clear()
         self._verdicts.clear()
-        self._refresh_locks.clear()
         self._refused.clear()
 
     async def resolve(self, key: ModuleKey) -> CompiledModule:
         """The compiled module pinned for ``key``, if it may run now.
+
+        The pin is resolved first (cached for good once found), then the approval (a cached
+        verdict, refusals included, at most ``approval_ttl_s`` old), and only then are the
+        bytes read, verified and compiled, once per content hash: a refused request never
+        reads the module's bytes.
 
         Raises:
             ModuleNotFound: ``key`` is not pinned.
@@ -139,103 +154,65 @@ class ModuleCache:
             ModuleTrap: The module does not implement the ABI.
             DatabaseError: The store could not be read.
         """
-        compiled = self._cached_module(key)
-        if compiled is None:
-            return await self._load(key)
-        await self._check_approved(key, compiled.content_hash)
-        return compiled
-
-    def _cached_module(self, key: ModuleKey) -> CompiledModule | None:
         content_hash = self._pins.get(key)
         if content_hash is None:
-            return None
+            content_hash = await self._load_pin(key)
+        await self._check_approved(key, content_hash)
         compiled = self._compiled.get(content_hash)
-        if compiled is not None:
-            self._compiled.move_to_end(content_hash)
+        if compiled is None:
+            return await self._load_module(key, content_hash)
+        self._compiled.move_to_end(content_hash)
         return compiled
 
-    async def _load(self, key: ModuleKey) -> CompiledModule:
-        async with self._load_lock:
-            compiled = self._cached_module(key)
-            if compiled is not None:
-                await self._check_approved(key, compiled.content_hash)
-                return compiled
-            content_hash, data = await self.store.fetch_pinned(key)
-            # the approval gates compilation too: unapproved bytes never reach the compiler
-            await self._check_approved(key, content_hash)
+    async def _load_pin(self, key: ModuleKey) -> str:
+        async with self._pin_loads.hold(key):
+            content_hash = self._pins.get(key)
+            if content_hash is None:  # not loaded by a caller we waited for
+                content_hash = await self.store.pinned_hash(key)
+                self._pins[key] = content_hash
+                while len(self._pins) > self._max_keys:
+                    self._pins.popitem(last=False)
+            return content_hash
+
+    async def _load_module(self, key: ModuleKey, content_hash: str) -> CompiledModule:
+        async with self._module_loads.hold(content_hash):
             compiled = self._compiled.get(content_hash)
-            if compiled is None:
-                refused = self._refused.get(content_hash)
-                if refused is not None:
-                    raise type(refused)(refused.message, **refused.context)
-                try:
-                    compiled = await anyio.to_thread.run_sync(self.sandbox.compile, data)
-                except SandboxError as exc:
-                    self._refused[content_hash] = exc
-                    while len(self._refused) > self._max_modules:
-                        self._refused.popitem(last=False)
-                    log.warning("module.refused", content_hash=content_hash, error=exc.message)
-                    raise
-                # the sandbox hashes the bytes it compiled: it must be the pinned address
-                if compiled.content_hash != content_hash:  # pragma: no cover - defensive
-                    raise ApprovalError(
-                        "compiled content differs from the pin", reason="hash_mismatch"
-                    )
-                self._compiled[content_hash] = compiled
-                while len(self._compiled) > self._max_modules:
-                    self._compiled.popitem(last=False)
-                log.info(
-                    "module.loaded",
-                    org=key.org,
-                    domain=key.domain,
-                    action=key.action,
-                    world_model_version=key.world_model_version,
-                    content_hash=content_hash,
-                    size=compiled.size,
-                )
-            self._pins[key] = content_hash
-            while len(self._pins) > self._max_keys:
-                self._pins.popitem(last=False)
+            if compiled is not None:  # compiled by a caller we waited for
+                return compiled
+            refused = self._refused.get(content_hash)
+            if refused is not None:
+                raise type(refused)(refused.message, **refused.context)
+            data = await self.store.get_blob(content_hash)  # verified against its address
+            try:
+                compiled = await anyio.to_thread.run_sync(self.sandbox.compile, data)
+            except SandboxError as exc:
+                self._refused[content_hash] = exc
+                while len(self._refused) > self._max_modules:
+                    self._refused.popitem(last=False)
+                log.warning("module.refused", content_hash=content_hash, error=exc.message)
+                raise
+            # the sandbox hashes the bytes it compiled: it must be the pinned address
+            if compiled.content_hash != content_hash:  # pragma: no cover - defensive
+                raise ApprovalError("compiled content differs from the pin", reason="hash_mismatch")
+            self._compiled[content_hash] = compiled
+            while len(self._compiled) > self._max_modules:
+                self._compiled.popitem(last=False)
+            log.info(
+                "module.loaded",
+                org=key.org,
+                domain=key.domain,
+                action=key.action,
+                world_model_version=key.world_model_version,
+                content_hash=content_hash,
+                size=compiled.size,
+            )
             return compiled
 
     async def _check_approved(self, key: ModuleKey, content_hash: str) -> None:
-        slot = (key, content_hash)
-        verdict = self._verdicts.get(slot)
-        lock = self._refresh_locks.get(slot)
-        # A verdict is never used once ``approval_ttl_s`` old: callers then wait for the
-        # re-check (single flight).  From half that age on, the first caller re-checks while
-        # the others keep using the still-valid verdict, so steady traffic never stalls on
-        # the query.
-        if (
-            verdict is None
-            or (age := self._clock() - verdict.checked_at) >= self.approval_ttl_s
-            or (age >= self.approval_ttl_s / 2 and (lock is None or not lock.locked()))
-        ):
-            if lock is None:
-                lock = self._refresh_locks[slot] = anyio.Lock()
-            async with lock:
-                current = self._verdicts.get(slot)
-                if current is not None and self._clock() - current.checked_at < (
-                    self.approval_ttl_s / 2
-                ):
-                    verdict = current
-                else:
-                    try:
-                        verdict = await self._verify(key, content_hash)
-                    except DatabaseError:
-                        # a re-check ahead that failed: the verdict is still usable until its
-                        # TTL; past it, fail closed
-                        if current is None or (
-                            self._clock() - current.checked_at >= self.approval_ttl_s
-                        ):
-                            raise
-                        verdict = current
-                    else:
-                        self._verdicts[slot] = verdict
-                        self._verdicts.move_to_end(slot)
-                        while len(self._verdicts) > self._max_keys:
-                            old, _ = self._verdicts.popitem(last=False)
-                            self._refresh_locks.pop(old, None)
+        # refreshed ahead from half the TTL on, never used past it (fail closed)
+        verdict = await self._verdicts.get(
+            (key, content_hash), lambda: self._verify(key, content_hash)
+        )
         if verdict.reason is not None:
             raise ApprovalError(verdict.message, reason=verdict.reason)
         if not self._wall() < verdict.expires_at:

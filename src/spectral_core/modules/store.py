@@ -46,6 +46,7 @@ __all__ = [
     "list_approvals",
     "list_modules",
     "pin_module",
+    "pinned_hash",
     "put_blob",
     "revoke_approval",
     "validate_key",
@@ -225,6 +226,18 @@ def _verify_bytes(content_hash: str, data: bytes, key: ModuleKey | None) -> None
             alert="module bytes in the database do not match their content address",
         )
         raise ContentHashMismatch(content_hash=content_hash, actual_hash=actual)
+
+
+async def pinned_hash(conn: psycopg.AsyncConnection[Any], key: ModuleKey) -> str:
+    """The content hash ``key`` is pinned to (no bytes read).
+
+    Raises:
+        ModuleNotFound: ``key`` is not pinned.
+    """
+    row = await _one(conn, "select_pin", _key_params(key))
+    if row is None:
+        raise ModuleNotFound(key=key)
+    return str(row[0])
 
 
 async def fetch_pinned(conn: psycopg.AsyncConnection[Any], key: ModuleKey) -> tuple[str, bytes]:
@@ -410,6 +423,18 @@ class ModuleStore:
         with wrap_errors():
             async with self.db.pool.connection() as conn:
                 return await revoke_approval(conn, approval_id, reason)
+
+    async def pinned_hash(self, key: ModuleKey) -> str:
+        """See :func:`pinned_hash`."""
+        with wrap_errors():
+            async with self.db.pool.connection() as conn:
+                return await pinned_hash(conn, key)
+
+    async def get_blob(self, content_hash: str) -> bytes:
+        """See :func:`get_blob`."""
+        with wrap_errors():
+            async with self.db.pool.connection() as conn:
+                return await get_blob(conn, content_hash)
 
     async def fetch_pinned(self, key: ModuleKey) -> tuple[str, bytes]:
         """See :func:`fetch_pinned`."""

@@ -32,6 +32,7 @@ from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
 from ..errors import ConfigError, ConnectionLost, DatabaseError
 from ..settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX, Settings
+from .backoff import next_delay
 from .claim import Claimer
 from .handlers import HandlerRegistry
 from .process import BatchProcessor, RetryPolicy
@@ -104,7 +105,7 @@ def _check(ok: bool, name: str, value: object, bounds: str) -> None:
 def reconnect_delay(attempt: int, cap_s: float, rand: random.Random) -> float:
     """Bounded exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... up to ``cap_s``,
     each scaled by a random factor in [0.5, 1]."""
-    return rand.uniform(0.5, 1.0) * min(cap_s, 0.25 * 2.0 ** min(attempt, 16))
+    return next_delay(attempt + 1, base_s=0.25, cap_s=cap_s, rand=rand)  # the one formula
 
 
 class Consumer:

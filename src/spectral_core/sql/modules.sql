@@ -23,6 +23,14 @@ WHERE org = %(org)s AND domain = %(domain)s AND action = %(action)s
   AND world_model_version = %(world_model_version)s
   AND NOT EXISTS (SELECT 1 FROM ins)
 
+-- name: select_pin
+-- description: the decide path on a cache miss: the pinned address only (the bytes are
+-- read once the approval is checked, and only when not compiled yet)
+SELECT content_hash
+FROM core.module_pins
+WHERE org = %(org)s AND domain = %(domain)s AND action = %(action)s
+  AND world_model_version = %(world_model_version)s
+
 -- name: select_pin_with_blob
 -- description: the decide path on a cache miss: pin and bytes in one round trip
 SELECT p.content_hash, b.bytes

@@ -6,8 +6,6 @@ and are not judged; every other file is a migration not yet deployed.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 from pathlib import Path
 
 from spectral_core.compat.errors import LintError
@@ -72,6 +70,8 @@ def mark_from_ledger(files: list[MigrationFile], ledger: str) -> list[Finding]:
 
 
 def _git(args: list[str], cwd: Path) -> str:
+    import subprocess  # only --git-base needs it (start-up time)
+
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -82,6 +82,8 @@ def _git(args: list[str], cwd: Path) -> str:
 
 
 def _blob_id(data: bytes) -> str:
+    import hashlib
+
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 

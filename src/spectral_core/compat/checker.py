@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pglast.enums import ConstrType
 
 from spectral_core.compat._node import CharOffsets, Node, is_
+from spectral_core.compat.markers import Tokens
 from spectral_core.compat.registry import ALTERS, RULES, STATEMENTS
 from spectral_core.compat.schema import Column, Constraint, QualName, SchemaModel, Table, display
 from spectral_core.compat.typecompat import SERIAL_TYPES, type_ref
@@ -127,9 +128,8 @@ class Checker:
         self.text = ""
         self.offset = 0
         self.override: int | None = None  # inside a DO block: the offset of its statement
-        self._starts: tuple[int, ...] = ()
-        self._ends: tuple[int, ...] = ()
-        self._cursor = 0
+        self._tokens: Tokens | None = None
+        self._cursor = -1  # token index of the statement's start; -1: not looked up yet
         self.char = CharOffsets("")
 
     # -- file lifecycle ---------------------------------------------------------------------
@@ -140,13 +140,13 @@ class Checker:
         *,
         deployed: bool,
         chars: CharOffsets | None = None,
-        tokens: tuple[tuple[int, ...], tuple[int, ...]] = ((), ()),
+        tokens: Tokens | None = None,
     ) -> None:
         """Start a file: a deployed one is replayed only; a new one is judged too."""
         self.replay_only = deployed
         self.char = chars if chars is not None else CharOffsets(text)
-        self._starts, self._ends = tokens
-        self._cursor = 0
+        self._tokens = tokens
+        self._cursor = -1
         self.hits = []
         self.text = text
         self.file = FileState(wrapped=not text.lstrip().startswith(NO_TRANSACTION))
@@ -155,7 +155,7 @@ class Checker:
     def statement(self, node: Any, offset: int) -> None:
         """Judge (unless replaying) and apply one top-level statement starting at *offset*."""
         self.offset = offset
-        self._cursor = bisect.bisect_left(self._starts, offset)
+        self._cursor = -1
         handler = STATEMENTS.get(node.tag)
         if handler is not None:
             handler(self, node)
@@ -216,9 +216,11 @@ class Checker:
 
     def ident(self, name: str | None) -> int | None:
         """Offset of the next token spelling identifier *name* in this statement, if any."""
-        if not name or self.override is not None or self.replay_only:
+        if not name or self.override is not None or self.replay_only or self._tokens is None:
             return None
-        text, starts, ends = self.text, self._starts, self._ends
+        text, starts, ends = self.text, self._tokens.starts, self._tokens.ends
+        if self._cursor < 0:
+            self._cursor = bisect.bisect_left(starts, self.offset)
         for i in range(self._cursor, min(self._cursor + 400, len(starts))):
             tok = text[starts[i] : ends[i] + 1]
             if (
@@ -276,7 +278,7 @@ class Checker:
         )
         if tn and tn.get("names") and tn["names"][-1]["String"]["sval"] in SERIAL_TYPES:
             col.has_default = col.not_null = col.default_unique = True
-        elif col.type is not None:
+        elif col.type is not None and self.model.domains:
             dom = self.model.obj("type", self.qn(col.type.name.split("."), "type"))
             if dom is not None and dom.domain:
                 col.has_default = dom.has_default

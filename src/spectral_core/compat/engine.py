@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
 from pglast.parser import ParseError
@@ -11,7 +10,7 @@ from spectral_core.compat._node import parse
 from spectral_core.compat.checker import Checker, Hit
 from spectral_core.compat.errors import LintError
 from spectral_core.compat.finding import RULES, Finding, Gate, Severity
-from spectral_core.compat.markers import MarkerScan, scan_markers
+from spectral_core.compat.markers import MarkerScan, scan_markers, skip_trivia
 from spectral_core.compat.schema import SchemaModel
 from spectral_core.compat.source import MigrationFile, Positions
 
@@ -76,15 +75,11 @@ class Linter:
 
     def _run(self, text: str, path: str, scan: MarkerScan | None) -> tuple[list[Hit], int]:
         stmts, chars = parse(text)
-        starts = scan.token_starts if scan is not None else ()
         checker = self.checker
-        tokens = (starts, scan.token_ends if scan is not None else ())
+        tokens = scan.tokens if scan is not None else None
         checker.begin_file(text, deployed=scan is None, chars=chars, tokens=tokens)
         for stmt, offset in stmts:
-            if starts:
-                i = bisect.bisect_left(starts, offset)
-                if i < len(starts):
-                    offset = starts[i]
+            offset = skip_trivia(text, offset)  # the statement's first token, not its comments
             try:
                 checker.statement(stmt, offset)
             except Exception as exc:  # a bug must not pass silently: fail closed, exit 2

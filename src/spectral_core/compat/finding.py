@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-
-import msgspec
+from dataclasses import dataclass
 
 from spectral_core.compat.registry import RULES, Gate, Rule, all_rules
 
@@ -19,7 +18,8 @@ class Severity(enum.StrEnum):
     WAIVED = "waived"  # a blocking finding waived by a marker; printed with its reason
 
 
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Finding:
     """One reported problem at ``path:line:column`` (1-based)."""
 
     path: str

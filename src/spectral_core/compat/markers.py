@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pglast.parser import scan
 
-__all__ = ["Marker", "MarkerScan", "PLACEHOLDER_REASONS", "scan_markers"]
+__all__ = ["Marker", "MarkerScan", "PLACEHOLDER_REASONS", "Tokens", "scan_markers", "skip_trivia"]
 
 # Regexes here run over the text of one comment token, never over SQL.
 _VALID = {
@@ -66,14 +67,43 @@ class Marker:
     offset: int
 
 
+class Tokens:
+    """The starts and inclusive ends of a text's non-comment tokens (PostgreSQL's lexer),
+    scanned on first use: most files never need them."""
+
+    __slots__ = ("_ends", "_starts", "_text")
+
+    def __init__(self, text: str, tokens: list[Any] | None = None) -> None:
+        self._text = text
+        self._starts: tuple[int, ...] | None = None
+        self._ends: tuple[int, ...] = ()
+        if tokens is not None:
+            self._fill(tokens)
+
+    def _fill(self, tokens: list[Any]) -> None:
+        code = [t for t in tokens if t[2] not in _COMMENT_TOKENS]
+        self._starts = tuple(t[0] for t in code)
+        self._ends = tuple(t[1] for t in code)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        if self._starts is None:
+            self._fill(scan(self._text))
+        return self._starts or ()
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        self.starts  # noqa: B018  (fills both)
+        return self._ends
+
+
 @dataclass(frozen=True)
 class MarkerScan:
-    """Markers of one file, the near misses (offset, message), and the scanner tokens."""
+    """Markers of one file, the near misses (offset, message), and its tokens."""
 
     markers: tuple[Marker, ...]
     near_misses: tuple[tuple[int, str], ...]
-    token_starts: tuple[int, ...]  # starts of non-comment tokens, ascending
-    token_ends: tuple[int, ...]  # matching inclusive ends
+    tokens: Tokens
 
     def reason(self, gate: str) -> str | None:
         """Return the reason of the first valid marker for *gate*, or None."""
@@ -81,6 +111,49 @@ class MarkerScan:
             if m.gate == gate:
                 return m.reason
         return None
+
+
+def skip_trivia(text: str, pos: int) -> int:
+    """The offset of the first character at or after *pos* that is not whitespace or part
+    of a comment (``--`` to the end of the line, or a nested ``/* ... */``)."""
+    n = len(text)
+    while pos < n:
+        ch = text[pos]
+        if ch.isspace():
+            pos += 1
+        elif text.startswith("--", pos):
+            end = text.find("\n", pos)
+            pos = n if end == -1 else end + 1
+        elif text.startswith("/*", pos):
+            depth, pos = 1, pos + 2
+            while pos < n and depth:
+                if text.startswith("/*", pos):
+                    depth, pos = depth + 1, pos + 2
+                elif text.startswith("*/", pos):
+                    depth, pos = depth - 1, pos + 2
+                else:
+                    pos += 1
+        else:
+            break
+    return pos
+
+
+def _may_hold_marker(sql: str) -> bool:
+    """False only when no comment of *sql* can be a marker or a near miss.
+
+    Every ``--`` comment token is the text from ``--`` to the end of its line, so judging each
+    such span (in literals too: a superset) tells whether the lexer's comments can hold an
+    attempt at a marker.  Block comments are rare: any ``/*`` means a real scan.
+    """
+    if "/*" in sql:
+        return True
+    pos = sql.find("--")
+    while pos != -1:
+        end = sql.find("\n", pos)
+        if _attempted_gate(sql[pos : len(sql) if end == -1 else end]) is not None:
+            return True
+        pos = sql.find("--", pos + 2)
+    return False
 
 
 def _close(word: str, target: str) -> bool:
@@ -157,9 +230,14 @@ def _judge(text: str) -> tuple[Marker | None, str | None]:
 def scan_markers(sql: str) -> MarkerScan:
     """Scan *sql* with PostgreSQL's lexer and classify its comment tokens.
 
+    The lexer runs only when a comment may hold a marker (or later, when a finding needs a
+    token position); otherwise there is nothing to classify.
+
     Raises:
         pglast.parser.ParseError: the text does not even tokenize (unterminated literal).
     """
+    if not _may_hold_marker(sql):
+        return MarkerScan((), (), Tokens(sql))
     markers: list[Marker] = []
     near: list[tuple[int, str]] = []
     tokens = scan(sql)  # Token(start, end, name, kind); end is inclusive
@@ -170,7 +248,4 @@ def scan_markers(sql: str) -> MarkerScan:
                 markers.append(Marker(marker.gate, marker.reason, start))
             elif problem is not None:
                 near.append((start, problem))
-    code = [t for t in tokens if t[2] not in _COMMENT_TOKENS]
-    starts = tuple(t[0] for t in code)
-    ends = tuple(t[1] for t in code)
-    return MarkerScan(tuple(markers), tuple(near), starts, ends)
+    return MarkerScan(tuple(markers), tuple(near), Tokens(sql, tokens))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pglast.parser import ParseError, parse_plpgsql_json
 
-from spectral_core.compat._node import is_, parse
+from spectral_core.compat._node import decode, is_, parse
 
 __all__ = ["BlockItem", "constant_string", "do_block_items"]
 
@@ -89,7 +88,7 @@ def do_block_items(body: str) -> Iterator[BlockItem]:
         tag = f"$spectral_do{n}$"
     wrapper = f"CREATE FUNCTION spectral_do() RETURNS void LANGUAGE plpgsql AS {tag}{body}{tag}"
     try:
-        tree = json.loads(parse_plpgsql_json(wrapper))
+        tree = decode(parse_plpgsql_json(wrapper))
     except ParseError as exc:
         yield BlockItem(1, None, f"DO block does not parse as PL/pgSQL: {exc.args[0]}")
         return

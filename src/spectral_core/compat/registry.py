@@ -29,7 +29,7 @@ non-SQL rules without the ``lint`` extra.  The SQL rules are declared in
 from __future__ import annotations
 
 import enum
-import inspect
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -80,8 +80,20 @@ _C = TypeVar("_C")
 _F = TypeVar("_F", bound=Callable[..., None])
 
 
+def _cleandoc(text: str) -> str:
+    """``inspect.cleandoc`` without importing inspect (start-up time): strip the first line,
+    dedent the rest, drop blank lines at both ends."""
+    first, _, rest = text.partition("\n")
+    lines = [first.strip(), *textwrap.dedent(rest).splitlines()]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _parse_doc(doc: str) -> tuple[str, str, str, str]:
-    lines = inspect.cleandoc(doc).splitlines() or [""]
+    lines = _cleandoc(doc).splitlines() or [""]
     summary = lines[0].strip().rstrip(".")
     detail: list[str] = []
     bad: list[str] = []
@@ -97,8 +109,8 @@ def _parse_doc(doc: str) -> tuple[str, str, str, str]:
             target.append(line)
     return (
         summary,
-        inspect.cleandoc("\n".join(bad)),
-        inspect.cleandoc("\n".join(good)),
+        _cleandoc("\n".join(bad)),
+        _cleandoc("\n".join(good)),
         " ".join(" ".join(detail).split()),
     )
 

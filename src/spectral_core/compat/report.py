@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-import msgspec
-
 from spectral_core.compat.finding import Finding, Severity
 from spectral_core.compat.registry import all_rules
 
@@ -53,6 +51,12 @@ def _github(f: Finding) -> str:
         f"title={_gh_escape(f.rule, True)}"
     )
     return f"::{_GH_LEVEL[f.severity]} {props}::{_gh_escape(msg)}"
+
+
+def _json(doc: object) -> str:
+    import msgspec  # only the json and sarif formats need it
+
+    return msgspec.json.encode(doc).decode()
 
 
 _SRCROOT = "SRCROOT"
@@ -159,7 +163,7 @@ def sarif_failure(message: str, *, tool: str, exit_code: int = 2) -> str:
     """A SARIF log for a run that could not lint (usage or internal error): no results,
     the invocation unsuccessful with *exit_code* and *message* as its notification."""
     doc = _sarif([], tool, exit_code, Path(os.path.abspath(Path.cwd())), failure=message)
-    return msgspec.json.encode(doc).decode() + "\n"
+    return _json(doc) + "\n"
 
 
 def render(
@@ -188,10 +192,10 @@ def render(
             "findings": list(findings),
             "summary": {**_counts(findings), "files": files, "statements": statements},
         }
-        return msgspec.json.encode(doc).decode() + "\n"
+        return _json(doc) + "\n"
     if fmt == "sarif":
         if exit_code is None:
             exit_code = 1 if any(f.severity is Severity.ERROR for f in findings) else 0
         doc = _sarif(findings, tool, exit_code, Path(os.path.abspath(root or Path.cwd())))
-        return msgspec.json.encode(doc).decode() + "\n"
+        return _json(doc) + "\n"
     raise ValueError(f"unknown format {fmt!r}")

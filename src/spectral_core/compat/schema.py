@@ -108,6 +108,7 @@ class SchemaModel:
     #: True once deployed migrations were replayed: the model then knows every view and
     #: function the prior generation has, so an unknown one is new.
     has_baseline: bool = False
+    domains: int = 0  # domains created so far (a column's type is looked up only if any)
 
     def qualify(self, schema: str | None, name: str, kind: str = "table") -> QualName:
         """Resolve *name* through the search_path when it is not schema-qualified."""

@@ -187,7 +187,7 @@ def add_constraint(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
     if ct in (CT.CONSTR_PRIMARY, CT.CONSTR_NOTNULL):
         _not_null_columns(cx, t, c, keys, live)
     elif ct is CT.CONSTR_CHECK:
-        refs = dict.fromkeys(f.sval for f in _column_refs(c.raw_expr))
+        refs = dict.fromkeys(_column_refs(c.raw_expr))
         nn = [k for k in refs if implies_not_null(c.raw_expr, k)]
         if nn:
             _not_null_columns(cx, t, c, nn, live)
@@ -237,7 +237,7 @@ def add_constraint(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
         rule_id = "add-check" if ct is CT.CONSTR_CHECK else "add-foreign-key"
         what = "CHECK" if ct is CT.CONSTR_CHECK else "FOREIGN KEY"
         nn_only = ct is CT.CONSTR_CHECK and all(
-            implies_not_null(c.raw_expr, f.sval) for f in _column_refs(c.raw_expr)
+            implies_not_null(c.raw_expr, name) for name in _column_refs(c.raw_expr)
         )
         if not nn_only:
             cx.emit(
@@ -256,24 +256,26 @@ def add_constraint(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
             )
 
 
-def _column_refs(expr: object) -> list[Node]:
-    """The last name part of every ColumnRef in *expr* (String nodes)."""
-    out: list[Node] = []
+def _column_refs(expr: object) -> list[str]:
+    """The last name part of every column reference in *expr*, walking the raw JSON."""
+    out: list[str] = []
 
     def walk(v: object) -> None:
-        if isinstance(v, list):
+        if isinstance(v, dict):
+            ref = v.get("ColumnRef")
+            if isinstance(ref, dict):
+                fields = ref.get("fields") or ()
+                last = fields[-1] if fields else None
+                if isinstance(last, dict) and "String" in last:
+                    out.append(last["String"].get("sval", ""))
+                return
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
             for x in v:
                 walk(x)
-        elif isinstance(v, Node):
-            if v.tag == "ColumnRef":
-                fields = v.fields or ()
-                if fields and fields[-1].tag == "String":
-                    out.append(fields[-1])
-                return
-            for key in v.d:
-                walk(getattr(v, key) if key != "def" else v.def_)
 
-    walk(expr)
+    walk(({expr.tag: expr.d} if expr.tag else expr.d) if isinstance(expr, Node) else expr)
     return out
 
 

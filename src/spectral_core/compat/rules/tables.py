@@ -195,7 +195,8 @@ def fill_from_query(t: Table, query: Any) -> None:
     """A new table receives rows: from a query (unknown rows) or VALUES (known count)."""
     if t.deployed:
         return
-    if is_(query, "SelectStmt") and query.valuesLists is not None and len(query.valuesLists) <= 1:
+    rows = query.d.get("valuesLists") if is_(query, "SelectStmt") else None
+    if rows is not None and len(rows) <= 1:
         return  # one row cannot hold duplicates; its NULLs are judged as written
     t.filled = True
 

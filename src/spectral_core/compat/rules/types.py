@@ -142,6 +142,7 @@ def create_enum(cx: Checker, node: Node) -> None:
 def create_domain(cx: Checker, node: Node) -> None:
     dom = cx.model.put("type", cx.qn(names(node.domainname), "type"), cx.replay_only)
     dom.domain = True
+    cx.model.domains += 1
     for c in node.constraints or ():
         ct = member(CT, c.contype)
         if ct is CT.CONSTR_NOTNULL or (

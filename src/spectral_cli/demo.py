@@ -33,6 +33,7 @@ from spectral_core.migrate import run_migrations
 from spectral_core.outbox import EventIn
 
 from ._db import embedded_root
+from .env import read_state
 
 DEMO_ORG = "demo"
 DEMO_KEY = ("demo", "credit", "approve_loan", "wm-1")
@@ -100,7 +101,8 @@ async def _seed(url: str, key_file: Path) -> tuple[str, str, str]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await create_tenant(conn, DEMO_ORG)
         _info, token = await create_api_key(conn, DEMO_ORG, label="spectral demo")
-        print(f"    tenant {DEMO_ORG!r} with API key {token[:12]}... (shown once, stored hashed)")
+        print(f"    tenant {DEMO_ORG!r} with a new API key (the database keeps only its hash):")
+        print(f"    {token}")
         private_pem, public = _operator_key(key_file)
         wat = (files("spectral_cli") / "demo_decision.wat").read_text()
         wasm = bytes(wasmtime.wat2wasm(wat))
@@ -124,6 +126,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     app: subprocess.Popen[bytes] | None = None
     try:
         step(1, "database")
+        try:
+            up = read_state(settings)
+        except ConfigError:
+            up = None
+        if up is not None:
+            print(
+                f"    a `spectral up` is running here (generation {up['generation']}): the demo "
+                "starts its own API and workers on a new generation in the same database and "
+                "stops them at the end; yours keep running"
+            )
         if settings.database_url:
             url = settings.database_url
             print("    using SPECTRAL_DATABASE_URL")

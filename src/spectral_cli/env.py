@@ -19,7 +19,7 @@ from spectral_core.errors import ConfigError
 
 from ._out import add_json_flag, to_json
 
-__all__ = ["clear_state", "register", "state_path", "write_state"]
+__all__ = ["clear_state", "exports", "read_state", "register", "state_path", "write_state"]
 
 
 def state_path(settings: Settings) -> Path:

@@ -8,8 +8,10 @@ allocates a generation and runs the supervisor (API + workers) until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import os
+from pathlib import Path
 
 from spectral_core import Settings, allocate_generation
 from spectral_core.embedded import EmbeddedPostgres
@@ -41,6 +43,28 @@ def available_children() -> list[str]:
     ]
 
 
+def local_operator_key(settings: Settings) -> tuple[Path, str]:
+    """The project's own operator key pair (``<SPECTRAL_HOME_DIR>/operator.key``, the file
+    ``spectral modules keygen`` and ``modules approve`` use), created on first use; returns
+    the file and its ``SPECTRAL_OPERATOR_KEYS`` entry.  The private key never leaves it."""
+    from spectral_core.modules.approval import (  # the api extra (cryptography)
+        generate_operator_key,
+        key_id_for,
+        load_private_key,
+        public_key_b64,
+        save_private_key,
+    )
+
+    path = Path(settings.home_dir) / "operator.key"
+    if path.exists():
+        public = public_key_b64(load_private_key(path).public_key())
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem, public = generate_operator_key()
+        save_private_key(path, pem)
+    return path, f"{key_id_for(base64.b64decode(public))}:{public}"
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     embedded: EmbeddedPostgres | None = None
     if not settings.database_url:
@@ -60,6 +84,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             SPECTRAL_DATABASE_URL=settings.require_database_url(),
             SPECTRAL_GENERATION=str(generation),
         )
+        key_file, operator_key = local_operator_key(settings)
+        if not settings.operator_keys:  # the local key makes every /health check pass
+            env["SPECTRAL_OPERATOR_KEYS"] = operator_key
         if settings.log_format == "json" and "SPECTRAL_LOG_FORMAT" not in os.environ:
             env["SPECTRAL_LOG_FORMAT"] = "console"
         children = available_children()
@@ -74,6 +101,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"database: {state['database_url']}")
         print('in a second terminal, point your shell at it (or run `eval "$(spectral env)"`):')
         print("  " + env_cmd.exports(state).replace("\n", "\n  "))
+        if not settings.operator_keys:
+            print(
+                f"operator key: {key_file} (local; its public half is the API's "
+                "SPECTRAL_OPERATOR_KEYS). Approve a pinned module with it:\n"
+                "  spectral modules approve --org ORG --domain D --action A "
+                "--world-model-version V"
+            )
         print("try it: in another shell, `spectral demo`; stop with Ctrl-C")
         if args.no_run:
             return 0

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ def test_demo_runs_end_to_end(db_url: str, tmp_path: Path) -> None:
     assert '"decision": "approve"' in out.stdout and '"decision": "deny"' in out.stdout
     assert "HTTP 404" in out.stdout
     assert '"status": "pass"' in out.stdout
+    # the tenant's key is printed whole (it used to be cut short under "shown once")
+    assert re.search(r"^\s+sk_demo_[A-Za-z0-9_-]{43}$", out.stdout, re.M), out.stdout[:3000]
+    assert "sk_demo_" not in out.stdout.replace("sk_demo_", "", 1)  # and only once
 
 
 def test_up_prepares_embedded_database_and_generation(tmp_path: Path) -> None:
@@ -61,6 +65,14 @@ def test_up_prepares_embedded_database_and_generation(tmp_path: Path) -> None:
         timeout=180,
     )
     assert again.returncode == 0 and "generation: 2" in again.stdout  # data reused
+
+
+def _health(port: int) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
 
 
 def _printed_url(stdout: str) -> str:
@@ -132,6 +144,21 @@ def test_env_points_a_second_shell_at_a_running_up(tmp_path: Path) -> None:
         assert shell.stdout.rstrip().endswith("gen=1")
         status = json.loads(shell.stdout.rstrip().rpartition("\n")[0])
         assert 1 in [g["generation"] for g in status["generations"]]
+        # out of the box every check passes: `spectral up` made a local operator key pair
+        # (private half 0600 under .spectral/) and gave the API its public half
+        last: list[object] = []
+
+        def passing() -> bool:
+            last[:] = [_health(port)]
+            return isinstance(last[0], dict) and last[0]["status"] == "pass"
+
+        try:
+            wait_for(passing, 60, "/health status pass once the workers are live")
+        except AssertionError:
+            raise AssertionError(json.dumps(last, indent=1)) from None
+        key = tmp_path / ".spectral" / "operator.key"
+        assert key.stat().st_mode & 0o077 == 0
+        assert "spectral modules approve" in up.output()
     finally:
         up.signal(signal.SIGINT)
         try:

@@ -38,8 +38,11 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "HttpProblem",
+    "HeaderTooLarge",
     "PayloadTooLarge",
+    "RequestTimeout",
     "SchemaViolation",
+    "TooManyConnections",
     "UnsupportedMediaType",
     "exception_handlers",
     "problem_for",
@@ -87,6 +90,24 @@ class UnsupportedMediaType(HttpProblem):
     """The body has the wrong content type."""
 
     status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class HeaderTooLarge(HttpProblem):
+    """The request line and headers exceed ``SPECTRAL_API_MAX_HEADER_BYTES``."""
+
+    status, slug, title = 431, "header-too-large", "Request header fields too large"
+
+
+class RequestTimeout(HttpProblem):
+    """The request head or body did not arrive within its timeout."""
+
+    status, slug, title = 408, "request-timeout", "Request timeout"
+
+
+class TooManyConnections(HttpProblem):
+    """The process already holds ``SPECTRAL_API_MAX_CONNECTIONS`` open connections."""
+
+    status, slug, title = 503, "too-many-connections", "Too many open connections"
 
 
 class Forbidden(HttpProblem):

@@ -23,6 +23,7 @@ from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit
 from spectral_core.modules import Keyring
 
 from .app import create_app
+from .server import server_config
 
 log = structlog.get_logger("spectral.api")
 
@@ -36,18 +37,9 @@ async def run(settings: Settings, keyring: Keyring) -> int:
     async with booted(settings, process="api") as (db, rt):
         generation = rt.generation
         app = create_app(settings, db, generation=generation, keyring=keyring)
-        config = uvicorn.Config(
-            app,
-            host=settings.api_host,
-            port=settings.api_port,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # requests in flight get the work part of the grace, then they are cancelled;
-            # uvicorn only passes it to asyncio.timeout, so a float is fine
-            timeout_graceful_shutdown=plan.work_s,  # type: ignore[arg-type]
-        )
+        # requests in flight get the work part of the grace, then they are cancelled;
+        # uvicorn only passes it to asyncio.timeout, so a float is fine
+        config = server_config(app, settings, timeout_graceful_shutdown=plan.work_s)
         server = _Server(config, plan)
         # uvicorn handles SIGTERM gracefully, then re-raises it against the handler that
         # was installed before it: make that one a no-op so a clean stop exits 0.

@@ -114,6 +114,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # spectral-api: request limits, per-tenant defaults (overridable per tenant in
     # core.tenants), cache lifetimes and the sandbox budget of one decision
     api_max_body_bytes: PosInt = 1024 * 1024
+    #: connection-level limits of spectral-api's HTTP server (ADR 0025): the request line
+    #: and headers together (431 beyond), a connection's idle time before its first request
+    #: and between requests, the time to receive a request's head and then its body (408
+    #: beyond), and the open connections of one process (503 at connect beyond)
+    api_max_header_bytes: Annotated[int, Meta(ge=1024, le=1024 * 1024)] = 16 * 1024
+    api_idle_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    api_header_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    api_body_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    api_max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1000
     api_rate: PosFloat = 50.0
     api_burst: PosInt = 100
     api_concurrency: PosInt = 16

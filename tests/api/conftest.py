@@ -20,6 +20,7 @@ import wasmtime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from spectral_api import create_app
+from spectral_api.server import server_config
 from spectral_core import Settings, open_pools
 from spectral_core.modules import (
     Keyring,
@@ -68,14 +69,8 @@ class ServerThread:
     async def _serve(self) -> None:
         async with open_pools(self.settings) as db:
             app = create_app(self.settings, db, keyring=self.keyring, access_log=False)
-            config = uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.settings.api_port,
-                lifespan="on",
-                log_config=None,
-                access_log=False,
-            )
+            # the production server configuration: protocol, limits and timeouts
+            config = server_config(app, self.settings, host="127.0.0.1")
             self.server = uvicorn.Server(config)
             serve = self.server.serve()
             self.ready.set()

@@ -11,6 +11,9 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from spectral_core import Settings
 from spectral_core.errors import ConfigError
@@ -134,6 +137,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="operator private key (default: <SPECTRAL_HOME_DIR>/operator.key)",
     )
     ap.add_argument("--expires-in", default="30d", help="e.g. 3600, 12h, 30d (default 30d)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the signed approval to this JSON file instead of storing it (to POST to "
+        "/api/modules/approvals from elsewhere); needs CONTENT_HASH or database access",
+    )
     add_json_flag(ap)
     ap.set_defaults(run=approve_cmd)
 
@@ -206,6 +216,9 @@ def approve_cmd(args: argparse.Namespace, settings: Settings) -> int:
     private = load_private_key(args.key_file or _default_key_path(settings))
     expires_at = int(time.time()) + parse_duration(args.expires_in)
 
+    if args.out is not None:
+        return _approval_file(args, settings, key, private, expires_at)
+
     async def go(conn):  # type: ignore[no-untyped-def]
         content_hash = args.content_hash
         if content_hash is None:
@@ -226,6 +239,29 @@ def approve_cmd(args: argparse.Namespace, settings: Settings) -> int:
         },
         f"approval {approval_id}: {approval.content_hash} for {key.org}/{key.domain}/"
         f"{key.action}/{key.world_model_version}, key {approval.key_id}, expires {expires}",
+    )
+    return 0
+
+
+def _approval_file(
+    args: argparse.Namespace, settings: Settings, key: ModuleKey, private: Any, expires_at: int
+) -> int:
+    """``approve --out FILE``: the signed approval document, for ``POST
+    /api/modules/approvals`` by someone who has no database access."""
+    content_hash = args.content_hash
+    if content_hash is None:
+
+        async def pinned(conn):  # type: ignore[no-untyped-def]
+            return (await fetch_pinned(conn, key))[0]
+
+        content_hash = run_with_connection(settings, pinned)
+    approval = sign_approval(private, content_hash, key, expires_at)
+    args.out.write_bytes(msgspec.json.encode(approval))
+    emit(
+        args,
+        {"file": str(args.out), "content_hash": content_hash, "key_id": approval.key_id},
+        f"approval for {content_hash} signed by {approval.key_id} written to {args.out}: "
+        "POST it to /api/modules/approvals with an operator key",
     )
     return 0
 

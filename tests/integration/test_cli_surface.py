@@ -175,3 +175,29 @@ def test_shell_completion_completes_verbs(tmp_path: Path, line: str, expected: s
     )
     assert done.returncode == 0, done.stderr
     assert set(out.read_text().split()) == expected
+
+
+def test_approve_out_writes_a_signed_approval_without_storing_it(
+    cli: Callable[..., str], tmp_path: Path, db_url: str
+) -> None:
+    """`modules approve --out FILE` signs locally and writes the approval document that
+    `POST /api/modules/approvals` takes (the how-to used to say "sign it by hand"); it
+    verifies under the operator's public key and nothing is stored."""
+    import msgspec
+    import psycopg
+
+    from spectral_core.modules import ModuleKey
+    from spectral_core.modules.approval import Approval, Keyring
+
+    key = ["--org", "acme", "--domain", "credit", "--action", "approve"]
+    key += ["--world-model-version", "v1"]
+    keygen = json.loads(cli("modules", "keygen", "--json"))
+    content_hash = cli("modules", "put", str(MODULES / "decision.wat")).strip()
+    cli("modules", "pin", *key, content_hash)
+    out = tmp_path / "approval.json"
+    cli("modules", "approve", *key, "--out", str(out))
+    approval = msgspec.json.decode(out.read_bytes(), type=Approval)
+    module_key = ModuleKey(org="acme", domain="credit", action="approve", world_model_version="v1")
+    Keyring.from_config(keygen["setting"]).verify(approval, content_hash, module_key)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM core.module_approvals").fetchone() == (0,)

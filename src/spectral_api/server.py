@@ -9,7 +9,9 @@ before a request or while one arrives.  :class:`GuardedHttpToolsProtocol` adds t
   ``max_header_bytes``; the bytes of a head are counted *before* the parser sees them, so
   an oversize head is refused (``431``) after at most that many bytes were parsed, at a
   cost linear in them (httptools re-copies a header value on every read: unbounded, a
-  32 MiB header cost a second of event loop).
+  32 MiB header cost a second of event loop).  A chunked body's trailer fields are
+  bounded the same way: more than ``max_header_bytes`` bytes in a row that carry no body
+  data are refused (``431``).
 * **Idle**: a connection that sends nothing for ``idle_timeout_s`` after it opened, or
   between two requests (uvicorn's keep-alive timeout, set to the same value), is closed.
 * **Head time**: a request's head must be complete ``header_timeout_s`` after its first
@@ -94,6 +96,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     _phase: int = _IDLE
     _head_bytes: int = 0
+    _body_bytes: int = 0  # body bytes the parser delivered (all requests of the connection)
+    _framing_run: int = 0  # bytes in a row without body bytes while in _BODY (trailers)
     _timer: asyncio.TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------
@@ -119,8 +123,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         while data:
             if self._phase == _IDLE:
                 self._start_head()
-            if self._phase != _HEAD:
-                super().data_received(data)
+            if self._phase == _BODY:
+                self._feed_body(data)
                 return
             room = self.limits.max_header_bytes - self._head_bytes
             if len(data) <= room:
@@ -142,6 +146,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 )
                 return
 
+    def _feed_body(self, data: bytes) -> None:
+        """Feed body bytes; refuse a run of non-body bytes longer than the head limit.
+
+        A chunked body's trailer section reaches the parser as header fields, buffered at
+        the same quadratic cost; chunk sizes and line ends between data are a few bytes.
+        A read that delivers body bytes starts the run again.
+        """
+        before = self._body_bytes
+        super().data_received(data)
+        if self._phase != _BODY or self.transport.is_closing():
+            return
+        if self._body_bytes != before:
+            self._framing_run = 0
+            return
+        self._framing_run += len(data)
+        if self._framing_run > self.limits.max_header_bytes:
+            self._refuse(
+                HeaderTooLarge(
+                    "the chunk framing or trailer fields exceed "
+                    f"{self.limits.max_header_bytes} bytes",
+                    limit=self.limits.max_header_bytes,
+                )
+            )
+
     # -- parser callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -151,7 +179,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._phase = _BODY
+        self._framing_run = 0
         self._arm(self.limits.body_timeout_s, self._on_body_timeout)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

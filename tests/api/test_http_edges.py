@@ -311,3 +311,18 @@ async def test_requests_the_parser_refuses_get_a_400_problem(
     text/plain, and the connection is closed."""
     doc = problem_reply(await send_and_read(api, request_bytes), 400)
     assert doc["type"].endswith("malformed-request")  # type: ignore[union-attr]
+
+
+async def test_oversize_chunked_trailer_is_431_problem(api: Api) -> None:
+    """A chunked body's trailer section is header fields too: one 8 MiB trailer (which the
+    parser buffers at quadratic cost, as it did a header) is refused with a 431 problem
+    after at most about the head limit of trailer bytes."""
+    token = await api.tenant("acme")
+    head = (
+        b"POST /api/decide HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    trailer = b"2\r\n{}\r\n0\r\nX-Trailer: " + b"a" * (8 << 20) + b"\r\n\r\n"
+    doc = problem_reply(await send_and_read(api, head + trailer), 431)
+    assert doc["type"].endswith("header-too-large")  # type: ignore[union-attr]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -189,3 +193,33 @@ async def test_health_fails_on_a_read_only_session(api_factory, pg_server, db_ur
     while (await get_health(api)).status_code != 200:
         assert time.monotonic() < deadline, "health did not pass again"
         time.sleep(0.2)
+
+
+def _documented_health() -> tuple[dict[str, Any], set[str]]:
+    """The example document and the check names of the table in the /health reference."""
+    doc = (Path(__file__).resolve().parents[2] / "docs/reference/http-api.md").read_text()
+    section = doc.split("## `GET /health`", 1)[1].split("\n## ", 1)[0]
+    example = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    table = set(re.findall(r"^\| `([a-z_]+:[a-z_<>]+)` \|", section, re.M))
+    return example, table
+
+
+async def test_health_reference_matches_the_response(api_factory) -> None:  # type: ignore[no-untyped-def]
+    """docs/reference/http-api.md shows the document /health really sends: the example
+    has the response's top-level fields (it used to show `serviceId` and `description`,
+    which the response never had) and the response's checks with their fields, and the
+    table lists every check."""
+    example, table = _documented_health()
+    api = api_factory(llm_credential={"credit": "x"})
+    api.sql(
+        "INSERT INTO core.workers (id, generation, state, host, pid, version) "
+        "VALUES (%s, %s, 'running', 'h', 1, 'v')",
+        (uuid.uuid4(), api.settings.generation),
+    )
+    doc = (await get_health(api)).json()
+    assert set(example) == set(doc)
+    assert set(example["checks"]) == set(doc["checks"])
+    for name, entries in doc["checks"].items():
+        assert set(example["checks"][name][0]) == set(entries[0]), name
+    generic = {re.sub(r":credit$", ":<domain>", name) for name in doc["checks"]}
+    assert table == generic

@@ -72,11 +72,11 @@ def wrap(value: Any) -> Any:
     kind = type(value)
     if kind is dict:
         if len(value) == 1:
-            for key, inner in value.items():
-                if type(inner) is dict and "A" <= key[0] <= "Z":
-                    if key == "List":
-                        return [wrap(v) for v in inner.get("items", ())]
-                    return Node(key, inner)
+            [(key, inner)] = value.items()
+            if type(inner) is dict and "A" <= key[0] <= "Z":
+                if key == "List":
+                    return [wrap(v) for v in inner.get("items", ())]
+                return Node(key, inner)
         return Node("", value)
     if kind is list:
         return [wrap(v) for v in value]

@@ -113,12 +113,17 @@ class MarkerScan:
         return None
 
 
+_TRIVIA_START = frozenset(" \t\n\r\f\v-/")
+
+
 def skip_trivia(text: str, pos: int) -> int:
     """The offset of the first character at or after *pos* that is not whitespace or part
     of a comment (``--`` to the end of the line, or a nested ``/* ... */``)."""
     n = len(text)
     while pos < n:
         ch = text[pos]
+        if ch not in _TRIVIA_START:
+            break
         if ch.isspace():
             pos += 1
         elif text.startswith("--", pos):

@@ -21,24 +21,29 @@ def migration_number(name: str) -> int | None:
 
 
 class Positions:
-    """Maps character offsets in a text to 1-based (line, column)."""
+    """Maps character offsets in a text to 1-based (line, column); lines are found on the
+    first lookup (most files report nothing)."""
 
-    __slots__ = ("_starts",)
+    __slots__ = ("_starts", "_text")
 
     def __init__(self, text: str) -> None:
-        starts = [0]
-        find = text.find
-        i = find("\n")
-        while i != -1:
-            starts.append(i + 1)
-            i = find("\n", i + 1)
-        self._starts = starts
+        self._text = text
+        self._starts: list[int] | None = None
 
     def at(self, offset: int) -> tuple[int, int]:
         """Return the (line, column) of *offset* (clamped to the text)."""
+        starts = self._starts
+        if starts is None:
+            starts = [0]
+            find = self._text.find
+            i = find("\n")
+            while i != -1:
+                starts.append(i + 1)
+                i = find("\n", i + 1)
+            self._starts = starts
         offset = max(offset, 0)
-        line = bisect.bisect_right(self._starts, offset) - 1
-        return line + 1, offset - self._starts[line] + 1
+        line = bisect.bisect_right(starts, offset) - 1
+        return line + 1, offset - starts[line] + 1
 
 
 @dataclass

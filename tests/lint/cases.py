@@ -46,6 +46,7 @@ CREATE TABLE core.jobs (
 CREATE TABLE core.tags (name text NOT NULL, label text);
 CREATE UNIQUE INDEX tags_name_key ON core.tags (name);
 CREATE UNIQUE INDEX tags_label_key ON core.tags (label);
+CREATE UNIQUE INDEX tags_label_partial ON core.tags (label) WHERE label IS NOT NULL;
 """
 
 
@@ -1255,6 +1256,23 @@ C6 = [
         "unique-new-column-nulls-not-distinct",
         "ALTER TABLE core.outbox ADD COLUMN k text UNIQUE NULLS NOT DISTINCT;",
         E + "add-unique",
+    ),
+    c(
+        "unique-new-column-then-constant-default",
+        "ALTER TABLE core.outbox ADD COLUMN k text UNIQUE;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN k SET DEFAULT 'x';",
+        E + "add-unique",
+    ),
+    c(
+        "unique-new-column-then-uuid-default-ok",
+        "ALTER TABLE core.outbox ADD COLUMN k uuid UNIQUE;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN k SET DEFAULT gen_random_uuid();",
+    ),
+    c(
+        "unique-using-partial-index",
+        "ALTER TABLE core.tags ADD CONSTRAINT tags_uq UNIQUE USING INDEX tags_label_partial;",
+        E + "add-unique",
+        base=True,
     ),
     c(
         "unique-expression-index-on-new-column",

@@ -51,6 +51,9 @@ class Column:
     #: existing rows may hold equal non-null values in it (filled by a constant default or an
     #: UPDATE); a column added without default holds NULLs, which never collide
     rows_dup: bool = False
+    #: a uniqueness rule on it was accepted because old writes leave it NULL: a later
+    #: constant DEFAULT would make them collide
+    unique_by_null: bool = False
 
 
 @dataclass
@@ -93,6 +96,7 @@ class SchemaObject:
     unique: bool = False  # indexes
     table: QualName | None = None  # indexes
     columns: tuple[str, ...] = ()  # indexes: key columns (empty when unknown/expressions)
+    partial: bool = False  # indexes: with a WHERE clause
     domain: bool = False  # types: a domain
     not_null: bool = False  # domains: NOT NULL (or CHECK (VALUE IS NOT NULL))
     has_default: bool = False  # domains: a non-null DEFAULT

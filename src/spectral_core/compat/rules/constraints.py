@@ -82,6 +82,8 @@ def unique_verdict(
     New tables nothing filled are exempt.  Otherwise one key column that existing rows and
     the prior generation's inserts leave NULL (or fill with distinct generated values)
     makes every such row distinct, unless NULLS NOT DISTINCT or PRIMARY KEY forbid NULLs.
+    A column accepted for its NULLs is marked ``unique_by_null``: a later constant DEFAULT
+    on it is judged again (:func:`spectral_core.compat.rules.tables.column_default`).
     """
     if not t.deployed and not t.populated:
         return None
@@ -94,6 +96,7 @@ def unique_verdict(
             rows_ok = (col.rows_null and nulls) or (col.default_unique and not col.rows_dup)
             old_null = not col.has_default and not col.generated and nulls
             if rows_ok and (not t.deployed or old_null or col.default_unique):
+                col.unique_by_null = t.deployed and old_null and not col.default_unique
                 return None
     if not t.deployed:
         return (
@@ -213,6 +216,13 @@ def add_constraint(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
                     "add-unique",
                     f"{kind} {label}on {display(t.name)} USING INDEX {using}: {using} is "
                     "not a unique index (the statement fails)",
+                    loc,
+                )
+            elif idx.partial or not idx.columns:
+                cx.emit(
+                    "add-unique",
+                    f"{kind} {label}on {display(t.name)} USING INDEX {using}: {using} is a "
+                    "partial or expression index, which PostgreSQL refuses for a constraint",
                     loc,
                 )
             return

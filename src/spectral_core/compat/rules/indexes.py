@@ -170,6 +170,7 @@ def create_index(cx: Checker, node: Node) -> None:
                 unique=bool(node.unique or node.primary),
                 table=qn,
                 columns=tuple(keys),
+                partial=node.whereClause is not None,
             )
 
 

@@ -370,6 +370,15 @@ def column_default(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
     # a default applies to later inserts only: rows that exist keep what they hold
     col.has_default = not dropping
     col.default_unique = not dropping and func_name(cmd.def_) in UNIQUE_GENERATORS
+    if live and col.unique_by_null and col.has_default and not col.default_unique:
+        col.unique_by_null = False
+        cx.emit(
+            "add-unique",
+            f"SET DEFAULT on {display(t.name, cmd.name)}: a uniqueness rule on it was safe "
+            "while the prior generation's inserts left it NULL; with a constant default "
+            "they collide",
+            loc,
+        )
 
 
 @on_alter(AT.AT_AddIdentity)

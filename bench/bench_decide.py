@@ -290,6 +290,13 @@ def main() -> int:
         help="SPECTRAL_SANDBOX_INLINE_BATCH of the server (default: the setting's default, 32; "
         "0 makes each inline decision in its own request task, as before ADR 0018)",
     )
+    p.add_argument(
+        "--binding",
+        choices=["auto", "capi", "public"],
+        default=None,
+        help="SPECTRAL_SANDBOX_BINDING of the server (ADR 0026: the C API fast path or "
+        "wasmtime-py's public API)",
+    )
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve is not None:
@@ -322,6 +329,8 @@ def main() -> int:
                 "BENCH_HTTP": args.http,
             }
         )
+        if args.binding is not None:
+            env["SPECTRAL_SANDBOX_BINDING"] = args.binding
         if args.inline_batch is not None:
             env["SPECTRAL_SANDBOX_INLINE_BATCH"] = str(args.inline_batch)
         proc = subprocess.Popen(

@@ -10,14 +10,18 @@ Measures, per call, with the module compiled once:
   call ``alloc`` and ``decide``, read output) -- no isolation between calls;
 * ``raw-fresh``    raw wasmtime, fresh Store + Instance per call (same isolation as ours,
   with fuel and epoch deadline set) but no limits, checks or JSON validation;
-* ``raw-fresh-ffi`` the sandbox's own C-API call path (``_call_ffi``: limits, ABI checks,
+* ``raw-fresh-ffi`` the sandbox's own C-API call path (``_capi.call``: limits, ABI checks,
   direct ctypes calls), without the output JSON validation and usage accounting of ``run``;
 * ``sandbox``      ``WasmSandbox.run`` (fresh store, limits, fuel, deadline, ABI checks,
-  output JSON validation, usage accounting);
+  output JSON validation, usage accounting) on the C API path (``binding="capi"``);
+* ``sandbox-public`` the same on wasmtime-py's public API only (``binding="public"``: its
+  own engine, without the pooling allocator, which the public API cannot configure);
 * ``sandbox-async`` ``WasmSandbox.run_async`` (adds the worker-thread hop).
 
-All variants use the sandbox's engine (pooling instance allocator, ADR 0012).  Overhead is
-reported as sandbox minus raw, at p50 and p99.
+The raw variants use the C API sandbox's engine (pooling instance allocator, ADR 0026).
+Overhead is reported as sandbox minus raw, at p50 and p99.  The two bindings are then
+compared in ``--rounds`` paired rounds (order alternated per round), reporting the median
+of the per-round ratios public / capi (ADR 0026).
 """
 
 from __future__ import annotations
@@ -62,14 +66,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--input-bytes", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
 
     doc = b'{"x":"' + b"a" * max(0, args.input_bytes - 8) + b'"}'
     wasm = wasmtime.wat2wasm(SELF_TEST_WAT)
     budget = Budget()
 
-    sandbox = WasmSandbox()
+    sandbox = WasmSandbox(binding="capi")
     sandbox.start()
+    public = WasmSandbox(binding="public")
+    public.start()
+    public_compiled = public.compile(wasm)
     compiled = sandbox.compile(wasm)
     engine = sandbox.engine
     module = compiled.module
@@ -100,18 +108,21 @@ def main() -> None:
         packed = e["decide"](s, ptr, len(doc))
         return bytes(m.read(s, packed >> 32, (packed >> 32) + (packed & 0xFFFFFFFF)))
 
-    from spectral_core.sandbox.wasm import _address, _call_ffi
+    from spectral_core.sandbox import _capi
 
     ticks = 1000
-    engine_at = _address(engine)
+    engine_at = _capi.address(engine)
 
     def raw_fresh_ffi() -> bytes:
         # the sandbox's own C-API call path (store, limits, instance, ABI checks, two calls,
         # two copies), without the JSON validation and usage accounting of ``run``
-        return _call_ffi(engine_at, compiled.address, doc, budget, ticks, 10_000)[0]
+        return bytes(_capi.call(engine_at, compiled.address, doc, budget, ticks, 10_000)[0])
 
     def ours() -> object:
         return sandbox.run(compiled, doc, budget)
+
+    def ours_public() -> object:
+        return public.run(public_compiled, doc, budget)
 
     assert raw_fresh() == doc == raw_fresh_ffi() and ours().output == doc  # type: ignore[attr-defined]
 
@@ -120,6 +131,7 @@ def main() -> None:
     results["raw-fresh"] = measure(raw_fresh, args.calls)
     results["raw-fresh-ffi"] = measure(raw_fresh_ffi, args.calls)
     results["sandbox"] = measure(ours, args.calls)
+    results["sandbox-public"] = measure(ours_public, args.calls)
 
     async def async_bench() -> list[int]:
         for _ in range(200):
@@ -132,7 +144,15 @@ def main() -> None:
         return samples
 
     results["sandbox-async"] = anyio.run(async_bench)
+    # the two bindings in paired rounds, order alternated: median of per-round ratios
+    ratios = []
+    for r in range(args.rounds):
+        pair = {}
+        for name, fn in (("capi", ours), ("public", ours_public))[:: 1 if r % 2 else -1]:
+            pair[name] = statistics.median(measure(fn, args.calls))
+        ratios.append((pair["public"] / pair["capi"], pair["capi"], pair["public"]))
     sandbox.stop()
+    public.stop()
 
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print(
@@ -146,6 +166,11 @@ def main() -> None:
         p50, p99, mean = percentiles(samples)
         stats[name] = (p50, p99, mean)
         print(f"{name:<14} {p50:9.1f} {p99:9.1f} {mean:9.1f}  {len(samples)}")
+    print(
+        f"public / capi per call, {args.rounds} paired rounds (median us capi, public, ratio): "
+        + ", ".join(f"{c / 1000:.1f}/{p / 1000:.1f}={x:.2f}x" for x, c, p in ratios)
+        + f"; median ratio {statistics.median(x for x, _, _ in ratios):.2f}x"
+    )
     for base in ("raw-fresh-ffi", "raw-fresh", "raw-reused"):
         for ours_name in ("sandbox", "sandbox-async"):
             d50 = stats[ours_name][0] - stats[base][0]

@@ -77,7 +77,9 @@ def build_services(
         json_depth=settings.sandbox_json_depth,
     )
     sandbox = sandbox or WasmSandbox(
-        default_budget=budget, max_threads=settings.api_sandbox_threads
+        default_budget=budget,
+        max_threads=settings.api_sandbox_threads,
+        binding=settings.sandbox_binding,
     )
     keyring = keyring if keyring is not None else Keyring.from_config(settings.operator_keys)
     store = ModuleStore(db)

@@ -134,6 +134,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox_deadline_ms: PosInt = 100
     sandbox_memory_bytes: Annotated[int, Meta(ge=64 * 1024)] = 16 * 1024 * 1024
     sandbox_output_bytes: PosInt = 64 * 1024
+    #: the sandbox's call path: ``auto`` (the C API fast path when wasmtime is a tested
+    #: major, else the public API with a warning), ``capi`` (that path or refuse to start)
+    #: or ``public`` (wasmtime-py's documented API only; ADR 0026)
+    sandbox_binding: Literal["auto", "capi", "public"] = "auto"
     #: nesting bound (arrays/objects) of a decision's input and of its module's output
     sandbox_json_depth: Annotated[int, Meta(ge=1, le=512)] = 128
     #: fuel of the inline fast path: a decision that finishes within it runs on the event

@@ -13,9 +13,9 @@ import wasmtime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spectral_core.errors import BudgetExceeded, ModuleTrap, SandboxError
-from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
-from spectral_core.sandbox.wasm import CompiledWasm, WasmSandbox, self_test
+from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap, SandboxError
+from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox, _capi
+from spectral_core.sandbox.wasm import Binding, CompiledWasm, WasmSandbox, self_test
 
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 
@@ -30,10 +30,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="module", params=["capi", "public"])
+def binding(request: pytest.FixtureRequest) -> str:
+    """Every test using the sandbox runs on both call paths (ADR 0026): the C API fast path
+    and wasmtime-py's public API must give the same results and the same errors."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[WasmSandbox]:
-    with WasmSandbox(epoch_interval_ms=2) as sb:
+def sandbox(binding: Binding) -> Iterator[WasmSandbox]:
+    with WasmSandbox(epoch_interval_ms=2, binding=binding) as sb:
         yield sb
+
+
+def pooled_only(sandbox: WasmSandbox) -> None:
+    """The pooling allocator (slots, a per-instance memory ceiling) exists on the C API
+    path only: the public API cannot configure it."""
+    if sandbox.binding == "public":
+        pytest.skip("the pooling allocator is configured on the C API path only")
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +123,6 @@ def test_no_guest_state_survives_a_call(sandbox: WasmSandbox) -> None:
     assert last.usage.memory_pages == 2  # grown by the call itself, not inherited
 
 
-def test_no_guest_state_survives_the_public_api_path(
-    sandbox: WasmSandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import spectral_core.sandbox.wasm as wasm_mod
-
-    probe = sandbox.compile(wasm("probe"))
-    monkeypatch.setattr(wasm_mod, "_FAST", False)
-    for _ in range(5):
-        assert sandbox.run(probe, b"{}").value == {"dirty": False}
-
-
 def test_infinite_loop_exhausts_fuel(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
     """A module that never returns is stopped by the fuel budget."""
     compiled = sandbox.compile(wasm("infinite_loop"))
@@ -155,6 +158,7 @@ def test_initial_memory_over_the_ceiling_is_refused_at_compile_time(
 ) -> None:
     """A module declaring more initial memory (1 GiB) than the sandbox's per-instance
     ceiling can never run: it is refused when compiled, as the memory budget."""
+    pooled_only(sandbox)
     with pytest.raises(BudgetExceeded) as info:
         sandbox.compile(wasm("big_memory"))
     assert info.value.budget == "memory"
@@ -182,6 +186,7 @@ def test_initial_memory_over_the_call_budget_never_instantiates(
 def test_call_budget_above_the_ceiling_is_refused(sandbox: WasmSandbox, echo: CompiledWasm) -> None:
     """Instance slots are sized to the default budget's memory: a call asking for more
     memory is refused up front instead of being silently capped lower."""
+    pooled_only(sandbox)
     with pytest.raises(SandboxError) as info:
         sandbox.run(echo, b"{}", Budget(memory_bytes=sandbox.default_budget.memory_bytes * 2))
     assert info.value.reason == "budget"
@@ -420,30 +425,56 @@ def test_echo_preserves_any_json(sandbox: WasmSandbox, echo: CompiledWasm, doc: 
     assert sandbox.run(echo, msgspec.json.encode(doc)).value == doc
 
 
-def test_public_api_fallback_path_behaves_the_same(
-    sandbox: WasmSandbox, echo: CompiledWasm, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Without wasmtime-py's ctypes fast path, results and error mapping are unchanged."""
-    import spectral_core.sandbox.wasm as wasm_mod
+def test_both_bindings_give_the_same_outputs_usage_and_errors() -> None:
+    """The C API path and the public path, side by side: same output, same fuel, same
+    memory, and the same error for a fuel-hungry loop and a trap."""
+    with (
+        WasmSandbox(epoch_interval_ms=2, binding="capi") as fast,
+        WasmSandbox(epoch_interval_ms=2, binding="public") as public,
+    ):
+        assert (fast.binding, public.binding) == ("capi", "public")
+        outcomes = []
+        for sb in (fast, public):
+            result = sb.run(sb.compile(wasm("decision")), b'{"risk":"high"}')
+            with pytest.raises(BudgetExceeded) as loop:
+                sb.run(sb.compile(wasm("infinite_loop")), b"{}", Budget(fuel=10_000))
+            with pytest.raises(ModuleTrap) as trap:
+                sb.run(sb.compile(wasm("trap")), b"{}")
+            outcomes.append(
+                (
+                    result.output,
+                    result.usage.fuel_consumed,
+                    result.usage.memory_pages,
+                    loop.value.context,
+                    trap.value.trap_code,
+                )
+            )
+        assert outcomes[0] == outcomes[1]
+        assert outcomes[0][4] == "INTEGER_DIVISION_BY_ZERO"
 
-    fast = sandbox.run(echo, b'{"n":[1,2]}')
-    monkeypatch.setattr(wasm_mod, "_FAST", False)
-    slow = sandbox.run(echo, b'{"n":[1,2]}')
-    assert slow.output == fast.output
-    assert slow.usage.fuel_consumed == fast.usage.fuel_consumed
-    with pytest.raises(BudgetExceeded) as info:
-        sandbox.run(sandbox.compile(wasm("infinite_loop")), b"{}", Budget(fuel=10_000))
-    assert info.value.budget == "fuel"
-    with pytest.raises(ModuleTrap) as trap:
-        sandbox.run(sandbox.compile(wasm("trap")), b"{}")
-    assert trap.value.trap_code == "INTEGER_DIVISION_BY_ZERO"
+
+def test_the_c_api_path_is_used_only_on_a_tested_wasmtime_major() -> None:
+    """The installed wasmtime is in the fast path's tested majors (pyproject pins it), so
+    ``auto`` picks the C API path; any other major fails the import-time check, which makes
+    ``auto`` fall back to the public path."""
+    import importlib.metadata
+
+    installed = importlib.metadata.version("wasmtime")
+    assert int(installed.split(".")[0]) in _capi.TESTED_MAJORS
+    assert WasmSandbox().binding == "capi"
+    _capi.check_version(installed)
+    for other in (f"{_capi.TESTED_MAJORS.stop}.0.0", f"{_capi.TESTED_MAJORS.start - 1}.0.0"):
+        with pytest.raises(ImportError):
+            _capi.check_version(other)
+    with pytest.raises(ConfigError):
+        WasmSandbox(binding="fast")  # type: ignore[arg-type]
 
 
-def test_call_finding_every_instance_slot_taken_is_busy() -> None:
+def test_call_finding_every_instance_slot_taken_is_busy() -> None:  # C API path only
     """With every pooled instance slot held (here: the only one, by an instance created
     on the same engine), a call fails with SandboxError(reason="busy") instead of waiting
     or crashing, and succeeds again once the slot is free."""
-    with WasmSandbox(instance_slots=1) as sb:
+    with WasmSandbox(instance_slots=1, binding="capi") as sb:
         echo = sb.compile(wasm("echo"))
         holder = wasmtime.Store(sb.engine)
         wasmtime.Instance(holder, echo.module, [])

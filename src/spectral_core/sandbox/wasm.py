@@ -17,18 +17,21 @@ Isolation model (see ``docs/adr/0004-sandbox-wasmtime.md``):
 * **No state leaks**: every call gets a fresh ``Store`` and instance; the compiled
   ``wasmtime.Module`` is immutable and reused across calls and threads.
 
+Two call paths (ADR 0026): wasmtime's C API through :mod:`._capi` (the fast path, used when
+the installed wasmtime is one of its tested majors) and wasmtime-py's public API
+(:func:`_call_public`).  Both give the same results and errors; the tests run on both.
+
 The JSON-in/JSON-out ABI is documented in ``docs/reference/sandbox-abi.md``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from types import ModuleType
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.to_thread
@@ -38,6 +41,15 @@ import wasmtime
 
 from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap, SandboxError
 from spectral_core.sandbox import Budget, CompiledModule, Result, Usage
+from spectral_core.sandbox._errors import (
+    PAGE,
+    U32,
+    U64,
+    check_output,
+    classify_trap,
+    first_line,
+    runtime_error,
+)
 from spectral_core.sandbox.depth import exceeds_depth, may_exceed_depth
 
 __all__ = [
@@ -49,10 +61,20 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_PAGE: Final = 65536
 _WASM_MAGIC: Final = b"\0asm"
-_U32: Final = 0xFFFF_FFFF
-_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+#: The C API fast path (:mod:`._capi`, ADR 0026), or None with the reason it is unavailable.
+_capi: ModuleType | None
+try:
+    from spectral_core.sandbox import _capi
+except ImportError as _exc:  # pragma: no cover - depends on the installed wasmtime
+    _capi, _CAPI_UNAVAILABLE = None, str(_exc)
+else:
+    _CAPI_UNAVAILABLE = ""
+
+#: ``auto``: the C API path when its version check passed, else the public one (warned);
+#: ``capi``: the C API path or a ConfigError; ``public``: wasmtime-py's documented API only.
+Binding = Literal["auto", "capi", "public"]
 
 #: The ABI: export name -> (param types, result types); "memory" must be a 32-bit memory.
 _ABI_FUNCS: Final = {
@@ -73,14 +95,20 @@ class CompiledWasm:
     __slots__ = ("address", "content_hash", "engine", "module", "size")
 
     def __init__(
-        self, module: wasmtime.Module, engine: wasmtime.Engine, content_hash: str, size: int
+        self,
+        module: wasmtime.Module,
+        engine: wasmtime.Engine,
+        content_hash: str,
+        size: int,
+        address: int = 0,
     ) -> None:
         self.module = module
         self.engine = engine
         self.content_hash = content_hash
         self.size = size
-        #: the ``wasmtime_module_t *`` (valid while ``module`` is: this object holds it)
-        self.address: int = _address(module)
+        #: the ``wasmtime_module_t *`` for the C API path (valid while ``module`` is: this
+        #: object holds it), 0 on the public path
+        self.address = address
 
     def __repr__(self) -> str:
         return f"CompiledWasm(content_hash={self.content_hash[:16]}…, size={self.size})"
@@ -161,9 +189,13 @@ class WasmSandbox:
             default ``2 * max_threads + 16``): a call that finds every slot taken fails
             with ``SandboxError(reason="busy")``.  Linear memory per slot is capped at
             ``default_budget.memory_bytes``; a call with a larger memory budget is refused.
+            Only on the C API path (the public API cannot configure the allocator).
+        binding: ``auto`` (default): the C API fast path when wasmtime is in its tested
+            majors, else the public path with a warning; ``capi``: the fast path or a
+            ConfigError; ``public``: wasmtime-py's documented API only (ADR 0026).
 
     Raises:
-        ConfigError: A setting is out of range.
+        ConfigError: A setting is out of range, or ``binding="capi"`` without the fast path.
     """
 
     def __init__(
@@ -176,6 +208,7 @@ class WasmSandbox:
         max_table_elements: int = 10_000,
         max_wasm_stack: int = 512 * 1024,
         instance_slots: int | None = None,
+        binding: Binding = "auto",
     ) -> None:
         slots = 2 * max_threads + 16 if instance_slots is None else instance_slots
         if epoch_interval_ms <= 0 or max_threads < 1 or max_module_bytes < 8 or slots < 1:
@@ -192,12 +225,15 @@ class WasmSandbox:
         config.wasm_memory64 = False
         config.wasm_multi_memory = False
         config.cranelift_opt_level = "speed"
-        self._max_memory_bytes = -(-self.default_budget.memory_bytes // _PAGE) * _PAGE
-        self._pooled = _FAST and _use_pooling(
+        self._max_memory_bytes = -(-self.default_budget.memory_bytes // PAGE) * PAGE
+        self._capi = _choose_binding(binding)
+        #: the call path in use: ``capi`` or ``public``
+        self.binding: Literal["capi", "public"] = "public" if self._capi is None else "capi"
+        self._pooled = self._capi is not None and self._capi.use_pooling(
             config, slots, self._max_memory_bytes, max_table_elements
         )
         self.engine = wasmtime.Engine(config)
-        self._engine_address = _address(self.engine)
+        self._engine_address = 0 if self._capi is None else self._capi.address(self.engine)
         self.ticker = EpochTicker(self.engine, epoch_interval_ms / 1000.0)
         self._limiter = anyio.CapacityLimiter(max_threads)
         self._self_test_module: CompiledWasm | None = None
@@ -253,7 +289,7 @@ class WasmSandbox:
         try:
             compiled = wasmtime.Module(self.engine, data)
         except wasmtime.WasmtimeError as exc:
-            detail = _first_line(exc)
+            detail = first_line(exc)
             if "memory" in detail and "exceeds the limit" in detail:
                 # the pooling allocator's per-instance memory ceiling: it could never run
                 raise BudgetExceeded(
@@ -273,7 +309,10 @@ class WasmSandbox:
                 imports=imports,
             )
         _check_abi(compiled)
-        return CompiledWasm(compiled, self.engine, hashlib.sha256(data).hexdigest(), len(data))
+        address = 0 if self._capi is None else self._capi.address(compiled)
+        return CompiledWasm(
+            compiled, self.engine, hashlib.sha256(data).hexdigest(), len(data), address
+        )
 
     # -- run ---------------------------------------------------------------------------
 
@@ -333,8 +372,8 @@ class WasmSandbox:
             )
         started = time.perf_counter_ns()
         ticks = math.ceil(budget.deadline_ms / self._interval_ms) + 1
-        if _FAST:
-            output, pages, fuel_left = _call_ffi(
+        if self._capi is not None:
+            output, pages, fuel_left = self._capi.call(
                 self._engine_address,
                 compiled.address,
                 input_json,
@@ -351,25 +390,13 @@ class WasmSandbox:
             fuel_consumed=budget.fuel - fuel_left,
             wall_time_us=(time.perf_counter_ns() - started) // 1000,
             memory_pages=pages,
-            memory_bytes=pages * _PAGE,
+            memory_bytes=pages * PAGE,
         )
         return Result(output=output, value=value, usage=usage)
 
 
 #: (output bytes, memory pages at the end, fuel left)
 _Outcome = tuple[bytes, int, int]
-
-
-def _check_output(out_ptr: int, out_len: int, memory_len: int, budget: Budget) -> None:
-    if out_len > budget.output_bytes:
-        raise BudgetExceeded(
-            "module output exceeds the output budget",
-            budget="output",
-            size=out_len,
-            limit=budget.output_bytes,
-        )
-    if out_ptr + out_len > memory_len:
-        raise ModuleTrap("decide returned a region outside memory", reason="abi")
 
 
 def _decode_output(output: bytes, budget: Budget) -> Any:
@@ -395,22 +422,6 @@ def _too_deep(budget: Budget) -> BudgetExceeded:
     )
 
 
-def _runtime_error(
-    exc: wasmtime.WasmtimeError | wasmtime.Trap, budget: Budget
-) -> BudgetExceeded | ModuleTrap | SandboxError:
-    detail = _first_line(exc)
-    if "concurrent" in detail and "limit" in detail:  # every pooled instance slot is taken
-        return SandboxError("sandbox busy: no free instance slot", reason="busy", detail=detail)
-    if "memory" in detail and "limit" in detail:
-        return BudgetExceeded(
-            "module memory exceeds the memory budget",
-            budget="memory",
-            limit=budget.memory_bytes,
-            detail=detail,
-        )
-    return ModuleTrap("module failed to run", reason="error", detail=detail)
-
-
 def _call_public(
     engine: wasmtime.Engine,
     module: wasmtime.Module,
@@ -419,7 +430,7 @@ def _call_public(
     ticks: int,
     max_table_elements: int,
 ) -> _Outcome:
-    """One call through wasmtime-py's documented API (fallback for the FFI path)."""
+    """One call through wasmtime-py's documented API (the ``public`` binding)."""
     store = wasmtime.Store(engine)
     memory: wasmtime.Memory | None = None
     try:
@@ -446,331 +457,45 @@ def _call_public(
             length = len(input_json)
             ptr = alloc(store, length)
             assert isinstance(ptr, int)
-            ptr &= _U32
+            ptr &= U32
             if ptr + length > memory.data_len(store):
                 raise ModuleTrap("alloc returned a region outside memory", reason="abi")
             if length:
                 memory.write(store, input_json, ptr)
             packed = decide(store, ptr, length)
             assert isinstance(packed, int)
-            packed &= _U64
-            out_ptr, out_len = packed >> 32, packed & _U32
-            _check_output(out_ptr, out_len, memory.data_len(store), budget)
+            packed &= U64
+            out_ptr, out_len = packed >> 32, packed & U32
+            check_output(out_ptr, out_len, memory.data_len(store), budget)
             output = bytes(memory.read(store, out_ptr, out_ptr + out_len))
         except wasmtime.Trap as exc:
             pages = memory.size(store) if memory is not None else None
-            raise _classify_trap(exc, pages, budget) from exc
+            raise classify_trap(exc, pages, budget) from exc
         except wasmtime.WasmtimeError as exc:
-            raise _runtime_error(exc, budget) from exc
+            raise runtime_error(exc, budget) from exc
         return output, memory.size(store), store.get_fuel()
     finally:
         store.close()
 
 
-# -- the C API path -----------------------------------------------------------------------------
-#
-# wasmtime-py's wrappers cost more than the work on this path: ``Func.__call__`` re-reads the
-# function type and converts every value (~35 us per call), ``Instance.exports`` and
-# ``Memory.read``/``write`` build Python objects and bytearrays, and ``Store`` goes through
-# ``Managed``.  A decision call is a fresh store, one instantiation, two calls with i32
-# arguments and two memory copies, so ``_call_ffi`` makes exactly those C calls, on the
-# shared library wasmtime-py loaded, through prototypes of our own (ADR 0012, ADR 0014):
-#
-# * every argument is a plain integer address (``c_void_p``) or a scalar, so ctypes converts
-#   nothing per call; the out-parameters live in one per-thread ``_Frame`` whose field
-#   addresses and typed views are computed once;
-# * the calls that can run guest code (``wasmtime_instance_new``, ``wasmtime_func_call_*``)
-#   and the store teardown release the GIL (``CFUNCTYPE``); the constant-time accessors keep
-#   it (``PYFUNCTYPE``): a GIL round trip costs more than they do;
-# * the two guest calls use ``wasmtime_func_call_unchecked`` (arguments and results in one
-#   ``wasmtime_val_raw_t`` array, no per-call type check): the exact signatures are checked
-#   when the module is compiled (``_check_abi``), the kinds of the three exports on every
-#   call, and the functions come from this call's own store.
-#
-# These symbols are not wasmtime-py's documented API: if any is missing (another wasmtime-py
-# version) ``_call_public`` is used.  Host-side Python exceptions cannot occur (no imports).
-
-_ABI_NAMES: Final = (b"memory", b"alloc", b"decide")
-
-try:
-    from wasmtime import _ffi as _wffi
-
-    _dll = _wffi.dll
-    _GIL_RELEASED = ctypes.CFUNCTYPE
-    _GIL_HELD = ctypes.PYFUNCTYPE
-    _vp, _i64, _u64, _size = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_size_t
-
-    def _proto(kind: Callable[..., Any], name: str, restype: object, *argtypes: object) -> object:
-        # a prototype of our own: wasmtime-py's function objects (and their argtypes) are
-        # never touched
-        return kind(restype, *argtypes)((name, _dll))
-
-    _store_new: Any = _proto(_GIL_HELD, "wasmtime_store_new", _vp, _vp, _vp, _vp)
-    _store_context: Any = _proto(_GIL_HELD, "wasmtime_store_context", _vp, _vp)
-    _store_limiter: Any = _proto(
-        _GIL_HELD, "wasmtime_store_limiter", None, _vp, _i64, _i64, _i64, _i64, _i64
-    )
-    _store_delete: Any = _proto(_GIL_RELEASED, "wasmtime_store_delete", None, _vp)
-    _set_fuel: Any = _proto(_GIL_HELD, "wasmtime_context_set_fuel", _vp, _vp, _u64)
-    _get_fuel: Any = _proto(_GIL_HELD, "wasmtime_context_get_fuel", _vp, _vp, _vp)
-    _set_epoch_deadline: Any = _proto(
-        _GIL_HELD, "wasmtime_context_set_epoch_deadline", None, _vp, _u64
-    )
-    _instance_new: Any = _proto(
-        _GIL_RELEASED, "wasmtime_instance_new", _vp, _vp, _vp, _vp, _size, _vp, _vp
-    )
-    _export_get: Any = _proto(
-        _GIL_HELD,
-        "wasmtime_instance_export_get",
-        ctypes.c_bool,
-        _vp,
-        _vp,
-        ctypes.c_char_p,
-        _size,
-        _vp,
-    )
-    _func_call: Any = _proto(
-        _GIL_RELEASED, "wasmtime_func_call_unchecked", _vp, _vp, _vp, _vp, _size, _vp
-    )
-    _memory_data: Any = _proto(_GIL_HELD, "wasmtime_memory_data", _vp, _vp, _vp)
-    _memory_data_size: Any = _proto(_GIL_HELD, "wasmtime_memory_data_size", _size, _vp, _vp)
-    _memory_size: Any = _proto(_GIL_HELD, "wasmtime_memory_size", _u64, _vp, _vp)
-
-    class _Frame(ctypes.Structure):
-        _fields_ = (
-            ("instance", _wffi.wasmtime_instance_t),
-            ("trap", ctypes.c_void_p),
-            ("fuel", ctypes.c_uint64),
-            ("externs", _wffi.wasmtime_extern_t * len(_ABI_NAMES)),
-            ("vals", _wffi.wasmtime_val_raw_t * 2),
-        )
-
-    _EXTERN_SIZE: int = ctypes.sizeof(_wffi.wasmtime_extern_t)
-    _EXTERN_OF: int = _wffi.wasmtime_extern_t.of.offset
-    _VAL_SIZE: int = ctypes.sizeof(_wffi.wasmtime_val_raw_t)
-    _ERROR_PTR: Any = ctypes.POINTER(_wffi.wasmtime_error_t)
-    _TRAP_PTR: Any = ctypes.POINTER(_wffi.wasm_trap_t)
-    _ABI_KINDS: tuple[int, int, int] = (
-        int(_wffi.WASMTIME_EXTERN_MEMORY.value),
-        int(_wffi.WASMTIME_EXTERN_FUNC.value),
-        int(_wffi.WASMTIME_EXTERN_FUNC.value),
-    )
-    _FAST: bool = True
-except (ImportError, AttributeError):  # pragma: no cover - depends on wasmtime-py
-    _FAST = False
+_warned = False
 
 
-def _address(obj: wasmtime.Engine | wasmtime.Module) -> int:
-    """The C pointer behind a wasmtime-py object, as an integer (0 without the C path)."""
-    if not _FAST:  # pragma: no cover - depends on wasmtime-py
-        return 0
-    return int(ctypes.cast(obj.ptr(), ctypes.c_void_p).value or 0)
-
-
-def _use_pooling(
-    config: wasmtime.Config, slots: int, max_memory_bytes: int, max_table_elements: int
-) -> bool:
-    """Switch ``config`` to wasmtime's pooling instance allocator, if the binding exists.
-
-    Every call instantiates its module afresh; with the pooling allocator an instance takes
-    a pre-reserved slot (memory, table, instance state) instead of fresh ``mmap`` calls, and
-    giving it back resets what the guest touched.  The first ``_KEEP_RESIDENT`` bytes of a
-    slot's linear memory (and table) are reset with ``memset`` (plus the module's data
-    image copied back) instead of ``madvise``: wasmtime's documented reset, zeroed either
-    way, without a system call and a page fault on every call (ADR 0014).
-    """
-    names = (
-        "wasmtime_pooling_allocation_config_new",
-        "wasmtime_pooling_allocation_config_delete",
-        "wasmtime_pooling_allocation_config_total_core_instances_set",
-        "wasmtime_pooling_allocation_config_total_memories_set",
-        "wasmtime_pooling_allocation_config_total_tables_set",
-        "wasmtime_pooling_allocation_config_max_memory_size_set",
-        "wasmtime_pooling_allocation_config_table_elements_set",
-        "wasmtime_pooling_allocation_strategy_set",
-    )
-    if not all(hasattr(_wffi, name) for name in names):  # pragma: no cover - wasmtime-py
-        return False
-    pool = _wffi.wasmtime_pooling_allocation_config_new()
-    try:
-        _wffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, slots)
-        _wffi.wasmtime_pooling_allocation_config_total_memories_set(pool, slots)
-        _wffi.wasmtime_pooling_allocation_config_total_tables_set(pool, slots)
-        _wffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, max_memory_bytes)
-        _wffi.wasmtime_pooling_allocation_config_table_elements_set(pool, max_table_elements)
-        for setter in (
-            "wasmtime_pooling_allocation_config_linear_memory_keep_resident_set",
-            "wasmtime_pooling_allocation_config_table_keep_resident_set",
-        ):
-            if hasattr(_wffi, setter):
-                getattr(_wffi, setter)(pool, _KEEP_RESIDENT)
-        _wffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
-    finally:
-        _wffi.wasmtime_pooling_allocation_config_delete(pool)
-    return True
-
-
-#: Bytes of each pooled memory/table slot reset by ``memset`` rather than ``madvise``.
-_KEEP_RESIDENT: Final = 64 * 1024
-
-
-class _Scratch:
-    """Per-thread out-parameters of :func:`_call_ffi` (one ``_Frame``), reused across calls.
-
-    A call never re-enters the sandbox (modules have no imports), so one frame per thread is
-    enough; every field is overwritten by the C call that fills it before it is read.  The
-    trap slot is only ever set on a trap; it is cleared when the trap is taken over.
-    """
-
-    __slots__ = (
-        "alloc",
-        "decide",
-        "externs",
-        "frame",
-        "fuel",
-        "fuel_at",
-        "instance_at",
-        "kinds",
-        "memory",
-        "result_i32",
-        "result_i64",
-        "trap",
-        "trap_at",
-        "val0",
-        "val1",
-        "vals_at",
-    )
-
-    def __init__(self) -> None:
-        frame = self.frame = _Frame()
-        base = ctypes.addressof(frame)
-        self.instance_at = base + _Frame.instance.offset
-        self.trap_at = base + _Frame.trap.offset
-        self.trap = ctypes.c_void_p.from_buffer(frame, _Frame.trap.offset)
-        self.fuel_at = base + _Frame.fuel.offset
-        self.fuel = ctypes.c_uint64.from_buffer(frame, _Frame.fuel.offset)
-        first = _Frame.externs.offset
-        self.externs = tuple(
-            (name, base + first + i * _EXTERN_SIZE) for i, name in enumerate(_ABI_NAMES)
-        )
-        self.kinds = tuple(
-            ctypes.c_uint8.from_buffer(frame, first + i * _EXTERN_SIZE)
-            for i in range(len(_ABI_NAMES))
-        )
-        # the wasmtime_memory_t / wasmtime_func_t inside each wasmtime_extern_t
-        self.memory, self.alloc, self.decide = (at + _EXTERN_OF for _, at in self.externs)
-        vals = _Frame.vals.offset
-        self.vals_at = base + vals
-        # arguments are written as zero-extended i64 (the i32 is the low half, little-endian)
-        self.val0 = ctypes.c_int64.from_buffer(frame, vals)
-        self.val1 = ctypes.c_int64.from_buffer(frame, vals + _VAL_SIZE)
-        self.result_i32 = ctypes.c_uint32.from_buffer(frame, vals)
-        self.result_i64 = ctypes.c_uint64.from_buffer(frame, vals)
-
-    def failure(self, error: int | None) -> wasmtime.WasmtimeError | wasmtime.Trap:
-        """The error (owned pointer) or the pending trap, as wasmtime-py objects."""
-        if error:
-            return wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
-        trap = self.trap.value
-        assert trap is not None, "called with neither an error nor a pending trap"
-        self.trap.value = None
-        return wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
-
-
-_scratch = threading.local()
-
-
-def _call_ffi(
-    engine: int,
-    module: int,
-    input_json: bytes,
-    budget: Budget,
-    ticks: int,
-    max_table_elements: int,
-) -> _Outcome:
-    """One call on wasmtime's C API directly: the same steps as :func:`_call_public`.
-
-    ``engine`` and ``module`` are the C addresses of objects the caller keeps alive.
-    """
-    sc: _Scratch | None = getattr(_scratch, "sc", None)
-    if sc is None:
-        sc = _scratch.sc = _Scratch()
-    store = _store_new(engine, None, None)
-    memory = 0
-    try:
-        ctx = _store_context(store)
-        _store_limiter(store, budget.memory_bytes, max_table_elements, 1, 1, 1)
-        error = _set_fuel(ctx, budget.fuel)
-        if error:
-            raise sc.failure(error)
-        _set_epoch_deadline(ctx, ticks)
-        try:
-            error = _instance_new(ctx, module, None, 0, sc.instance_at, sc.trap_at)
-            if error or sc.trap.value:
-                raise sc.failure(error)
-            for name, at in sc.externs:
-                if not _export_get(ctx, sc.instance_at, name, len(name), at):
-                    raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            kinds = sc.kinds
-            if (kinds[0].value, kinds[1].value, kinds[2].value) != _ABI_KINDS:
-                raise ModuleTrap("module does not export the sandbox ABI", reason="abi")
-            memory = sc.memory
-            length = len(input_json)
-            sc.val0.value = length
-            error = _func_call(ctx, sc.alloc, sc.vals_at, 1, sc.trap_at)
-            if error or sc.trap.value:
-                raise sc.failure(error)
-            ptr = sc.result_i32.value
-            size = _memory_data_size(ctx, memory)
-            if ptr + length > size:
-                raise ModuleTrap("alloc returned a region outside memory", reason="abi")
-            base = _memory_data(ctx, memory)
-            if length:
-                ctypes.memmove(base + ptr, input_json, length)
-            sc.val0.value = ptr
-            sc.val1.value = length
-            error = _func_call(ctx, sc.decide, sc.vals_at, 2, sc.trap_at)
-            if error or sc.trap.value:
-                raise sc.failure(error)
-            packed = sc.result_i64.value
-            out_ptr, out_len = packed >> 32, packed & _U32
-            grown = _memory_data_size(ctx, memory)
-            _check_output(out_ptr, out_len, grown, budget)
-            output = b""
-            if out_len:  # (a memory of 0 pages may have a NULL base)
-                if grown != size:  # memory.grow may have moved it
-                    base = _memory_data(ctx, memory)
-                output = ctypes.string_at(base + out_ptr, out_len)
-        except wasmtime.Trap as exc:
-            pages = _memory_size(ctx, memory) if memory else None
-            raise _classify_trap(exc, pages, budget) from exc
-        except wasmtime.WasmtimeError as exc:
-            raise _runtime_error(exc, budget) from exc
-        error = _get_fuel(ctx, sc.fuel_at)
-        if error:
-            raise _runtime_error(sc.failure(error), budget)
-        return output, grown // _PAGE, sc.fuel.value
-    finally:
-        _store_delete(store)
-
-
-def _classify_trap(
-    exc: wasmtime.Trap, pages: int | None, budget: Budget
-) -> BudgetExceeded | ModuleTrap:
-    code = exc.trap_code
-    if code == wasmtime.TrapCode.OUT_OF_FUEL:
-        return BudgetExceeded("fuel budget exhausted", budget="fuel", limit=budget.fuel)
-    if code == wasmtime.TrapCode.INTERRUPT:
-        return BudgetExceeded(
-            "wall-clock deadline exceeded", budget="deadline", limit=budget.deadline_ms
-        )
-    if pages is not None and (pages + 1) * _PAGE > budget.memory_bytes:
-        # memory.grow was refused at the cap and the guest gave up (e.g. Rust's OOM abort).
-        return BudgetExceeded(
-            "module memory exceeds the memory budget", budget="memory", limit=budget.memory_bytes
-        )
-    name = code.name if code is not None else None
-    return ModuleTrap("module trapped", reason="trap", trap_code=name, detail=_first_line(exc))
+def _choose_binding(binding: Binding) -> ModuleType | None:
+    """The C API module for ``binding``, or None for the public path."""
+    global _warned
+    if binding == "public":
+        return None
+    if binding == "capi":
+        if _capi is None:
+            raise ConfigError("the sandbox's C API path is unavailable", reason=_CAPI_UNAVAILABLE)
+        return _capi
+    if binding != "auto":
+        raise ConfigError("sandbox binding must be auto, capi or public", binding=binding)
+    if _capi is None and not _warned:  # pragma: no cover - depends on the installed wasmtime
+        _warned = True
+        log.warning("sandbox.public_path", reason=_CAPI_UNAVAILABLE)
+    return _capi
 
 
 def _check_abi(module: wasmtime.Module) -> None:
@@ -797,14 +522,6 @@ def _check_abi(module: wasmtime.Module) -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for line in reversed(text.splitlines()):
-        if line.strip():
-            return line.strip()[:500]
-    return type(exc).__name__
-
-
 # -- self test (used by /health) ------------------------------------------------------------
 
 #: A tiny echo module: a bump allocator and ``decide`` returning its input.
@@ -823,7 +540,7 @@ SELF_TEST_WAT: Final = """
 """
 
 _SELF_TEST_INPUT: Final = b'{"self_test":true}'
-_SELF_TEST_BUDGET: Final = Budget(fuel=100_000, deadline_ms=1000, memory_bytes=_PAGE * 2)
+_SELF_TEST_BUDGET: Final = Budget(fuel=100_000, deadline_ms=1000, memory_bytes=PAGE * 2)
 _default_sandbox: WasmSandbox | None = None
 _self_test_lock = threading.Lock()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from spectral_core import Settings, allocate_generation
@@ -170,8 +171,23 @@ def wait_healthy(args: argparse.Namespace, settings: Settings) -> int:
             last = f"answering for generation {release}"
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
+            try:  # a 503's document says which check failed
+                failing = sorted(
+                    name
+                    for name, entries in json.loads(exc.read()).get("checks", {}).items()
+                    if entries and entries[0].get("status") == "fail"
+                )
+                if failing:
+                    last += f" (failing: {', '.join(failing)})"
+            except (OSError, ValueError, AttributeError):
+                pass
+        except urllib.error.URLError as exc:
+            reason = exc.reason.strerror if isinstance(exc.reason, OSError) else exc.reason
+            last = (
+                f"{args.url} unreachable: {reason or exc.reason} (is spectral-api running there?)"
+            )
         except (OSError, ValueError) as exc:
-            last = type(exc).__name__
+            last = f"{args.url}/health: {exc}"
         time.sleep(0.5)
-    print(f"no-go after {args.timeout:g}s: {last}")
+    print(f"no-go after {args.timeout:g}s: {last}", file=sys.stderr)
     return 1

@@ -50,6 +50,29 @@ def redact_url(url: str | None) -> str | None:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _check_conninfo(field: str, value: str | None) -> None:
+    """A connection string libpq cannot parse is a ConfigError naming the setting (not a
+    driver traceback); the quoted fragments of libpq's reason are left out, since they can
+    be pieces of a password."""
+    if not value:
+        return
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(value)
+    except Exception as exc:  # psycopg.ProgrammingError, whatever libpq says
+        reason = _QUOTED.sub("…", str(exc).strip().splitlines()[0])
+        env = "SPECTRAL_" + field.upper()
+        raise ConfigError(
+            f"{env} is not a valid PostgreSQL connection URL ({reason}); expected "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME or a key=value conninfo string",
+            field=field,
+        ) from None
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a spectral process is configured with.
 
@@ -174,6 +197,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     test_database_url: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("database_url", "database_session_url", "agent_database_url"):
+            _check_conninfo(name, getattr(self, name))
         for domain in self.llm_credential:
             if not _DOMAIN.match(domain):
                 raise ConfigError(f"bad LLM credential domain name: {domain!r}", field=domain)

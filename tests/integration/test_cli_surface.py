@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -201,3 +202,43 @@ def test_approve_out_writes_a_signed_approval_without_storing_it(
     Keyring.from_config(keygen["setting"]).verify(approval, content_hash, module_key)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM core.module_approvals").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("url", ["not a url", "postgresql://u:s3cr3t@h:5432/db?s3cr3t=1"])
+def test_a_malformed_database_url_is_one_line_naming_the_setting(url: str) -> None:
+    """A SPECTRAL_DATABASE_URL libpq cannot parse gives one line on stderr naming the
+    setting and the expected form, exit 3, no traceback, no piece of the secret (it used
+    to print a psycopg traceback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "spectral_cli", "deploy", "status"],
+        env={**env, "SPECTRAL_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "SPECTRAL_DATABASE_URL is not a valid PostgreSQL connection URL" in lines[0]
+    assert "s3cr3t" not in done.stderr and done.stdout == ""
+
+
+def test_wait_healthy_names_why_the_api_is_unreachable() -> None:
+    """`deploy wait-healthy` against a dead URL says what failed (the URL is unreachable,
+    connection refused, is the API running) on one line, instead of "URLError"."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "spectral_cli", "deploy", "wait-healthy"]
+        + ["--url", f"http://127.0.0.1:{port}", "--timeout", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "URLError" not in done.stderr
+    assert f"http://127.0.0.1:{port} unreachable: Connection refused" in done.stderr

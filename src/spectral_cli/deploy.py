@@ -86,7 +86,11 @@ def migration_status(conn: Any, settings: Settings, dirs: list[str]) -> list[dic
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
-        gens = generation_status(conn, stale_after_s=settings.worker_stale_after_s)
+        gens = generation_status(
+            conn,
+            stale_after_s=settings.worker_stale_after_s,
+            retention_s=settings.worker_retention_s,
+        )
         migrations = migration_status(conn, settings, args.dirs)
     if args.json:
         from .main import print_json
@@ -95,12 +99,12 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(
         f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
-        f"{'turns pend/run/dead':<20} {'workers live/reconn/stale/exited':<32} verdict"
+        f"{'turns pend/run/dead':<20} {'workers live/reconn/lost/exited':<32} verdict"
     )
     for g in gens:
         d = g.as_dict()
         o, w, t = d["outbox"], d["workers"], d["turns"]
-        workers = f"{w['live']}/{w['reconnecting']}/{w['stale']}/{w['exited']}"
+        workers = f"{w['live']}/{w['reconnecting']}/{w['lost']}/{w['exited']}"
         turns = f"{t['pending']}/{t['running']}/{t['dead']}"
         print(
             f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "

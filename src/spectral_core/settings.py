@@ -129,6 +129,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     poll_interval_s: PosFloat = 1.0
     heartbeat_interval_s: PosFloat = 2.0
     worker_stale_after_s: PosFloat = 10.0
+    #: rows of workers not seen for this long (lost or exited, any generation) are
+    #: deleted by the reapers (ADR 0027)
+    worker_retention_s: PosFloat = 86400.0
     reaper_interval_s: PosFloat = 2.0
     shutdown_grace_s: PosFloat = 10.0
     reconnect_backoff_cap_s: PosFloat = 5.0
@@ -206,6 +209,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 "SPECTRAL_WORKER_STALE_AFTER_S must be larger than SPECTRAL_HEARTBEAT_INTERVAL_S",
                 field="worker_stale_after_s",
+            )
+        if self.worker_retention_s <= self.worker_stale_after_s:
+            raise ConfigError(
+                "SPECTRAL_WORKER_RETENTION_S must be larger than SPECTRAL_WORKER_STALE_AFTER_S",
+                field="worker_retention_s",
             )
 
     # -- derived values --------------------------------------------------------------

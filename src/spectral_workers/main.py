@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import anyio
 import structlog
@@ -56,12 +57,16 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             WorkerInfo.from_runtime(rt),
             interval_s=settings.heartbeat_interval_s,
             state=lambda: consumer.state,
+            sessions=consumer.sessions,
         )
         consumer.on_state_change = heartbeat.poke
         reaper = Reaper(
             generation,
             stale_after_s=settings.worker_stale_after_s,
             max_attempts=settings.outbox_max_attempts,
+            worker_id=rt.instance_id,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            retention_s=settings.worker_retention_s,
         )
         async with (
             heartbeat,
@@ -80,7 +85,9 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_signals, consumer, agent, tg.cancel_scope, plan)
                     tg.start_soon(heartbeat.run)
-                    tg.start_soon(reaper.run, db, settings.reaper_interval_s)
+                    tg.start_soon(
+                        partial(reaper.run, heartbeat=heartbeat), db, settings.reaper_interval_s
+                    )
                     async with anyio.create_task_group() as work:
                         # agent turns run beside the consumer, never inside its batches
                         work.start_soon(agent.run)

@@ -2,12 +2,19 @@
 
 A worker registers on boot, refreshes ``last_seen`` every ``interval_s`` together with
 its current state (``running`` or ``reconnecting``), and marks itself ``exited`` on a
-clean shutdown.  From the table alone another process can tell a live worker, a stalled
-one (stale ``last_seen``), a reconnecting one and an exited one.
+clean shutdown.  From the table alone another process can tell a live worker, a lost
+one (``last_seen`` older than the stale bound: shown as ``lost``, ADR 0027), a
+reconnecting one and an exited one.
+
+:meth:`Heartbeat.steady_for` tells the worker's reaper how long the heartbeat has been
+written without a failure: after an outage (a failed write) the reaper waits a whole stale
+bound before it judges anyone, so every peer has renewed its own heartbeat by then
+(ADR 0027).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ from ..db import Database, connect_kwargs
 from ..db._wrap import is_connection_error, wrap_errors
 from ..runtime import RuntimeContext
 from ..sql import query
+from .sessions import SessionRecorder
 
 __all__ = ["Heartbeat", "WorkerInfo"]
 
@@ -50,6 +58,7 @@ class Heartbeat:
         *,
         interval_s: float,
         state: Callable[[], str] = lambda: "running",
+        sessions: SessionRecorder | None = None,
     ) -> None:
         self.db = db
         self.info = info
@@ -60,6 +69,21 @@ class Heartbeat:
         # A connection of its own: a pool starved by long handlers must never delay the
         # heartbeat, or the reapers would take a live worker's claims.
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._sessions = sessions
+        #: monotonic time of the first write of the current run of successful writes; None
+        #: after a failed write; minus infinity until the first failure (no outage seen)
+        self._steady_since: float | None = float("-inf")
+
+    def steady_for(self) -> float:
+        """Seconds since the heartbeat has been written without a failure: 0 while it
+        fails, infinite if it never failed since the worker started."""
+        if self._steady_since is None:
+            return 0.0
+        return time.monotonic() - self._steady_since
+
+    def _written(self) -> None:
+        if self._steady_since is None:
+            self._steady_since = time.monotonic()
 
     def poke(self) -> None:
         """Beat now (called on a state change, so other processes see it at once)."""
@@ -77,6 +101,8 @@ class Heartbeat:
                         tcp_timeout_s=settings.database_tcp_timeout_s,
                     ),
                 )
+            if self._sessions is not None:
+                await self._sessions.note(self._conn)
         return self._conn
 
     async def aclose(self) -> None:
@@ -110,6 +136,7 @@ class Heartbeat:
                 },
             )
         self.last_written = "running"
+        self._written()
         log.info("worker.registered", host=self.info.host, pid=self.info.pid)
 
     async def beat(self) -> str:
@@ -119,16 +146,21 @@ class Heartbeat:
         than letting every reaper take its claims.
         """
         state = self._state()
-        conn = await self._connection()
-        with wrap_errors():
-            cur = await conn.execute(query("beat_worker"), {"id": self.info.id, "state": state})
-            found = await cur.fetchone()
-        if found is None:
-            log.warning("worker.row_missing")
-            await self.register()
+        try:
+            conn = await self._connection()
+            with wrap_errors():
+                cur = await conn.execute(query("beat_worker"), {"id": self.info.id, "state": state})
+                found = await cur.fetchone()
+            if found is None:
+                log.warning("worker.row_missing")
+                await self.register()
+        except BaseException:  # failed, timed out or cancelled: not steady any more
+            self._steady_since = None
+            raise
         if state != self.last_written:
             log.info("worker.state", state=state)
         self.last_written = state
+        self._written()
         return state
 
     async def run(self) -> None:

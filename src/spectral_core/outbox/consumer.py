@@ -31,6 +31,7 @@ from ..db import Database
 from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
 from ..errors import ConfigError, ConnectionLost, DatabaseError
+from ..liveness import SessionRecorder
 from ..settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX, Settings
 from .backoff import next_delay
 from .claim import Claimer
@@ -146,6 +147,11 @@ class Consumer:
         #: after a failed one-message cycle the next claim takes the general path, so a
         #: batch whose start keeps failing still reaches the per-row retry policy
         self._general_next = False
+        #: the backends the lanes work on, for a peer's reaper should we be declared lost
+        #: (ADR 0027); not behind a transaction pooler (no backend of our own there)
+        self.sessions = SessionRecorder(
+            worker_id, enabled=not db.settings.database_transaction_pooler
+        )
         #: called whenever :attr:`state` changes (the worker beats at once)
         self.on_state_change: Callable[[], None] = lambda: None
 
@@ -207,6 +213,7 @@ class Consumer:
             n = 0
             try:
                 async with self.db.pool.connection() as conn:
+                    await self.sessions.note(conn)
                     # claims and orphan releases never interleave: an orphan release must
                     # not re-pend rows another lane has claimed but not yet recorded.  Claims
                     # run side by side; a release takes the lock, so no claim starts, and

@@ -1,5 +1,11 @@
 """Drain visibility: per generation, outbox rows by status and workers by state.
 
+Workers are counted as ``live``, ``reconnecting``, ``lost`` or ``exited``.  ``lost`` is a
+derived state (ADR 0027): a worker that did not exit but whose heartbeat is older than the
+stale bound, whatever its row last said; its claims are reaped and its server sessions
+terminated by its generation's reapers.  Rows of workers not seen within the retention are
+not shown (the reapers delete them).
+
 A generation is ``drained`` when it has no ``pending`` or ``in_flight`` rows,
 ``draining`` when it has some and at least one live worker, and ``stranded`` when it has
 some and no live worker (nobody will ever claim them: deploy that generation again, or
@@ -27,6 +33,7 @@ class GenerationStatus:
     generation: int
     version: str
     outbox: dict[str, int] = field(default_factory=dict)
+    #: workers by state: live / reconnecting / lost / exited
     workers: dict[str, int] = field(default_factory=dict)
     #: World Agent turns by status (pending / running / done / dead)
     turns: dict[str, int] = field(default_factory=dict)
@@ -55,7 +62,7 @@ class GenerationStatus:
             "version": self.version,
             "outbox": {s: self.outbox.get(s, 0) for s in ("pending", "in_flight", "done", "dead")},
             "workers": {
-                s: self.workers.get(s, 0) for s in ("live", "reconnecting", "stale", "exited")
+                s: self.workers.get(s, 0) for s in ("live", "reconnecting", "lost", "exited")
             },
             "turns": {s: self.turns.get(s, 0) for s in ("pending", "running", "done", "dead")},
             "verdict": self.verdict,
@@ -63,26 +70,28 @@ class GenerationStatus:
 
 
 def generation_status(
-    conn: psycopg.Connection[Any], *, stale_after_s: float
+    conn: psycopg.Connection[Any], *, stale_after_s: float, retention_s: float = 86400.0
 ) -> list[GenerationStatus]:
-    """Status of every allocated generation, oldest first."""
+    """Status of every allocated generation, oldest first; workers not seen within
+    ``retention_s`` are left out."""
     with wrap_errors():
         gens = conn.execute(query("list_generations")).fetchall()
         counts = conn.execute(query("count_by_generation_status")).fetchall()
         turns = conn.execute(query("count_turns_by_generation_status")).fetchall()
         workers = conn.execute(
-            query("workers_by_generation"), {"stale_after_s": stale_after_s}
+            query("workers_by_generation"),
+            {"stale_after_s": stale_after_s, "retention_s": retention_s},
         ).fetchall()
     out = {g: GenerationStatus(g, v) for g, v, _note, _at in gens}
     for g, status, n in counts:
         out[g].outbox[status] = n
     for g, status, n in turns:
         out[g].turns[status] = n
-    for g, _id, state, *_rest, stale in workers:
+    for g, _id, state, *_rest, lost in workers:
         key = (
             "exited"
             if state == "exited"
-            else ("stale" if stale else "reconnecting" if state == "reconnecting" else "live")
+            else ("lost" if lost else "reconnecting" if state == "reconnecting" else "live")
         )
         out[g].workers[key] = out[g].workers.get(key, 0) + 1
     return list(out.values())

@@ -207,21 +207,36 @@ WHERE id = %(id)s AND generation = %(generation)s
   AND status = 'in_flight' AND claimed_by = %(worker_id)s
 
 -- name: repend_stale
--- description: the reaper: own generation only; claimer's heartbeat stale, exited or unknown
+-- description: the reaper (ADR 0027): own generation only; claimer's heartbeat stale, exited
+-- or unknown; never the judge's own claims.  Rows locked by a live transaction are skipped,
+-- never waited for (the claimer's handler transaction, or a lost worker's session the
+-- reaper is terminating: the next pass takes those).  Judges nobody unless the judge's own
+-- heartbeat is fresh.
+WITH stale AS (
+    SELECT o.id FROM core.outbox AS o
+    WHERE o.generation = %(generation)s
+      AND o.status = 'in_flight'
+      AND (%(me)s::uuid IS NULL OR o.claimed_by IS DISTINCT FROM %(me)s::uuid)
+      AND NOT EXISTS (
+          SELECT 1 FROM core.workers AS w
+          WHERE w.id = o.claimed_by
+            AND w.state <> 'exited'
+            AND w.last_seen > now() - make_interval(secs => %(stale_after_s)s)
+      )
+      AND (%(me)s::uuid IS NULL OR EXISTS (
+          SELECT 1 FROM core.workers AS judge
+          WHERE judge.id = %(me)s::uuid AND judge.state <> 'exited'
+            AND judge.last_seen > now() - make_interval(secs => %(self_fresh_s)s)))
+    FOR UPDATE OF o SKIP LOCKED
+)
 UPDATE core.outbox AS o
 SET status = CASE WHEN o.attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
     last_error = 'claim reaped: worker ' || coalesce(o.claimed_by::text, '?') || ' stopped heartbeating',
     claimed_by = NULL,
     claimed_at = NULL,
     finished_at = CASE WHEN o.attempts >= %(max_attempts)s THEN now() END
-WHERE o.generation = %(generation)s
-  AND o.status = 'in_flight'
-  AND NOT EXISTS (
-      SELECT 1 FROM core.workers AS w
-      WHERE w.id = o.claimed_by
-        AND w.state <> 'exited'
-        AND w.last_seen > now() - make_interval(secs => %(stale_after_s)s)
-  )
+FROM stale
+WHERE o.id = stale.id
 RETURNING o.id, o.status
 
 -- name: redrive_dead

@@ -14,13 +14,30 @@ WHERE id = %(id)s AND state <> 'exited'
 RETURNING id
 
 -- name: mark_worker_exited
+-- description: clean shutdown; the worker's recorded sessions are closed with it
+WITH s AS (DELETE FROM core.worker_sessions WHERE worker_id = %(id)s)
 UPDATE core.workers SET state = 'exited', last_seen = now(), exited_at = now() WHERE id = %(id)s
 
+-- name: record_session
+-- description: the backend of a connection the worker uses (pid and start time, ADR 0027),
+-- and forget the worker's sessions that ended
+WITH gone AS (
+    DELETE FROM core.worker_sessions AS s
+    WHERE s.worker_id = %(worker_id)s
+      AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
+                      WHERE a.pid = s.pid AND a.backend_start = s.backend_start)
+)
+INSERT INTO core.worker_sessions (worker_id, pid, backend_start)
+SELECT %(worker_id)s, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+ON CONFLICT DO NOTHING
+
 -- name: workers_by_generation
+-- description: rows of workers seen within the retention; `lost`: not exited, heartbeat
+-- older than the stale bound (a derived state, ADR 0027)
 SELECT generation, id, state, host, pid, version, started_at, last_seen,
-       last_seen < now() - make_interval(secs => %(stale_after_s)s) AS stale
+       state <> 'exited' AND last_seen < now() - make_interval(secs => %(stale_after_s)s) AS lost
 FROM core.workers
-WHERE state <> 'exited' OR exited_at > now() - interval '1 day'
+WHERE last_seen > now() - make_interval(secs => %(retention_s)s)
 ORDER BY generation, started_at
 
 -- name: release_all_claims
@@ -28,3 +45,34 @@ ORDER BY generation, started_at
 UPDATE core.outbox
 SET status = 'pending', claimed_by = NULL, claimed_at = NULL, attempts = greatest(attempts - 1, 0)
 WHERE generation = %(generation)s AND status = 'in_flight' AND claimed_by = %(worker_id)s
+
+-- name: terminate_lost_sessions
+-- description: the reaper (ADR 0027): end the recorded server sessions of the workers of its
+-- generation that are lost (heartbeat older than the stale bound) or exited, never its
+-- own, waiting up to %(wait_ms)s ms for each to end.  A session counts only while its pid
+-- and start time both match a live backend (a reused pid is never hit).  Judges nobody
+-- unless the judge's own heartbeat is fresh (ADR 0027: after an outage it renews first).
+SELECT s.worker_id, s.pid, pg_terminate_backend(a.pid, %(wait_ms)s) AS ended
+FROM core.workers AS w
+JOIN core.worker_sessions AS s ON s.worker_id = w.id
+JOIN pg_stat_activity AS a ON a.pid = s.pid AND a.backend_start = s.backend_start
+WHERE w.generation = %(generation)s
+  AND w.id IS DISTINCT FROM %(me)s::uuid
+  AND (w.state = 'exited' OR w.last_seen < now() - make_interval(secs => %(stale_after_s)s))
+  AND (%(me)s::uuid IS NULL OR EXISTS (
+      SELECT 1 FROM core.workers AS judge
+      WHERE judge.id = %(me)s::uuid AND judge.state <> 'exited'
+        AND judge.last_seen > now() - make_interval(secs => %(self_fresh_s)s)))
+
+-- name: prune_workers
+-- description: retention (SPECTRAL_WORKER_RETENTION_S): rows of workers, of any generation,
+-- not seen for that long, with their recorded sessions; never the caller's own row
+WITH gone AS (
+    DELETE FROM core.workers
+    WHERE last_seen < now() - make_interval(secs => %(retention_s)s)
+      AND id IS DISTINCT FROM %(me)s::uuid
+    RETURNING id
+), s AS (
+    DELETE FROM core.worker_sessions AS s USING gone WHERE s.worker_id = gone.id
+)
+SELECT count(*) FROM gone

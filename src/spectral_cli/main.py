@@ -89,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # results on stdout, log lines on stderr (in the format the settings ask for)
         # a TextIO by duck typing: write, flush, isatty and buffer are what logging uses
         stream = cast(TextIO, _CurrentStderr())
-        configure_logging(fmt=settings.log_format, level=settings.log_level, stream=stream)
+        # no logger caching: main() also runs in-process (tests, embedding tools), and a
+        # logger cached under this configuration would keep it after main() returns
+        configure_logging(
+            fmt=settings.log_format, level=settings.log_level, stream=stream, cache_loggers=False
+        )
         code: int = args.run(args, settings)
         return code
     except SpectralError as exc:

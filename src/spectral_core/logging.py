@@ -77,7 +77,11 @@ class _JsonLine:
 
 
 def configure_logging(
-    *, fmt: str = "json", level: str = "info", stream: TextIO | None = None
+    *,
+    fmt: str = "json",
+    level: str = "info",
+    stream: TextIO | None = None,
+    cache_loggers: bool = True,
 ) -> None:
     """Configure structlog for this process: JSON lines (or console rendering) to ``stream``.
 
@@ -85,6 +89,10 @@ def configure_logging(
     console format; the operator CLI passes stderr, so its stdout carries only results.
     Records of the standard library's ``logging`` (psycopg_pool, uvicorn, langgraph...) go
     through the same renderer at the same level, so every line of a process has one shape.
+
+    ``cache_loggers`` binds each logger once, on its first use (the servers' hot paths); a
+    cached logger keeps this configuration for the rest of the process, so code that runs
+    inside a longer-lived process (the CLI called in-process) passes False.
     """
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
     renderer: Any
@@ -108,7 +116,7 @@ def configure_logging(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=factory,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
     _route_stdlib(out, _LEVELS[level], foreign)
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
+from spectral_cli.main import main as cli_main
 from spectral_core.logging import configure_logging
 
 
@@ -115,3 +119,28 @@ def test_stdlib_records_share_the_format_and_the_stream(fmt: str) -> None:
         assert ours["event"] == "ours"
     else:
         assert "error connecting in 'pool-1': refused" in lines[0] and "warning" in lines[0]
+
+
+def test_cli_run_in_process_leaves_loggers_capturable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``spectral`` verb run in-process (the CLI tests, tools embedding the CLI) does not
+    cache loggers: a library logger first used under the CLI's configuration follows the
+    configuration that comes after it.  A cached one kept the CLI's level filter and
+    processors for the rest of the process, so log assertions in later tests failed."""
+    for name in [n for n in os.environ if n.startswith("SPECTRAL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SPECTRAL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("SPECTRAL_HOME_DIR", str(tmp_path / ".spectral"))
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    try:
+        assert cli_main(["modules", "keygen"]) == 0, capsys.readouterr()
+        proxy = structlog.get_logger("spectral.test")
+        proxy.info("first use, under the CLI's configuration")
+    finally:
+        root.handlers[:], root.level = before
+        structlog.reset_defaults()
+    with capture_logs() as logs:
+        proxy.debug("after the CLI")
+    assert [e["event"] for e in logs] == ["after the CLI"]

@@ -963,6 +963,31 @@ C1 = [
         E + "add-column-not-null",
     ),
     c(
+        "order-backfill-from-nullable-column",
+        "ALTER TABLE core.outbox ADD COLUMN lease jsonb;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN lease SET DEFAULT '{}';\n"
+        "UPDATE core.outbox SET lease = payload;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN lease SET NOT NULL;",
+        E + "add-column-not-null",
+        base=True,
+    ),
+    c(
+        "order-backfill-coalesce-ok",
+        "ALTER TABLE core.outbox ADD COLUMN lease jsonb DEFAULT NULL;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN lease SET DEFAULT '{}';\n"
+        "UPDATE core.outbox SET lease = coalesce(payload, '{}');\n"
+        "ALTER TABLE core.outbox ALTER COLUMN lease SET NOT NULL;",
+        base=True,
+    ),
+    c(
+        "order-backfill-from-not-null-column-ok",
+        "ALTER TABLE core.outbox ADD COLUMN t2 text;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN t2 SET DEFAULT '';\n"
+        "UPDATE core.outbox SET t2 = topic;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN t2 SET NOT NULL;",
+        base=True,
+    ),
+    c(
         "order-default-backfill-then-not-null-ok",
         "ALTER TABLE core.outbox ADD COLUMN lease int;\n"
         "ALTER TABLE core.outbox ALTER COLUMN lease SET DEFAULT 0;\n"

@@ -27,6 +27,7 @@ MUST_FAIL = [
     "order-not-null-before-default",
     "order-partial-backfill",
     "order-null-backfill-fills-nothing",
+    "order-backfill-from-nullable-column",
     "nn-check-is-not-null-validated",
     "nn-column-check-inline",
     "nn-domain-not-null",
@@ -48,6 +49,8 @@ MUST_FAIL = [
 #: Accepted by the lint (compat-wise); PostgreSQL applies them on the populated schema.
 MUST_APPLY = [
     "order-default-backfill-then-not-null-ok",
+    "order-backfill-coalesce-ok",
+    "order-backfill-from-not-null-column-ok",
     "order-add-with-default-then-not-null-ok",
     "order-default-in-same-add-ok",
     "order-empty-new-table-ok",

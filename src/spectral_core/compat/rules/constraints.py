@@ -93,7 +93,8 @@ def unique_verdict(
             if col is None or col.deployed:
                 continue
             nulls = not nulls_not_distinct
-            rows_ok = (col.rows_null and nulls) or (col.default_unique and not col.rows_dup)
+            # existing rows: NULLs never collide (unless NULLS NOT DISTINCT); values may
+            rows_ok = not col.rows_dup and (nulls or not col.rows_null)
             old_null = not col.has_default and not col.generated and nulls
             if rows_ok and (not t.deployed or old_null or col.default_unique):
                 col.unique_by_null = t.deployed and old_null and not col.default_unique

@@ -27,7 +27,7 @@ from spectral_core.compat.checker import (
 from spectral_core.compat.registry import Gate, on, on_alter, rule
 from spectral_core.compat.schema import Column, Table, display
 
-__all__ = ["fail_not_null", "fill_from_query"]
+__all__ = ["fail_not_null", "fill_from_query", "mark_filled"]
 
 AT, CT, OT = AlterTableType, ConstrType, ObjectType
 _C = Gate.COMPAT
@@ -198,7 +198,17 @@ def fill_from_query(t: Table, query: Any) -> None:
     rows = query.d.get("valuesLists") if is_(query, "SelectStmt") else None
     if rows is not None and len(rows) <= 1:
         return  # one row cannot hold duplicates; its NULLs are judged as written
+    mark_filled(t)
+
+
+def mark_filled(t: Table) -> None:
+    """A new table received rows of unknown content: any column may hold repeats.
+
+    (Not ``rows_null``: that flag means NULLs are certain, which makes NOT NULL fail.)
+    """
     t.filled = True
+    for col in t.columns.values():
+        col.rows_dup = True
 
 
 @on(ast.InsertStmt)
@@ -211,7 +221,7 @@ def copy(cx: Checker, node: Node) -> None:
     if node.is_from and node.relation is not None:
         t = cx.model.table(cx.rv(node.relation))
         if not t.deployed:
-            t.filled = True
+            mark_filled(t)
 
 
 @on(ast.UpdateStmt)
@@ -227,9 +237,38 @@ def update(cx: Checker, node: Node) -> None:
             continue
         val = target.val
         covers = where is None or _only_nulls_of(where, target.name)
-        if not is_null(val) and covers:
+        if covers and _never_null(val, t):
             col.rows_null = False
         col.rows_dup = col.rows_dup or func_name(val) not in UNIQUE_GENERATORS
+
+
+_NON_NULL_FUNCS = frozenset(
+    {"now", "gen_random_uuid", "uuidv4", "uuidv7", "uuid_generate_v4", "nextval", "clock_timestamp"}
+)
+
+
+def _never_null(expr: Any, t: Table) -> bool:
+    """True when *expr* cannot be NULL: a non-null constant, a cast of one, ``now()``-like
+    functions, ``coalesce(..., <never null>)``, ``CURRENT_TIMESTAMP``-like values, or a NOT
+    NULL column of the table.  Anything else may leave rows NULL (no backfill)."""
+    if is_(expr, "TypeCast"):
+        return _never_null(expr.arg, t)
+    if is_(expr, "A_Const"):
+        return not expr.isnull
+    if is_(expr, "SQLValueFunction"):
+        return True
+    if is_(expr, "CoalesceExpr"):
+        return any(_never_null(a, t) for a in expr.args or ())
+    if is_(expr, "FuncCall"):
+        name = str(expr.funcname[-1].sval)
+        if name == "coalesce":
+            return any(_never_null(a, t) for a in expr.args or ())
+        return name in _NON_NULL_FUNCS
+    if is_(expr, "ColumnRef"):
+        fields = expr.fields or ()
+        col = t.column(fields[-1].sval) if fields and is_(fields[-1], "String") else None
+        return col is not None and col.not_null and not col.rows_null
+    return False
 
 
 def _only_nulls_of(where: Any, column: str) -> bool:

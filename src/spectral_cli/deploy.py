@@ -12,6 +12,7 @@ from spectral_core.migrate import ledger_sets, migration_sets, plan
 from spectral_core.outbox import drain, generation_status
 
 from ._db import allocated, connect
+from ._out import add_json_flag, emit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = verbs.add_parser("drain", help="wait until a generation has no pending or in-flight rows")
     d.add_argument("--generation", type=int, required=True)
     d.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    add_json_flag(d)
     d.set_defaults(run=drain_cmd)
     register_health(verbs)
 
@@ -128,12 +130,16 @@ def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
         allocated(conn, args.generation)
         ok, pending, in_flight = drain(conn, args.generation, timeout_s=args.timeout)
+    doc = {"generation": args.generation, "drained": ok, "pending": pending}
+    doc["in_flight"] = in_flight
     if ok:
-        print(f"generation {args.generation} drained")
+        emit(args, doc, f"generation {args.generation} drained")
         return 0
-    print(
+    emit(
+        args,
+        doc,
         f"generation {args.generation} not drained after {args.timeout:g}s: "
-        f"{pending} pending, {in_flight} in flight"
+        f"{pending} pending, {in_flight} in flight",
     )
     return 1
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.resources import files
+from typing import TextIO
 
 from spectral_core import Settings
 from spectral_core.errors import SpectralError
@@ -30,6 +31,7 @@ from spectral_core.migrate import (
 )
 
 from ._db import connect
+from ._out import add_json_flag, emit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,10 +56,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-lint", action="store_true", help="skip the compat lint gate on pending migrations"
     )
+    add_json_flag(p)
     p.set_defaults(run=run)
 
 
-def lint_gate(current: MigrationPlan, directory: object = None) -> int:
+def lint_gate(
+    current: MigrationPlan, directory: object = None, *, out: TextIO | None = None
+) -> int:
     """Run the compat lint with its locking rules over the pending migrations of
     ``directory`` (default: the bundled ones); the applied ones are the deployed baseline,
     so the locking rules judge the files that touch existing tables.  The runner sets a
@@ -96,7 +101,7 @@ def lint_gate(current: MigrationPlan, directory: object = None) -> int:
     ]
     linted = [r for r in results if not r.deployed]
     statements = sum(r.statements for r in linted)
-    sys.stdout.write(render(findings, "text", tool=prog, files=len(linted)))
+    (out or sys.stdout).write(render(findings, "text", tool=prog, files=len(linted)))
     print(f"{prog}: {summary(findings, len(linted), statements)}", file=sys.stderr)
     return 1 if any(f.severity.value == "error" for f in findings) else 0
 
@@ -114,12 +119,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings) as conn:
         plans = plan_sets(conn, sets)
         if args.check:
-            return _report(plans, {s.name for s in sets}, ledger_sets(conn))
+            return _report(args, plans, {s.name for s in sets}, ledger_sets(conn))
         if args.no_lint:
-            print("compat lint skipped (--no-lint)")
+            print("compat lint skipped (--no-lint)", file=sys.stderr if args.json else sys.stdout)
         else:
             for s, current in zip(sets, plans, strict=True):
-                code = lint_gate(current, s.directory)
+                # with --json, stdout carries only the result: the lint's report goes to stderr
+                code = lint_gate(current, s.directory, out=sys.stderr if args.json else None)
                 if code != 0:
                     print(
                         f"spectral: error: the compat lint refused pending migrations of set "
@@ -137,12 +143,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             on_event=_say,
             observer=lambda: connect(settings),
         )
-    total = 0
-    for s, applied in done:
-        for mig in applied:
-            print(f"applied  {s.name}/{mig.name}")
-        total += len(applied)
-    print(f"{total} applied; at head")
+    names = [f"{s.name}/{mig.name}" for s, applied in done for mig in applied]
+    emit(
+        args,
+        {"applied": names, "at_head": True},
+        "\n".join([*(f"applied  {n}" for n in names), f"{len(names)} applied; at head"]),
+    )
     return 0
 
 
@@ -151,20 +157,25 @@ def _say(event: MigrationEvent) -> None:
     print(f"spectral: {event.describe()}", file=sys.stderr, flush=True)
 
 
-def _report(plans: list[MigrationPlan], given: set[str], ledger: list[LedgerSet]) -> int:
+def _report(
+    args: argparse.Namespace, plans: list[MigrationPlan], given: set[str], ledger: list[LedgerSet]
+) -> int:
+    lines: list[str] = []
+    sets: list[dict[str, object]] = []
     pending = 0
     for p in plans:
-        for m in p.applied:
-            print(f"applied  {p.migration_set}/{m.name}")
-        for mig in p.pending:
-            print(f"pending  {p.migration_set}/{mig.name}")
-        pending += len(p.pending)
-    for entry in ledger:
-        name = entry.name
-        if name not in given:
-            print(
-                f"unchecked set {name}: {entry.applied} applied, its directory "
-                "was not given (--dir, SPECTRAL_MIGRATION_DIRS)"
-            )
-    print("at head" if not pending else f"{pending} pending")
+        applied = [m.name for m in p.applied]
+        waiting = [mig.name for mig in p.pending]
+        lines += [f"applied  {p.migration_set}/{n}" for n in applied]
+        lines += [f"pending  {p.migration_set}/{n}" for n in waiting]
+        sets.append({"set": p.migration_set, "applied": applied, "pending": waiting})
+        pending += len(waiting)
+    unchecked = [{"set": e.name, "applied": e.applied} for e in ledger if e.name not in given]
+    lines += [
+        f"unchecked set {u['set']}: {u['applied']} applied, its directory "
+        "was not given (--dir, SPECTRAL_MIGRATION_DIRS)"
+        for u in unchecked
+    ]
+    lines.append("at head" if not pending else f"{pending} pending")
+    emit(args, {"sets": sets, "unchecked": unchecked, "at_head": not pending}, "\n".join(lines))
     return 0 if not pending else 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from spectral_core import Settings, allocate_generation
 from spectral_core.embedded import EmbeddedPostgres
-from spectral_core.migrate import run_migrations
+from spectral_core.migrate import migration_sets, run_sets
 
 from . import env as env_cmd
 from . import supervisor
@@ -74,7 +74,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.replace(database_url=url)
     try:
         with connect(settings) as conn:
-            applied = run_migrations(conn)
+            # spectral's own set, then the apps' (SPECTRAL_MIGRATION_DIRS), as `migrate` does
+            done = run_sets(conn, migration_sets(settings.migration_dir_list))
+            applied = [m for _, ms in done for m in ms]
             version = args.version or settings.running_version
             generation = allocate_generation(conn, version, "spectral up")
         print(f"migrations: {len(applied)} applied, at head")

@@ -104,8 +104,13 @@ def test_up_prints_how_to_reach_it_and_keeps_its_port(tmp_path: Path) -> None:
 
 def test_env_points_a_second_shell_at_a_running_up(tmp_path: Path) -> None:
     """While `spectral up` runs, `eval "$(spectral env)"` in another shell reaches its
-    database and generation; `spectral env` says clearly when no `spectral up` runs here."""
-    env = clean_env(SPECTRAL_HOME_DIR=str(tmp_path / ".spectral"))
+    database and generation; `spectral env` says clearly when no `spectral up` runs here.
+    `spectral up` applies the apps' migration sets (SPECTRAL_MIGRATION_DIRS) after
+    spectral's own, as `spectral migrate` does."""
+    app = tmp_path / "shop_migrations"
+    app.mkdir()
+    (app / "0001_orders.sql").write_text("CREATE SCHEMA shop; CREATE TABLE shop.orders (id int);")
+    env = clean_env(SPECTRAL_HOME_DIR=str(tmp_path / ".spectral"), SPECTRAL_MIGRATION_DIRS=str(app))
     none = subprocess.run(
         [sys.executable, "-m", "spectral_cli", "env"],
         cwd=tmp_path,
@@ -144,6 +149,8 @@ def test_env_points_a_second_shell_at_a_running_up(tmp_path: Path) -> None:
         assert shell.stdout.rstrip().endswith("gen=1")
         status = json.loads(shell.stdout.rstrip().rpartition("\n")[0])
         assert 1 in [g["generation"] for g in status["generations"]]
+        shop = [m for m in status["migrations"] if m["set"] == "shop_migrations"]
+        assert shop and shop[0]["applied"] == 1 and shop[0]["state"] == "at head", shop
         # out of the box every check passes: `spectral up` made a local operator key pair
         # (private half 0600 under .spectral/) and gave the API its public half
         last: list[object] = []

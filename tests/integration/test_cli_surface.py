@@ -242,3 +242,19 @@ def test_wait_healthy_names_why_the_api_is_unreachable() -> None:
     assert done.returncode == 1
     assert "URLError" not in done.stderr
     assert f"http://127.0.0.1:{port} unreachable: Connection refused" in done.stderr
+
+
+def test_json_on_the_deploy_migrate_and_outbox_verbs(cli: Callable[..., str]) -> None:
+    """`migrate [--check]`, `deploy drain`, `outbox redrive` and `outbox purge` print one
+    JSON document with --json (the lint gate's report, if any, goes to stderr then)."""
+    check = json.loads(cli("migrate", "--check", "--json"))
+    assert check["at_head"] is True and check["unchecked"] == []
+    assert [s["set"] for s in check["sets"]] == ["spectral"] and check["sets"][0]["applied"]
+    assert json.loads(cli("migrate", "--json")) == {"applied": [], "at_head": True}
+    generation = int(cli("deploy", "allocate", "--version", "v-json").strip())
+    drained = json.loads(cli("deploy", "drain", "--generation", str(generation), "--json"))
+    assert drained == {"generation": generation, "drained": True, "pending": 0, "in_flight": 0}
+    redriven = json.loads(cli("outbox", "redrive", "--generation", str(generation), "--json"))
+    assert redriven == {"generation": generation, "redriven": []}
+    purged = json.loads(cli("outbox", "purge", "--generation", str(generation), "--json"))
+    assert purged == {"generation": generation, "deleted": 0}

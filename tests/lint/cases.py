@@ -1054,6 +1054,21 @@ C2 = [
         E + "add-column-not-null",
     ),
     c(
+        "nn-type-change-to-not-null-domain",
+        "CREATE DOMAIN core.nn_text AS text NOT NULL;\n"
+        "ALTER TABLE core.outbox ADD COLUMN c text;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN c TYPE core.nn_text;",
+        E + "add-column-not-null",
+    ),
+    c(
+        "nn-type-change-existing-to-not-null-domain",
+        "CREATE DOMAIN core.nn_text AS text NOT NULL;\n"
+        "ALTER TABLE core.outbox ALTER COLUMN note TYPE core.nn_text;",
+        E + "alter-column-type",
+        E + "set-not-null",
+        base=True,
+    ),
+    c(
         "nn-domain-with-default-ok",
         "CREATE DOMAIN core.nn_text AS text NOT NULL DEFAULT 'x';\n"
         "ALTER TABLE core.outbox ADD COLUMN c core.nn_text;",
@@ -1153,6 +1168,22 @@ C4 = [
         "ALTER TABLE core.jobs ALTER COLUMN id RESTART WITH 1;",
         E + "alter-identity",
         base=True,
+    ),
+    c(
+        "sequence-restart",
+        "ALTER SEQUENCE core.seq RESTART WITH 1;",
+        E + "alter-identity",
+        base=True,
+    ),
+    c(
+        "sequence-owned-by-identity-restart",
+        "ALTER SEQUENCE core.outbox_id_seq RESTART;",
+        E + "alter-identity",
+    ),
+    c("sequence-cache-ok", "ALTER SEQUENCE core.seq CACHE 10;", base=True),
+    c(
+        "sequence-new-restart-ok",
+        "CREATE SEQUENCE core.s2;\nALTER SEQUENCE core.s2 RESTART WITH 100;",
     ),
     c(
         "generated-drop-expression",

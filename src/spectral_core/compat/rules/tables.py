@@ -72,11 +72,12 @@ class DropDefault:
 
 @rule("alter-identity", _C, blocking=True)
 class AlterIdentity:
-    """An identity change the prior generation's inserts or reads depend on.
+    """An identity or sequence change the prior generation's inserts or reads depend on.
 
     ``SET GENERATED ALWAYS`` and ``ADD GENERATED ALWAYS AS IDENTITY`` on an existing column
     make inserts that give a value fail; ``DROP IDENTITY`` makes inserts that omit it fail;
-    ``RESTART`` or sequence options can hand out values already used.
+    ``RESTART`` or sequence options (also ``ALTER SEQUENCE`` of an existing sequence) can
+    hand out values already used, or run out.
 
     Bad:
         ALTER TABLE core.workers ALTER COLUMN id SET GENERATED ALWAYS;
@@ -181,6 +182,25 @@ def create_schema(cx: Checker, node: Node) -> None:
 @on(ast.CreateSeqStmt)
 def create_sequence(cx: Checker, node: Node) -> None:
     cx.model.put("sequence", cx.rv(node.sequence, "sequence"), cx.replay_only)
+
+
+_SEQ_RISKY = frozenset({"restart", "start", "increment", "minvalue", "maxvalue", "cycle", "as"})
+
+
+@on(ast.AlterSeqStmt)
+def alter_sequence(cx: Checker, node: Node) -> None:
+    qn = cx.rv(node.sequence, "sequence")
+    if cx.model.is_new("sequence", qn):
+        return
+    risky = [o.defname for o in node.options or () if o.defname in _SEQ_RISKY]
+    if risky:
+        cx.emit(
+            "alter-identity",
+            f"ALTER SEQUENCE {display(qn)} {', '.join(r.upper() for r in risky)}: the sequence "
+            "may hand out values the prior generation already stored (duplicate keys), or run "
+            "out",
+            cx.loc(node.sequence),
+        )
 
 
 @on(ast.CreateExtensionStmt)

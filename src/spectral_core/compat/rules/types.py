@@ -109,6 +109,27 @@ def alter_column_type(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
                 loc,
             )
     col.type = new
+    dom = (
+        cx.model.obj("type", cx.qn(new.name.split("."), "type"))
+        if new and cx.model.domains
+        else None
+    )
+    if dom is not None and dom.domain and dom.not_null and not col.not_null:
+        from spectral_core.compat.rules.tables import fail_not_null
+
+        if t.populated and col.rows_null and not cx.replay_only:
+            fail_not_null(cx, t, col, f"TYPE {new} (a NOT NULL domain)", cx.ident(cmd.name))
+        if live and col.deployed:
+            cx.emit(
+                "set-not-null",
+                f"ALTER COLUMN {where} TYPE {new}: the domain is NOT NULL, so this is SET NOT "
+                "NULL in effect; the prior generation may still write NULL",
+                cx.ident(cmd.name),
+            )
+        elif live:
+            cx.touch_new_column(t, cmd.name, cx.ident(cmd.name))
+        col.not_null = True
+        col.not_null_by = f"NOT NULL through domain {display(dom.name)}"
 
 
 def alter_composite(cx: Checker, node: Node) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 from collections.abc import Sequence
 from types import FrameType
 
@@ -19,7 +20,7 @@ import uvicorn
 
 from spectral_core import Settings
 from spectral_core.boot import booted, event_loop_options, run_process
-from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit
+from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit, watch_parent
 from spectral_core.modules import Keyring
 
 from .app import create_app
@@ -40,7 +41,7 @@ async def run(settings: Settings, keyring: Keyring) -> int:
         # requests in flight get the work part of the grace, then they are cancelled;
         # uvicorn only passes it to asyncio.timeout, so a float is fine
         config = server_config(app, settings, timeout_graceful_shutdown=plan.work_s)
-        server = _Server(config, plan)
+        server = _Server(config, plan, settings.parent_pid)
         # uvicorn handles SIGTERM gracefully, then re-raises it against the handler that
         # was installed before it: make that one a no-op so a clean stop exits 0.
         signal.signal(signal.SIGTERM, _ignore_after_shutdown)
@@ -57,11 +58,18 @@ async def run(settings: Settings, keyring: Keyring) -> int:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, plus the hard exit armed on the first SIGTERM/SIGINT."""
+    """uvicorn's server, plus the hard exit armed on the first SIGTERM/SIGINT and the
+    parent watch (a dead supervisor is a SIGTERM)."""
 
-    def __init__(self, config: uvicorn.Config, plan: ShutdownPlan) -> None:
+    def __init__(self, config: uvicorn.Config, plan: ShutdownPlan, parent_pid: int | None) -> None:
         super().__init__(config)
         self.plan = plan
+        self.parent_pid = parent_pid
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn's signal handlers are in place here (serve() installs them first)
+        await super().startup(sockets)
+        watch_parent(self.parent_pid, process="api")
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.should_exit:

@@ -116,7 +116,11 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         # own process group: a terminal Ctrl-C or a cgroup-wide SIGTERM reaches only the
         # supervisor, which forwards exactly one SIGTERM (a second one means "exit now")
-        child.proc = subprocess.Popen(child.argv, env=self.env, process_group=0)
+        # the child stops by itself if this process dies without forwarding a SIGTERM
+        # (SIGKILL, OOM killer): it watches its parent pid (ADR 0022)
+        env = dict(os.environ if self.env is None else self.env)
+        env["SPECTRAL_PARENT_PID"] = str(os.getpid())
+        child.proc = subprocess.Popen(child.argv, env=env, process_group=0)
         child.start_at = None
         log("supervisor.child_started", child=child.name, pid=child.proc.pid)
 

@@ -1,8 +1,10 @@
 """``spectral up``: the whole system locally.
 
 Without ``SPECTRAL_DATABASE_URL`` it starts the embedded PostgreSQL (data in
-``.spectral/pg``, reused across runs, stopped on exit); then it applies migrations,
-allocates a generation and runs the supervisor (API + workers) until Ctrl-C.
+``.spectral/pg``, reused across runs, stopped on exit, and by a guardian process if
+``spectral up`` is killed); then it applies migrations, allocates a generation and runs
+the supervisor (API + workers) until Ctrl-C.  The supervisor runs in this process, so
+the API and the workers stop by themselves if it dies (ADR 0022).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import base64
 import importlib.util
 import os
+import subprocess
 from pathlib import Path
 
 from spectral_core import Settings, allocate_generation
@@ -67,12 +70,15 @@ def local_operator_key(settings: Settings) -> tuple[Path, str]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     embedded: EmbeddedPostgres | None = None
-    if not settings.database_url:
-        embedded = EmbeddedPostgres(embedded_root(settings))
-        url = embedded.start()
-        print(f"embedded PostgreSQL running (data in {embedded.root})")
-        settings = settings.replace(database_url=url)
+    guardian: subprocess.Popen[bytes] | None = None
     try:
+        if not settings.database_url:
+            embedded = EmbeddedPostgres(embedded_root(settings))
+            # the guardian first: a `spectral up` killed during the start leaves no server
+            guardian = embedded.guard(drain_s=supervisor.default_grace(os.environ))
+            url = embedded.start()
+            print(f"embedded PostgreSQL running (data in {embedded.root})")
+            settings = settings.replace(database_url=url)
         with connect(settings) as conn:
             # spectral's own set, then the apps' (SPECTRAL_MIGRATION_DIRS), as `migrate` does
             done = run_sets(conn, migration_sets(settings.migration_dir_list))
@@ -120,3 +126,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
             print("embedded PostgreSQL stopped")
+        if guardian is not None:
+            guardian.terminate()
+            guardian.wait()

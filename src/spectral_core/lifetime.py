@@ -2,6 +2,8 @@
 
 * :class:`ShutdownPlan` splits ``SPECTRAL_SHUTDOWN_GRACE_S`` (SIGTERM to exit) into the
   time in-flight work may take and the time left for the final writes and closing pools.
+* :func:`watch_parent` makes a supervised child notice that its supervisor is gone
+  (its parent pid changed) and stop as if it had received SIGTERM.
 * :func:`arm_hard_exit` is the last resort: a daemon thread that ends the process with
   ``os._exit`` at a deadline, whatever keeps it alive (a stuck executor thread, a
   non-daemon thread, an exit handler, a pool waiting on a dead server).
@@ -13,8 +15,10 @@ blocked and after it has ended.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -23,6 +27,8 @@ __all__ = [
     "LINGER_S",
     "ShutdownPlan",
     "arm_hard_exit",
+    "parent_gone",
+    "watch_parent",
 ]
 
 log = structlog.get_logger("spectral.lifetime")
@@ -99,3 +105,33 @@ def arm_hard_exit(after_s: float, *, code: int, reason: str) -> threading.Timer:
     timer.name = "spectral-hard-exit"
     timer.start()
     return timer
+
+
+def parent_gone(expected_ppid: int) -> bool:
+    """True when this process's parent is no longer ``expected_ppid`` (it died and the
+    process was re-parented to init or a subreaper).  Race-free: a parent that died
+    before the first check is detected too."""
+    return os.getppid() != expected_ppid
+
+
+def watch_parent(
+    expected_ppid: int | None, *, interval_s: float = 0.5, process: str = "process"
+) -> threading.Thread | None:
+    """When ``expected_ppid`` is set, poll ``os.getppid()`` from a daemon thread and send
+    this process SIGTERM (its ordinary graceful stop) once the parent is gone.
+
+    Returns the thread (``None`` when there is no parent to watch).
+    """
+    if expected_ppid is None:
+        return None
+    ppid = expected_ppid
+
+    def poll() -> None:
+        while not parent_gone(ppid):
+            time.sleep(interval_s)
+        log.warning(f"{process}.parent_gone", expected_ppid=ppid, ppid=os.getppid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=poll, name="spectral-parent-watch", daemon=True)
+    thread.start()
+    return thread

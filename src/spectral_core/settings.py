@@ -134,6 +134,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_retention_s: PosFloat = 86400.0
     reaper_interval_s: PosFloat = 2.0
     shutdown_grace_s: PosFloat = 10.0
+    #: set by the supervisor for its children: stop (as on SIGTERM) once this process is
+    #: no longer our parent (ADR 0022)
+    parent_pid: Annotated[int, Meta(ge=1)] | None = None
     reconnect_backoff_cap_s: PosFloat = 5.0
     outage_limit_s: PosFloat = 300.0
 

@@ -29,7 +29,7 @@ from spectral_core import (
 )
 from spectral_core.agent import AgentRunner, open_world_agent
 from spectral_core.boot import booted, event_loop_options, run_process
-from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit
+from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit, watch_parent
 
 from .handlers import build_registry
 
@@ -83,7 +83,9 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             )
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_signals, consumer, agent, tg.cancel_scope, plan)
+                    tg.start_soon(
+                        _signals, consumer, agent, tg.cancel_scope, plan, settings.parent_pid
+                    )
                     tg.start_soon(heartbeat.run)
                     tg.start_soon(
                         partial(reaper.run, heartbeat=heartbeat), db, settings.reaper_interval_s
@@ -115,9 +117,15 @@ async def _final_writes(
 
 
 async def _signals(
-    consumer: Consumer, agent: AgentRunner, scope: anyio.CancelScope, plan: ShutdownPlan
+    consumer: Consumer,
+    agent: AgentRunner,
+    scope: anyio.CancelScope,
+    plan: ShutdownPlan,
+    parent_pid: int | None,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # a supervisor that dies (SIGKILL, OOM) cannot forward SIGTERM: its death is one
+        watch_parent(parent_pid, process="worker")
         async for signum in signals:
             if consumer.stopping:
                 log.warning("worker.forced_exit", signal=signal.Signals(signum).name)

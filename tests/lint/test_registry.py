@@ -110,3 +110,15 @@ def test_no_name_magic_left() -> None:
         assert "dir(self)" not in text, path
         if path.name not in ("__init__.py", "_node.py"):
             assert "def __getattr__" not in text, path
+
+
+def test_enum_values_are_compared_through_pglast_enums() -> None:
+    """Rule code compares parse-tree enum values through pglast's enums (``member``), never
+    against a spelled-out name like ``"IS_NOT_NULL"`` that a typo would silently never match."""
+    import re
+
+    spelled = re.compile(r"""(==|!=|\bin\b)\s*\(?\s*["'][A-Z][A-Z0-9]*_[A-Z0-9_]+["']""")
+    compat = REPO / "src" / "spectral_core" / "compat"
+    for path in [compat / "checker.py", *RULES_DIR.glob("*.py")]:
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not spelled.search(line), f"{path.name}:{lineno}: {line.strip()}"

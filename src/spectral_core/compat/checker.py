@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pglast.enums import ConstrType
+from pglast.enums import A_Expr_Kind, BoolExprType, ConstrType, NullTestType
 
 from spectral_core.compat._node import CharOffsets, Node, is_
 from spectral_core.compat.markers import Tokens
@@ -353,15 +353,19 @@ def implies_not_null(expr: Any, column: str) -> bool:
     ``AND`` with one of those as an arm.
     """
     if is_(expr, "NullTest"):
-        return expr.nulltesttype == "IS_NOT_NULL" and _is_column(expr.arg, column)
+        return member(NullTestType, expr.nulltesttype) is NullTestType.IS_NOT_NULL and _is_column(
+            expr.arg, column
+        )
     if is_(expr, "BoolExpr"):
         args: Sequence[Any] = expr.args or ()
-        if expr.boolop == "AND_EXPR":
+        boolop = member(BoolExprType, expr.boolop)
+        if boolop is BoolExprType.AND_EXPR:
             return any(implies_not_null(a, column) for a in args)
-        if expr.boolop == "NOT_EXPR" and len(args) == 1 and is_(args[0], "NullTest"):
-            return args[0].nulltesttype == "IS_NULL" and _is_column(args[0].arg, column)
+        if boolop is BoolExprType.NOT_EXPR and len(args) == 1 and is_(args[0], "NullTest"):
+            is_null_test = member(NullTestType, args[0].nulltesttype) is NullTestType.IS_NULL
+            return is_null_test and _is_column(args[0].arg, column)
         return False
-    if is_(expr, "A_Expr") and expr.kind == "AEXPR_DISTINCT":
+    if is_(expr, "A_Expr") and member(A_Expr_Kind, expr.kind) is A_Expr_Kind.AEXPR_DISTINCT:
         sides = (expr.lexpr, expr.rexpr)
         return any(_is_column(a, column) for a in sides) and any(is_null(a) for a in sides)
     return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pglast import ast
-from pglast.enums import AlterTableType, ObjectType
+from pglast.enums import AlterTableType, DropBehavior, GrantTargetType, ObjectType
 
 from spectral_core.compat._node import Node, is_
 from spectral_core.compat.checker import Checker, member, names
@@ -141,7 +141,7 @@ def drop(cx: Checker, node: Node) -> None:
                 )
         return
     kind = REL_KINDS.get(rt) or OBJ_KINDS.get(rt) or rt.name.removeprefix("OBJECT_").lower()
-    cascade = " CASCADE" if node.behavior == "DROP_CASCADE" else ""
+    cascade = " CASCADE" if member(DropBehavior, node.behavior) is DropBehavior.DROP_CASCADE else ""
     for qn in _drop_names(cx, node, kind):
         if kind == "index":
             _drop_index(cx, qn, node)
@@ -214,7 +214,7 @@ def grant(cx: Checker, node: Node) -> None:
         return
     objs = node.objects or ()
     if (
-        node.targtype == "ACL_TARGET_OBJECT"
+        member(GrantTargetType, node.targtype) is GrantTargetType.ACL_TARGET_OBJECT
         and member(OT, node.objtype) is OT.OBJECT_TABLE
         and objs
         and all(is_(o, "RangeVar") and cx.model.is_new("table", cx.rv(o)) for o in objs)

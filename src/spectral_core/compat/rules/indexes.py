@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
-from pglast.enums import AlterTableType
+from pglast.enums import AlterTableType, TransactionStmtKind, VariableSetKind
 
 from spectral_core.compat._node import Node, const_text, is_
-from spectral_core.compat.checker import Checker
+from spectral_core.compat.checker import Checker, member
 from spectral_core.compat.registry import Gate, on, on_alter, rule
 from spectral_core.compat.rules.constraints import unique_verdict
 from spectral_core.compat.rules.tables import fill_from_query
@@ -26,6 +26,7 @@ from spectral_core.compat.schema import Table, display
 __all__ = ["forbid_in_transaction"]
 
 AT = AlterTableType
+TSK = TransactionStmtKind
 _L = Gate.LOCKING
 
 
@@ -204,10 +205,10 @@ def detach_partition(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
 
 @on(ast.TransactionStmt)
 def transaction(cx: Checker, node: Node) -> None:
-    kind = node.kind
-    if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+    kind = member(TransactionStmtKind, node.kind)
+    if kind in (TSK.TRANS_STMT_BEGIN, TSK.TRANS_STMT_START):
         cx.file.explicit = True
-    elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_COMMIT_PREPARED"):
+    elif kind in (TSK.TRANS_STMT_COMMIT, TSK.TRANS_STMT_ROLLBACK, TSK.TRANS_STMT_COMMIT_PREPARED):
         cx.file.explicit = False
 
 
@@ -220,7 +221,7 @@ def create_trigger(cx: Checker, node: Node) -> None:
 @on(ast.VariableSetStmt)
 def set_variable(cx: Checker, node: Node) -> None:
     name = (node.name or "").lower()
-    setting = node.kind == "VAR_SET_VALUE"
+    setting = member(VariableSetKind, node.kind) is VariableSetKind.VAR_SET_VALUE
     values = [v for v in (const_text(a) for a in node.args or ()) if v is not None]
     if name == "lock_timeout":
         cx.file.lock_timeout = setting and bool(values) and values[0] not in ("0", "")

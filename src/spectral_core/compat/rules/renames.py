@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
-from pglast.enums import ObjectType
+from pglast.enums import ObjectType, SetOperation
 
 from spectral_core.compat._node import Node, is_
 from spectral_core.compat.checker import Checker, PendingRename, member, names
@@ -337,7 +337,9 @@ def _sources(cx: Checker, query: Any) -> set[QualName]:
 
 def _simple(query: Any) -> bool:
     """PostgreSQL's auto-updatable view shape: one FROM item, no grouping, set op, DISTINCT."""
-    if not is_(query, "SelectStmt") or query.op not in (None, "SETOP_NONE"):
+    if not is_(query, "SelectStmt"):
+        return False
+    if query.op is not None and member(SetOperation, query.op) is not SetOperation.SETOP_NONE:
         return False
     if query.groupClause or query.havingClause or query.distinctClause is not None:
         return False

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType
 
 from spectral_core.compat._node import Node, is_
 from spectral_core.compat.checker import (
@@ -292,7 +292,7 @@ def _never_null(expr: Any, t: Table) -> bool:
 
 
 def _only_nulls_of(where: Any, column: str) -> bool:
-    if is_(where, "NullTest") and where.nulltesttype == "IS_NULL":
+    if is_(where, "NullTest") and member(NullTestType, where.nulltesttype) is NullTestType.IS_NULL:
         arg = where.arg
         fields: Sequence[Any] = (arg.fields or ()) if is_(arg, "ColumnRef") else ()
         return bool(fields) and is_(fields[-1], "String") and fields[-1].sval == column

@@ -266,3 +266,21 @@ async def test_operator_flow_over_http(api: Api) -> None:
         assert "signature" not in listing["approvals"][0]
         time.sleep(api.settings.api_approval_ttl_s)  # the "missing" verdict was cached
         assert (await acme.post("/api/decide", json=decide_body())).status_code == 200
+
+
+async def test_no_operator_keys_is_said_once_for_what_it_is(api_factory) -> None:  # type: ignore[no-untyped-def]
+    """With SPECTRAL_OPERATOR_KEYS empty, a decision is refused (403 `no_operator_keys`,
+    the message naming the setting), and the log says so once at warning level: it used to
+    log every request at error level as a "forged or foreign approval"."""
+    api = api_factory(operator_keys="")
+    await api.module("decision", KEY)
+    async with api.client(await api.tenant("acme")) as acme:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                body = problem(await acme.post("/api/decide", json=decide_body()), 403)
+                assert body["reason"] == "no_operator_keys"
+                assert "SPECTRAL_OPERATOR_KEYS" in body["detail"]
+                time.sleep(api.settings.api_approval_ttl_s + 0.1)  # past the verdict cache
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")], logs
+    said = [e for e in logs if e["event"] == "module.no_operator_keys"]
+    assert len(said) == 1 and said[0]["log_level"] == "warning"

@@ -125,6 +125,7 @@ class ModuleCache:
         # module read, hashed and compiled) never holds up another tenant's request
         self._pin_loads: KeyedLocks[ModuleKey] = KeyedLocks()
         self._module_loads: KeyedLocks[str] = KeyedLocks()
+        self._said_no_keys = False
 
     def __len__(self) -> int:
         """Compiled modules currently cached."""
@@ -221,6 +222,21 @@ class ModuleCache:
     async def _verify(self, key: ModuleKey, content_hash: str) -> Verdict:
         """One indexed query, then Ed25519 verification of each live candidate row."""
         checked_at = self._clock()
+        if not len(self.keyring):
+            # a configuration gap, not an attack: said once, at warning level
+            if not self._said_no_keys:
+                self._said_no_keys = True
+                log.warning(
+                    "module.no_operator_keys",
+                    detail="SPECTRAL_OPERATOR_KEYS is empty: no module can run until operator "
+                    "public keys are configured and the API is restarted",
+                )
+            return Verdict(
+                checked_at=checked_at,
+                reason="no_operator_keys",
+                message="no operator keys are configured on this API (SPECTRAL_OPERATOR_KEYS "
+                "is empty): no module can run",
+            )
         rows = await self.store.approvals_for(key, content_hash)
         now = self._wall()
         best: StoredApproval | None = None

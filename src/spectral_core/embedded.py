@@ -184,6 +184,10 @@ class EmbeddedPostgres:
             return self.url
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
+        elif self.user:
+            # a parent folder may have lost its search bit since initdb (a pytest session
+            # resets /tmp/pytest-of-<user> to 0700): the server user must reach its data
+            _make_traversable(self.root)
         self.port = self.port or self._last_port() or _free_port()
         opts = [
             f"-p {self.port}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +93,15 @@ def collect_files(paths: list[str]) -> tuple[list[MigrationFile], list[Path]]:
         p = Path(raw)
         if p.is_dir():
             dirs.append(p)
-            for child in sorted(p.glob("*.sql")):
-                if child.is_file():
-                    files.setdefault(child.resolve(), MigrationFile(child, str(child)))
+            real = p.resolve()  # once per directory; a symlinked file is resolved itself
+            with os.scandir(p) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    if not entry.name.endswith(".sql") or not entry.is_file():
+                        continue
+                    child = p / entry.name
+                    key = child.resolve() if entry.is_symlink() else real / entry.name
+                    if key not in files:
+                        files[key] = MigrationFile(child, str(child))
         elif p.is_file():
             files.setdefault(p.resolve(), MigrationFile(p, str(p)))
         else:

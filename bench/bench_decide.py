@@ -91,15 +91,21 @@ def serve(port: int) -> None:
         async with open_pools(settings) as db:
             app = create_app(settings, db, access_log=access_log)
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
-            config = uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-                http=os.environ.get("BENCH_HTTP", "auto"),
-            )
+            http = os.environ.get("BENCH_HTTP", "auto")
+            if http == "auto":  # as spectral-api serves: its guarded protocol and limits
+                from spectral_api.server import server_config
+
+                config = server_config(app, settings.replace(api_host="127.0.0.1", api_port=port))
+            else:
+                config = uvicorn.Config(
+                    app,
+                    host="127.0.0.1",
+                    port=port,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="on",
+                    http=http,
+                )
             await uvicorn.Server(config).serve()
 
     profile = os.environ.get("BENCH_DECIDE_PROFILE")
@@ -274,7 +280,8 @@ def main() -> int:
         "--http",
         choices=["auto", "h11", "httptools"],
         default="auto",
-        help="uvicorn's HTTP implementation (auto: httptools when installed, as spectral-api runs)",
+        help="auto: as spectral-api serves (spectral_api.server: httptools, guarded protocol); "
+        "h11 or httptools: uvicorn's plain protocol",
     )
     p.add_argument(
         "--access-log",

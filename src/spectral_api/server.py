@@ -99,6 +99,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _body_bytes: int = 0  # body bytes the parser delivered (all requests of the connection)
     _framing_run: int = 0  # bytes in a row without body bytes while in _BODY (trailers)
     _timer: asyncio.TimerHandle | None = None
+    _timer_at: float = 0.0  # when the pending timer fires
+    _deadline: float | None = None  # when the current phase's limit passes
+    _on_deadline: Callable[[], None] | None = None
 
     # -- connection -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -115,6 +118,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -204,12 +210,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout_s, self._on_header_timeout)
 
     def _on_idle_timeout(self) -> None:
-        self._timer = None
         if not self.transport.is_closing():
             self.transport.close()
 
     def _on_header_timeout(self) -> None:
-        self._timer = None
         self._refuse(
             RequestTimeout(
                 f"the request head was not received within {self.limits.header_timeout_s:g} s"
@@ -217,7 +221,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _on_body_timeout(self) -> None:
-        self._timer = None
         self._refuse(
             RequestTimeout(
                 f"the request body was not received within {self.limits.body_timeout_s:g} s"
@@ -225,13 +228,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._cancel()
-        self._timer = self.loop.call_later(delay, callback)
+        """Call ``callback`` in ``delay`` s unless re-armed or cancelled before.
+
+        One timer per connection, moved lazily: a deadline later than the pending timer
+        is only recorded (the timer re-arms itself when it fires early), so a keep-alive
+        request's phases cost two clock reads, not four timer operations.
+        """
+        deadline = self.loop.time() + delay
+        self._deadline, self._on_deadline = deadline, callback
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        deadline, callback = self._deadline, self._on_deadline
+        if deadline is None or callback is None:
+            return  # cancelled since
+        if self.loop.time() < deadline:  # moved later since: wait for it
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._check_deadline)
+            return
+        self._deadline = self._on_deadline = None
+        callback()
 
     def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Drop the current deadline (a pending timer then finds nothing to do)."""
+        self._deadline = self._on_deadline = None
 
     # -- refusals -----------------------------------------------------------------------
     def _refuse(self, problem: HttpProblem, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:

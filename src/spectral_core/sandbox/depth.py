@@ -16,10 +16,12 @@ __all__ = ["exceeds_depth", "may_exceed_depth"]
 def may_exceed_depth(document: bytes, limit: int) -> bool:
     """Whether the JSON ``document`` *could* nest deeper than ``limit`` containers.
 
-    A cheap filter (two ``bytes.count`` calls): a document with at most ``limit`` opening
-    brackets cannot nest deeper.  False positives (brackets inside strings, wide documents)
-    are settled by :func:`exceeds_depth` on the decoded value.
+    A cheap filter (a length test, then two ``bytes.count`` calls): a document with at most
+    ``limit`` opening brackets cannot nest deeper.  False positives (brackets inside
+    strings, wide documents) are settled by :func:`exceeds_depth` on the decoded value.
     """
+    if len(document) <= limit:  # the usual decision: fewer bytes than the bound
+        return False
     return document.count(b"[") + document.count(b"{") > limit
 
 

@@ -92,7 +92,7 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
                     )
                     async with anyio.create_task_group() as work:
                         # agent turns run beside the consumer, never inside its batches
-                        work.start_soon(agent.run)
+                        work.start_soon(partial(agent.run, heartbeat=heartbeat))
                         await consumer.run()
                         agent.stop()
                     tg.cancel_scope.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ async def _running(
         async with anyio.create_task_group() as tg:
             tg.start_soon(heartbeat.run)
             tg.start_soon(consumer.run)
-            tg.start_soon(agent.run)
+            tg.start_soon(partial(agent.run, heartbeat=heartbeat))
             try:
                 yield agent
             finally:

@@ -29,7 +29,8 @@ import structlog
 from ..db import Database
 from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error
-from ..errors import PayloadError
+from ..errors import DatabaseError, PayloadError
+from ..liveness import Heartbeat
 from ..outbox import Event, Handler, Publisher
 from ..outbox.backoff import next_delay
 from ..settings import Settings
@@ -128,6 +129,7 @@ class AgentConfig:
     poll_interval_s: float = 1.0
     reap_interval_s: float = 2.0
     stale_after_s: float = 10.0
+    heartbeat_interval_s: float = 2.0
     max_attempts: int = 5
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
@@ -141,6 +143,7 @@ class AgentConfig:
             "poll_interval_s": settings.agent_poll_interval_s,
             "reap_interval_s": settings.reaper_interval_s,
             "stale_after_s": settings.worker_stale_after_s,
+            "heartbeat_interval_s": settings.heartbeat_interval_s,
             "max_attempts": settings.agent_max_attempts,
             "backoff_base_s": settings.outbox_backoff_base_s,
             "backoff_cap_s": settings.outbox_backoff_cap_s,
@@ -201,10 +204,14 @@ class AgentRunner:
         """Claim again now instead of at the next poll."""
         self._wake.set()
 
-    async def run(self) -> None:
-        """Claim and run turns until :meth:`stop`; returns when running turns are done."""
+    async def run(self, *, heartbeat: Heartbeat | None = None) -> None:
+        """Claim and run turns until :meth:`stop`; returns when running turns are done.
+
+        ``heartbeat`` is the worker's: the turn reaper judges nobody until it has beaten
+        without a failure for a whole stale bound (ADR 0027).
+        """
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._reap_loop)
+            tg.start_soon(self._reap_loop, heartbeat)
             async with anyio.create_task_group() as turns:
                 with self._claiming:
                     await self._claim_loop(turns)
@@ -249,22 +256,35 @@ class AgentRunner:
             await self._wake.wait()
         self._wake = anyio.Event()
 
-    async def _reap_loop(self) -> None:
+    async def _reap_loop(self, heartbeat: Heartbeat | None) -> None:
+        """Reap every ``reap_interval_s``; with ``heartbeat``, a pass runs only once it
+        has beaten without a failure for a whole stale bound (ADR 0027)."""
         while True:
-            try:
-                async with self.db.pool.connection() as conn:
-                    reaped = await self.queue.reap(
-                        conn,
-                        stale_after_s=self.config.stale_after_s,
-                        max_attempts=self.config.max_attempts,
-                    )
-                if reaped:
-                    log.warning("agent.reaped", n=len(reaped))
-                    self.poke()
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                log.warning("agent.db_unavailable", error_type=type(exc).__name__)
+            if heartbeat is None or heartbeat.steady_for() >= self.config.stale_after_s:
+                try:
+                    async with self.db.pool.connection() as conn:
+                        reaped = await self.queue.reap(
+                            conn,
+                            stale_after_s=self.config.stale_after_s,
+                            max_attempts=self.config.max_attempts,
+                            heartbeat_interval_s=self.config.heartbeat_interval_s,
+                        )
+                    if reaped:
+                        log.warning("agent.reaped", n=len(reaped))
+                        self.poke()
+                except Exception as exc:
+                    if is_connection_error(exc):
+                        log.warning("agent.db_unavailable", error_type=type(exc).__name__)
+                    elif isinstance(exc, DatabaseError):
+                        # a lock timeout or a cancelled statement: the pass is rolled back
+                        # whole, the next one tries again
+                        log.warning(
+                            "agent.reap_db_error",
+                            error=exc.message,
+                            sqlstate=getattr(exc, "sqlstate", None),
+                        )
+                    else:
+                        raise
             await anyio.sleep(self.config.reap_interval_s)
 
     # -- one turn -----------------------------------------------------------------------

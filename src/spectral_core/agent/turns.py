@@ -4,7 +4,8 @@ The observe handler writes a turn in the outbox batch transaction (:func:`enqueu
 so the hand-off commits with the handler's ``core.event_handled`` row: one turn per
 event, however often the event is delivered.  :class:`TurnQueue`, bound to one generation
 and one worker like the outbox's ``Claimer``, claims turns and settles them; its leases
-are the worker's heartbeat, exactly as for outbox claims.
+are the worker's heartbeat, exactly as for outbox claims, and its reaper follows the outbox
+reaper's rules (ADR 0027).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 import psycopg
 
 from ..db._wrap import wrap_errors
+from ..outbox.reaper import LOCK_TIMEOUT_MS
 from ..sql import query
 
 __all__ = ["Turn", "TurnQueue", "enqueue_turn", "thread_id_for"]
@@ -140,16 +142,34 @@ class TurnQueue:
         return cur.rowcount
 
     async def reap(
-        self, conn: psycopg.AsyncConnection[Any], *, stale_after_s: float, max_attempts: int
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        *,
+        stale_after_s: float,
+        max_attempts: int,
+        heartbeat_interval_s: float,
     ) -> list[tuple[str, str]]:
-        """Re-pend (or kill) turns of our generation whose claimer stopped heartbeating."""
+        """Re-pend (or kill) turns of our generation whose claimer stopped heartbeating.
+
+        The outbox reaper's rules (ADR 0027): rows locked by a live transaction are
+        skipped, the pass is one transaction whose lock waits end after
+        ``LOCK_TIMEOUT_MS``, our own worker's turns are never taken, and nobody is judged
+        unless our own heartbeat is fresh (younger than ``stale_after_s`` minus one
+        heartbeat interval, at least one interval).
+
+        Raises:
+            DatabaseError: a statement failed (e.g. a lock wait reached the lock timeout);
+                the pass is rolled back whole.
+        """
+        params = {
+            "generation": self.generation,
+            "me": self.worker_id,
+            "stale_after_s": stale_after_s,
+            "self_fresh_s": max(stale_after_s - heartbeat_interval_s, heartbeat_interval_s),
+            "max_attempts": max_attempts,
+        }
         with wrap_errors():
-            cur = await conn.execute(
-                query("repend_stale_turns"),
-                {
-                    "generation": self.generation,
-                    "stale_after_s": stale_after_s,
-                    "max_attempts": max_attempts,
-                },
-            )
-            return [(r[0], r[1]) for r in await cur.fetchall()]
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
+                cur = await conn.execute(query("repend_stale_turns"), params)
+                return [(r[0], r[1]) for r in await cur.fetchall()]

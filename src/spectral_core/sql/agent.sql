@@ -50,7 +50,27 @@ WHERE generation = %(generation)s AND status = 'running' AND claimed_by = %(work
   AND (%(thread_ids)s::text[] IS NULL OR thread_id = ANY(%(thread_ids)s::text[]))
 
 -- name: repend_stale_turns
--- description: crash recovery, own generation only: the claimer stopped heartbeating
+-- description: crash recovery, the outbox reaper's rules (ADR 0027): own generation only;
+-- the claimer stopped heartbeating (stale, exited or unknown); never the judge's own turns;
+-- rows locked by a live transaction are skipped, never waited for (a later pass takes
+-- them); nobody is judged unless the judge's own heartbeat is fresh.
+WITH stale AS (
+    SELECT t.thread_id FROM agent.turns AS t
+    WHERE t.generation = %(generation)s
+      AND t.status = 'running'
+      AND t.claimed_by IS DISTINCT FROM %(me)s::uuid
+      AND NOT EXISTS (
+          SELECT 1 FROM core.workers AS w
+          WHERE w.id = t.claimed_by
+            AND w.state <> 'exited'
+            AND w.last_seen > now() - make_interval(secs => %(stale_after_s)s)
+      )
+      AND EXISTS (
+          SELECT 1 FROM core.workers AS judge
+          WHERE judge.id = %(me)s::uuid AND judge.state <> 'exited'
+            AND judge.last_seen > now() - make_interval(secs => %(self_fresh_s)s))
+    FOR UPDATE OF t SKIP LOCKED
+)
 UPDATE agent.turns AS t
 SET status = CASE WHEN t.attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
     last_error = 'turn reaped: worker ' || coalesce(t.claimed_by::text, '?')
@@ -58,14 +78,8 @@ SET status = CASE WHEN t.attempts >= %(max_attempts)s THEN 'dead' ELSE 'pending'
     claimed_by = NULL,
     claimed_at = NULL,
     finished_at = CASE WHEN t.attempts >= %(max_attempts)s THEN now() END
-WHERE t.generation = %(generation)s
-  AND t.status = 'running'
-  AND NOT EXISTS (
-      SELECT 1 FROM core.workers AS w
-      WHERE w.id = t.claimed_by
-        AND w.state <> 'exited'
-        AND w.last_seen > now() - make_interval(secs => %(stale_after_s)s)
-  )
+FROM stale
+WHERE t.thread_id = stale.thread_id
 RETURNING t.thread_id, t.status
 
 -- name: select_turn

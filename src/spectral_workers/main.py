@@ -30,6 +30,7 @@ from spectral_core import (
 from spectral_core.agent import AgentRunner, open_world_agent
 from spectral_core.boot import booted, event_loop_options, run_process
 from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit, watch_parent
+from spectral_core.retention import Pruner, RetentionConfig
 
 from .handlers import build_registry
 
@@ -90,6 +91,8 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
                     tg.start_soon(
                         partial(reaper.run, heartbeat=heartbeat), db, settings.reaper_interval_s
                     )
+                    if settings.retention_enabled:
+                        tg.start_soon(Pruner(RetentionConfig.from_settings(settings)).run, db)
                     async with anyio.create_task_group() as work:
                         # agent turns run beside the consumer, never inside its batches
                         work.start_soon(partial(agent.run, heartbeat=heartbeat))

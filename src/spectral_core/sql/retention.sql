@@ -1,0 +1,117 @@
+-- Automatic retention (issue 17.3, ADR 0030).  The pruner runs in every worker; each batch
+-- is one transaction that first takes a transaction-level advisory try-lock, so at most
+-- one pruner deletes at a time in a database and nobody ever waits for it.  Each batch
+-- examines a bounded window of rows (a keyset walk on a primary key, `LIMIT %(batch)s`)
+-- and deletes only the finished rows of that window that are old enough and belong to a
+-- prunable generation.  `pending`, `in_flight` and `dead` rows, and pending, running or
+-- dead turns, are never deleted.
+
+-- name: retention_try_lock
+-- description: one pruner per database at a time; never waits (false: someone else prunes)
+SELECT pg_try_advisory_xact_lock(7262551240391537017)
+
+-- name: prunable_generations
+-- description: the generations whose finished rows may be pruned: the newest allocated one
+-- (it serves), and every generation that is drained (no pending or in-flight outbox row,
+-- no pending or running turn).  An older generation with live work (being drained during a
+-- cutover, or stranded) keeps every row until it is drained.  Each NOT EXISTS is one probe
+-- of a partial index (outbox_pending_v1, outbox_in_flight_v1, turns_pending_v1,
+-- turns_running_v1).
+SELECT d.generation
+FROM core.deployments AS d
+WHERE d.generation = (SELECT max(generation) FROM core.deployments)
+   OR (NOT EXISTS (SELECT 1 FROM core.outbox AS o
+                   WHERE o.generation = d.generation AND o.status = 'pending')
+       AND NOT EXISTS (SELECT 1 FROM core.outbox AS o
+                       WHERE o.generation = d.generation AND o.status = 'in_flight')
+       AND NOT EXISTS (SELECT 1 FROM agent.turns AS t
+                       WHERE t.generation = d.generation AND t.status = 'pending')
+       AND NOT EXISTS (SELECT 1 FROM agent.turns AS t
+                       WHERE t.generation = d.generation AND t.status = 'running'))
+ORDER BY d.generation
+
+-- name: prune_outbox_batch
+-- description: the next window of `batch` outbox rows by id after `after`; deletes its done
+-- rows finished before the cutoff in a prunable generation.  Returns the window's last id,
+-- how many rows it held, how many were deleted, and whether its newest row was created
+-- after the cutoff (ids follow creation order: the sweep can stop there).
+WITH win AS (
+    SELECT id, generation, status, finished_at, created_at
+    FROM core.outbox
+    WHERE id > %(after)s
+    ORDER BY id
+    LIMIT %(batch)s
+), gone AS (
+    DELETE FROM core.outbox AS o
+    USING win
+    WHERE o.id = win.id
+      AND win.status = 'done' AND o.status = 'done'
+      AND o.finished_at < now() - make_interval(secs => %(older_than_s)s)
+      AND o.generation = ANY(%(generations)s::bigint[])
+    RETURNING o.id
+)
+SELECT (SELECT max(id) FROM win),
+       (SELECT count(*) FROM win),
+       (SELECT count(*) FROM gone),
+       coalesce((SELECT max(created_at) FROM win)
+                >= now() - make_interval(secs => %(older_than_s)s), true)
+
+-- name: prune_ledger_batch
+-- description: the next window of `batch` ledger rows by primary key after
+-- (`after_handler`, `after_key`); deletes those handled before the cutoff in a prunable
+-- generation whose outbox row is gone or done (a row that can still be delivered, pending,
+-- in flight or dead, keeps its handlers' ledger rows whatever their age).
+WITH win AS (
+    SELECT handler_name, idempotency_key, outbox_id, generation, handled_at
+    FROM core.event_handled
+    WHERE (handler_name, idempotency_key) > (%(after_handler)s, %(after_key)s)
+    ORDER BY handler_name, idempotency_key
+    LIMIT %(batch)s
+), gone AS (
+    DELETE FROM core.event_handled AS e
+    USING win
+    WHERE e.handler_name = win.handler_name AND e.idempotency_key = win.idempotency_key
+      AND win.handled_at < now() - make_interval(secs => %(older_than_s)s)
+      AND win.generation = ANY(%(generations)s::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM core.outbox AS o
+                      WHERE o.id = win.outbox_id AND o.status <> 'done')
+    RETURNING 1
+), last AS (
+    SELECT handler_name, idempotency_key FROM win
+    ORDER BY handler_name DESC, idempotency_key DESC
+    LIMIT 1
+)
+SELECT (SELECT handler_name FROM last),
+       (SELECT idempotency_key FROM last),
+       (SELECT count(*) FROM win),
+       (SELECT count(*) FROM gone)
+
+-- name: prune_turns_batch
+-- description: the next window of `batch` turns by thread after `after`; deletes the done
+-- turns finished before the cutoff in a prunable generation, with their LangGraph
+-- checkpoints (checkpoints, blobs, writes of the same thread).  Pending, running and dead
+-- turns keep their rows and checkpoints (a dead turn's re-drive resumes from them).
+WITH win AS (
+    SELECT thread_id, generation, status, finished_at
+    FROM agent.turns
+    WHERE thread_id > %(after)s
+    ORDER BY thread_id
+    LIMIT %(batch)s
+), gone AS (
+    DELETE FROM agent.turns AS t
+    USING win
+    WHERE t.thread_id = win.thread_id
+      AND win.status = 'done' AND t.status = 'done'
+      AND t.finished_at < now() - make_interval(secs => %(older_than_s)s)
+      AND t.generation = ANY(%(generations)s::bigint[])
+    RETURNING t.thread_id
+), c AS (
+    DELETE FROM agent.checkpoints AS x USING gone WHERE x.thread_id = gone.thread_id
+), b AS (
+    DELETE FROM agent.checkpoint_blobs AS x USING gone WHERE x.thread_id = gone.thread_id
+), w AS (
+    DELETE FROM agent.checkpoint_writes AS x USING gone WHERE x.thread_id = gone.thread_id
+)
+SELECT (SELECT max(thread_id) FROM win),
+       (SELECT count(*) FROM win),
+       (SELECT count(*) FROM gone)

@@ -1,8 +1,8 @@
-"""``POST /api/decide`` (cached trivial module) vs a bare Starlette endpoint, same server.
+"""``POST /api/decide`` (cached trivial module) vs a bare Starlette endpoint, paired rounds.
 
-    python bench/bench_decide.py                          # ~1 min
-    python bench/bench_decide.py --concurrency 32 --seconds 5 --rounds 3
-    python bench/bench_decide.py --quick                  # smoke test
+    python bench/bench_decide.py                          # 5 rounds, ~2 min
+    python bench/bench_decide.py --concurrency 32 --seconds 5 --rounds 7
+    python bench/bench_decide.py --quick                  # smoke test (numbers meaningless)
     python bench/bench_decide.py --http h11               # uvicorn's pure-Python parser
     python bench/bench_decide.py --access-log             # with spectral-api's access log
 
@@ -12,26 +12,32 @@ What runs:
   generation, one tenant + key, the trivial ``tests/modules/decision.wat`` put, pinned and
   approved by a throw-away operator key;
 * one ``spectral-api`` server process (uvicorn, one worker, the real ``create_app`` with
-  its middleware) that also serves ``/bench/bare``: a bare Starlette endpoint returning a
-  constant JSON document (no auth, no DB, no sandbox) -- the ceiling for this stack.  It is
-  measured as ``POST`` with the same JSON body as the decision (read, then ignored: the
-  like-for-like baseline, the ratio reported) and as a body-less ``GET``;
+  its middleware) that also serves ``/bench/bare``: a constant JSON document (no auth, no
+  DB, no sandbox) behind the app's middleware and routes, as ``POST`` with the decision's
+  JSON body (read, then ignored) and as a body-less ``GET``;
+* a second server process: a minimal Starlette app (that one route, no middleware) on plain
+  uvicorn with the same parser and loop -- the ceiling of the stack, the ratio of record;
 * a load generator in this process: ``--concurrency`` keep-alive HTTP/1.1 connections on
-  raw anyio sockets (cheap per request, so the client is not the bottleneck), each sending
-  its next request as soon as the previous answer arrived.
+  raw anyio sockets, each sending its next request as soon as the previous answer arrived.
+  It shares the machine's cores with the servers, so its own CPU is reported: a round where
+  it used about a whole core (``client busy``) measured the client as much as the server.
 
-Rounds alternate bare / decide; per variant the best round's requests/s and its p50/p99
-latency are reported, plus decide/bare.  Rate limits are set high so nothing is refused;
-auth hits the per-process key cache (1 s TTL) and the approval verdict is re-checked every
-0.5 s (one indexed query), exactly as in production.
+Every round measures every variant once, the order rotated per round.  Reported: medians
+over rounds per variant (requests/s, p50/p99, server CPU per request read from ``/proc``,
+the load generator's CPU), every round's decide/bare ratios, and the median of the
+per-round ratios (never best against best).  Figures of record need a quiet machine.
+Rate limits are set high so nothing is refused; auth hits the per-process key cache and the
+approval verdict is re-checked periodically (one indexed query), exactly as in production.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import resource
 import shlex
 import signal
 import socket
@@ -117,6 +123,39 @@ def serve(port: int) -> None:
         )
     else:
         anyio.run(main, backend="asyncio", backend_options=loop)
+
+
+def serve_bare(port: int) -> None:
+    """Child process: a minimal Starlette app (one route, no middleware) on plain uvicorn,
+    the same HTTP parser and event loop as the app: the ceiling of the stack itself."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    signal.signal(signal.SIGTERM, lambda *_: None)
+
+    async def bare(request: Request) -> Response:
+        await request.body()
+        return Response(b'{"decision":{"decision":"approve"}}', media_type="application/json")
+
+    app = Starlette(routes=[Route("/bench/bare", bare, methods=["GET", "POST"])])
+    http = os.environ.get("BENCH_HTTP", "auto")
+    loop = os.environ.get("SPECTRAL_EVENT_LOOP", "auto")
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http="httptools" if http == "auto" and importlib.util.find_spec("httptools") else http,
+        loop=loop,
+    )
+    uvicorn.Server(config).run()
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -233,18 +272,28 @@ def server_cpu_s(pid: int) -> tuple[float, float] | None:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def client_cpu_s() -> float:
+    """CPU seconds of this process (the load generator) so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def measure(
     port: int, pid: int, payload: bytes, concurrency: int, seconds: float
 ) -> dict[str, Any]:
-    """One round of :func:`load`, plus the server's CPU time per request."""
-    before = server_cpu_s(pid)
+    """One round of :func:`load`, plus the server's CPU time per request and the load
+    generator's: its share of one core (``client_busy``) near 1 means the round measured the
+    client, not the server."""
+    before, c0, t0 = server_cpu_s(pid), client_cpu_s(), time.perf_counter()
     result = anyio.run(load, port, payload, concurrency, seconds, backend="asyncio")
-    after = server_cpu_s(pid)
+    after, c1, t1 = server_cpu_s(pid), client_cpu_s(), time.perf_counter()
     n = result["requests"]
     result["cpu_us"] = result["sys_us"] = None
     if before is not None and after is not None and n:
         result["cpu_us"] = (sum(after) - sum(before)) / n * 1e6
         result["sys_us"] = (after[1] - before[1]) / n * 1e6
+    result["client_cpu_us"] = (c1 - c0) / n * 1e6 if n else None
+    result["client_busy"] = (c1 - c0) / (t1 - t0)
     return result
 
 
@@ -267,12 +316,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--quick", action="store_true")
     p.add_argument(
         "--only",
-        choices=["bare", "bare-get", "decide"],
+        choices=["bare", "bare-get", "bare-min", "decide"],
         default=None,
         help="run one variant (profiling aid; no ratio)",
     )
@@ -305,22 +354,26 @@ def main() -> int:
         "wasmtime-py's public API)",
     )
     p.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve is not None:
         serve(args.serve)
         return 0
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare)
+        return 0
     if args.quick:
-        args.seconds, args.rounds, args.warmup = 1.0, 1, 0.5
+        args.seconds, args.rounds, args.warmup = 1.0, 2, 0.5
 
     from spectral_core.embedded import EmbeddedPostgres
 
     root = Path(tempfile.mkdtemp(prefix="spectral-bench-decide-"))
     pg = EmbeddedPostgres(root)
     url = pg.start()
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         generation, token, public = prepare(url)
-        port = free_port()
+        port, bare_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
         env.update(
             {
@@ -345,39 +398,49 @@ def main() -> int:
             env=env,
             stdout=subprocess.DEVNULL if args.access_log else None,
         )
+        procs.append(proc)
         wait_ready(port, proc)
+        bare_proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-bare", str(bare_port)], env=env
+        )
+        procs.append(bare_proc)
+        wait_ready(bare_port, bare_proc)
+        # (port, server pid, request): the bare endpoint inside the app (behind its middleware
+        # and routes) and as a minimal Starlette app in its own server process
         variants = {
-            "bare": request_bytes("/bench/bare", None, BODY),
-            "bare-get": request_bytes("/bench/bare", None, None),
-            "decide": request_bytes("/api/decide", token, BODY),
+            "bare-get": (port, proc.pid, request_bytes("/bench/bare", None, None)),
+            "bare": (port, proc.pid, request_bytes("/bench/bare", None, BODY)),
+            "bare-min": (bare_port, bare_proc.pid, request_bytes("/bench/bare", None, BODY)),
+            "decide": (port, proc.pid, request_bytes("/api/decide", token, BODY)),
         }
         if args.only:
             variants = {args.only: variants[args.only]}
-        for payload in variants.values():  # warm up: JIT compile, caches, pool
-            anyio.run(load, port, payload, args.concurrency, args.warmup, backend="asyncio")
+        for vport, _, payload in variants.values():  # warm up: JIT compile, caches, pool
+            anyio.run(load, vport, payload, args.concurrency, args.warmup, backend="asyncio")
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-        for _ in range(args.rounds):
-            for name, payload in variants.items():
-                results[name].append(
-                    measure(port, proc.pid, payload, args.concurrency, args.seconds)
-                )
+        names = list(variants)
+        for r in range(args.rounds):
+            # rotate: no variant always runs first (fresh) or last (after the others)
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                vport, pid, payload = variants[name]
+                results[name].append(measure(vport, pid, payload, args.concurrency, args.seconds))
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
+        for p_ in procs:
+            p_.send_signal(signal.SIGTERM)
+        for p_ in procs:
             try:
-                proc.wait(20)
+                p_.wait(20)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                p_.kill()
         pg.destroy()
 
-    best = {name: max(rounds, key=lambda r: r["rps"]) for name, rounds in results.items()}
+    med = {name: _medians(rounds) for name, rounds in results.items()}
     if args.only:
-        r = best[args.only]
-        c = _median_cpu(results[args.only])
+        m = med[args.only]
         print(
-            f"{args.only}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-            f"p99 {r['p99_ms']:.2f} ms, server CPU {c or 0:.0f} us/request, "
-            f"statuses {r['statuses']}"
+            f"{args.only}: {m['rps']:.0f} req/s (median of {args.rounds}), p50 {m['p50_ms']:.2f} ms, "
+            f"p99 {m['p99_ms']:.2f} ms, server CPU {m['cpu_us'] or 0:.0f} us/request, "
+            f"load generator {m['client_busy']:.0%} of a core"
         )
         return 0
     for name, rounds in results.items():
@@ -385,8 +448,6 @@ def main() -> int:
         if bad:
             print(f"WARNING: {name} got non-200 answers: {bad}")
     print(f"command: python {shlex.join(['bench/bench_decide.py', *sys.argv[1:]])}")
-    import importlib.util
-
     from spectral_core.settings import SANDBOX_INLINE_BATCH
 
     parser = args.http
@@ -396,51 +457,91 @@ def main() -> int:
     if loop == "auto":
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(
-        f"python {platform.python_version()}, {os.cpu_count()} CPUs, uvicorn ({parser}, "
-        f"{loop} loop), 1 server process, concurrency "
-        f"{args.concurrency}, {args.rounds} round(s) x {args.seconds:g} s, best round shown, "
-        f"access log {'on (JSON, info)' if args.access_log else 'off'}, inline batch "
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs (shared by the servers and "
+        f"the load generator), uvicorn ({parser}, {loop} loop), concurrency {args.concurrency}, "
+        f"{args.rounds} round(s) x {args.seconds:g} s, order rotated per round, medians over "
+        f"rounds, access log {'on (JSON, info)' if args.access_log else 'off'}, inline batch "
         f"{SANDBOX_INLINE_BATCH if args.inline_batch is None else args.inline_batch}"
     )
-    cpu = {name: _median_cpu(rounds) for name, rounds in results.items()}
-    sys_cpu = {name: _median_cpu(rounds, "sys_us") for name, rounds in results.items()}
-    print(f"{'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU/req (sys)':>21}")
+    print(
+        f"{'endpoint':<30} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'server CPU/req (sys)':>21} "
+        f"{'client CPU/req':>15} {'client busy':>12}"
+    )
     for name, label in (
-        ("bare-get", "GET /bench/bare"),
-        ("bare", "POST /bench/bare"),
+        ("bare-get", "GET /bench/bare (in the app)"),
+        ("bare", "POST /bench/bare (in the app)"),
+        ("bare-min", "POST minimal Starlette app"),
         ("decide", "POST /api/decide"),
     ):
-        r = best[name]
-        c = "n/a" if cpu[name] is None else f"{cpu[name]:.0f} us ({sys_cpu[name] or 0:.0f})"
-        print(f"{label:<22} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {c:>21}")
-    ratio = best["decide"]["rps"] / best["bare"]["rps"]
-    ratio_get = best["decide"]["rps"] / best["bare-get"]["rps"]
-    print(
-        f"decide / bare POST (same body) = {ratio:.0%}; decide / bare GET = {ratio_get:.0%} "
-        "(best rounds; target >= 60%)"
-    )
-    # rounds run back to back (bare, bare GET, decide): the ratio within each round is less
-    # exposed to the box's drift than best-vs-best
-    paired = sorted(
-        d["rps"] / b["rps"] for b, d in zip(results["bare"], results["decide"], strict=True)
-    )
-    print(
-        f"decide / bare POST per round: {', '.join(f'{x:.0%}' for x in paired)}; "
-        f"median {statistics.median(paired):.0%}"
-    )
-    if cpu["bare"] and cpu["decide"]:
-        # less exposed to other load on the box than requests/s: what the ratio would be if
-        # the server's own CPU were the only limit
+        m = med[name]
+        c = "n/a" if m["cpu_us"] is None else f"{m['cpu_us']:.0f} us ({m['sys_us'] or 0:.0f})"
         print(
-            f"server CPU per request, bare POST / decide (medians over rounds) = "
-            f"{cpu['bare'] / cpu['decide']:.0%}"
+            f"{label:<30} {m['rps']:>8.0f} {m['p50_ms']:>7.2f} {m['p99_ms']:>7.2f} {c:>21} "
+            f"{m['client_cpu_us']:>12.0f} us {m['client_busy']:>11.0%}"
+        )
+    busy = [
+        f"{name} round {i}"
+        for name, rounds in results.items()
+        for i, r in enumerate(rounds, 1)
+        if r["client_busy"] >= CLIENT_BOUND
+    ]
+    if busy:
+        print(
+            f"client-bound (load generator >= {CLIENT_BOUND:.0%} of a core): {', '.join(busy)}; "
+            "those rounds measure the client as much as the server"
+        )
+    print("\nper round (decide / bare), order rotated:")
+    print(
+        "| round | decide req/s | bare in app | minimal app | decide/bare in app | "
+        "decide/minimal | server CPU/req decide / in app / minimal |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    r_app, r_min, cpu_app, cpu_min = [], [], [], []
+    for i, (d, b, m) in enumerate(
+        zip(results["decide"], results["bare"], results["bare-min"], strict=True), 1
+    ):
+        r_app.append(d["rps"] / b["rps"])
+        r_min.append(d["rps"] / m["rps"])
+        if d["cpu_us"] and b["cpu_us"] and m["cpu_us"]:
+            cpu_app.append(b["cpu_us"] / d["cpu_us"])
+            cpu_min.append(m["cpu_us"] / d["cpu_us"])
+        print(
+            f"| {i} | {d['rps']:,.0f} | {b['rps']:,.0f} | {m['rps']:,.0f} | {r_app[-1]:.0%} | "
+            f"{r_min[-1]:.0%} | {_us(d['cpu_us'])} / {_us(b['cpu_us'])} / {_us(m['cpu_us'])} us |"
+        )
+    print(
+        f"median of per-round ratios: decide / minimal Starlette app {_mmm(r_min)} "
+        f"(target >= 60%); decide / bare in the app {_mmm(r_app)}"
+    )
+    if cpu_min:
+        # what the ratio would be if the server's own CPU were the only limit: less exposed
+        # to the load generator and the box's other load than requests/s
+        print(
+            f"server CPU per request, minimal / decide {_mmm(cpu_min)}; "
+            f"bare in app / decide {_mmm(cpu_app)} (medians of per-round ratios)"
         )
     return 0
 
 
-def _median_cpu(rounds: list[dict[str, Any]], key: str = "cpu_us") -> float | None:
-    values = [r[key] for r in rounds if r.get(key) is not None]
-    return statistics.median(values) if values else None
+CLIENT_BOUND = 0.9  # load generator's share of one core above which a round is client-bound
+
+
+def _us(v: float | None) -> str:
+    return "?" if v is None else f"{v:.0f}"
+
+
+def _mmm(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.0%} (min {min(xs):.0%}, max {max(xs):.0%})" if xs else "n/a"
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-key median over rounds (``None`` where a round had no reading)."""
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us", "sys_us", "client_cpu_us", "client_busy")
+    out: dict[str, Any] = {}
+    for k in keys:
+        values = [r[k] for r in rounds if r.get(k) is not None]
+        out[k] = statistics.median(values) if values else None
+    return out
 
 
 if __name__ == "__main__":

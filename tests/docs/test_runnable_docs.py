@@ -7,7 +7,8 @@ process, from the repository's root (so ``examples/...`` paths work as written),
 one fresh database and one ``SPECTRAL_HOME_DIR`` (what a reader's ``.spectral/`` holds:
 the operator key of step 1 signs in step 4). The environment is the one a reader has
 after ``eval "$(spectral env)"``: ``SPECTRAL_DATABASE_URL`` (the test database, migrated)
-and ``SPECTRAL_GENERATION`` (allocated). Python blocks run with this interpreter, bash
+and ``SPECTRAL_GENERATION`` (allocated), with real ``spectral-workers`` of that generation
+running beside the blocks, as under ``spectral up``. Python blocks run with this interpreter, bash
 blocks with ``bash -euo pipefail`` (``spectral`` is this checkout's CLI).
 """
 
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +108,39 @@ def test_runnable_document(doc: Path, db_url: str, generation: int, tmp_path: Pa
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m spectral_cli "$@"\n')
     shim.chmod(0o755)
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    workers = subprocess.Popen(  # what `spectral up` runs beside the reader's shell
+        [sys.executable, "-m", "spectral_workers"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_worker(db_url, generation)
+        _run_blocks(doc, env, tmp_path)
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        try:
+            workers.wait(30)
+        except subprocess.TimeoutExpired:
+            workers.kill()
+
+
+def _wait_for_worker(db_url: str, generation: int) -> None:
+    deadline = time.monotonic() + 60
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM core.workers WHERE generation = %s AND state = 'running'",
+                (generation,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.1)
+    raise AssertionError("the workers of the documents' generation did not start")
+
+
+def _run_blocks(doc: Path, env: dict[str, str], tmp_path: Path) -> None:
     for n, block in enumerate(b for b in BLOCKS if b.path == doc):
         script = tmp_path / f"block{n}.{'py' if block.lang == 'python' else 'sh'}"
         script.write_text(block.code)

@@ -21,7 +21,7 @@ from spectral_core import Settings, __version__
 from spectral_core.errors import SpectralError
 from spectral_core.logging import configure_logging
 
-from . import demo, deploy, env, migrate, modules, outbox, tenants, up
+from . import agent, demo, deploy, env, migrate, modules, outbox, tenants, up
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spectral", description="spectral operator CLI")
     parser.add_argument("--version", action="version", version=f"spectral {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (up, env, demo, migrate, deploy, outbox, tenants, modules):
+    for module in (up, env, demo, migrate, deploy, outbox, agent, tenants, modules):
         module.register(sub)
     lint = sub.add_parser(
         "lint",

@@ -64,6 +64,9 @@ UNALLOCATED_VERBS = [
     ),
     ("outbox", "redrive", "--generation", "{g}"),
     ("outbox", "purge", "--generation", "{g}"),
+    ("agent", "redrive", "--generation", "{g}"),
+    ("agent", "redrive", "--generation", "{g}", "--json"),
+    ("agent", "dead", "--generation", "{g}"),
 ]
 
 
@@ -101,3 +104,8 @@ def test_verbs_accept_an_allocated_generation(db_url: str) -> None:
     assert drained.returncode == 0 and f"generation {g} drained" in drained.stdout
     assert spectral(db_url, "outbox", "redrive", "--generation", str(g)).returncode == 0
     assert spectral(db_url, "outbox", "purge", "--generation", str(g)).returncode == 0
+    redriven = spectral(db_url, "agent", "redrive", "--generation", str(g), "--json")
+    assert redriven.returncode == 0
+    assert json.loads(redriven.stdout) == {"generation": g, "redriven": []}
+    listed = spectral(db_url, "agent", "dead", "--generation", str(g), "--json")
+    assert json.loads(listed.stdout) == {"generation": g, "dead": []}

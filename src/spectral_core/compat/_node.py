@@ -25,9 +25,9 @@ _decode: Callable[[str], Any] = json.loads
 
 
 def decode(data: str) -> Any:
-    """Decode the parser's JSON.  msgspec decodes it 2-3x faster than :func:`json.loads` but
-    costs more to import than a one-file run spends decoding, so a run switches to it only
-    from its 16th parse on."""
+    """Decode the parser's JSON.  msgspec decodes faster than :func:`json.loads` but costs
+    more to import than a one-file run spends decoding, so a run switches to it only from its
+    16th parse on (figures: docs/performance.md, "Figures moved out of the code")."""
     global _decoded, _decode
     _decoded += 1
     if _decoded == _UPGRADE_AFTER:

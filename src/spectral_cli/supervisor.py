@@ -37,8 +37,33 @@ CHILDREN: dict[str, list[str]] = {
 }
 
 
+#: SPECTRAL_LOG_FORMAT of the environment the children get (set in ``main``)
+_LOG_FORMAT = "json"
+#: events that are not routine
+_LEVELS = {
+    "supervisor.child_exited": "warning",
+    "supervisor.restarting": "warning",
+    "supervisor.killing": "warning",
+    "supervisor.giving_up": "error",
+}
+
+
+def _stamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
 def log(event: str, **kw: object) -> None:
-    print(json.dumps({"event": event, "process": "supervisor", **kw}), file=sys.stderr, flush=True)
+    """One line on stderr in the children's format: the JSON of ``spectral_core.logging``
+    (event, fields, level, UTC timestamp) or its console rendering; standard library only."""
+    level = _LEVELS.get(event, "info")
+    if _LOG_FORMAT == "console":
+        fields = " ".join(f"{k}={v}" for k, v in {**kw, "process": "supervisor"}.items())
+        line = f"{_stamp()} [{level:<9}] {event:<30} {fields}"
+    else:
+        doc = {"event": event, "process": "supervisor", **kw, "level": level}
+        line = json.dumps({**doc, "timestamp": _stamp()})
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -214,6 +239,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser.add_argument("--max-restarts", type=int, default=5)
     parser.add_argument("--window", type=float, default=60.0, help="restart window in seconds")
     args = parser.parse_args(argv)
+    global _LOG_FORMAT
+    _LOG_FORMAT = (os.environ if env is None else env).get("SPECTRAL_LOG_FORMAT", "json")
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in CHILDREN]
     if unknown or not names:

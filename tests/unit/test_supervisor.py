@@ -3,11 +3,14 @@ restart a "cannot start" child, forward signals and escalate to SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from spectral_cli.supervisor import EXIT_CANNOT_START, Supervisor
 
@@ -128,3 +131,32 @@ def test_default_grace_exceeds_the_childrens_own_grace() -> None:
     assert default_grace({"SPECTRAL_SHUTDOWN_GRACE_S": "4"}) == 9.0
     for bad in ("x", "-1", "0", "nan", "inf"):
         assert default_grace({"SPECTRAL_SHUTDOWN_GRACE_S": bad}) == 15.0
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_supervisor_lines_are_structured_like_the_childrens(
+    fmt: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's lines carry the level and the UTC timestamp in the children's
+    format (SPECTRAL_LOG_FORMAT json or console): they used to be bare JSON objects with
+    neither, beside the children's structured lines under `spectral up`."""
+    import re
+
+    from spectral_cli import supervisor
+
+    monkeypatch.setattr(supervisor, "_LOG_FORMAT", fmt)
+    supervisor.log("supervisor.giving_up", child="api", code=3)
+    supervisor.log("supervisor.child_started", child="api", pid=7)
+    lines = capsys.readouterr().err.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
+    if fmt == "json":
+        first, second = (json.loads(line) for line in lines)
+        assert (first["event"], first["level"], first["code"]) == (
+            "supervisor.giving_up",
+            "error",
+            3,
+        )
+        assert second["level"] == "info" and re.fullmatch(stamp, second["timestamp"])
+    else:
+        assert re.match(rf"{stamp} \[error\s*\] supervisor.giving_up\s+child=api code=3", lines[0])
+        assert "[info" in lines[1] and "pid=7" in lines[1]

@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spectral_core import Settings
 from spectral_core.db import Database
 from spectral_core.health import HealthProbe
+from spectral_core.metrics import QueueStats
+from spectral_core.metrics.exposition import QueueCollector
 from spectral_core.modules import Keyring, ModuleCache, ModuleStore
 from spectral_core.ratelimit import TenantLimits
 from spectral_core.sandbox import Budget
@@ -29,7 +31,8 @@ from spectral_core.tenants import Authenticator, Principal
 
 from .auth import PRINCIPAL_KEY, ApiAuthMiddleware, TenantLimiter
 from .errors import exception_handlers
-from .routes import decide_routes, health_routes, module_routes
+from .observe import ApiMetrics, ObserveMiddleware
+from .routes import decide_routes, health_routes, metrics_routes, module_routes
 from .runner import DecisionRunner
 
 __all__ = ["Services", "build_services", "create_app"]
@@ -53,6 +56,10 @@ class Services:
     authenticator: Authenticator
     limiter: TenantLimiter
     health: HealthProbe
+    #: the API's instruments and the registry /metrics renders (ADR 0029)
+    metrics: ApiMetrics
+    #: the queue gauges read from PostgreSQL, cached
+    queue_stats: QueueStats
 
 
 def build_services(
@@ -84,6 +91,12 @@ def build_services(
     keyring = keyring if keyring is not None else Keyring.from_config(settings.operator_keys)
     store = ModuleStore(db)
     probe_sandbox = sandbox
+    cache = ModuleCache(store, sandbox, keyring, approval_ttl_s=settings.api_approval_ttl_s)
+    metrics = ApiMetrics(cache)
+    queue_stats = QueueStats(
+        db, cache_s=settings.metrics_cache_s, stale_after_s=settings.worker_stale_after_s
+    )
+    metrics.registry.register(QueueCollector(queue_stats))
     return Services(
         settings=settings,
         db=db,
@@ -98,7 +111,7 @@ def build_services(
         ),
         keyring=keyring,
         store=store,
-        cache=ModuleCache(store, sandbox, keyring, approval_ttl_s=settings.api_approval_ttl_s),
+        cache=cache,
         authenticator=Authenticator(db, ttl_s=settings.api_auth_ttl_s),
         limiter=TenantLimiter(
             TenantLimits(
@@ -115,6 +128,8 @@ def build_services(
             operator_keys=len(keyring),
             cache_s=settings.api_health_cache_s,
         ),
+        metrics=metrics,
+        queue_stats=queue_stats,
     )
 
 
@@ -203,9 +218,11 @@ def create_app(
     ]
     if access_log:
         middleware.insert(0, Middleware(AccessLog))
+    # outermost: it sees every answer, the 429s of the auth middleware included
+    middleware.insert(0, Middleware(ObserveMiddleware, metrics=services.metrics))
     # the hottest route first: the router tries routes in order
     app = Starlette(
-        routes=[*decide_routes(), *health_routes(), *module_routes()],
+        routes=[*decide_routes(), *health_routes(), *metrics_routes(), *module_routes()],
         middleware=middleware,
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

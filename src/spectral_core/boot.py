@@ -25,6 +25,7 @@ from .generations import require_generation_async
 from .logging import configure_logging
 from .runtime import RuntimeContext, bind_runtime
 from .settings import Settings
+from .tracing import configure as configure_tracing
 
 __all__ = ["booted", "event_loop_options", "multi_host_urls_without_read_write", "run_process"]
 
@@ -51,14 +52,21 @@ async def booted(
             "so a connection may land on a standby (read-only): spectral then waits "
             "for a writable server instead of using it",
         )
-    async with open_pools(settings) as db:
-        async with db.pool.connection() as conn:
-            await require_generation_async(conn, generation)
-        rt = bind_runtime(RuntimeContext(generation=generation, version=settings.running_version))
-        structlog.contextvars.bind_contextvars(
-            process=process, generation=generation, instance_id=str(rt.instance_id)
-        )
-        yield db, rt
+    # the OpenTelemetry SDK, only when SPECTRAL_OTLP_ENDPOINT is set (ADR 0029)
+    shutdown_tracing = configure_tracing(settings, service_name=f"spectral-{process}")
+    try:
+        async with open_pools(settings) as db:
+            async with db.pool.connection() as conn:
+                await require_generation_async(conn, generation)
+            rt = bind_runtime(
+                RuntimeContext(generation=generation, version=settings.running_version)
+            )
+            structlog.contextvars.bind_contextvars(
+                process=process, generation=generation, instance_id=str(rt.instance_id)
+            )
+            yield db, rt
+    finally:
+        shutdown_tracing()
 
 
 def multi_host_urls_without_read_write(settings: Settings) -> list[str]:

@@ -94,7 +94,11 @@ def configure_logging(
     cached logger keeps this configuration for the rest of the process, so code that runs
     inside a longer-lived process (the CLI called in-process) passes False.
     """
-    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    # trace_id / span_id of the active span, when tracing is on (ADR 0029); imported here,
+    # not at module level, so that importing this module does not import OpenTelemetry
+    from .tracing import add_trace_id
+
+    processors: list[Any] = [structlog.contextvars.merge_contextvars, add_trace_id]
     renderer: Any
     if fmt == "console":
         out = stream or sys.stderr

@@ -216,6 +216,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     agent_max_attempts: PosInt = 5
     agent_poll_interval_s: PosFloat = 1.0
 
+    # observability (ADR 0029): ``GET /metrics`` on the API's port, behind an operator key
+    # (``operator``) or open (``none``: only where the port is reachable by the scraper
+    # alone); the queue gauges read from PostgreSQL are cached this long, so any number of
+    # scrapers costs one query per interval
+    metrics_auth: Literal["operator", "none"] = "operator"
+    metrics_cache_s: Annotated[float, Meta(ge=0, le=300)] = 5.0
+    #: OTLP/HTTP collector base URL (e.g. ``http://collector:4318``): traces, and the
+    #: workers' metrics, are exported there (the ``otel`` extra); empty: no SDK is
+    #: configured and tracing is a no-op
+    otlp_endpoint: str = ""
+    #: ``service.name`` of the exported traces and metrics (default: the binary's name)
+    otlp_service_name: str = ""
+
     # only read by the test-suite; accepted so a shell exporting it can still boot
     test_database_url: str | None = None
 
@@ -225,6 +238,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for domain in self.llm_credential:
             if not _DOMAIN.match(domain):
                 raise ConfigError(f"bad LLM credential domain name: {domain!r}", field=domain)
+        if self.otlp_endpoint and not re.match(r"^https?://[^\s/]+(/\S*)?$", self.otlp_endpoint):
+            raise ConfigError(
+                "SPECTRAL_OTLP_ENDPOINT must be an http:// or https:// URL (the collector's "
+                "OTLP/HTTP base, e.g. http://collector:4318) or empty",
+                field="otlp_endpoint",
+            )
         if self.heartbeat_interval_s >= self.worker_stale_after_s:
             raise ConfigError(
                 "SPECTRAL_WORKER_STALE_AFTER_S must be larger than SPECTRAL_HEARTBEAT_INTERVAL_S",

@@ -30,6 +30,7 @@ from spectral_core import (
 from spectral_core.agent import AgentRunner, open_world_agent
 from spectral_core.boot import booted, event_loop_options, run_process
 from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit, watch_parent
+from spectral_core.metrics.otlp import pushing_worker_metrics
 from spectral_core.retention import Pruner, RetentionConfig
 
 from .handlers import build_registry
@@ -59,6 +60,7 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             interval_s=settings.heartbeat_interval_s,
             state=lambda: consumer.state,
             sessions=consumer.sessions,
+            metrics=consumer.stats.snapshot,
         )
         consumer.on_state_change = heartbeat.poke
         reaper = Reaper(
@@ -74,6 +76,8 @@ async def run(settings: Settings, registry: HandlerRegistry) -> int:
             open_world_agent(
                 settings, db, generation=generation, worker_id=rt.instance_id
             ) as agent,
+            # the counters over OTLP too, when SPECTRAL_OTLP_ENDPOINT is set (ADR 0029)
+            pushing_worker_metrics(settings, consumer.stats, worker_id=str(rt.instance_id)),
         ):
             await heartbeat.register()
             log.info(

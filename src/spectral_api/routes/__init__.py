@@ -1,7 +1,9 @@
-"""HTTP routes: ``/health``, ``/api/decide`` and the operator routes under ``/api/modules``."""
+"""HTTP routes: ``/health``, ``/metrics``, ``/api/decide`` and the operator routes under
+``/api/modules``."""
 
 from .decide import decide_routes
 from .health import health_routes
+from .metrics import metrics_routes
 from .modules import module_routes
 
-__all__ = ["decide_routes", "health_routes", "module_routes"]
+__all__ = ["decide_routes", "health_routes", "metrics_routes", "module_routes"]

@@ -15,6 +15,7 @@ from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
 from spectral_core.sandbox.depth import exceeds_depth, may_exceed_depth
 from spectral_core.tenants import Principal
+from spectral_core.tracing import tracer
 
 from ._body import KeyField, check_key_fields, decode, is_key_text, read_asgi_body, require_json
 
@@ -92,8 +93,20 @@ class DecideEndpoint:
         )
         compiled = await services.cache.resolve(key)
         # inline and batched with the other requests' calls when short, else in a thread
-        result = await services.runner.run(compiled, _encoder.encode(req.input), services.budget)
+        spans = tracer()
+        if spans is None:
+            result = await services.runner.run(
+                compiled, _encoder.encode(req.input), services.budget
+            )
+        else:
+            with spans.start_as_current_span(
+                "sandbox.run", attributes={"spectral.content_hash": compiled.content_hash}
+            ):
+                result = await services.runner.run(
+                    compiled, _encoder.encode(req.input), services.budget
+                )
         usage = result.usage
+        services.metrics.sandbox_usage(usage.fuel_consumed, usage.wall_time_us)
         payload = _encoder.encode(
             DecideResponse(
                 decision=msgspec.Raw(result.output),

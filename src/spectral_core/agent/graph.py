@@ -23,6 +23,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from ..errors import DatabaseError
+from ..tracing import maybe_span
 from .errors import ToolError
 from .model import CallPolicy, ChatModel, Message, TurnBudget, call_model
 from .tools import PlatformTools, ToolContext
@@ -85,7 +86,8 @@ def build_graph(
     async def think(state: TurnState) -> dict[str, Any]:
         steps, tokens = state.get("steps", 0), state.get("tokens", 0)
         budget.check_before_call(steps, tokens)
-        reply = await call_model(model, state["messages"], specs, policy)
+        with maybe_span("agent.model_call", attributes={"spectral.agent.step": steps + 1}):
+            reply = await call_model(model, state["messages"], specs, policy)
         log.info(
             "agent.model_called",
             thread_id=thread_id,
@@ -108,7 +110,10 @@ def build_graph(
             )
             name = str(call.get("name", ""))
             try:
-                result = await tools.call(ctx, name, call.get("args") or {})
+                with maybe_span(
+                    f"agent.tool_call {name}", attributes={"spectral.agent.tool": name}
+                ):
+                    result = await tools.call(ctx, name, call.get("args") or {})
                 content = msgspec.json.encode(result).decode()
             except ToolError as exc:  # the model gets the reason and may correct itself
                 content = msgspec.json.encode({"error": exc.message}).decode()

@@ -34,6 +34,7 @@ from ..liveness import Heartbeat
 from ..outbox import Event, Handler, Publisher
 from ..outbox.backoff import next_delay
 from ..settings import Settings
+from ..tracing import context_from, maybe_span
 from .checkpoint import CheckpointPool, saver_for_turn
 from .errors import AgentError, AgentNotWired
 from .graph import build_graph, initial_state
@@ -291,8 +292,19 @@ class AgentRunner:
     async def _run_claimed(self, turn: Turn, token: object) -> None:
         started = time.perf_counter()
         try:
-            with structlog.contextvars.bound_contextvars(
-                thread_id=turn.thread_id, org=turn.org, domain=turn.domain
+            with (
+                structlog.contextvars.bound_contextvars(
+                    thread_id=turn.thread_id, org=turn.org, domain=turn.domain
+                ),
+                maybe_span(
+                    "agent.turn",
+                    context=context_from(turn.trace_parent),
+                    attributes={
+                        "spectral.generation": turn.generation,
+                        "spectral.attempt": turn.attempts,
+                        "spectral.agent.domain": turn.domain,
+                    },
+                ),
             ):
                 try:
                     values = await self.execute(turn)

@@ -19,6 +19,7 @@ import psycopg
 from ..db._wrap import wrap_errors
 from ..outbox.reaper import LOCK_TIMEOUT_MS
 from ..sql import query
+from ..tracing import current_traceparent
 
 __all__ = ["Turn", "TurnQueue", "enqueue_turn", "thread_id_for"]
 
@@ -36,6 +37,8 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
     outbox_id: int | None
     observation: Any
     attempts: int
+    #: the W3C ``traceparent`` of the span that enqueued the turn (the observe handler's)
+    trace_parent: str | None = None
 
 
 def thread_id_for(org: str, domain: str, idempotency_key: str) -> str:
@@ -65,6 +68,7 @@ async def enqueue_turn(
                 "key": idempotency_key,
                 "outbox_id": outbox_id,
                 "observation": _encode(observation).decode(),
+                "trace": current_traceparent(),
             },
         )
         return await cur.fetchone() is not None
@@ -94,6 +98,7 @@ class TurnQueue:
             outbox_id=row[5],
             observation=row[6],
             attempts=row[7],
+            trace_parent=row[8],
         )
 
     async def finish(self, conn: psycopg.AsyncConnection[Any], thread_id: str, result: Any) -> bool:

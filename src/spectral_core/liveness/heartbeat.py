@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import psycopg
 import structlog
+from psycopg.types.json import Jsonb
 
 from ..db import Database, connect_kwargs
 from ..db._wrap import is_connection_error, wrap_errors
@@ -59,11 +60,15 @@ class Heartbeat:
         interval_s: float,
         state: Callable[[], str] = lambda: "running",
         sessions: SessionRecorder | None = None,
+        metrics: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.db = db
         self.info = info
         self.interval_s = interval_s
         self._state = state
+        #: the worker's metrics snapshot, written to core.workers.metrics with each beat
+        #: (ADR 0029); None: the column is left as it is
+        self._metrics = metrics
         self.last_written: str | None = None
         self._poked = anyio.Event()
         # A connection of its own: a pool starved by long handlers must never delay the
@@ -146,10 +151,14 @@ class Heartbeat:
         than letting every reaper take its claims.
         """
         state = self._state()
+        snapshot = None if self._metrics is None else Jsonb(self._metrics())
         try:
             conn = await self._connection()
             with wrap_errors():
-                cur = await conn.execute(query("beat_worker"), {"id": self.info.id, "state": state})
+                cur = await conn.execute(
+                    query("beat_worker"),
+                    {"id": self.info.id, "state": state, "metrics": snapshot},
+                )
                 found = await cur.fetchone()
             if found is None:
                 log.warning("worker.row_missing")

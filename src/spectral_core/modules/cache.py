@@ -126,6 +126,10 @@ class ModuleCache:
         self._pin_loads: KeyedLocks[ModuleKey] = KeyedLocks()
         self._module_loads: KeyedLocks[str] = KeyedLocks()
         self._said_no_keys = False
+        #: resolves served from the compiled modules, and modules loaded (read, verified
+        #: and compiled): read by the API's /metrics at scrape time
+        self.hits = 0
+        self.loads = 0
 
     def __len__(self) -> int:
         """Compiled modules currently cached."""
@@ -163,6 +167,7 @@ class ModuleCache:
         if compiled is None:
             return await self._load_module(key, content_hash)
         self._compiled.move_to_end(content_hash)
+        self.hits += 1
         return compiled
 
     async def _load_pin(self, key: ModuleKey) -> str:
@@ -196,6 +201,7 @@ class ModuleCache:
             if compiled.content_hash != content_hash:  # pragma: no cover - defensive
                 raise ApprovalError("compiled content differs from the pin", reason="hash_mismatch")
             self._compiled[content_hash] = compiled
+            self.loads += 1
             while len(self._compiled) > self._max_modules:
                 self._compiled.popitem(last=False)
             log.info(

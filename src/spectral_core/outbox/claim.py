@@ -47,6 +47,7 @@ def _events(rows: Sequence[Sequence[Any]]) -> list[Event]:
             idempotency_key=r[4],
             attempts=r[5],
             created_at=r[6],
+            trace_parent=r[7],
         )
         for r in rows
         if r[0] is not None

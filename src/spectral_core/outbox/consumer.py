@@ -32,6 +32,7 @@ from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
 from ..errors import ConfigError, ConnectionLost, DatabaseError
 from ..liveness import SessionRecorder
+from ..metrics.worker import WorkerStats
 from ..settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX, Settings
 from .backoff import next_delay
 from .claim import Claimer
@@ -124,7 +125,9 @@ class Consumer:
         self.db = db
         self.config = config or ConsumerConfig()
         self.claimer = Claimer(generation, worker_id)
-        self.processor = BatchProcessor(self.claimer, registry, self.config.retry)
+        #: process counters, snapshotted into core.workers by the heartbeat (ADR 0029)
+        self.stats = WorkerStats()
+        self.processor = BatchProcessor(self.claimer, registry, self.config.retry, stats=self.stats)
         self.channel = channel_for(generation)
         self.handled = 0
         self._rand = random.Random()
@@ -247,6 +250,7 @@ class Consumer:
                             self._no_claims.set()
                     n = len(events)
                     if n:
+                        self.stats.claims.observe(n)
                         if n == batch:
                             self._wake_one()
                         try:

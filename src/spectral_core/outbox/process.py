@@ -27,6 +27,8 @@ from psycopg.pq import TransactionStatus
 
 from ..db._wrap import wrap_errors
 from ..errors import ConfigError, ConnectionLost, HandlerError
+from ..metrics.worker import HandlerStats, WorkerStats
+from ..tracing import Tracer, handler_span, tracer
 from .backoff import next_delay
 from .claim import Claimer, rollback_quietly
 from .handlers import HandlerRegistry, RegisteredHandler
@@ -58,15 +60,30 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _run_handler(
-    handler: RegisteredHandler, ev: Event, conn: psycopg.AsyncConnection[Any]
+    handler: RegisteredHandler,
+    ev: Event,
+    conn: psycopg.AsyncConnection[Any],
+    stats: HandlerStats,
+    spans: Tracer | None,
 ) -> None:
     """Run one handler and refuse to go on if it left the transaction failed.
 
     A handler that swallows a database error without a savepoint leaves the transaction
     in the failed state; PostgreSQL would silently turn the COMMIT into a ROLLBACK and the
     row would be settled as done with no effect and no ledger row.
+
+    The call's duration goes to ``stats``; with tracing on (``spans``) it runs in a span
+    that is a child of the publisher's (ADR 0029).
     """
-    await handler.fn(ev, conn)
+    started = time.perf_counter()
+    try:
+        if spans is None:
+            await handler.fn(ev, conn)
+        else:
+            with handler_span(spans, handler.name, ev):
+                await handler.fn(ev, conn)
+    finally:
+        stats.duration.observe(time.perf_counter() - started)
     # the libpq status as an int: `conn.info.transaction_status` builds an enum per call
     if conn.pgconn.transaction_status == _INERROR:
         raise HandlerError(
@@ -86,11 +103,14 @@ class BatchProcessor:
         retry: RetryPolicy | None = None,
         *,
         rand: random.Random | None = None,
+        stats: WorkerStats | None = None,
     ) -> None:
         self.claimer = claimer
         self.registry = registry
         self.retry = retry or RetryPolicy()
         self._rand = rand or random.Random()
+        #: the process counters (handled / failed / retried / dead, durations)
+        self.stats = stats or WorkerStats()
 
     async def process(self, conn: psycopg.AsyncConnection[Any], events: Sequence[Event]) -> None:
         """Handle and settle every event of ``events`` (all claimed by our claimer)."""
@@ -102,6 +122,7 @@ class BatchProcessor:
                 await self.claimer.kill(
                     conn, ev.id, f"no handler registered for topic {ev.topic!r}"
                 )
+                self.stats.handler(WorkerStats.UNROUTABLE).dead += 1
                 log.warning("outbox.unroutable", event_id=ev.id, topic=ev.topic)
         if not routable:
             return
@@ -129,10 +150,14 @@ class BatchProcessor:
             await self.process(conn, events)
             return
         started = time.perf_counter()
+        spans = tracer()
+        ran: list[HandlerStats] = []
         try:
             for handler, ev in self._calls(events):
                 if (handler.name, ev.id) in fresh:
-                    await _run_handler(handler, ev, conn)
+                    stats = self.stats.handler(handler.name)
+                    await _run_handler(handler, ev, conn, stats, spans)
+                    ran.append(stats)
             with wrap_errors():
                 await conn.commit()
         except ConnectionLost:
@@ -145,6 +170,8 @@ class BatchProcessor:
         except BaseException:  # cancelled: leave no transaction open on a pooled connection
             await rollback_quietly(conn)
             raise
+        for stats in ran:
+            stats.handled += 1
         self._settled(events, held, started)
 
     def _calls(self, events: list[Event]) -> list[tuple[RegisteredHandler, Event]]:
@@ -158,13 +185,19 @@ class BatchProcessor:
     async def _batch(self, conn: psycopg.AsyncConnection[Any], events: list[Event]) -> None:
         calls = self._calls(events)
         started = time.perf_counter()
+        spans = tracer()
+        ran: list[HandlerStats] = []
         async with conn.transaction():
             held, fresh = await self.claimer.start_batch(
                 conn, [(handler.name, ev) for handler, ev in calls]
             )
             for handler, ev in calls:
                 if (handler.name, ev.id) in fresh:
-                    await _run_handler(handler, ev, conn)
+                    stats = self.stats.handler(handler.name)
+                    await _run_handler(handler, ev, conn, stats, spans)
+                    ran.append(stats)
+        for stats in ran:
+            stats.handled += 1
         self._settled(events, held, started)
 
     def _settled(self, events: list[Event], held: set[int], started: float) -> None:
@@ -201,6 +234,12 @@ class BatchProcessor:
             status = await self.claimer.fail(
                 conn, ev.id, "; ".join(errors), delay, self.retry.max_attempts
             )
+            for error in errors:  # "<handler name>: <error>"; handler names hold no colon
+                stats = self.stats.handler(error.partition(":")[0])
+                if status == "pending":
+                    stats.retried += 1
+                elif status == "dead":
+                    stats.dead += 1
             log.warning(
                 "outbox.failed",
                 event_id=ev.id,
@@ -221,19 +260,24 @@ class BatchProcessor:
         """
         errors: list[str] = []
         handlers = self.registry.for_topic(ev.topic)
+        spans = tracer()
         for i, handler in enumerate(handlers):
+            stats = self.stats.handler(handler.name)
             try:
                 async with conn.transaction():
                     if not await self.claimer.hold(conn, ev.id):
                         return None
                     fresh = await self.claimer.mark_handled(conn, handler.name, [ev])
                     if fresh:
-                        await _run_handler(handler, ev, conn)
+                        await _run_handler(handler, ev, conn, stats, spans)
                     if i == len(handlers) - 1 and not errors:
                         await self.claimer.complete(conn, [ev.id])
+                if fresh:
+                    stats.handled += 1
             except ConnectionLost:
                 raise
             except Exception as exc:
+                stats.failed += 1
                 errors.append(f"{handler.name}: {_describe(exc)}")
                 log.warning(
                     "outbox.handler_failed",

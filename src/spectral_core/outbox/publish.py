@@ -21,6 +21,7 @@ from ..db._wrap import wrap_errors
 from ..errors import PayloadError, UnknownGeneration
 from ..runtime import current_runtime
 from ..sql import query
+from ..tracing import current_traceparent
 from .records import EventIn, channel_for
 
 __all__ = ["Publisher", "publish", "publish_async", "publish_many", "publish_many_async"]
@@ -116,6 +117,8 @@ class Publisher:
             "payload": encoded,
             "key": key,
             "channel": self._channel,
+            # the active span's W3C traceparent (None without a span: no SDK configured)
+            "trace": current_traceparent(),
         }
 
     def _many_params(self, events: Sequence[EventIn]) -> dict[str, Any]:
@@ -140,6 +143,7 @@ class Publisher:
             "payloads": payloads,
             "keys": keys,
             "channel": self._channel,
+            "trace": current_traceparent(),
         }
 
     async def publish_async(

@@ -28,6 +28,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str
     attempts: int
     created_at: datetime
+    #: the W3C ``traceparent`` of the span that published the row (None: none was active)
+    trace_parent: str | None = None
 
 
 class EventIn(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,8 +1,9 @@
 -- name: enqueue_turn
 -- description: the observe handler's hand-off, in the outbox batch transaction; one turn per thread
-INSERT INTO agent.turns (thread_id, generation, org, domain, idempotency_key, outbox_id, observation)
+INSERT INTO agent.turns (thread_id, generation, org, domain, idempotency_key, outbox_id, observation,
+                         trace_parent)
 VALUES (%(thread_id)s, %(generation)s, %(org)s, %(domain)s, %(key)s, %(outbox_id)s,
-        %(observation)s::jsonb)
+        %(observation)s::jsonb, %(trace)s)
 ON CONFLICT (thread_id) DO NOTHING
 RETURNING thread_id
 
@@ -20,7 +21,7 @@ SET status = 'running', attempts = t.attempts + 1, claimed_by = %(worker_id)s, c
 FROM c
 WHERE t.thread_id = c.thread_id
 RETURNING t.thread_id, t.generation, t.org, t.domain, t.idempotency_key, t.outbox_id,
-          t.observation, t.attempts
+          t.observation, t.attempts, t.trace_parent
 
 -- name: finish_turn
 -- description: done with its result; only while we still hold the claim

@@ -6,8 +6,8 @@
 -- description: the app-side write; NOTIFY is transactional, delivered at commit, dropped on
 -- rollback. Inserts nothing when the generation was never allocated (no row returned).
 WITH ins AS (
-    INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
-    SELECT %(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s
+    INSERT INTO core.outbox (generation, topic, payload, idempotency_key, trace_parent)
+    SELECT %(generation)s, %(topic)s, %(payload)s::jsonb, %(key)s, %(trace)s
     WHERE EXISTS (SELECT 1 FROM core.deployments WHERE generation = %(generation)s)
     RETURNING id
 )
@@ -18,8 +18,8 @@ SELECT ins.id, pg_notify(%(channel)s, '') FROM ins
 -- order (identity values are drawn row by row in insertion order); NULL and no NOTIFY
 -- when the generation is unknown (nothing inserted)
 WITH ins AS (
-    INSERT INTO core.outbox (generation, topic, payload, idempotency_key)
-    SELECT %(generation)s, t, p::jsonb, k
+    INSERT INTO core.outbox (generation, topic, payload, idempotency_key, trace_parent)
+    SELECT %(generation)s, t, p::jsonb, k, %(trace)s::text
     FROM unnest(%(topics)b::text[], %(payloads)b::text[], %(keys)b::text[]) AS u (t, p, k)
     WHERE EXISTS (SELECT 1 FROM core.deployments WHERE generation = %(generation)s)
     RETURNING id
@@ -54,7 +54,8 @@ UPDATE core.outbox AS o
 SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(), claimed_by = %(worker_id)s
 FROM c, async
 WHERE o.id = c.id
-RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
+RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at,
+          o.trace_parent
 
 -- name: start_batch
 -- description: first statement of a batch's handler transaction: marks the rows we still
@@ -107,12 +108,14 @@ WITH c AS (
     SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(), claimed_by = $3
     FROM c
     WHERE o.id = c.id
-    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at
+    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts, o.created_at,
+              o.trace_parent
 ), m AS MATERIALIZED (
     SELECT set_config('spectral.claimed', coalesce(array_agg(id), '{}')::text, false) AS ids
     FROM u
 )
-SELECT u.id, u.generation, u.topic, u.payload, u.idempotency_key, u.attempts, u.created_at
+SELECT u.id, u.generation, u.topic, u.payload, u.idempotency_key, u.attempts, u.created_at,
+       u.trace_parent
 FROM m LEFT JOIN u ON true
 
 -- name: prepare_start_claimed

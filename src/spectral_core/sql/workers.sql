@@ -5,9 +5,10 @@ VALUES (%(id)s, %(generation)s, 'running', %(host)s, %(pid)s, %(version)s)
 ON CONFLICT (id) DO UPDATE SET state = 'running', last_seen = now(), exited_at = NULL
 
 -- name: beat_worker
--- description: heartbeat; also records the state (running / reconnecting)
+-- description: heartbeat; also records the state (running / reconnecting) and, when given,
+-- the worker's metrics snapshot (ADR 0029)
 UPDATE core.workers
-SET last_seen = now(), state = %(state)s,
+SET last_seen = now(), state = %(state)s, metrics = coalesce(%(metrics)s::jsonb, metrics),
     reconnects = reconnects + CASE WHEN %(state)s = 'reconnecting' AND state <> 'reconnecting'
                                    THEN 1 ELSE 0 END
 WHERE id = %(id)s AND state <> 'exited'

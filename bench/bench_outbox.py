@@ -484,12 +484,19 @@ async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
     settings = Settings(
         database_url=uri, generation=GEN, database_pool_min=lanes, database_pool_max=lanes + 2
     )
+    import dataclasses
+
+    kw: dict[str, Any] = {}
+    if "fused_cycle" in {f.name for f in dataclasses.fields(ConsumerConfig)}:
+        kw["fused_cycle"] = cfg.get("fused", True)
+    elif not cfg.get("fused", True):  # the claim path of issue 20 has one cycle
+        raise RuntimeError("--cycle general: this tree's consumer has one claim path")
     config = ConsumerConfig(
         batch_size=cfg["batch"],
         lanes=lanes,
         listen=cfg["listen"],
         poll_interval_s=cfg["poll"],
-        fused_cycle=cfg.get("fused", True),
+        **kw,
     )
     async with open_pools(settings) as db:
         consumer = Consumer(

@@ -17,8 +17,9 @@ What runs (the "no measurable regression" check of a change):
 * **decide**: both commits' ``spectral-api`` apps serve at once on two ports (each through its
   own ``bench/bench_decide.py --serve``, the real ``create_app`` plus ``/bench/bare``) over
   the same tenant, module and approval; per round each is loaded in turn (order rotated)
-  with ``POST /api/decide`` and ``POST /bench/bare`` by the load generator of
-  ``bench/bench_decide.py``, with the server's CPU per request read from ``/proc``.
+  with ``POST /api/decide`` and ``POST /bench/bare`` (their order alternating too) by the
+  load generator of ``bench/bench_decide.py``, with the server's CPU per request read from
+  ``/proc`` and a warning for rounds where the load generator used about a whole core.
 
 The summary prints every round and the median of the per-round ratios head/base (never the
 best round).  A ratio near 1.00 with rounds on both sides of it is noise.
@@ -164,7 +165,9 @@ def main() -> int:
                 drow: dict[str, dict[str, Any]] = {}
                 for name in order:
                     port, proc = servers[name]
-                    for what, payload in payloads.items():
+                    whats = list(payloads) if r % 2 == 0 else list(payloads)[::-1]
+                    for what in whats:
+                        payload = payloads[what]
                         drow[f"{name}:{what}"] = bd.measure(
                             port, proc.pid, payload, a.concurrency, a.decide_seconds
                         )
@@ -224,6 +227,12 @@ def main() -> int:
             }
             if bad:
                 print(f"WARNING round {i}: non-200 answers {bad}")
+            busy = {k: v["client_busy"] for k, v in d.items() if v.get("client_busy", 0) >= 0.9}
+            if busy:
+                print(
+                    f"WARNING round {i}: client-bound (load generator's share of a core) "
+                    + ", ".join(f"{k} {v:.0%}" for k, v in sorted(busy.items()))
+                )
         print(
             f"median decide head/base {med(ratios):.3f} (min {min(ratios):.3f}, "
             f"max {max(ratios):.3f}); bare head/base {med(bare_ratios):.3f}"

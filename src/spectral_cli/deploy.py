@@ -6,13 +6,15 @@ import argparse
 import sys
 from typing import Any
 
+import msgspec
+
 from spectral_core import Settings, allocate_generation
-from spectral_core.errors import MigrationError
+from spectral_core.errors import ConfigError, MigrationError
 from spectral_core.migrate import ledger_sets, migration_sets, plan
 from spectral_core.outbox import drain, generation_status
 
 from ._db import allocated, connect
-from ._out import add_json_flag, emit
+from ._progress import DrainProgress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,7 +43,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = verbs.add_parser("drain", help="wait until a generation has no pending or in-flight rows")
     d.add_argument("--generation", type=int, required=True)
     d.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
-    add_json_flag(d)
+    d.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between two JSON progress lines (--json or stdout not a terminal; default 2)",
+    )
+    d.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON progress line per interval, then the result as one JSON line",
+    )
     d.set_defaults(run=drain_cmd)
     register_health(verbs)
 
@@ -127,21 +139,32 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
     with connect(settings) as conn:
         allocated(conn, args.generation)
-        ok, pending, in_flight = drain(conn, args.generation, timeout_s=args.timeout)
+        progress = DrainProgress(args.generation, as_json=args.json, interval_s=args.interval)
+        try:
+            ok, pending, in_flight = drain(
+                conn, args.generation, timeout_s=args.timeout, on_poll=progress
+            )
+        finally:
+            progress.close()
     doc = {"generation": args.generation, "drained": ok, "pending": pending}
     doc["in_flight"] = in_flight
     if ok:
-        emit(args, doc, f"generation {args.generation} drained")
-        return 0
-    emit(
-        args,
-        doc,
-        f"generation {args.generation} not drained after {args.timeout:g}s: "
-        f"{pending} pending, {in_flight} in flight",
-    )
-    return 1
+        text = f"generation {args.generation} drained"
+    else:
+        text = (
+            f"generation {args.generation} not drained after {args.timeout:g}s: "
+            f"{pending} pending, {in_flight} in flight"
+        )
+    if args.json:
+        # the summary is the last JSON line, after the progress lines
+        print(msgspec.json.encode(doc).decode(), flush=True)
+    else:
+        print(text, flush=True)
+    return 0 if ok else 1
 
 
 def register_health(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,6 +15,7 @@ re-drive by hand).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,11 +99,17 @@ def generation_status(
 
 
 def drain(
-    conn: psycopg.Connection[Any], generation: int, *, timeout_s: float, poll_s: float = 0.5
+    conn: psycopg.Connection[Any],
+    generation: int,
+    *,
+    timeout_s: float,
+    poll_s: float = 0.5,
+    on_poll: Callable[[int, int], None] | None = None,
 ) -> tuple[bool, int, int]:
     """Wait until ``generation`` has no pending or in-flight rows (nor unfinished turns).
 
-    Returns ``(drained, pending, in_flight)`` at the end of the wait.
+    ``on_poll(pending, in_flight)`` is called after every count that is not yet drained
+    (progress display).  Returns ``(drained, pending, in_flight)`` at the end of the wait.
     """
     deadline = time.monotonic() + timeout_s
     while True:
@@ -113,6 +120,8 @@ def drain(
         pending, in_flight = row or (0, 0)
         if pending + in_flight == 0:
             return True, 0, 0
+        if on_poll is not None:
+            on_poll(pending, in_flight)
         if time.monotonic() >= deadline:
             return False, pending, in_flight
         time.sleep(poll_s)

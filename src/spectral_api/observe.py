@@ -177,7 +177,10 @@ class ObserveMiddleware:
             return
         spans = tracer()
         if spans is None:
-            await self._observe(scope, receive, send)
+            if scope["path"].startswith("/api/"):
+                await self._observe(scope, receive, send)
+            else:  # /health, /metrics: nothing to count
+                await self.app(scope, receive, send)
             return
         headers = {
             k.decode("latin-1"): v.decode("latin-1")

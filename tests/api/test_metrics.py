@@ -10,9 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 
+from spectral_core import tracing
 from spectral_core.metrics import WorkerStats
 from spectral_core.modules import ModuleKey
 from spectral_core.ratelimit import TenantLimits
@@ -157,3 +162,38 @@ async def test_queue_gauges_and_worker_snapshots_come_from_postgresql(api_factor
         if f.name.startswith("spectral_")
     }
     assert served <= documented(), sorted(served - documented())
+
+
+async def test_decide_is_a_server_span_with_the_sandbox_call_inside(
+    api: Api, acme: httpx.AsyncClient
+) -> None:
+    """With an SDK provider (the in-memory exporter), POST /api/decide is a SERVER span
+    joined to the caller's traceparent, with its status code, and the sandbox call is a
+    child span; /health is a span too; without the provider nothing is recorded."""
+    await api.module("decision", KEY)
+    assert (await acme.post("/api/decide", json=decide_body())).status_code == 200
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.use_provider(provider)
+    try:
+        caller = "0af7651916cd43dd8448eb211c80319c"
+        resp = await acme.post(
+            "/api/decide",
+            json=decide_body(),
+            headers={"traceparent": f"00-{caller}-b7ad6b7169203331-01"},
+        )
+        assert resp.status_code == 200
+        assert (await acme.get("/health")).status_code == 200
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    server, sandbox = by_name["POST /api/decide"], by_name["sandbox.run"]
+    assert server.kind == trace.SpanKind.SERVER
+    assert f"{server.context.trace_id:032x}" == caller
+    assert server.parent is not None and server.parent.span_id == 0xB7AD6B7169203331
+    assert server.attributes is not None and server.attributes["http.response.status_code"] == 200
+    assert sandbox.parent is not None and sandbox.parent.span_id == server.context.span_id
+    assert "GET /health" in by_name
+    assert len(spans.get_finished_spans()) == 3

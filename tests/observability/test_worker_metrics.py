@@ -26,7 +26,7 @@ from spectral_core.db import Database
 from spectral_core.liveness import WorkerInfo
 from spectral_core.metrics import QueueStats
 from spectral_core.metrics.exposition import QueueCollector
-from spectral_core.outbox import RetryPolicy
+from spectral_core.outbox import RetryPolicy, generation_status
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ async def test_handled_failed_retried_dead_and_durations_reach_core_workers(
     committed calls, the failures that stand (a row's redo), the rows retried and dead, a
     duration per call and the claim batch sizes; the
     heartbeat writes the snapshot to core.workers, and the collector renders it under the
-    worker's id."""
+    worker's id; `deploy status` sums them per generation."""
     generation = settings.generation or 0
     attempts: dict[str, int] = {}
 
@@ -106,6 +106,14 @@ async def test_handled_failed_retried_dead_and_durations_reach_core_workers(
     assert snap["handlers"]["unroutable"]["dead"] == 1
     assert sum(snap["claim_batch_rows"]["counts"]) >= 1
     assert snap["claim_batch_rows"]["sum"] >= 13
+
+    # `spectral deploy status --json` sums them per generation
+    [status] = [
+        g
+        for g in generation_status(conn, stale_after_s=settings.worker_stale_after_s)
+        if g.generation == generation
+    ]
+    assert status.as_dict()["events"] == {"handled": 11, "failed": 2, "retried": 1, "dead": 2}
 
     registry_ = CollectorRegistry()
     stats = QueueStats(db, cache_s=0, stale_after_s=settings.worker_stale_after_s)

@@ -28,6 +28,9 @@ __all__ = ["GenerationStatus", "generation_status", "drain", "redrive_dead", "pu
 
 Verdict = Literal["drained", "draining", "stranded"]
 
+#: the per-handler counters of the workers' snapshots summed in GenerationStatus.events
+_EVENT_COUNTS = ("handled", "failed", "retried", "dead")
+
 
 @dataclass(slots=True)
 class GenerationStatus:
@@ -38,6 +41,9 @@ class GenerationStatus:
     workers: dict[str, int] = field(default_factory=dict)
     #: World Agent turns by status (pending / running / done / dead)
     turns: dict[str, int] = field(default_factory=dict)
+    #: handled / failed / retried / dead handler counts summed over the generation's
+    #: workers that have not exited, from their snapshots in core.workers (ADR 0029)
+    events: dict[str, int] = field(default_factory=dict)
 
     @property
     def live_rows(self) -> int:
@@ -66,6 +72,7 @@ class GenerationStatus:
                 s: self.workers.get(s, 0) for s in ("live", "reconnecting", "lost", "exited")
             },
             "turns": {s: self.turns.get(s, 0) for s in ("pending", "running", "done", "dead")},
+            "events": {s: self.events.get(s, 0) for s in _EVENT_COUNTS},
             "verdict": self.verdict,
         }
 
@@ -83,6 +90,7 @@ def generation_status(
             query("workers_by_generation"),
             {"stale_after_s": stale_after_s, "retention_s": retention_s},
         ).fetchall()
+        snapshots = conn.execute(query("worker_snapshots")).fetchall()
     out = {g: GenerationStatus(g, v) for g, v, _note, _at in gens}
     for g, status, n in counts:
         out[g].outbox[status] = n
@@ -95,6 +103,13 @@ def generation_status(
             else ("lost" if lost else "reconnecting" if state == "reconnecting" else "live")
         )
         out[g].workers[key] = out[g].workers.get(key, 0) + 1
+    for g, snap in snapshots:
+        if g not in out or not isinstance(snap, dict):
+            continue
+        events = out[g].events
+        for handler in (snap.get("handlers") or {}).values():
+            for name in _EVENT_COUNTS:
+                events[name] = events.get(name, 0) + int(handler.get(name, 0))
     return list(out.values())
 
 

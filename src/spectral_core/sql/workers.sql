@@ -41,6 +41,10 @@ FROM core.workers
 WHERE last_seen > now() - make_interval(secs => %(retention_s)s)
 ORDER BY generation, started_at
 
+-- name: worker_snapshots
+-- description: the metrics snapshots of the workers that have not exited (ADR 0029)
+SELECT generation, metrics FROM core.workers WHERE state <> 'exited' AND metrics IS NOT NULL
+
 -- name: release_all_claims
 -- description: graceful shutdown: give back everything we hold (the attempt is not counted)
 UPDATE core.outbox

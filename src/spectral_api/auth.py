@@ -20,15 +20,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spectral_core.errors import DatabaseError, RateLimited, SpectralError, TenantError
-from spectral_core.ratelimit import (
-    ConcurrencyLimiter,
-    RateLimiter,
-    TenantLimits,
-    rate_limit_header_pairs,
-)
+from spectral_core.ratelimit import ConcurrencyLimiter, RateLimiter, TenantLimits
 from spectral_core.tenants import Authenticator, Principal
 
 from .errors import Forbidden, problem_response
+from .ratelimit_headers import rate_limit_header_pairs
 
 __all__ = ["PRINCIPAL_KEY", "ApiAuthMiddleware", "TenantLimiter", "principal", "require_operator"]
 

@@ -31,7 +31,8 @@ from spectral_core.errors import (
     SpectralError,
     TenantError,
 )
-from spectral_core.ratelimit import rate_limit_headers
+
+from .ratelimit_headers import rate_limit_headers
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",

@@ -11,9 +11,9 @@ Two independent guards protect the fleet from a noisy neighbour:
   the server's workers).
 
 Both raise :class:`~spectral_core.errors.RateLimited` carrying ``retry_after`` (seconds)
-and a :class:`RateLimitState` (limit, remaining, reset) from which
-:func:`rate_limit_headers` builds ``Retry-After`` and the IETF ``RateLimit`` /
-``RateLimit-Policy`` header values.
+and a :class:`RateLimitState` (limit, remaining, reset), from which the HTTP entrypoint
+renders ``Retry-After`` and the IETF ``RateLimit`` / ``RateLimit-Policy`` headers
+(``spectral_api.ratelimit_headers``: the core knows no HTTP).
 
 **What holds across processes: nothing is shared.**  State lives in this process only.
 With N API processes (replicas, or workers of one server) behind a load balancer, a tenant
@@ -48,8 +48,6 @@ __all__ = [
     "RateLimitState",
     "RateLimiter",
     "TenantLimits",
-    "rate_limit_header_pairs",
-    "rate_limit_headers",
 ]
 
 Clock = Callable[[], float]
@@ -98,48 +96,6 @@ class RateLimitState(msgspec.Struct, frozen=True, kw_only=True):
     remaining: int
     reset: float
     window: float | None = None
-
-
-def rate_limit_headers(state: RateLimitState, retry_after: float | None = None) -> dict[str, str]:
-    """Header values for a response (IETF draft-ietf-httpapi-ratelimit-headers).
-
-    Args:
-        state: The state returned by an ``acquire`` or carried by ``RateLimited.state``.
-        retry_after: Seconds; adds ``Retry-After`` (rounded up, at least 1).
-
-    Returns:
-        ``RateLimit-Policy`` (``"<policy>";q=<limit>[;w=<window>]``), ``RateLimit``
-        (``"<policy>";r=<remaining>;t=<reset>``) and optionally ``Retry-After``.
-    """
-    policy = f'"{state.policy}";q={state.limit}'
-    if state.window is not None:
-        policy += f";w={max(1, math.ceil(state.window))}"
-    headers = {
-        "RateLimit-Policy": policy,
-        "RateLimit": f'"{state.policy}";r={state.remaining};t={math.ceil(state.reset)}',
-    }
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return headers
-
-
-def rate_limit_header_pairs(state: RateLimitState) -> list[tuple[bytes, bytes]]:
-    """:func:`rate_limit_headers` (without ``Retry-After``) as ASGI header pairs.
-
-    The same names (lower case) and values; the ``RateLimit-Policy`` value, constant per
-    policy and limits, is formatted once.
-    """
-    key = (state.policy, state.limit, state.window)
-    policy = _policy_values.get(key)
-    if policy is None:
-        if len(_policy_values) >= 1024:  # bounded: one entry per distinct limits value
-            _policy_values.clear()
-        policy = _policy_values[key] = rate_limit_headers(state)["RateLimit-Policy"].encode()
-    current = f'"{state.policy}";r={state.remaining};t={math.ceil(state.reset)}'
-    return [(b"ratelimit-policy", policy), (b"ratelimit", current.encode())]
-
-
-_policy_values: dict[tuple[str, int, float | None], bytes] = {}
 
 
 class _Policies:

@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spectral_api.ratelimit_headers import rate_limit_header_pairs, rate_limit_headers
 from spectral_core.errors import ConfigError, RateLimited
 from spectral_core.ratelimit import (
     ConcurrencyLimiter,
     RateLimiter,
     RateLimitState,
     TenantLimits,
-    rate_limit_header_pairs,
-    rate_limit_headers,
 )
 
 

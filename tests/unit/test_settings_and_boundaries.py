@@ -77,6 +77,31 @@ def test_spectral_core_imports_no_framework_or_entrypoint() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_spectral_core_renders_no_http_headers() -> None:
+    """HTTP belongs to the entrypoint: no module of spectral_core builds header values or
+    ASGI header pairs (the rate-limit headers used to be rendered in spectral_core.ratelimit;
+    they live in spectral_api.ratelimit_headers)."""
+    import ast
+    from pathlib import Path
+
+    import spectral_core
+
+    # header names as ASGI renders them (bytes, any case) or as HTTP spells them (str)
+    names = {"retry-after", "ratelimit", "ratelimit-policy", "content-type"}
+    spelled = {"Retry-After", "RateLimit-Policy", "Content-Type"}
+    found = []
+    for path in Path(spectral_core.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Constant):
+                continue
+            value = node.value
+            if (isinstance(value, bytes) and value.decode("latin-1").lower() in names) or (
+                isinstance(value, str) and value in spelled
+            ):
+                found.append(f"{path.name}:{node.lineno}: {value!r}")
+    assert found == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [

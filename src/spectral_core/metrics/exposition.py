@@ -24,14 +24,14 @@ from prometheus_client.registry import Collector
 from .queue import QueueStats, WorkerRow
 from .worker import SNAPSHOT_VERSION
 
-__all__ = ["QueueCollector"]
+__all__ = ["QueueCollector", "cumulative_buckets"]
 
 _OUTBOX_STATUSES = ("pending", "in_flight", "dead")
 _TURN_STATUSES = ("pending", "running", "dead")
 _WORKER_STATES = ("running", "reconnecting", "lost")
 
 
-def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+def cumulative_buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
     """Non-cumulative counts (the last one +Inf) as Prometheus's cumulative buckets."""
     out: list[tuple[str, float]] = []
     total = 0
@@ -195,13 +195,13 @@ class QueueCollector(Collector):
                 d = h.get("duration_s", {})
                 duration.add_metric(
                     hk,
-                    _buckets(bounds.get("duration_s", ()), d.get("counts", ())),
+                    cumulative_buckets(bounds.get("duration_s", ()), d.get("counts", ())),
                     d.get("sum", 0.0),
                 )
             c = snap.get("claim_batch_rows", {})
             batch.add_metric(
                 key,
-                _buckets(bounds.get("claim_batch_rows", ()), c.get("counts", ())),
+                cumulative_buckets(bounds.get("claim_batch_rows", ()), c.get("counts", ())),
                 c.get("sum", 0.0),
             )
         yield from (reconnects, handled, failed, retried, dead, duration, batch)

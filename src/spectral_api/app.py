@@ -1,7 +1,9 @@
 """``create_app(settings, db, ...)``: the Starlette application, wired to spectral_core.
 
 The app owns no resources it did not get: the database is opened (and closed) by the
-entrypoint; the lifespan only starts and stops the sandbox's epoch ticker.
+entrypoint; the lifespan starts and stops the sandbox's epoch ticker and the process's
+registration in ``core.api_processes`` (its heartbeat tells the rate limiter how many API
+processes share every tenant's limits, ADR 0032).
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spectral_core import Settings
-from spectral_core.db import Database
+from spectral_core.db import Database, is_connection_error
 from spectral_core.health import HealthProbe
+from spectral_core.liveness import ApiRegistry, FleetView, WorkerInfo
 from spectral_core.metrics import QueueStats
 from spectral_core.metrics.exposition import QueueCollector
 from spectral_core.modules import Keyring, ModuleCache, ModuleStore
 from spectral_core.ratelimit import TenantLimits
+from spectral_core.runtime import RuntimeContext
 from spectral_core.sandbox import Budget
 from spectral_core.sandbox.wasm import WasmSandbox, self_test
 from spectral_core.tenants import Authenticator, Principal
@@ -179,6 +184,7 @@ def create_app(
     sandbox: WasmSandbox | None = None,
     keyring: Keyring | None = None,
     access_log: bool = True,
+    runtime: RuntimeContext | None = None,
 ) -> Starlette:
     """The spectral API application.
 
@@ -189,14 +195,48 @@ def create_app(
         sandbox: A sandbox to use (default: one built from the settings' budget).
         keyring: Trusted operator keys (default: ``SPECTRAL_OPERATOR_KEYS``).
         access_log: Emit one ``api.request`` line per request.
+        runtime: This process's identity in the API registry (default: a new one).
 
     Raises:
         ConfigError: Invalid settings.
     """
     services = build_services(settings, db, generation=generation, sandbox=sandbox, keyring=keyring)
 
+    rt = runtime or RuntimeContext(generation=services.generation, version=settings.running_version)
+
+    def on_view(view: FleetView) -> None:
+        services.limiter.set_fleet(view.live, view.rank)
+
+    registry = ApiRegistry(
+        db,
+        WorkerInfo.from_runtime(rt),
+        interval_s=settings.heartbeat_interval_s,
+        stale_after_s=settings.worker_stale_after_s,
+        retention_s=settings.worker_retention_s,
+        on_view=on_view,
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            try:
+                with anyio.fail_after(max(1.0, settings.database_connect_timeout_s)):
+                    await registry.register()
+            except Exception as exc:
+                if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
+                    raise
+                # serve on the last (single-process) share; the heartbeat keeps trying
+                log.warning("api.register_failed", error_type=type(exc).__name__)
+            tg.start_soon(registry.run)
+            try:
+                async with _serving(app):
+                    yield
+            finally:
+                tg.cancel_scope.cancel()
+        await registry.mark_exited()
+
+    @asynccontextmanager
+    async def _serving(app: Starlette) -> AsyncIterator[None]:
         services.sandbox.start()
         log.info(
             "api.started",
@@ -228,4 +268,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.registry = registry
     return app

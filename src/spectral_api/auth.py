@@ -7,9 +7,10 @@ to a :class:`~spectral_core.tenants.Principal` (401 otherwise), then the tenant'
 headers too.  The principal is put in the ASGI scope under ``"spectral.principal"``;
 routes read it with :func:`principal`.  Nothing outside ``/api/`` (``/health``) is touched.
 
-Limits are per process (see ``docs/reference/ratelimit.md``): each distinct
-:class:`~spectral_core.ratelimit.TenantLimits` value gets its own limiter pair, so a
-tenant's overrides in ``core.tenants`` apply as soon as its key lookup is refreshed.
+Limits are fleet-wide (ADR 0032, ``docs/reference/ratelimit.md``): each process enforces
+its part of them, one of the live API processes its registry heartbeat counts.  Each
+distinct :class:`~spectral_core.ratelimit.TenantLimits` value gets its own limiter pair,
+so a tenant's overrides in ``core.tenants`` apply as soon as its key lookup is refreshed.
 """
 
 from __future__ import annotations
@@ -57,12 +58,31 @@ class TenantLimiter:
     def __init__(self, default: TenantLimits) -> None:
         self.default = default
         self._pairs: dict[TenantLimits, tuple[RateLimiter, ConcurrencyLimiter]] = {}
+        self._share = (1, 0)
 
     def _pair(self, limits: TenantLimits) -> tuple[RateLimiter, ConcurrencyLimiter]:
         pair = self._pairs.get(limits)
         if pair is None:
-            pair = self._pairs[limits] = (RateLimiter(limits), ConcurrencyLimiter(limits))
+            rate, concurrency = RateLimiter(limits), ConcurrencyLimiter(limits)
+            if self._share != (1, 0):
+                rate.set_share(*self._share)
+                concurrency.set_share(*self._share)
+            pair = self._pairs[limits] = (rate, concurrency)
         return pair
+
+    @property
+    def share(self) -> tuple[int, int]:
+        """``(live, rank)``: this process enforces its part of fleet-wide limits."""
+        return self._share
+
+    def set_fleet(self, live: int, rank: int) -> None:
+        """Enforce this process's part of every tenant's fleet-wide limits, as one of
+        ``live`` API processes at ``rank`` (ADR 0032); called by the API registry's
+        heartbeat, never on a request's path."""
+        self._share = (live, rank)
+        for rate, concurrency in list(self._pairs.values()):
+            rate.set_share(live, rank)
+            concurrency.set_share(live, rank)
 
     def admit(self, who: Principal) -> tuple[Any, list[tuple[bytes, bytes]]]:
         """Count one request; return ``(slot, headers)`` (ASGI header pairs).

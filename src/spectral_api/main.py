@@ -37,7 +37,7 @@ async def run(settings: Settings, keyring: Keyring) -> int:
     plan = ShutdownPlan(settings.shutdown_grace_s)
     async with booted(settings, process="api") as (db, rt):
         generation = rt.generation
-        app = create_app(settings, db, generation=generation, keyring=keyring)
+        app = create_app(settings, db, generation=generation, keyring=keyring, runtime=rt)
         # requests in flight get the work part of the grace, then they are cancelled;
         # uvicorn only passes it to asyncio.timeout, so a float is fine
         config = server_config(app, settings, timeout_graceful_shutdown=plan.work_s)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.set_defaults(run=allocate)
     s = verbs.add_parser(
         "status",
-        help="per generation: outbox rows by status, workers by "
+        help="per generation: outbox rows by status, workers and API processes by "
         "state, drained / draining / stranded",
     )
     s.add_argument("--json", action="store_true")
@@ -113,16 +113,18 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(
         f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
-        f"{'turns pend/run/dead':<20} {'workers live/reconn/lost/exited':<32} verdict"
+        f"{'turns pend/run/dead':<20} {'workers live/reconn/lost/exited':<32} "
+        f"{'api live/reconn/lost/exited':<28} verdict"
     )
     for g in gens:
         d = g.as_dict()
-        o, w, t = d["outbox"], d["workers"], d["turns"]
+        o, w, t, a = d["outbox"], d["workers"], d["turns"], d["api"]
         workers = f"{w['live']}/{w['reconnecting']}/{w['lost']}/{w['exited']}"
+        api = f"{a['live']}/{a['reconnecting']}/{a['lost']}/{a['exited']}"
         turns = f"{t['pending']}/{t['running']}/{t['dead']}"
         print(
             f"{g.generation:>4} {g.version[:16]:<16} {o['pending']:>8} {o['in_flight']:>9} "
-            f"{o['done']:>8} {o['dead']:>6}  {turns:<20} {workers:<32} {g.verdict}"
+            f"{o['done']:>8} {o['dead']:>6}  {turns:<20} {workers:<32} {api:<28} {g.verdict}"
         )
     print()
     print(f"{'migration set':<24} {'applied':>7} {'head':>5}  state")

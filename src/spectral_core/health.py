@@ -16,6 +16,7 @@ key                         fact                                                
 ``migrations:head``         ledger head vs the newest bundled migration          fail/warn
 ``outbox:writable``         ``core.outbox`` exists and is INSERT-able            fail
 ``workers:live``            live workers (running/reconnecting) of this gen      warn
+``fleet:live``              live API processes of this gen (this one included)   warn
 ``sandbox:self_test``       the built-in echo module compiles and runs           fail
 ``operator_keys:loaded``    trusted operator public keys configured              warn
 ``llm_credential:<domain>`` credential configured (true/false, never the value)  warn
@@ -51,6 +52,7 @@ __all__ = [
     "Status",
     "check_database",
     "check_database_writable",
+    "check_fleet",
     "check_llm_credentials",
     "check_migrations",
     "check_operator_keys",
@@ -205,6 +207,29 @@ def check_workers(live: int | None, generation: int) -> HealthCheck:
     return HealthCheck(status="pass", component_type="component", observed_value=live, time=_now())
 
 
+def check_fleet(live: int | None, generation: int) -> HealthCheck:
+    """``fleet:live``: the API processes of this generation whose registry heartbeat is
+    fresh (ADR 0032).  The answering process is one of them, so 0 means its own
+    registration is not (yet) written: warn."""
+    if live is None:
+        return HealthCheck(
+            status="fail",
+            component_type="component",
+            output="API registry unreadable",
+            time=_now(),
+        )
+    if live == 0:
+        return HealthCheck(
+            status="warn",
+            component_type="component",
+            observed_value=0,
+            output=f"no live API process of generation {generation} registered (not even "
+            "this one): tenant limits are not shared across the fleet",
+            time=_now(),
+        )
+    return HealthCheck(status="pass", component_type="component", observed_value=live, time=_now())
+
+
 def check_sandbox(ok: bool) -> HealthCheck:
     """``sandbox:self_test``: the built-in module compiled and ran."""
     if not ok:
@@ -332,6 +357,7 @@ class HealthProbe:
             "migrations:head": [check_migrations(int(row[0]) if row else None, self._code_head)],
             "outbox:writable": [check_outbox(bool(row[1]) if row else None)],
             "workers:live": [check_workers(int(row[2]) if row else None, self.generation)],
+            "fleet:live": [check_fleet(int(row[4]) if row else None, self.generation)],
             "sandbox:self_test": [check_sandbox(sandbox_ok)],
             "operator_keys:loaded": [check_operator_keys(self._operator_keys)],
             **check_llm_credentials(self.settings.llm_credential),

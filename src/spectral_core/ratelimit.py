@@ -15,12 +15,13 @@ and a :class:`RateLimitState` (limit, remaining, reset), from which the HTTP ent
 renders ``Retry-After`` and the IETF ``RateLimit`` / ``RateLimit-Policy`` headers
 (``spectral_api.ratelimit_headers``: the core knows no HTTP).
 
-**What holds across processes: nothing is shared.**  State lives in this process only.
-With N API processes (replicas, or workers of one server) behind a load balancer, a tenant
-can get up to N x ``rate`` per second, N x ``burst`` at once and N x ``concurrency`` in
-flight.  Size per-process limits as ``fleet_limit / N`` (rounding burst and concurrency up
-to at least 1), and re-size when N changes.  A restart forgets every tenant's history,
-which briefly re-grants a full burst.  See ``docs/reference/ratelimit.md``.
+**Fleet-wide limits (ADR 0032).**  State lives in this process only, but the limits are
+meant for the whole fleet: :meth:`RateLimiter.set_share` / :meth:`ConcurrencyLimiter.set_share`
+make the limiter enforce this process's part of them (:func:`fleet_share`: ``rate / live``,
+burst and concurrency split so the parts add up), ``live`` being the number of live API
+processes the registry heartbeat counts.  Under round-robin balancing the fleet then admits
+a tenant at most ``burst + rate * t`` over any interval ``t``.  See
+``docs/reference/ratelimit.md``.
 
 Memory is bounded: tenants whose bucket is full again (idle) are dropped lazily, and at
 most ``max_tenants`` are tracked (least recently seen evicted first; an evicted tenant
@@ -48,6 +49,7 @@ __all__ = [
     "RateLimitState",
     "RateLimiter",
     "TenantLimits",
+    "fleet_share",
 ]
 
 Clock = Callable[[], float]
@@ -55,7 +57,7 @@ _NS: Final = 1_000_000_000
 
 
 class TenantLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Limits for one tenant (per process).
+    """Limits for one tenant (fleet-wide: each API process enforces its share).
 
     Attributes:
         rate: Sustained requests per second.
@@ -98,18 +100,58 @@ class RateLimitState(msgspec.Struct, frozen=True, kw_only=True):
     window: float | None = None
 
 
+def _part(total: int, live: int, rank: int) -> int:
+    # the fleet total split so the parts add up to it exactly (the first ``total % live``
+    # processes by rank take one more), never below 1
+    return max(1, total // live + (1 if rank < total % live else 0))
+
+
+def fleet_share(limits: TenantLimits, live: int, rank: int) -> TenantLimits:
+    """The part of fleet-wide ``limits`` that one of ``live`` API processes enforces.
+
+    ``rate / live``; ``burst`` and ``concurrency`` split so the parts of all processes
+    (ranks ``0 .. live-1``) add up to the fleet value exactly while it is at least
+    ``live``; each part is at least 1, so with more processes than the value the fleet
+    admits up to ``live`` (ADR 0032).
+
+    Raises:
+        ConfigError: ``live < 1`` or ``rank`` outside ``0 .. live-1``.
+    """
+    if live < 1 or not 0 <= rank < live:
+        raise ConfigError(f"bad fleet share: live={live} rank={rank}")
+    if live == 1:
+        return limits
+    return TenantLimits(
+        rate=limits.rate / live,
+        burst=_part(limits.burst, live, rank),
+        concurrency=_part(limits.concurrency, live, rank),
+    )
+
+
 class _Policies:
-    def __init__(self, default: TenantLimits, overrides: Mapping[str, TenantLimits] | None) -> None:
+    def __init__(
+        self,
+        default: TenantLimits,
+        overrides: Mapping[str, TenantLimits] | None,
+        share: tuple[int, int] = (1, 0),
+    ) -> None:
         if not isinstance(default, TenantLimits):
             raise ConfigError("default limits must be TenantLimits")
         self.default = default
         self.overrides = dict(overrides or {})
+        self.share = share
+        # this process's part of each tenant's fleet-wide limits
+        self._mine = {t: fleet_share(lim, *share) for t, lim in self.overrides.items()}
+        self._default_mine = fleet_share(default, *share)
         # (limits, GCRA emission interval, tolerance) per override, and for the default
-        self._params = {t: (lim, *_gcra_params(lim)) for t, lim in self.overrides.items()}
-        self._default_params = (default, *_gcra_params(default))
+        self._params = {t: (lim, *_gcra_params(lim)) for t, lim in self._mine.items()}
+        self._default_params = (self._default_mine, *_gcra_params(self._default_mine))
+
+    def configured(self, tenant: str) -> TenantLimits:
+        return self.overrides.get(tenant, self.default)
 
     def get(self, tenant: str) -> TenantLimits:
-        return self.overrides.get(tenant, self.default)
+        return self._mine.get(tenant, self._default_mine)
 
     def params(self, tenant: str) -> tuple[TenantLimits, int, int]:
         return self._params.get(tenant, self._default_params)
@@ -149,8 +191,19 @@ class RateLimiter:
         return len(self._tat)
 
     def limits_for(self, tenant: str) -> TenantLimits:
-        """The limits applied to ``tenant``."""
-        return self._policies.get(tenant)
+        """The (fleet-wide) limits configured for ``tenant``."""
+        return self._policies.configured(tenant)
+
+    def set_share(self, live: int, rank: int) -> None:
+        """Enforce this process's part of the fleet-wide limits: one of ``live`` API
+        processes, at ``rank`` (see :func:`fleet_share`).  Tenants keep their history.
+
+        Raises:
+            ConfigError: A bad ``live`` / ``rank``.
+        """
+        policies = _Policies(self._policies.default, self._policies.overrides, (live, rank))
+        with self._lock:
+            self._policies = policies
 
     def acquire(self, tenant: str) -> RateLimitState:
         """Count one request for ``tenant``, or refuse it.
@@ -313,6 +366,17 @@ class ConcurrencyLimiter:
     def in_flight(self, tenant: str) -> int:
         """Requests of ``tenant`` currently holding a slot."""
         return self._in_flight.get(tenant, 0)
+
+    def set_share(self, live: int, rank: int) -> None:
+        """Cap at this process's part of the fleet-wide concurrency (see
+        :func:`fleet_share`); requests in flight keep their slots.
+
+        Raises:
+            ConfigError: A bad ``live`` / ``rank``.
+        """
+        policies = _Policies(self._policies.default, self._policies.overrides, (live, rank))
+        with self._lock:
+            self._policies = policies
 
     def acquire(self, tenant: str) -> ConcurrencySlot:
         """Take a slot for ``tenant`` or refuse immediately.

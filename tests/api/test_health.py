@@ -41,6 +41,7 @@ async def test_health_document_shape(api_factory) -> None:  # type: ignore[no-un
         "migrations:head",
         "outbox:writable",
         "workers:live",
+        "fleet:live",
         "sandbox:self_test",
         "operator_keys:loaded",
         "llm_credential:credit",
@@ -51,6 +52,8 @@ async def test_health_document_shape(api_factory) -> None:  # type: ignore[no-un
     assert checks["migrations:head"]["observedValue"] == {"database": head(), "code": head()}
     assert checks["outbox:writable"]["status"] == "pass"
     assert checks["sandbox:self_test"]["status"] == "pass"
+    # the answering process registered itself (ADR 0032)
+    assert checks["fleet:live"] == {**checks["fleet:live"], "status": "pass", "observedValue": 1}
     assert checks["operator_keys:loaded"]["observedValue"] == 1
     assert checks["llm_credential:credit"]["observedValue"] is True
     assert checks["llm_credential:fraud"]["observedValue"] is False

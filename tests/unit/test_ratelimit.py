@@ -16,6 +16,7 @@ from spectral_core.ratelimit import (
     RateLimiter,
     RateLimitState,
     TenantLimits,
+    fleet_share,
 )
 
 
@@ -309,3 +310,81 @@ def test_concurrency_cap_holds_under_threads() -> None:
         t.join()
     assert peak <= 3
     assert limiter.in_flight("t") == 0
+
+
+@given(
+    burst=st.integers(1, 500),
+    concurrency=st.integers(1, 200),
+    live=st.integers(1, 16),
+)
+def test_fleet_shares_add_up_to_the_fleet_limits(burst: int, concurrency: int, live: int) -> None:
+    """ADR 0032: the shares of ``live`` processes add up to the configured burst and
+    concurrency exactly (while the value is at least ``live``), each is at least 1, and
+    the rates add up to the fleet rate."""
+    limits = TenantLimits(rate=37.0, burst=burst, concurrency=concurrency)
+    shares = [fleet_share(limits, live, rank) for rank in range(live)]
+    assert sum(s.rate for s in shares) == pytest.approx(37.0)
+    for value, parts in (
+        (burst, [s.burst for s in shares]),
+        (concurrency, [s.concurrency for s in shares]),
+    ):
+        assert min(parts) >= 1
+        assert sum(parts) == max(value, live)
+        assert max(parts) - min(parts) <= 1
+
+
+def test_fleet_share_rejects_a_bad_view() -> None:
+    """A rank outside the fleet or an empty fleet is a ConfigError, not a silent share."""
+    for live, rank in ((0, 0), (3, 3), (3, -1)):
+        with pytest.raises(ConfigError):
+            fleet_share(TenantLimits(), live, rank)
+
+
+def test_set_share_divides_rate_burst_and_concurrency_and_keeps_history() -> None:
+    """One of 4 processes admits a quarter of the burst at once, then a quarter of the
+    rate; its concurrency cap is its part; back to 1 of 1 it admits the whole burst again
+    once refilled, and in-flight slots survive the change."""
+    clock = FakeClock()
+    rate = RateLimiter(TenantLimits(rate=40.0, burst=8, concurrency=6), clock=clock)
+    rate.set_share(4, 0)
+    admitted = 0
+    for _ in range(20):
+        try:
+            rate.acquire("t")
+            admitted += 1
+        except RateLimited:
+            pass
+    assert admitted == 2  # burst 8 / 4
+    clock.advance(1.0)
+    admitted = 0
+    for _ in range(100):
+        try:
+            rate.acquire("t")
+            admitted += 1
+        except RateLimited:
+            pass
+    assert admitted == 2  # one second at 10/s refills the 2-request bucket only
+    assert rate.limits_for("t").burst == 8  # the configured (fleet) value
+    rate.set_share(1, 0)
+    clock.advance(1.0)
+    assert sum(1 for _ in range(8) if _try(rate)) == 8
+
+    conc = ConcurrencyLimiter(TenantLimits(rate=1.0, burst=1, concurrency=6))
+    slots = [conc.acquire("t") for _ in range(4)]
+    conc.set_share(4, 3)  # 6 // 4 = 1, rank 3 gets no remainder
+    with pytest.raises(RateLimited):
+        conc.acquire("t")
+    assert conc.in_flight("t") == 4
+    for slot in slots:
+        slot.release()
+    conc.acquire("t")
+    with pytest.raises(RateLimited):
+        conc.acquire("t")
+
+
+def _try(limiter: RateLimiter) -> bool:
+    try:
+        limiter.acquire("t")
+    except RateLimited:
+        return False
+    return True

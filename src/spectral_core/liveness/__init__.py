@@ -1,6 +1,8 @@
-"""Worker liveness: the ``core.workers`` registry, heartbeat and recorded sessions."""
+"""Liveness: the ``core.workers`` and ``core.api_processes`` registries, heartbeats and
+recorded sessions."""
 
+from .fleet import ApiRegistry, FleetView
 from .heartbeat import Heartbeat, WorkerInfo
 from .sessions import SessionRecorder
 
-__all__ = ["Heartbeat", "SessionRecorder", "WorkerInfo"]
+__all__ = ["ApiRegistry", "FleetView", "Heartbeat", "SessionRecorder", "WorkerInfo"]

@@ -1,4 +1,5 @@
-"""Drain visibility: per generation, outbox rows by status and workers by state.
+"""Drain visibility: per generation, outbox rows by status, workers and API processes by
+state.
 
 Workers are counted as ``live``, ``reconnecting``, ``lost`` or ``exited``.  ``lost`` is a
 derived state (ADR 0027): a worker that did not exit but whose heartbeat is older than the
@@ -44,6 +45,8 @@ class GenerationStatus:
     #: handled / failed / retried / dead handler counts summed over the generation's
     #: workers that have not exited, from their snapshots in core.workers (ADR 0029)
     events: dict[str, int] = field(default_factory=dict)
+    #: API processes by state: live / reconnecting / lost / exited (ADR 0032)
+    api: dict[str, int] = field(default_factory=dict)
 
     @property
     def live_rows(self) -> int:
@@ -73,6 +76,7 @@ class GenerationStatus:
             },
             "turns": {s: self.turns.get(s, 0) for s in ("pending", "running", "done", "dead")},
             "events": {s: self.events.get(s, 0) for s in _EVENT_COUNTS},
+            "api": {s: self.api.get(s, 0) for s in ("live", "reconnecting", "lost", "exited")},
             "verdict": self.verdict,
         }
 
@@ -91,17 +95,17 @@ def generation_status(
             {"stale_after_s": stale_after_s, "retention_s": retention_s},
         ).fetchall()
         snapshots = conn.execute(query("worker_snapshots")).fetchall()
+        api = conn.execute(
+            query("api_processes_by_generation"),
+            {"stale_after_s": stale_after_s, "retention_s": retention_s},
+        ).fetchall()
     out = {g: GenerationStatus(g, v) for g, v, _note, _at in gens}
     for g, status, n in counts:
         out[g].outbox[status] = n
     for g, status, n in turns:
         out[g].turns[status] = n
     for g, _id, state, *_rest, lost in workers:
-        key = (
-            "exited"
-            if state == "exited"
-            else ("lost" if lost else "reconnecting" if state == "reconnecting" else "live")
-        )
+        key = _display_state(state, lost)
         out[g].workers[key] = out[g].workers.get(key, 0) + 1
     for g, snap in snapshots:
         if g not in out or not isinstance(snap, dict):
@@ -110,7 +114,16 @@ def generation_status(
         for handler in (snap.get("handlers") or {}).values():
             for name in _EVENT_COUNTS:
                 events[name] = events.get(name, 0) + int(handler.get(name, 0))
+    for g, _id, state, *_rest, lost in api:
+        key = _display_state(state, lost)
+        out[g].api[key] = out[g].api.get(key, 0) + 1
     return list(out.values())
+
+
+def _display_state(state: str, lost: bool) -> str:
+    if state == "exited":
+        return "exited"
+    return "lost" if lost else "reconnecting" if state == "reconnecting" else "live"
 
 
 def drain(

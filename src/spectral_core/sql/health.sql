@@ -8,7 +8,10 @@ SELECT
      WHERE generation = %(generation)s AND state IN ('running', 'reconnecting')
        AND last_seen > now() - make_interval(secs => %(stale_after_s)s)) AS live_workers,
     NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'
-        AS session_writable
+        AS session_writable,
+    (SELECT count(*) FROM core.api_processes
+     WHERE generation = %(generation)s AND state IN ('running', 'reconnecting')
+       AND last_seen > now() - make_interval(secs => %(stale_after_s)s)) AS live_api
 
 -- name: read_only_session
 -- description: the session cannot write: a standby in recovery or a read-only default

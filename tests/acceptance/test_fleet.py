@@ -1,0 +1,193 @@
+"""The fleet with real ``spectral-api`` processes on one database (issue 22, ADR 0032).
+
+- Part 2: every API process registers in ``core.api_processes``; ``deploy status`` and
+  ``/health``'s ``fleet:live`` show them per generation, both generations side by side;
+  a SIGKILLed process turns ``lost`` after the stale bound, a SIGTERMed one ``exited``.
+- Part 1: a tenant's rate and burst hold for the whole fleet: a flooding tenant spread
+  over 3 processes gets its fleet rate (not 3x), a quiet tenant is unaffected, and a
+  SIGKILLed process gives its share back within the stale bound.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psycopg
+import pytest
+
+from spectral_core.generations import allocate_generation
+from spectral_core.outbox import generation_status
+from spectral_core.ratelimit import TenantLimits
+from spectral_core.tenants import create_api_key, create_tenant
+
+from .procs import Proc, start_api, wait_for
+
+pytestmark = pytest.mark.slow
+
+STALE_S = 3.0  # procs.FAST: SPECTRAL_WORKER_STALE_AFTER_S
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fleet_live(port: int) -> int | None:
+    """``/health``'s ``fleet:live`` value on one process (None when it does not answer)."""
+    try:
+        doc = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    entry = doc.get("checks", {}).get("fleet:live", [{}])[0]
+    value = entry.get("observedValue")
+    return int(value) if isinstance(value, int) else None
+
+
+def api_states(conn: psycopg.Connection[Any]) -> dict[int, dict[str, int]]:
+    return {
+        s.generation: s.as_dict()["api"]
+        for s in generation_status(conn, stale_after_s=STALE_S, retention_s=3600)
+    }
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+def token_for(db_url: str, org: str, limits: TenantLimits) -> str:
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
+            await create_tenant(c, org, limits=limits)
+            _, token = await create_api_key(c, org)
+        return token
+
+    return anyio.run(make)
+
+
+def test_api_processes_are_registered_and_shown_per_generation(
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path, procs: list[Proc]
+) -> None:
+    """Two API processes of generation N and one of N+1 are each shown live in their own
+    generation (deploy status and /health's fleet:live); a SIGKILLed process is shown lost
+    after the stale bound (and no longer counted by /health), a SIGTERMed one exited."""
+    gen_n1 = allocate_generation(conn, "v-next")
+    ports = [free_port() for _ in range(3)]
+    gens = [generation, generation, gen_n1]
+    for i, (port, gen) in enumerate(zip(ports, gens, strict=True)):
+        procs.append(start_api(db_url, gen, port, tmp_path / f"api{i}.log"))
+    wait_for(lambda: fleet_live(ports[0]) == 2, 60, "both API processes of N live")
+    wait_for(lambda: fleet_live(ports[2]) == 1, 60, "the API process of N+1 live")
+    states = api_states(conn)
+    assert states[generation] == {"live": 2, "reconnecting": 0, "lost": 0, "exited": 0}
+    assert states[gen_n1] == {"live": 1, "reconnecting": 0, "lost": 0, "exited": 0}
+    rows = conn.execute(
+        "SELECT generation, pid FROM core.api_processes ORDER BY generation, pid"
+    ).fetchall()
+    assert sorted(rows) == sorted((g, p.p.pid) for g, p in zip(gens, procs, strict=True))
+    # old code's view is untouched: API processes are not workers
+    assert conn.execute("SELECT count(*) FROM core.workers").fetchone() == (0,)
+
+    procs[1].signal(signal.SIGKILL)
+    procs[1].wait(10)
+    killed_at = time.monotonic()
+    wait_for(lambda: api_states(conn)[generation]["lost"] == 1, STALE_S + 10, "lost shown")
+    assert time.monotonic() - killed_at >= STALE_S - 0.5  # not before the stale bound
+    wait_for(lambda: fleet_live(ports[0]) == 1, 10, "/health counts only the live one")
+
+    procs[2].signal(signal.SIGTERM)
+    assert procs[2].wait(30) == 0
+    assert api_states(conn)[gen_n1] == {"live": 0, "reconnecting": 0, "lost": 0, "exited": 1}
+
+
+def flood(ports: list[int], token: str, seconds: float, clients: int = 6) -> tuple[int, int]:
+    """Requests of one tenant round-robin over ``ports`` as fast as ``clients`` loops
+    can send them for ``seconds``; returns (admitted, refused)."""
+    counts = {"ok": 0, "refused": 0}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def loop(offset: int) -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+            i = offset
+            while time.monotonic() < deadline:
+                port = ports[i % len(ports)]
+                i += 1
+                status = client.get(f"http://127.0.0.1:{port}/api/fleet-probe").status_code
+                with lock:
+                    counts["refused" if status == 429 else "ok"] += 1
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return counts["ok"], counts["refused"]
+
+
+def test_tenant_rate_holds_for_the_fleet_and_a_killed_process_gives_its_share_back(
+    db_url: str, generation: int, tmp_path: Path, procs: list[Proc]
+) -> None:
+    """Fleet rate 20/s, burst 6, over 3 processes: a tenant flooding all three for 6 s is
+    admitted at most burst + rate x t (+10 %), not 3x; a quiet tenant meanwhile gets every
+    request through; after one process is SIGKILLed, the two left take over its share
+    within the stale bound (the flood is admitted at the fleet rate again, not 2/3 of it)."""
+    rate, burst, seconds = 20.0, 6, 6.0
+    noisy = token_for(db_url, "noisy", TenantLimits(rate=rate, burst=burst, concurrency=64))
+    quiet = token_for(db_url, "quiet", TenantLimits(rate=rate, burst=burst, concurrency=64))
+    ports = [free_port() for _ in range(3)]
+    for i, port in enumerate(ports):
+        procs.append(start_api(db_url, generation, port, tmp_path / f"api{i}.log"))
+    for port in ports:
+        wait_for(lambda port=port: fleet_live(port) == 3, 60, "three live API processes")
+    time.sleep(1.0)  # one heartbeat after the last registration: every process knows N = 3
+
+    quiet_codes: list[int] = []
+    stop = threading.Event()
+
+    def quiet_tenant() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {quiet}"}, timeout=10) as client:
+            i = 0
+            while not stop.is_set():
+                port = ports[i % 3]
+                i += 1
+                quiet_codes.append(
+                    client.get(f"http://127.0.0.1:{port}/api/fleet-probe").status_code
+                )
+                time.sleep(0.25)
+
+    q = threading.Thread(target=quiet_tenant)
+    q.start()
+    try:
+        admitted, refused = flood(ports, noisy, seconds)
+    finally:
+        stop.set()
+        q.join()
+    bound = burst + rate * seconds
+    assert refused > 0, "the flood was never limited"
+    assert admitted <= 1.1 * bound, f"fleet admitted {admitted} > {bound} (+10%)"
+    assert admitted >= 0.6 * rate * seconds, f"fleet admitted only {admitted}"
+    assert quiet_codes and 429 not in quiet_codes, quiet_codes
+
+    procs[2].signal(signal.SIGKILL)
+    procs[2].wait(10)
+    wait_for(lambda: fleet_live(ports[0]) == 2, STALE_S + 10, "the killed process not counted")
+    time.sleep(1.5)  # a heartbeat: both survivors enforce rate / 2
+    time.sleep(burst / rate * 2)  # both buckets refilled
+    admitted, refused = flood(ports[:2], noisy, seconds)
+    assert refused > 0
+    # with the dead process's share kept: at most burst + 2/3 x rate x t = 86
+    assert admitted >= 0.85 * (burst + rate * seconds), f"share not given back: {admitted}"
+    assert admitted <= 1.1 * (burst + rate * seconds), admitted

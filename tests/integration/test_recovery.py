@@ -56,9 +56,7 @@ def flaky_registry(failures: dict[str, int]) -> HandlerRegistry:
     return reg
 
 
-async def handle_all(
-    db: Database, generation: int, reg: HandlerRegistry, *, fused: bool, n: int
-) -> None:
+async def handle_all(db: Database, generation: int, reg: HandlerRegistry, *, n: int) -> None:
     """Run a real consumer until every one of the ``n`` rows is done."""
     consumer = Consumer(
         db,
@@ -69,7 +67,6 @@ async def handle_all(
             batch_size=10,
             lanes=1,
             poll_interval_s=0.1,
-            fused_cycle=fused,
             retry=RetryPolicy(max_attempts=5, base_s=0.01, cap_s=0.02),
         ),
     )
@@ -87,14 +84,12 @@ async def handle_all(
         consumer.stop()
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["general", "fused"])
 async def test_rows_that_failed_were_reaped_or_redriven_end_done_without_an_error(
-    db: Database, conn: psycopg.Connection[Any], generation: int, fused: bool
+    db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:
     """Issue 16.7: a `done` row never shows an error.  A row that failed once (then went
     through the batch path or the row-by-row redo), a row the reaper took back from a dead
-    worker, and a dead row an operator re-drove all end `done` with `last_error` cleared,
-    on the general path and on the one-message cycle."""
+    worker, and a dead row an operator re-drove all end `done` with `last_error` cleared."""
     pub = Publisher(generation)
     ids = pub.publish_many(
         conn, [EventIn(topic="t.x", payload={}, idempotency_key=f"k{i}") for i in range(4)]
@@ -125,7 +120,7 @@ async def test_rows_that_failed_were_reaped_or_redriven_end_done_without_an_erro
         "SELECT count(*) FROM core.outbox WHERE last_error IS NOT NULL"
     ).fetchone() == (2,)
 
-    await handle_all(db, generation, flaky_registry(failures), fused=fused, n=4)
+    await handle_all(db, generation, flaky_registry(failures), n=4)
 
     assert failures == {"k0": 0}
     got = conn.execute(

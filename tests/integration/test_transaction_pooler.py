@@ -36,19 +36,8 @@ from spectral_core import (
 )
 from spectral_core.generations import allocate_generation
 from spectral_core.migrate import run_migrations
-from spectral_core.outbox import Claimer
 from tests.acceptance.procs import scalar, start_workers, wait_for
 from tests.tools import require_tool
-
-
-class _CountingClaimer(Claimer):
-    """Counts one-message cycles (which need server-side prepared statements)."""
-
-    fused_cycles = 0
-
-    async def claim_started(self, *args: Any, **kwargs: Any) -> Any:
-        self.fused_cycles += 1
-        return await super().claim_started(*args, **kwargs)
 
 
 def _free_port() -> int:
@@ -169,7 +158,6 @@ async def test_outbox_round_trip_through_transaction_pooler(
             registry=reg,
             config=ConsumerConfig(batch_size=7, lanes=3, poll_interval_s=0.2),
         )
-        consumer.claimer = consumer.processor.claimer = _CountingClaimer(gen, info.id)
         with capture_logs() as logs:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(consumer.run)
@@ -185,9 +173,6 @@ async def test_outbox_round_trip_through_transaction_pooler(
                 consumer.stop()
                 tg.cancel_scope.cancel()
         await beat.mark_exited()
-    # behind the pooler the consumer keeps to the general path (no server-side prepared
-    # statements there), even with a ConsumerConfig built by hand
-    assert consumer.claimer.fused_cycles == 0
     assert [e for e in logs if e["event"] == "consumer.db_error"] == []
     assert sorted(seen) == sorted(f"k{i}" for i in range(120))
     with psycopg.connect(empty_db_url, autocommit=True) as c:
@@ -294,3 +279,56 @@ def _handled(url: str, prefix: str) -> int:
             (prefix + "%",),
         )
     )
+
+
+@pytest.mark.anyio
+async def test_lanes_sharing_two_server_connections_claim_and_settle_cleanly(
+    pgbouncer: str, empty_db_url: str
+) -> None:
+    """Issue 20.1 (ADR 0034): the one claim path holds no session state, so four lanes whose
+    transactions PgBouncer runs on only two server connections claim and settle every row
+    once, with no handler failure, retry or database error.  (Without
+    SPECTRAL_DATABASE_TRANSACTION_POOLER psycopg's own prepared statements fail there on
+    PgBouncer before 1.21: the setting stays for them, not for the claim.)"""
+    with run_pgbouncer(pgbouncer, empty_db_url, default_pool_size="2") as url:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+            run_migrations(conn)
+            gen = allocate_generation(conn, "shared")
+            for i in range(200):
+                Publisher(gen).publish(conn, "t.x", {"i": i}, idempotency_key=f"k{i}")
+        settings = Settings(
+            database_url=url,
+            database_session_url=empty_db_url,
+            database_transaction_pooler=True,
+            generation=gen,
+            database_pool_max=6,
+        )
+        seen: list[str] = []
+        reg = HandlerRegistry()
+
+        async def fn(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+            await c.execute("SELECT %s::text", (ev.idempotency_key,))
+            seen.append(ev.idempotency_key)
+
+        reg.register("workers.shared.seen", "t.x", fn)
+        async with open_pools(settings) as db:
+            consumer = Consumer(
+                db,
+                generation=gen,
+                worker_id=uuid.uuid4(),
+                registry=reg,
+                config=ConsumerConfig(batch_size=7, lanes=4, poll_interval_s=0.2),
+            )
+            with capture_logs() as logs:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(consumer.run)
+                    with anyio.fail_after(30):
+                        while len(seen) < 200:
+                            await anyio.sleep(0.05)
+                    consumer.stop()
+    assert [e["event"] for e in logs if e.get("log_level") in ("warning", "error")] == []
+    assert sorted(seen) == sorted(f"k{i}" for i in range(200))
+    with psycopg.connect(empty_db_url, autocommit=True) as c:
+        assert c.execute(
+            "SELECT status, attempts, count(*) FROM core.outbox GROUP BY 1, 2"
+        ).fetchall() == [("done", 1, 200)]

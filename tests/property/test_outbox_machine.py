@@ -189,38 +189,6 @@ class OutboxMachine(RuleBasedStateMachine):
         self.env.portal.call(c.processor.process, c.conn, c.held)
         c.held = []
 
-    @rule(
-        which=st.integers(0, 3),
-        limit=st.integers(1, 5),
-        fail_keys=st.sets(st.sampled_from(KEYS), max_size=3),
-        die=st.booleans(),
-    )
-    def fused_cycle(self, which: int, limit: int, fail_keys: set[str], die: bool) -> None:
-        """The consumer's one-message cycle (claim + start in one round trip), finished
-        normally or with the worker dying inside the open handler transaction."""
-        c = self.cons[which]
-        if c.held:
-            return
-        events, held, fresh = self.env.portal.call(
-            c.claimer.claim_started, c.conn, limit, self.registry.routes
-        )
-        for ev in events:
-            assert ev.generation == c.gen
-            assert self.committed[ev.id][0] == c.gen
-        if not events:
-            return
-        self.current = c
-        if not die:
-            self.failing = fail_keys
-            self.env.portal.call(c.processor.process_started, c.conn, events, held, fresh)
-            return
-        self.crash_next = True
-        try:
-            self.env.portal.call(_die_in_open_batch, c.processor, c.conn, events, fresh)
-        finally:
-            self.crash_next = False
-        self._mark_dead(c)
-
     @rule(which=st.integers(0, 3), mid_batch=st.booleans())
     def crash(self, which: int, mid_batch: bool) -> None:
         """The worker dies: with its batch unhandled, or inside the batch transaction."""
@@ -333,23 +301,6 @@ class OutboxMachine(RuleBasedStateMachine):
 
 class _Rollback(Exception):
     pass
-
-
-async def _die_in_open_batch(
-    processor: BatchProcessor,
-    conn: psycopg.AsyncConnection[Any],
-    events: list[Event],
-    fresh: set[tuple[str, int]],
-) -> None:
-    """Run a started batch's handlers until one dies; the server then aborts the open
-    transaction (as when the worker's connection drops before COMMIT)."""
-    try:
-        for handler, ev in processor._calls(events):
-            if (handler.name, ev.id) in fresh:
-                await handler.fn(ev, conn)
-    except Crash:
-        pass
-    await conn.rollback()
 
 
 def test_outbox_state_machine(env: Env) -> None:

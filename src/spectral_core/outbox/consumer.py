@@ -56,10 +56,6 @@ class ConsumerConfig:
     reconnect_backoff_cap_s: float = 5.0
     outage_limit_s: float = 300.0
     retry: RetryPolicy = RetryPolicy()
-    #: claim and start the handler transaction in one message (ADR 0015); it needs
-    #: server-side prepared statements, so the consumer ignores it behind a transaction
-    #: pooler (``SPECTRAL_DATABASE_TRANSACTION_POOLER``)
-    fused_cycle: bool = True
 
     def __post_init__(self) -> None:
         # the bounds SPECTRAL_OUTBOX_* settings enforce, for configs built by hand: a batch
@@ -88,7 +84,6 @@ class ConsumerConfig:
             "listen": not (
                 settings.database_transaction_pooler and not settings.database_session_url
             ),
-            "fused_cycle": not settings.database_transaction_pooler,
             "retry": RetryPolicy(
                 settings.outbox_max_attempts,
                 settings.outbox_backoff_base_s,
@@ -143,13 +138,6 @@ class Consumer:
         self._claim_lock = anyio.Lock(fast_acquire=True)
         self._claiming = 0  # claims under way (claimed, not yet recorded in _inflight)
         self._no_claims: anyio.Event | None = None
-        self._routes = registry.routes
-        #: the one-message cycle needs server-side prepared statements: never behind a
-        #: transaction pooler, whatever the config says
-        self._fused = self.config.fused_cycle and not db.settings.database_transaction_pooler
-        #: after a failed one-message cycle the next claim takes the general path, so a
-        #: batch whose start keeps failing still reaches the per-row retry policy
-        self._general_next = False
         #: the backends the lanes work on, for a peer's reaper should we be declared lost
         #: (ADR 0027); not behind a transaction pooler (no backend of our own there)
         self.sessions = SessionRecorder(
@@ -228,20 +216,7 @@ class Consumer:
                             await self.claimer.release_orphans(conn, list(self._inflight))
                         self._claiming += 1
                     try:
-                        if self._fused and not self._general_next:
-                            try:
-                                events, held, fresh = await self.claimer.claim_started(
-                                    conn, batch, self._current_routes()
-                                )
-                            except BaseException:
-                                # rows may have been claimed before the failure
-                                self._orphans = self._general_next = True
-                                raise
-                            started = True
-                        else:
-                            self._general_next = False
-                            events = await self.claimer.claim(conn, batch)
-                            held, fresh, started = set(), set(), False
+                        events = await self.claimer.claim(conn, batch)
                         ids = [e.id for e in events]
                         self._inflight.update(ids)
                     finally:
@@ -254,10 +229,7 @@ class Consumer:
                         if n == batch:
                             self._wake_one()
                         try:
-                            if started:
-                                await self.processor.process_started(conn, events, held, fresh)
-                            else:
-                                await self.processor.process(conn, events)
+                            await self.processor.process(conn, events)
                             self.handled += n
                         except BaseException:
                             self._orphans = True
@@ -298,12 +270,6 @@ class Consumer:
             self._no_claims = anyio.Event()
             await self._no_claims.wait()
         self._no_claims = None
-
-    def _current_routes(self) -> tuple[tuple[str, str], ...]:
-        registry = self.processor.registry
-        if len(self._routes) != len(registry):  # handlers registered after construction
-            self._routes = registry.routes
-        return self._routes
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):

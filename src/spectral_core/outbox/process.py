@@ -25,12 +25,11 @@ import psycopg
 import structlog
 from psycopg.pq import TransactionStatus
 
-from ..db._wrap import wrap_errors
 from ..errors import ConfigError, ConnectionLost, HandlerError
 from ..metrics.worker import HandlerStats, WorkerStats
 from ..tracing import Tracer, handler_span, tracer
 from .backoff import next_delay
-from .claim import Claimer, rollback_quietly
+from .claim import Claimer
 from .handlers import HandlerRegistry, RegisteredHandler
 from .records import Event
 
@@ -132,47 +131,6 @@ class BatchProcessor:
             raise
         except Exception:  # a handler failed: redo row by row
             await self._one_by_one(conn, routable)
-
-    async def process_started(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        events: list[Event],
-        held: set[int],
-        fresh: set[tuple[str, int]],
-    ) -> None:
-        """Finish a batch that :meth:`Claimer.claim_started` claimed and started: its
-        handler transaction is open on ``conn`` with the rows ``held`` marked done and the
-        ledger rows of the ``fresh`` calls written.  Same outcome as :meth:`process`."""
-        if any(not self.registry.for_topic(ev.topic) for ev in events):
-            # the start left rows of unroutable topics alone: redo on the general path
-            with wrap_errors():
-                await conn.rollback()
-            await self.process(conn, events)
-            return
-        started = time.perf_counter()
-        spans = tracer()
-        ran: list[HandlerStats] = []
-        try:
-            for handler, ev in self._calls(events):
-                if (handler.name, ev.id) in fresh:
-                    stats = self.stats.handler(handler.name)
-                    await _run_handler(handler, ev, conn, stats, spans)
-                    ran.append(stats)
-            with wrap_errors():
-                await conn.commit()
-        except ConnectionLost:
-            raise
-        except Exception:  # a handler failed: redo row by row
-            with wrap_errors():
-                await conn.rollback()
-            await self._one_by_one(conn, events)
-            return
-        except BaseException:  # cancelled: leave no transaction open on a pooled connection
-            await rollback_quietly(conn)
-            raise
-        for stats in ran:
-            stats.handled += 1
-        self._settled(events, held, started)
 
     def _calls(self, events: list[Event]) -> list[tuple[RegisteredHandler, Event]]:
         """The (handler, event) calls of a batch, handler by handler."""

@@ -15,7 +15,7 @@ SELECT pg_try_advisory_xact_lock(7262551240391537017)
 -- (it serves), and every generation that is drained (no pending or in-flight outbox row,
 -- no pending or running turn).  An older generation with live work (being drained during a
 -- cutover, or stranded) keeps every row until it is drained.  Each NOT EXISTS is one probe
--- of a partial index (outbox_pending_v1, outbox_in_flight_v1, turns_pending_v1,
+-- of a partial index (outbox_pending_v1, outbox_in_flight_v2, turns_pending_v1,
 -- turns_running_v1).
 SELECT d.generation
 FROM core.deployments AS d

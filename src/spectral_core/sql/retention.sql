@@ -3,7 +3,9 @@
 -- one pruner deletes at a time in a database and nobody ever waits for it.  Each batch
 -- examines a bounded window of rows (a keyset walk on a primary key, `LIMIT %(batch)s`)
 -- and deletes only the finished rows of that window that are old enough and belong to a
--- prunable generation.  `pending`, `in_flight` and `dead` rows, and pending, running or
+-- prunable generation.  The DELETE is driven by an array of the window's keys
+-- (`= ANY(ARRAY(...))`: an index or TID scan); a join to the window let the planner pick
+-- a sequential scan of the whole table when its statistics saw no old rows.  `pending`, `in_flight` and `dead` rows, and pending, running or
 -- dead turns, are never deleted.
 
 -- name: retention_try_lock
@@ -43,11 +45,12 @@ WITH win AS (
     LIMIT %(batch)s
 ), gone AS (
     DELETE FROM core.outbox AS o
-    USING win
-    WHERE o.id = win.id
-      AND win.status = 'done' AND o.status = 'done'
-      AND o.finished_at < now() - make_interval(secs => %(older_than_s)s)
-      AND o.generation = ANY(%(generations)s::bigint[])
+    WHERE o.id = ANY(ARRAY(
+              SELECT id FROM win
+              WHERE status = 'done'
+                AND finished_at < now() - make_interval(secs => %(older_than_s)s)
+                AND generation = ANY(%(generations)s::bigint[])))
+      AND o.status = 'done'
     RETURNING o.id
 )
 SELECT (SELECT max(id) FROM win),
@@ -62,19 +65,19 @@ SELECT (SELECT max(id) FROM win),
 -- generation whose outbox row is gone or done (a row that can still be delivered, pending,
 -- in flight or dead, keeps its handlers' ledger rows whatever their age).
 WITH win AS (
-    SELECT handler_name, idempotency_key, outbox_id, generation, handled_at
+    SELECT ctid AS tid, handler_name, idempotency_key, outbox_id, generation, handled_at
     FROM core.event_handled
     WHERE (handler_name, idempotency_key) > (%(after_handler)s, %(after_key)s)
     ORDER BY handler_name, idempotency_key
     LIMIT %(batch)s
 ), gone AS (
     DELETE FROM core.event_handled AS e
-    USING win
-    WHERE e.handler_name = win.handler_name AND e.idempotency_key = win.idempotency_key
-      AND win.handled_at < now() - make_interval(secs => %(older_than_s)s)
-      AND win.generation = ANY(%(generations)s::bigint[])
-      AND NOT EXISTS (SELECT 1 FROM core.outbox AS o
-                      WHERE o.id = win.outbox_id AND o.status <> 'done')
+    WHERE e.ctid = ANY(ARRAY(
+        SELECT w.tid FROM win AS w
+        WHERE w.handled_at < now() - make_interval(secs => %(older_than_s)s)
+          AND w.generation = ANY(%(generations)s::bigint[])
+          AND NOT EXISTS (SELECT 1 FROM core.outbox AS o
+                          WHERE o.id = w.outbox_id AND o.status <> 'done')))
     RETURNING 1
 ), last AS (
     SELECT handler_name, idempotency_key FROM win
@@ -99,18 +102,22 @@ WITH win AS (
     LIMIT %(batch)s
 ), gone AS (
     DELETE FROM agent.turns AS t
-    USING win
-    WHERE t.thread_id = win.thread_id
-      AND win.status = 'done' AND t.status = 'done'
-      AND t.finished_at < now() - make_interval(secs => %(older_than_s)s)
-      AND t.generation = ANY(%(generations)s::bigint[])
+    WHERE t.thread_id = ANY(ARRAY(
+              SELECT thread_id FROM win
+              WHERE status = 'done'
+                AND finished_at < now() - make_interval(secs => %(older_than_s)s)
+                AND generation = ANY(%(generations)s::bigint[])))
+      AND t.status = 'done'
     RETURNING t.thread_id
 ), c AS (
-    DELETE FROM agent.checkpoints AS x USING gone WHERE x.thread_id = gone.thread_id
+    DELETE FROM agent.checkpoints AS x
+    WHERE x.thread_id = ANY(ARRAY(SELECT thread_id FROM gone))
 ), b AS (
-    DELETE FROM agent.checkpoint_blobs AS x USING gone WHERE x.thread_id = gone.thread_id
+    DELETE FROM agent.checkpoint_blobs AS x
+    WHERE x.thread_id = ANY(ARRAY(SELECT thread_id FROM gone))
 ), w AS (
-    DELETE FROM agent.checkpoint_writes AS x USING gone WHERE x.thread_id = gone.thread_id
+    DELETE FROM agent.checkpoint_writes AS x
+    WHERE x.thread_id = ANY(ARRAY(SELECT thread_id FROM gone))
 )
 SELECT (SELECT max(thread_id) FROM win),
        (SELECT count(*) FROM win),

@@ -28,6 +28,9 @@ class Cluster:
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="spectral-cluster-"))
+        # the servers' user enters our folder (the embedded server changes no permission
+        # above its own folders: docs/reference/embedded-postgres.md)
+        self.root.chmod(0o755)
         self.primary = EmbeddedPostgres(self.root / "primary", durable=False)
         self.primary.start()
         self.standby = EmbeddedPostgres(self.root / "standby", durable=False)

@@ -9,9 +9,11 @@ from typing import Any
 import msgspec
 
 from spectral_core import Settings, allocate_generation
+from spectral_core.db.budget import fleet_connections
 from spectral_core.errors import ConfigError, MigrationError
 from spectral_core.migrate import ledger_sets, migration_sets, plan
 from spectral_core.outbox import drain, generation_status
+from spectral_core.sql import query
 
 from ._db import allocated, connect
 from ._progress import DrainProgress
@@ -106,10 +108,17 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
             retention_s=settings.worker_retention_s,
         )
         migrations = migration_status(conn, settings, args.dirs)
+        connections = connection_budget(conn, settings, gens)
     if args.json:
         from .main import print_json
 
-        print_json({"generations": [g.as_dict() for g in gens], "migrations": migrations})
+        print_json(
+            {
+                "generations": [g.as_dict() for g in gens],
+                "migrations": migrations,
+                "connections": connections,
+            }
+        )
         return 0
     print(
         f"{'gen':>4} {'version':<16} {'pending':>8} {'in_flight':>9} {'done':>8} {'dead':>6}  "
@@ -137,7 +146,47 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         elif state == "unchecked":
             state = "unchecked: directory not given (--dir, SPECTRAL_MIGRATION_DIRS)"
         print(f"{m['set'][:24]:<24} {m.get('applied', '-'):>7} {m.get('head', 0):>04}  {state}")
+    print()
+    print_connections(connections)
     return 0
+
+
+def connection_budget(conn: Any, settings: Settings, gens: list[Any]) -> dict[str, Any]:
+    """The live fleet's database connections (ADR 0035), assuming every process runs with
+    this shell's settings, beside the server's limit and current use."""
+    api = sum(g.api.get("live", 0) + g.api.get("reconnecting", 0) for g in gens)
+    workers = sum(g.workers.get("live", 0) + g.workers.get("reconnecting", 0) for g in gens)
+    out = fleet_connections(settings, api=api, workers=workers)
+    row = conn.execute(query("server_connections")).fetchone()
+    out["server"] = {"max_connections": row[0], "superuser_reserved": row[1], "in_use": row[2]}
+    out["budget_per_process"] = settings.database_max_connections
+    return out
+
+
+def print_connections(c: dict[str, Any]) -> None:
+    a, w, srv = c["per_api"], c["per_worker"], c["server"]
+    print("connections (ADR 0035; every process assumed to run with these settings)")
+    print(f"  per API process:    {a['total']:>4} = pool {a['pool']} + registry {a['heartbeat']}")
+    print(
+        f"  per worker process: {w['total']:>4} = pool {w['pool']} + heartbeat {w['heartbeat']}"
+        f" + LISTEN {w['listen']} + checkpointer pool {w['checkpointer']}"
+    )
+    print(f"  live fleet: {c['formula']}")
+    where = (
+        "clients of the transaction pooler on SPECTRAL_DATABASE_URL (the server sees the "
+        "pooler's own pool)"
+        if c["transaction_pooler"]
+        else "server connections"
+    )
+    print(f"  total {c['total']} ({where})")
+    print(
+        f"  server: max_connections {srv['max_connections']} "
+        f"({srv['superuser_reserved']} reserved for superusers), {srv['in_use']} in use now"
+    )
+    if c["budget_per_process"] is not None:
+        print(
+            f"  budget per process (SPECTRAL_DATABASE_MAX_CONNECTIONS): {c['budget_per_process']}"
+        )
 
 
 def drain_cmd(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,6 +20,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict
 
 from .db import Database, open_pools
+from .db.budget import check_budget
 from .errors import EXIT_CANNOT_START, ConfigError, SpectralError
 from .generations import require_generation_async
 from .logging import configure_logging
@@ -39,10 +40,16 @@ async def booted(
     """Open the pools, verify the generation, bind the runtime and the log context.
 
     Raises:
+        ConfigError: The settings need more connections than
+            SPECTRAL_DATABASE_MAX_CONNECTIONS (ADR 0035).
         GenerationError: SPECTRAL_GENERATION is missing or was never allocated.
         ConnectionLost: the database is unreachable (after the bounded boot wait).
     """
     generation = settings.require_generation()
+    if process in ("api", "workers"):
+        # before any connection: a process over its connection budget never opens one
+        needs = check_budget(settings, "api" if process == "api" else "workers")
+        log.debug("database.connections", **needs.as_dict())
     for field in multi_host_urls_without_read_write(settings):
         log.warning(
             "database.url_may_pick_a_standby",

@@ -93,6 +93,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: a connection whose peer stopped answering (partition, vanished host) is declared
     #: dead after about this long: TCP keepalives and tcp_user_timeout on every connection
     database_tcp_timeout_s: Annotated[float, Meta(ge=1, le=600)] = 10.0
+    #: the most database connections one process may open (its pools, heartbeat, LISTEN
+    #: and checkpointer connections, ADR 0035); a process whose settings need more refuses
+    #: to start.  None: unchecked
+    database_max_connections: Annotated[int, Meta(ge=1, le=100_000)] | None = None
 
     generation: Annotated[int, Meta(ge=1)] | None = None
     version: str = ""

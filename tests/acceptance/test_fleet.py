@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from spectral_core.outbox import generation_status
 from spectral_core.ratelimit import TenantLimits
 from spectral_core.tenants import create_api_key, create_tenant
 
-from .procs import Proc, start_api, wait_for
+from .procs import Proc, clean_env, start_api, start_workers, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +193,73 @@ def test_tenant_rate_holds_for_the_fleet_and_a_killed_process_gives_its_share_ba
     # with the dead process's share kept: at most burst + 2/3 x rate x t = 86
     assert admitted >= 0.85 * (burst + rate * seconds), f"share not given back: {admitted}"
     assert admitted <= 1.1 * (burst + rate * seconds), admitted
+
+
+def client_backends(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_connection_budget_is_checked_before_connecting_and_printed(
+    db_url: str, conn: psycopg.Connection[Any], generation: int, tmp_path: Path, procs: list[Proc]
+) -> None:
+    """ADR 0035: a spectral-api or spectral-workers whose settings need more connections
+    than SPECTRAL_DATABASE_MAX_CONNECTIONS exits 3 with the count and its parts, without
+    opening one; an API process at exactly its budget starts and opens exactly the
+    connections the formula says (pool + registry); deploy status prints the formula for
+    the live fleet."""
+    before = client_backends(conn)
+    api = start_api(
+        db_url,
+        generation,
+        free_port(),
+        tmp_path / "over.log",
+        SPECTRAL_DATABASE_POOL_MAX="4",
+        SPECTRAL_DATABASE_MAX_CONNECTIONS="4",
+    )
+    assert api.wait(60) == 3, api.output()
+    assert "spectral-api needs 5 database connections (pool 4 + registry 1)" in api.output()
+    assert "SPECTRAL_DATABASE_MAX_CONNECTIONS is 4" in api.output()
+    workers = start_workers(
+        db_url,
+        generation,
+        tmp_path / "w-over.log",
+        SPECTRAL_DATABASE_POOL_MAX="4",
+        SPECTRAL_AGENT_CONCURRENCY="2",
+        SPECTRAL_DATABASE_MAX_CONNECTIONS="8",
+    )
+    assert workers.wait(60) == 3, workers.output()
+    # pool 4 + heartbeat 1 + LISTEN 1 + checkpointer max(2, min(2, 4) + 1) = 3
+    assert "spectral-workers needs 9 database connections" in workers.output()
+    assert conn.execute("SELECT count(*) FROM core.api_processes").fetchone() == (0,)
+    assert client_backends(conn) == before
+
+    port = free_port()
+    procs.append(
+        start_api(
+            db_url,
+            generation,
+            port,
+            tmp_path / "api.log",
+            SPECTRAL_DATABASE_POOL_MIN="4",
+            SPECTRAL_DATABASE_POOL_MAX="4",
+            SPECTRAL_DATABASE_MAX_CONNECTIONS="5",
+        )
+    )
+    wait_for(lambda: fleet_live(port) == 1, 60, "the API at its budget serves")
+    wait_for(lambda: client_backends(conn) - before == 5, 10, "pool 4 + registry 1 open")
+
+    out = subprocess.run(
+        [sys.executable, "-m", "spectral_cli", "deploy", "status"],
+        env=clean_env(SPECTRAL_DATABASE_URL=db_url, SPECTRAL_DATABASE_POOL_MAX="4"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "per API process:       5 = pool 4 + registry 1" in out.stdout
+    assert "live fleet: 1 x 5 + 0 x " in out.stdout, out.stdout

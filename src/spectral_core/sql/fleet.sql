@@ -44,3 +44,9 @@ SELECT generation, id, state, host, pid, version, started_at, last_seen,
 FROM core.api_processes
 WHERE last_seen > now() - make_interval(secs => %(retention_s)s)
 ORDER BY generation, started_at
+
+-- name: server_connections
+-- description: the server's connection limit, its superuser reserve and client backends now
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')

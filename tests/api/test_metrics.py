@@ -155,6 +155,16 @@ async def test_queue_gauges_and_worker_snapshots_come_from_postgresql(api_factor
     assert got[("spectral_worker_handler_duration_seconds_bucket", lab(**hl, le="0.0025"))] == 2
     assert got[("spectral_worker_handler_duration_seconds_bucket", lab(**hl, le="+Inf"))] == 3
     assert got[("spectral_worker_claim_batch_rows_bucket", lab(**w, le="100.0"))] == 1
+    # the answering API process registered itself (ADR 0032); a lost peer is shown lost
+    assert got[("spectral_api_processes", lab(generation=g, state="running"))] == 1
+    api.sql(
+        "INSERT INTO core.api_processes (id, generation, state, host, pid, version, last_seen) "
+        "VALUES (%s, %s, 'running', 'h', 2, 'v', now() - interval '1 hour')",
+        (str(uuid.uuid4()), api.settings.generation),
+    )
+    got = samples((await scrape(api, token)).text)
+    assert got[("spectral_api_processes", lab(generation=g, state="lost"))] == 1
+    assert got[("spectral_api_processes", lab(generation=g, state="running"))] == 1
     # every family served is documented in docs/reference/metrics.md
     served = {
         f.name + ("_total" if f.type == "counter" else "")

@@ -109,6 +109,16 @@ class QueueCollector(Collector):
             turn_age.add_metric([str(g)], age)
         yield turn_age
         yield from self._workers(snap.workers)
+        api = GaugeMetricFamily(
+            "spectral_api_processes",
+            "API processes that have not exited, per generation and state (running, "
+            "reconnecting, lost: heartbeat older than SPECTRAL_WORKER_STALE_AFTER_S; ADR 0032)",
+            labels=["generation", "state"],
+        )
+        for g in sorted({g for g, _ in snap.api_processes}):
+            for state in _WORKER_STATES:
+                api.add_metric([str(g), state], snap.api_processes.get((g, state), 0))
+        yield api
         stranded = GaugeMetricFamily(
             "spectral_generation_stranded",
             "1 when a generation has pending or in-flight work and no live worker",

@@ -55,6 +55,8 @@ class QueueSnapshot:
     read_at: float
     read_seconds: float
     generations: set[int] = field(default_factory=set)
+    #: (generation, state) -> API processes not exited: running / reconnecting / lost
+    api_processes: dict[tuple[int, str], int] = field(default_factory=dict)
 
     def stranded(self, generation: int) -> bool:
         """Live work (pending or in-flight rows or turns) and no live worker to take it."""
@@ -102,6 +104,11 @@ class QueueStats:
                 outbox = await (await conn.execute(query("metrics_outbox"))).fetchall()
                 turns = await (await conn.execute(query("metrics_turns"))).fetchall()
                 workers = await (await conn.execute(query("metrics_workers"))).fetchall()
+                api = await (
+                    await conn.execute(
+                        query("metrics_api_processes"), {"stale_after_s": self.stale_after_s}
+                    )
+                ).fetchall()
                 estimates = await (await conn.execute(query("metrics_estimates"))).fetchall()
         gens: set[int] = set()
         counts: dict[tuple[int, str], int] = {}
@@ -143,4 +150,5 @@ class QueueStats:
             read_at=time.time(),
             read_seconds=time.perf_counter() - started,
             generations=gens,
+            api_processes={(g, state): n for g, state, n in api},
         )

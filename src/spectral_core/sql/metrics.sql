@@ -42,6 +42,17 @@ SELECT id, generation, state, extract(epoch FROM now() - last_seen)::float8 AS a
 FROM core.workers
 WHERE state <> 'exited'
 
+-- name: metrics_api_processes
+-- description: API processes not exited, per generation, split by a fresh or stale
+-- heartbeat (ADR 0032)
+SELECT generation,
+       CASE WHEN last_seen < now() - make_interval(secs => %(stale_after_s)s) THEN 'lost'
+            ELSE state END AS state,
+       count(*)
+FROM core.api_processes
+WHERE state <> 'exited'
+GROUP BY 1, 2
+
 -- name: metrics_estimates
 -- description: the planner's row estimates (-1: never analyzed), no scan
 SELECT c.relname, c.reltuples::float8

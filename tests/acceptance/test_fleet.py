@@ -145,7 +145,8 @@ def test_tenant_rate_holds_for_the_fleet_and_a_killed_process_gives_its_share_ba
     """Fleet rate 20/s, burst 6, over 3 processes: a tenant flooding all three for 6 s is
     admitted at most burst + rate x t (+10 %), not 3x; a quiet tenant meanwhile gets every
     request through; after one process is SIGKILLed, the two left take over its share
-    within the stale bound (the flood is admitted at the fleet rate again, not 2/3 of it)."""
+    within the stale bound (the flood is admitted at the fleet rate again, not 2/3 of it);
+    when a new process joins, all three go back to a third each (not 4/3 of the rate)."""
     rate, burst, seconds = 20.0, 6, 6.0
     noisy = token_for(db_url, "noisy", TenantLimits(rate=rate, burst=burst, concurrency=64))
     quiet = token_for(db_url, "quiet", TenantLimits(rate=rate, burst=burst, concurrency=64))
@@ -193,6 +194,17 @@ def test_tenant_rate_holds_for_the_fleet_and_a_killed_process_gives_its_share_ba
     # with the dead process's share kept: at most burst + 2/3 x rate x t = 86
     assert admitted >= 0.85 * (burst + rate * seconds), f"share not given back: {admitted}"
     assert admitted <= 1.1 * (burst + rate * seconds), admitted
+
+    # a process joins: the two others shrink their share to a third within a heartbeat
+    ports[2] = free_port()
+    procs.append(start_api(db_url, generation, ports[2], tmp_path / "api3.log"))
+    for port in ports:
+        wait_for(lambda port=port: fleet_live(port) == 3, 60, "three live API processes again")
+    time.sleep(1.5 + burst / rate * 2)  # a heartbeat, and every bucket refilled
+    admitted, refused = flood(ports, noisy, seconds)
+    assert refused > 0
+    # without re-sharing: 2 x rate / 2 + rate / 3 = 4/3 x the fleet rate
+    assert admitted <= 1.1 * (burst + rate * seconds), f"join not re-shared: {admitted}"
 
 
 def client_backends(conn: psycopg.Connection[Any]) -> int:

@@ -489,8 +489,6 @@ async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
     kw: dict[str, Any] = {}
     if "fused_cycle" in {f.name for f in dataclasses.fields(ConsumerConfig)}:
         kw["fused_cycle"] = cfg.get("fused", True)
-    elif not cfg.get("fused", True):  # the claim path of issue 20 has one cycle
-        raise RuntimeError("--cycle general: this tree's consumer has one claim path")
     config = ConsumerConfig(
         batch_size=cfg["batch"],
         lanes=lanes,
@@ -610,7 +608,7 @@ def drain_once(
     procs: int,
     a,
     analyze: bool | None = None,
-    cycle: str = "fused",
+    cycle: str = "one",
     state: str = "empty",
 ) -> dict[str, Any]:
     analyze = a.analyze if analyze is None else analyze
@@ -640,7 +638,7 @@ def drain_once(
             "log_level": a.log_level,
             "loop": a.loop,
             "profile": a.profile_consumer,
-            "fused": cycle == "fused",
+            "fused": cycle != "general",
         },
         procs,
     )
@@ -780,7 +778,7 @@ def latency_once(
     seconds: float,
     listen: bool,
     a,
-    cycle: str = "fused",
+    cycle: str = "one",
     state: str = "empty",
 ) -> dict[str, Any]:
     # empty: ANALYZEd while empty, the state of a fresh install or of an outbox retention
@@ -796,7 +794,7 @@ def latency_once(
             "poll": a.poll_interval,
             "log_level": a.log_level,
             "loop": a.loop,
-            "fused": cycle == "fused",
+            "fused": cycle != "general",
             "profile": a.profile_consumer,
         },
     )
@@ -1055,10 +1053,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--cycle",
-        default="fused",
-        help="(c)/(d) consumer cycle(s), comma-separated: fused (claim and start in "
-        "one message, the default; ADR 0015), general (claim, then BEGIN + "
-        "start: the path behind a transaction pooler)",
+        default=None,
+        help="(c)/(d) consumer cycle(s), comma-separated, for trees before ADR 0034 (which "
+        "have ConsumerConfig.fused_cycle): fused (claim and start in one message, their "
+        "default; ADR 0015), general (claim, then BEGIN + start). Default: fused on those "
+        "trees, 'one' (the single claim path) on later ones",
     )
     ap.add_argument(
         "--log-level",
@@ -1098,12 +1097,20 @@ def main() -> None:
     a.lanes = [int(x) for x in a.lanes.split(",")]
     a.batches = [int(x) for x in a.batches.split(",")]
     a.rates = [float(x) for x in a.rates.split(",")]
+    import dataclasses
+
+    from spectral_core.outbox import ConsumerConfig
+
+    two_cycles = "fused_cycle" in {f.name for f in dataclasses.fields(ConsumerConfig)}
+    a.cycle = a.cycle or ("fused" if two_cycles else "one")
     a.cycles = [x for x in a.cycle.split(",") if x]
+    if not two_cycles and a.cycles != ["one"]:
+        ap.error("--cycle: this tree's consumer has one claim path (ADR 0034)")
+    if two_cycles and (not a.cycles or set(a.cycles) - {"fused", "general"}):
+        ap.error("--cycle takes fused and/or general")
     a.outboxes = [x for x in a.outbox.split(",") if x]
     if not a.outboxes or set(a.outboxes) - set(OUTBOX_STATES):
         ap.error(f"--outbox takes {' and/or '.join(OUTBOX_STATES)}")
-    if not a.cycles or set(a.cycles) - {"fused", "general"}:
-        ap.error("--cycle takes fused and/or general")
     a.plan_check = [int(x) for x in a.plan_check.split(",") if x]
     # the consumer's bounds (ConsumerConfig), checked before anything starts
     from spectral_core.settings import OUTBOX_BATCH_MAX, OUTBOX_LANES_MAX

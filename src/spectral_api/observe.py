@@ -99,11 +99,11 @@ class ApiMetrics:
     """The API's instruments, in a registry of their own.
 
     The counts and histograms are plain integers and
-    :class:`~spectral_core.metrics.worker.Histogram` buckets (about 0.5 us an observation)
-    rendered by a collector at scrape time, rather than ``prometheus_client``'s
-    ``Counter`` / ``Histogram`` (a lock per increment: about 2.7 us a histogram observation,
-    three of them per decision).  Every update and every scrape runs on the event loop's
-    thread, so nothing needs a lock.
+    :class:`~spectral_core.metrics.worker.Histogram` buckets rendered by a collector at scrape
+    time, rather than ``prometheus_client``'s ``Counter`` / ``Histogram``, which take a lock
+    per increment (three histogram observations per decision; figures in
+    docs/performance.md).  Every update and every scrape runs on the event loop's thread, so
+    nothing needs a lock.
     """
 
     def __init__(self, cache: ModuleCache | None = None) -> None:

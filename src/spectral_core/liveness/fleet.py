@@ -25,6 +25,7 @@ import structlog
 
 from ..db import Database, connect_kwargs
 from ..db._wrap import is_connection_error, wrap_errors
+from ..errors import DatabaseError
 from ..sql import query
 from .heartbeat import WorkerInfo
 
@@ -159,8 +160,9 @@ class ApiRegistry:
             self._on_view(view)
 
     async def run(self) -> None:
-        """Beat every ``interval_s`` until cancelled; database errors are retried and the
-        last view is kept meanwhile."""
+        """Beat every ``interval_s`` until cancelled; database errors of any kind are
+        logged (``api.heartbeat_failed``) and retried, the last view kept meanwhile: the
+        registry never stops the server."""
         while True:
             with anyio.move_on_after(self.interval_s):
                 await anyio.sleep_forever()
@@ -171,7 +173,9 @@ class ApiRegistry:
                     if self._beats % _PRUNE_EVERY == 0:
                         await self.prune()
             except Exception as exc:
-                if not (is_connection_error(exc) or isinstance(exc, TimeoutError)):
+                # any database error (not only a lost connection: a canceled statement, a
+                # failover's read-only session) keeps the last view; the server goes on
+                if not (is_connection_error(exc) or isinstance(exc, (TimeoutError, DatabaseError))):
                     raise
                 log.warning("api.heartbeat_failed", error_type=type(exc).__name__)
                 await self._drop_connection()

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spectral_core.errors import DatabaseError, RateLimited, SpectralError, TenantError
-from spectral_core.ratelimit import ConcurrencyLimiter, RateLimiter, TenantLimits
+from spectral_core.ratelimit import ConcurrencyLimiter, RateLimiter, TenantLimits, fleet_share
 from spectral_core.tenants import Authenticator, Principal
 
 from .errors import Forbidden, problem_response
@@ -78,7 +78,12 @@ class TenantLimiter:
     def set_fleet(self, live: int, rank: int) -> None:
         """Enforce this process's part of every tenant's fleet-wide limits, as one of
         ``live`` API processes at ``rank`` (ADR 0032); called by the API registry's
-        heartbeat, never on a request's path."""
+        heartbeat, never on a request's path.
+
+        Raises:
+            ConfigError: A bad ``live`` / ``rank`` (nothing changed).
+        """
+        fleet_share(self.default, live, rank)  # validates before anything changes
         self._share = (live, rank)
         for rate, concurrency in list(self._pairs.values()):
             rate.set_share(live, rank)

@@ -1,4 +1,4 @@
-"""The one claim path (ADR 0034): ``core.outbox_claim_v1`` and ``core.outbox_start_v1``,
+"""The one claim path (ADR 0034): ``core.outbox_claim_v1`` and ``core.outbox_start_v2``,
 called the same way everywhere.  What the start re-checks, how a failing start and lanes
 claiming side by side are handled, and the plans the functions run with: on statistics
 that no longer describe the table (taken while everything was pending, or while the outbox
@@ -105,9 +105,9 @@ async def test_the_start_takes_only_rows_still_in_flight_under_our_worker_id(
                 {
                     "generation": generation,
                     "worker_id": me,
-                    "handlers": ["workers.a.one"] * 3,
-                    "keys": [f"k{i}" for i in range(3)],
                     "ids": ids,
+                    "topics": ["t.x"],
+                    "handlers": ["workers.a.one"],
                 },
             )
             rows_ = await cur.fetchall()
@@ -244,9 +244,9 @@ def start_plans(
     params = {
         "generation": generation,
         "worker_id": me,
-        "handlers": ["workers.a.one"] * len(ids),
-        "keys": [f"k{i}" for i in ids],
         "ids": ids,
+        "topics": ["t.x"],
+        "handlers": ["workers.a.one"],
     }
     with nested_plans(conn) as plans:
         for _ in range(times):

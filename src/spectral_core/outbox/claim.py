@@ -4,8 +4,8 @@
 parameter anywhere that lets a caller claim, complete, fail, release or re-pend a row of
 another generation: every statement it runs filters on the bound generation
 (``generation = g``).  The claim and the start of a batch are the versioned functions
-``core.outbox_claim_v1`` and ``core.outbox_start_v1`` (migration 0013), called the same way
-on a direct connection and behind a transaction pooler: no session state.
+``core.outbox_claim_v1`` and ``core.outbox_start_v2`` (migrations 0013 and 0016), called
+the same way on a direct connection and behind a transaction pooler: no session state.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _events(rows: Sequence[Sequence[Any]]) -> list[Event]:
 
 
 def _started(rows: Sequence[Sequence[Any]]) -> tuple[set[int], set[tuple[str, int]]]:
-    # one row carries the held ids, the others one handler call each (core.outbox_start_v1)
+    # one row carries the held ids, the others one handler call each (core.outbox_start_v2)
     held = next(r[0] for r in rows if r[1] is None)
     return set(held), {(r[1], r[2]) for r in rows if r[1] is not None}
 
@@ -69,12 +69,14 @@ class Claimer:
     async def start_batch(
         self,
         conn: psycopg.AsyncConnection[Any],
-        calls: list[tuple[str, Event]],
+        ids: list[int],
+        routes: tuple[tuple[str, str], ...],
     ) -> tuple[set[int], set[tuple[str, int]]]:
-        """First statement of a batch's handler transaction (``core.outbox_start_v1``).
+        """First statement of a batch's handler transaction (``core.outbox_start_v2``).
 
-        ``calls`` are the routed ``(handler name, event)`` pairs.  Marks the rows we still
-        hold ``done`` and writes the ledger rows for them, in the caller's transaction.
+        ``ids`` are the batch's rows, ``routes`` the registry's ``(topic, handler name)``
+        pairs.  Marks the rows we still hold ``done`` and writes the ledger rows of their
+        routed handlers, in the caller's transaction.
 
         Returns:
             the ids of the rows we still held, and the ``(handler name, event id)`` pairs
@@ -86,9 +88,9 @@ class Claimer:
                 query("start_batch"),
                 {
                     **self._base,
-                    "handlers": [name for name, _ in calls],
-                    "keys": [e.idempotency_key for _, e in calls],
-                    "ids": [e.id for _, e in calls],
+                    "ids": ids,
+                    "topics": [t for t, _ in routes],
+                    "handlers": [h for _, h in routes],
                 },
             )
             rows = await cur.fetchall()

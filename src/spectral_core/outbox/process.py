@@ -147,7 +147,7 @@ class BatchProcessor:
         ran: list[HandlerStats] = []
         async with conn.transaction():
             held, fresh = await self.claimer.start_batch(
-                conn, [(handler.name, ev) for handler, ev in calls]
+                conn, [ev.id for ev in events], self.registry.routes
             )
             for handler, ev in calls:
                 if (handler.name, ev.id) in fresh:

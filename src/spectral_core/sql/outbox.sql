@@ -37,13 +37,13 @@ FROM ids
 SELECT * FROM core.outbox_claim_v1(%(generation)s, %(worker_id)s, %(limit)s)
 
 -- name: start_batch
--- description: first statement of a batch's handler transaction (core.outbox_start_v1,
--- migration 0013): marks the rows we still hold done and writes the ledger rows of every
--- (handler, row) routed for them; returns one row with the ids that were still ours
--- (held), then a row per (handler, row) pair whose key was not handled before: the handler
--- calls to make.  Rolled back with the handlers if any of them fails.
-SELECT * FROM core.outbox_start_v1(%(generation)s, %(worker_id)s, %(handlers)b::text[],
-                                   %(keys)b::text[], %(ids)b::bigint[])
+-- description: first statement of a batch's handler transaction (core.outbox_start_v2,
+-- migration 0016): marks the rows we still hold done and writes the ledger rows of every
+-- (handler, row) the routes give them; returns one row with the ids that were still ours
+-- (held), then a row per (handler, row) pair whose key was not handled before: the
+-- handler calls to make.  Rolled back with the handlers if any of them fails.
+SELECT * FROM core.outbox_start_v2(%(generation)s, %(worker_id)s, %(ids)b::bigint[],
+                                   %(topics)s::text[], %(handlers)s::text[])
 
 -- name: mark_handled
 -- description: write the ledger rows of one handler for a batch; returns the keys that were new

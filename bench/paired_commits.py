@@ -73,10 +73,13 @@ def drain_once(tree: Path, label: str, uri: str, n: int) -> dict[str, Any]:
         [sys.executable, str(HERE / "_paired_drain_child.py"), "--uri", uri, "--label", label]
         + ["--n", str(n)],
         env=tree_env(tree),
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:
+        raise SystemExit(
+            f"drain {label} in {tree} failed ({out.returncode}):\n{out.stderr[-3000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -118,9 +121,12 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     a = ap.parse_args()
 
+    trees = {"base": worktree(a.base), "head": worktree(a.head) if a.head else ROOT}
+    # this process migrates and seeds with the head's code, whatever the environment's
+    # installed copy of spectral is
+    sys.path.insert(0, str(trees["head"] / "src"))
     from spectral_core.embedded import EmbeddedPostgres
 
-    trees = {"base": worktree(a.base), "head": worktree(a.head) if a.head else ROOT}
     shas = {
         k: subprocess.check_output(
             ["git", "-C", str(t), "rev-parse", "--short", "HEAD"], text=True

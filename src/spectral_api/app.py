@@ -176,6 +176,10 @@ class AccessLog:
                 log.info("api.request", **fields)
 
 
+#: how long the API's last registry write (``exited``) may take at shutdown
+FINAL_WRITE_S = 1.0
+
+
 def create_app(
     settings: Settings,
     db: Database,
@@ -228,28 +232,23 @@ def create_app(
                 # serve on the last (single-process) share; the heartbeat keeps trying
                 log.warning("api.register_failed", error_type=type(exc).__name__)
             tg.start_soon(registry.run)
+            services.sandbox.start()
+            log.info(
+                "api.started",
+                generation=services.generation,
+                operator_keys=len(services.keyring),
+                version=settings.running_version,
+                event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+            )
             try:
-                async with _serving(app):
-                    yield
+                yield
             finally:
                 tg.cancel_scope.cancel()
-        await registry.mark_exited()
-
-    @asynccontextmanager
-    async def _serving(app: Starlette) -> AsyncIterator[None]:
-        services.sandbox.start()
-        log.info(
-            "api.started",
-            generation=services.generation,
-            operator_keys=len(services.keyring),
-            version=settings.running_version,
-            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
-        )
-        try:
-            yield
-        finally:
-            services.sandbox.stop()
-            log.info("api.stopped")
+                services.sandbox.stop()
+                # the last write before the "stopped" line, bounded: with the database
+                # gone it gives up and the row goes lost (ADR 0022: nothing after "stopped")
+                await registry.mark_exited(timeout_s=FINAL_WRITE_S)
+                log.info("api.stopped")
 
     middleware = [
         Middleware(

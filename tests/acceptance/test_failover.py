@@ -82,7 +82,9 @@ def handled(url: str, prefix: str) -> int:
 
 
 class HealthWatch:
-    """Probes ``/health`` every 50 ms in a thread; keeps (time, status) pairs."""
+    """Probes ``/health`` every 50 ms in a thread; keeps (time, status) pairs, the time
+    being when the probe was sent (a probe sent before a crash may answer after it, with
+    the facts it read before it)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -100,8 +102,9 @@ class HealthWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            sent = time.monotonic()
             status = health_status(self.port)
-            self.seen.append((time.monotonic(), status))  # when the answer arrived
+            self.seen.append((sent, status))
             time.sleep(0.05)
 
     def first_pass_after(self, t: float) -> float | None:

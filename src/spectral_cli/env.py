@@ -37,7 +37,14 @@ def write_state(settings: Settings, state: dict[str, Any]) -> Path:
 
 
 def clear_state(settings: Settings) -> None:
-    state_path(settings).unlink(missing_ok=True)
+    """Remove the record if this process wrote it (a `spectral up --no-run` beside a
+    running `spectral up` leaves the running one's record alone)."""
+    path = state_path(settings)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def exports(state: dict[str, Any]) -> str:

@@ -189,12 +189,16 @@ class EmbeddedPostgres:
         if (self.root / "home").exists() or _reachable(self.root):
             return
         home = self.system_dir / "data" / _digest(str(self.root))
+        legacy = self.root / "data"
+        if home.exists() and not (legacy.is_dir() and not legacy.is_symlink()):
+            # left by a project folder of the same path that was deleted (its `home` record
+            # went with it): not this project's data
+            shutil.rmtree(home)
         home.mkdir(parents=True, exist_ok=True)
         for folder in (self.system_dir, home.parent):
             folder.chmod(0o755)
         entry = pwd.getpwnam(self.user)
         os.chown(home, entry.pw_uid, entry.pw_gid)
-        legacy = self.root / "data"
         if legacy.is_dir() and not legacy.is_symlink():  # data made before this rule
             shutil.move(str(legacy), str(home / "data"))
         (self.root / "home").write_text(f"{home}\n")

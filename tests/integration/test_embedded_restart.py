@@ -88,3 +88,23 @@ def test_unreachable_binaries_are_copied_once_and_reused(system: Path) -> None:
         assert _public_bindir(install / "bin", system) == install / "bin"
     finally:
         private.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only as root")
+def test_a_deleted_project_folders_relocated_data_is_not_reused(system: Path) -> None:
+    """A project folder deleted without `destroy` leaves its relocated data behind; a new
+    project at the same path starts on fresh data, not on the old project's."""
+    outer = Path(tempfile.mkdtemp(prefix="spectral-embedded-reuse-"))
+    outer.chmod(0o700)
+    try:
+        pg = EmbeddedPostgres(outer / "pg", durable=False, system_dir=system)
+        with psycopg.connect(pg.start(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE left_behind (x int)")
+        pg.stop()
+        shutil.rmtree(outer / "pg")
+        again = EmbeddedPostgres(outer / "pg", durable=False, system_dir=system)
+        with psycopg.connect(again.start(), autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('left_behind')").fetchone() == (None,)
+        again.destroy()
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)

@@ -5,9 +5,11 @@ from PostgreSQL and the workers' snapshots; and no tenant string as a label."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from opentelemetry import trace
@@ -195,6 +197,10 @@ async def test_decide_is_a_server_span_with_the_sandbox_call_inside(
         )
         assert resp.status_code == 200
         assert (await acme.get("/health")).status_code == 200
+        # the server ends a request's span after the response went out: wait for it
+        deadline = time.monotonic() + 5
+        while len(spans.get_finished_spans()) < 3 and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
     finally:
         tracing.use_provider(None)
         provider.shutdown()

@@ -186,48 +186,42 @@ def check_outbox(writable: bool | None) -> HealthCheck:
     return HealthCheck(status="pass", component_type="component", observed_value=True, time=_now())
 
 
-def check_workers(live: int | None, generation: int) -> HealthCheck:
-    """``workers:live``: warn when no live worker of this generation consumes the outbox."""
+def _live_count(live: int | None, unreadable: str, none_live: str) -> HealthCheck:
+    """A count of live processes: fail when it could not be read, warn at 0, else pass."""
     if live is None:
         return HealthCheck(
-            status="fail",
-            component_type="component",
-            output="worker registry unreadable",
-            time=_now(),
+            status="fail", component_type="component", output=unreadable, time=_now()
         )
     if live == 0:
         return HealthCheck(
             status="warn",
             component_type="component",
             observed_value=0,
-            output=f"no live worker of generation {generation}: published "
-            "events wait until one starts",
+            output=none_live,
             time=_now(),
         )
     return HealthCheck(status="pass", component_type="component", observed_value=live, time=_now())
+
+
+def check_workers(live: int | None, generation: int) -> HealthCheck:
+    """``workers:live``: warn when no live worker of this generation consumes the outbox."""
+    return _live_count(
+        live,
+        "worker registry unreadable",
+        f"no live worker of generation {generation}: published events wait until one starts",
+    )
 
 
 def check_fleet(live: int | None, generation: int) -> HealthCheck:
     """``fleet:live``: the API processes of this generation whose registry heartbeat is
     fresh (ADR 0032).  The answering process is one of them, so 0 means its own
     registration is not (yet) written: warn."""
-    if live is None:
-        return HealthCheck(
-            status="fail",
-            component_type="component",
-            output="API registry unreadable",
-            time=_now(),
-        )
-    if live == 0:
-        return HealthCheck(
-            status="warn",
-            component_type="component",
-            observed_value=0,
-            output=f"no live API process of generation {generation} registered (not even "
-            "this one): tenant limits are not shared across the fleet",
-            time=_now(),
-        )
-    return HealthCheck(status="pass", component_type="component", observed_value=live, time=_now())
+    return _live_count(
+        live,
+        "API registry unreadable",
+        f"no live API process of generation {generation} registered (not even "
+        "this one): tenant limits are not shared across the fleet",
+    )
 
 
 def check_sandbox(ok: bool) -> HealthCheck:

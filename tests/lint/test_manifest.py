@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,22 @@ def test_repository_manifest_covers_src() -> None:
     """This repository's deploy/manifest.toml covers every directory under src/ and apps/."""
     root = Path(__file__).resolve().parents[2]
     assert lint_manifest(root) == []
+
+
+def test_repository_console_ships_to_pages(tmp_path: Path) -> None:
+    """apps/console is mapped to a Cloudflare Pages target, and a copy of this repository's
+    manifest without that line fails the lint with manifest-unmapped for apps/console."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "deploy" / "manifest.toml").read_text()
+    data = tomllib.loads(text)
+    target = data["paths"]["apps/console"]
+    assert data["targets"][target]["kind"] == "pages"
+    for d in [*data["paths"], *data.get("non_deployed", [])]:
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "deploy").mkdir()
+    without = "\n".join(ln for ln in text.splitlines() if not ln.startswith('"apps/console"'))
+    (tmp_path / "deploy" / "manifest.toml").write_text(without)
+    findings = lint_manifest(tmp_path)
+    assert [(f.rule, "apps/console" in f.message) for f in findings] == [
+        ("manifest-unmapped", True)
+    ]

@@ -6,6 +6,11 @@ on its path (``--lanes`` x ``--batch-size``, LISTEN on, one no-op handler: the l
 the ``done`` mark are still written) until it has handled all of them.  Prints one JSON line:
 events/s from the consumer's start to the last event handled, and the client CPU per event.
 
+With ``SPECTRAL_OTLP_ENDPOINT`` in the environment (``paired_commits.py --sdk``) it first
+configures the OpenTelemetry SDK as ``spectral-workers`` does (``spectral_core.tracing.configure``:
+a ``BatchSpanProcessor`` and the OTLP/HTTP exporter; and the worker counters pushed with
+``push_worker_metrics``): only trees with ADR 0029's tracing can run that way.
+
 Only public names that every tree since the outbox's first release has (``Publisher``,
 ``EventIn``, ``Consumer``, ``ConsumerConfig``, ``HandlerRegistry``, ``open_pools``), so an
 older commit runs the same script.
@@ -73,16 +78,32 @@ async def _run(a: argparse.Namespace) -> dict[str, float]:
         database_pool_min=a.lanes,
     )
     config = ConsumerConfig(batch_size=a.batch_size, lanes=a.lanes, listen=True)
+    shutdowns = []
+    endpoint = os.environ.get("SPECTRAL_OTLP_ENDPOINT")
+    if endpoint:  # paired_commits.py --sdk: the SDK as spectral-workers configures it
+        from spectral_core.tracing import configure
+
+        settings = settings.replace(otlp_endpoint=endpoint)
+        shutdowns.append(configure(settings, service_name="spectral-workers"))
     async with open_pools(settings) as db:
+        worker_id = uuid.uuid4()
         consumer = Consumer(
-            db, generation=gen, worker_id=uuid.uuid4(), registry=registry, config=config
+            db, generation=gen, worker_id=worker_id, registry=registry, config=config
         )
+        if endpoint:  # and the worker's counters pushed over OTLP, as spectral-workers does
+            from spectral_core.metrics.otlp import push_worker_metrics
+
+            shutdowns.append(
+                push_worker_metrics(settings, consumer.stats, worker_id=str(worker_id))
+            )
         cpu0, t0 = _cpu_s(), time.perf_counter()
         task = asyncio.create_task(consumer.run())
         await asyncio.wait_for(done.wait(), a.timeout)
         elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
         consumer.stop()
         await asyncio.wait_for(task, 30)
+    for shutdown in shutdowns:  # flush what is queued (not timed)
+        shutdown()
     with psycopg.connect(a.uri, autocommit=True) as conn:
         left = conn.execute(
             "SELECT count(*) FROM core.outbox WHERE generation = %s AND status <> 'done'", (gen,)

@@ -80,6 +80,11 @@ def serve(port: int) -> None:
 
     settings = Settings.from_env(os.environ)
     loop = event_loop_options(settings)  # the event loop spectral-api would run on
+    shutdown_tracing = None
+    if getattr(settings, "otlp_endpoint", ""):  # the SDK as spectral-api configures it
+        from spectral_core.tracing import configure as configure_tracing
+
+        shutdown_tracing = configure_tracing(settings, service_name="spectral-api")
     # uvicorn re-raises SIGTERM after its graceful shutdown: make that a no-op (exit 0)
     signal.signal(signal.SIGTERM, lambda *_: None)
 
@@ -123,6 +128,8 @@ def serve(port: int) -> None:
         )
     else:
         anyio.run(main, backend="asyncio", backend_options=loop)
+    if shutdown_tracing is not None:
+        shutdown_tracing()
 
 
 def serve_bare(port: int) -> None:

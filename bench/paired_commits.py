@@ -3,6 +3,7 @@
     python bench/paired_commits.py --base bd89f0d                 # base vs the working tree
     python bench/paired_commits.py --base v1 --head v2 --rounds 6
     python bench/paired_commits.py --base bd89f0d --only drain
+    python bench/paired_commits.py --base bd89f0d --sdk          # + head with the SDK on
 
 What runs (the "no measurable regression" check of a change):
 
@@ -20,6 +21,16 @@ What runs (the "no measurable regression" check of a change):
   with ``POST /api/decide`` and ``POST /bench/bare`` (their order alternating too) by the
   load generator of ``bench/bench_decide.py``, with the server's CPU per request read from
   ``/proc`` and a warning for rounds where the load generator used about a whole core.
+
+With ``--sdk`` a third contender, ``head+sdk``, runs the head's tree with the OpenTelemetry
+SDK configured the way ``docs/reference/metrics.md`` tells users to (``SPECTRAL_OTLP_ENDPOINT``:
+``spectral_core.tracing.configure`` installs a ``TracerProvider`` with a
+``BatchSpanProcessor`` and the OTLP/HTTP exporter; the drain child also pushes the worker
+counters with ``push_worker_metrics``), exporting to ``bench/_otlp_sink.py``, a local sink in
+its own process that answers 200 and drops everything.  It takes its turn in the same
+rotated rounds (its own server for decide) and is reported separately: head+sdk/base and
+head+sdk/head beside the plain head/base (metrics and tracing on, no SDK).  The sink's
+request and byte counts are printed at the end: the proof that spans were exported.
 
 The summary prints every round and the median of the per-round ratios head/base (never the
 best round).  A ratio near 1.00 with rounds on both sides of it is noise.
@@ -68,11 +79,13 @@ def tree_env(tree: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def drain_once(tree: Path, label: str, uri: str, n: int) -> dict[str, Any]:
+def drain_once(
+    tree: Path, label: str, uri: str, n: int, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(HERE / "_paired_drain_child.py"), "--uri", uri, "--label", label]
         + ["--n", str(n)],
-        env=tree_env(tree),
+        env=tree_env(tree, extra),
         capture_output=True,
         text=True,
     )
@@ -83,11 +96,14 @@ def drain_once(tree: Path, label: str, uri: str, n: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def start_server(tree: Path, url: str, generation: int, public: str) -> tuple[int, Any]:
+def start_server(
+    tree: Path, url: str, generation: int, public: str, extra: dict[str, str] | None = None
+) -> tuple[int, Any]:
     port = bd.free_port()
     env = tree_env(
         tree,
         {
+            **(extra or {}),
             "SPECTRAL_DATABASE_URL": url,
             "SPECTRAL_GENERATION": str(generation),
             "SPECTRAL_OPERATOR_KEYS": public,
@@ -104,8 +120,84 @@ def start_server(tree: Path, url: str, generation: int, public: str) -> tuple[in
     return port, proc
 
 
+def start_sink() -> tuple[str, subprocess.Popen[str]]:
+    """The local OTLP/HTTP sink (``bench/_otlp_sink.py``) in its own process: its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_otlp_sink.py")], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return f"http://127.0.0.1:{port}", proc
+
+
+def sink_stats(endpoint: str) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(endpoint + "/stats", timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
+
+
+def drain_table(drains: list[dict[str, dict[str, Any]]], head: str, base: str, n: int) -> None:
+    print(f"\ndrain {head} vs {base}, {n:,} events, 4 lanes x batch 100, LISTEN on (events/s)")
+    print(f"| round | {base} | {head} | {head}/{base} | client CPU us/event {base} / {head} |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for i, row in enumerate(drains, 1):
+        b, h = row[base], row[head]
+        ratios.append(h["rate"] / b["rate"])
+        print(
+            f"| {i} | {b['rate']:,.0f} | {h['rate']:,.0f} | {ratios[-1]:.3f} | "
+            f"{b['client_cpu_us_per_event']:.0f} / {h['client_cpu_us_per_event']:.0f} |"
+        )
+        if b["not_done"] or h["not_done"]:
+            print(f"WARNING round {i}: rows not done {base} {b['not_done']} {head} {h['not_done']}")
+    print(f"median {head}/{base} {med(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+
+
+def decide_table(
+    decides: list[dict[str, dict[str, Any]]], head: str, base: str, a: argparse.Namespace
+) -> None:
+    print(
+        f"\ndecide {head} vs {base}, concurrency {a.concurrency}, {a.decide_seconds:g} s per "
+        "variant (req/s)"
+    )
+    print(
+        f"| round | decide {base} | decide {head} | {head}/{base} | bare {base} | bare {head} | "
+        f"server CPU us/decide {base} / {head} |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    ratios, bare_ratios = [], []
+    for i, d in enumerate(decides, 1):
+        b, h = d[f"{base}:decide"], d[f"{head}:decide"]
+        ratios.append(h["rps"] / b["rps"])
+        bare_ratios.append(d[f"{head}:bare"]["rps"] / d[f"{base}:bare"]["rps"])
+        print(
+            f"| {i} | {b['rps']:,.0f} | {h['rps']:,.0f} | {ratios[-1]:.3f} | "
+            f"{d[f'{base}:bare']['rps']:,.0f} | {d[f'{head}:bare']['rps']:,.0f} | "
+            f"{b['cpu_us'] or 0:.0f} / {h['cpu_us'] or 0:.0f} |"
+        )
+        mine = {k: v for k, v in d.items() if k.split(":")[0] in (base, head)}
+        bad = {
+            k: {s: n for s, n in v["statuses"].items() if s != 200}
+            for k, v in mine.items()
+            if any(s != 200 for s in v["statuses"])
+        }
+        if bad:
+            print(f"WARNING round {i}: non-200 answers {bad}")
+        busy = {k: v["client_busy"] for k, v in mine.items() if v.get("client_busy", 0) >= 0.9}
+        if busy:
+            print(
+                f"WARNING round {i}: client-bound (load generator's share of a core) "
+                + ", ".join(f"{k} {v:.0%}" for k, v in sorted(busy.items()))
+            )
+    print(
+        f"median decide {head}/{base} {med(ratios):.3f} (min {min(ratios):.3f}, "
+        f"max {max(ratios):.3f}); bare {head}/{base} {med(bare_ratios):.3f}"
+    )
 
 
 def main() -> int:
@@ -119,12 +211,27 @@ def main() -> int:
     ap.add_argument("--drain-n", type=int, default=40000)
     ap.add_argument("--decide-seconds", type=float, default=4.0)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument(
+        "--sdk",
+        action="store_true",
+        help="a third contender, head+sdk: the head with the OpenTelemetry SDK configured as "
+        "the docs tell users (SPECTRAL_OTLP_ENDPOINT: BatchSpanProcessor + OTLP/HTTP exporter, "
+        "and the workers' counters pushed), exporting to a local sink that drops everything",
+    )
     a = ap.parse_args()
 
-    trees = {"base": worktree(a.base), "head": worktree(a.head) if a.head else ROOT}
+    head_tree = worktree(a.head) if a.head else ROOT
+    trees = {"base": worktree(a.base), "head": head_tree}
+    extras: dict[str, dict[str, str]] = {"base": {}, "head": {}}
+    sink: subprocess.Popen[str] | None = None
+    if a.sdk:
+        endpoint, sink = start_sink()
+        trees["head+sdk"] = head_tree
+        extras["head+sdk"] = {"SPECTRAL_OTLP_ENDPOINT": endpoint}
+    names = list(trees)
     # this process migrates and seeds with the head's code, whatever the environment's
     # installed copy of spectral is
-    sys.path.insert(0, str(trees["head"] / "src"))
+    sys.path.insert(0, str(head_tree / "src"))
     from spectral_core.embedded import EmbeddedPostgres
 
     shas = {
@@ -134,20 +241,23 @@ def main() -> int:
         for k, t in trees.items()
     }
     print(f"command: python {shlex.join(['bench/paired_commits.py', *sys.argv[1:]])}")
-    print(f"base {shas['base']} ({trees['base']}), head {shas['head']} ({trees['head']})")
+    print(", ".join(f"{k} {shas[k]} ({trees[k]})" for k in names))
+    if a.sdk:
+        print(f"head+sdk: SPECTRAL_OTLP_ENDPOINT={extras['head+sdk']['SPECTRAL_OTLP_ENDPOINT']}")
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="spectral-paired-pg-")))
     url = pg.start()
     servers: dict[str, Any] = {}
     drains: list[dict[str, dict[str, Any]]] = []
     decides: list[dict[str, dict[str, Any]]] = []
+    exported: dict[str, Any] = {}
     try:
         generation, token, public = bd.prepare(url)  # head's migrations, tenant, module
         if a.only != "decide":
-            for name, tree in trees.items():  # warm-up (imports, first plans), not counted
-                drain_once(tree, f"warm-{name}", url, 2000)
+            for name in names:  # warm-up (imports, first plans), not counted
+                drain_once(trees[name], f"warm-{name}", url, 2000, extras[name])
         if a.only != "drain":
-            for name, tree in trees.items():
-                servers[name] = start_server(tree, url, generation, public)
+            for name in names:
+                servers[name] = start_server(trees[name], url, generation, public, extras[name])
             payloads = {
                 "decide": bd.request_bytes("/api/decide", token, bd.BODY),
                 "bare": bd.request_bytes("/bench/bare", None, bd.BODY),
@@ -156,15 +266,16 @@ def main() -> int:
                 for payload in payloads.values():
                     bd.anyio.run(bd.load, port, payload, a.concurrency, 1.5, backend="asyncio")
         for r in range(a.rounds):
-            order = ["base", "head"] if r % 2 == 0 else ["head", "base"]
+            k = r % len(names)  # rotated: every contender goes first in turn
+            order = names[k:] + names[:k]
             if a.only != "decide":
                 row: dict[str, dict[str, Any]] = {}
                 for name in order:
-                    row[name] = drain_once(trees[name], f"{name}-{r}", url, a.drain_n)
+                    row[name] = drain_once(trees[name], f"{name}-{r}", url, a.drain_n, extras[name])
                 drains.append(row)
                 print(
                     f"drain round {r + 1}: "
-                    + ", ".join(f"{k} {v['rate']:,.0f}/s" for k, v in sorted(row.items())),
+                    + ", ".join(f"{k} {row[k]['rate']:,.0f}/s" for k in order),
                     flush=True,
                 )
             if a.only != "drain":
@@ -180,7 +291,7 @@ def main() -> int:
                 decides.append(drow)
                 print(
                     f"decide round {r + 1}: "
-                    + ", ".join(f"{k} {v['rps']:,.0f}/s" for k, v in sorted(drow.items())),
+                    + ", ".join(f"{k} {v['rps']:,.0f}/s" for k, v in drow.items()),
                     flush=True,
                 )
     finally:
@@ -191,58 +302,25 @@ def main() -> int:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if sink is not None:
+            try:  # after the servers' shutdown flushed their last spans
+                exported = sink_stats(extras["head+sdk"]["SPECTRAL_OTLP_ENDPOINT"])
+            finally:
+                sink.terminate()
+                sink.wait(10)
         pg.destroy()
 
     print(f"\n{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} CPUs")
-    if drains:
-        print(f"\ndrain, {a.drain_n:,} events, 4 lanes x batch 100, LISTEN on (events/s)")
-        print("| round | base | head | head/base | client CPU us/event base / head |")
-        print("|---|---|---|---|---|")
-        ratios = []
-        for i, row in enumerate(drains, 1):
-            b, h = row["base"], row["head"]
-            ratios.append(h["rate"] / b["rate"])
-            print(
-                f"| {i} | {b['rate']:,.0f} | {h['rate']:,.0f} | {ratios[-1]:.3f} | "
-                f"{b['client_cpu_us_per_event']:.0f} / {h['client_cpu_us_per_event']:.0f} |"
-            )
-            if b["not_done"] or h["not_done"]:
-                print(f"WARNING round {i}: rows not done base {b['not_done']} head {h['not_done']}")
-        print(f"median head/base {med(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
-    if decides:
-        print(f"\ndecide, concurrency {a.concurrency}, {a.decide_seconds:g} s per variant (req/s)")
-        print(
-            "| round | decide base | decide head | head/base | bare base | bare head | "
-            "server CPU us/decide base / head |"
-        )
-        print("|---|---|---|---|---|---|---|")
-        ratios, bare_ratios = [], []
-        for i, d in enumerate(decides, 1):
-            b, h = d["base:decide"], d["head:decide"]
-            ratios.append(h["rps"] / b["rps"])
-            bare_ratios.append(d["head:bare"]["rps"] / d["base:bare"]["rps"])
-            print(
-                f"| {i} | {b['rps']:,.0f} | {h['rps']:,.0f} | {ratios[-1]:.3f} | "
-                f"{d['base:bare']['rps']:,.0f} | {d['head:bare']['rps']:,.0f} | "
-                f"{b['cpu_us'] or 0:.0f} / {h['cpu_us'] or 0:.0f} |"
-            )
-            bad = {
-                k: {s: n for s, n in v["statuses"].items() if s != 200}
-                for k, v in d.items()
-                if any(s != 200 for s in v["statuses"])
-            }
-            if bad:
-                print(f"WARNING round {i}: non-200 answers {bad}")
-            busy = {k: v["client_busy"] for k, v in d.items() if v.get("client_busy", 0) >= 0.9}
-            if busy:
-                print(
-                    f"WARNING round {i}: client-bound (load generator's share of a core) "
-                    + ", ".join(f"{k} {v:.0%}" for k, v in sorted(busy.items()))
-                )
-        print(
-            f"median decide head/base {med(ratios):.3f} (min {min(ratios):.3f}, "
-            f"max {max(ratios):.3f}); bare head/base {med(bare_ratios):.3f}"
-        )
+    pairs = [("head", "base")] + ([("head+sdk", "base"), ("head+sdk", "head")] if a.sdk else [])
+    for head, base in pairs:
+        if drains:
+            drain_table(drains, head, base, a.drain_n)
+        if decides:
+            decide_table(decides, head, base, a)
+    if a.sdk:
+        print(f"\nOTLP sink received (head+sdk exported): {json.dumps(exported)}")
+        if not exported.get("/v1/traces", {}).get("requests"):
+            print("WARNING: the sink received no traces: head+sdk did not export")
     return 0
 
 

@@ -80,11 +80,18 @@ def tree_env(tree: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def drain_once(
-    tree: Path, label: str, uri: str, n: int, extra: dict[str, str] | None = None
+    tree: Path,
+    label: str,
+    uri: str,
+    n: int,
+    extra: dict[str, str] | None = None,
+    pg_pid: int = 0,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(HERE / "_paired_drain_child.py"), "--uri", uri, "--label", label]
-        + ["--n", str(n)],
+        + ["--n", str(n), "--pg-pid", str(pg_pid)]
+        + (["--profile", profile] if profile else []),
         env=tree_env(tree, extra),
         capture_output=True,
         text=True,
@@ -137,25 +144,45 @@ def sink_stats(endpoint: str) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
+def psycopg_connect(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
 def drain_table(drains: list[dict[str, dict[str, Any]]], head: str, base: str, n: int) -> None:
     print(f"\ndrain {head} vs {base}, {n:,} events, 4 lanes x batch 100, LISTEN on (events/s)")
-    print(f"| round | {base} | {head} | {head}/{base} | client CPU us/event {base} / {head} |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| round | {base} | {head} | {head}/{base} | client CPU us/event {base} / {head} | "
+        f"server CPU us/event {base} / {head} | statements/batch {base} / {head} |"
+    )
+    print("|---|---|---|---|---|---|---|")
     ratios = []
     for i, row in enumerate(drains, 1):
         b, h = row[base], row[head]
         ratios.append(h["rate"] / b["rate"])
         print(
             f"| {i} | {b['rate']:,.0f} | {h['rate']:,.0f} | {ratios[-1]:.3f} | "
-            f"{b['client_cpu_us_per_event']:.0f} / {h['client_cpu_us_per_event']:.0f} |"
+            f"{b['client_cpu_us_per_event']:.1f} / {h['client_cpu_us_per_event']:.1f} | "
+            f"{b['server_cpu_us_per_event']:.1f} / {h['server_cpu_us_per_event']:.1f} | "
+            f"{b['statements_per_batch']:.2f} / {h['statements_per_batch']:.2f} |"
         )
         if b["not_done"] or h["not_done"]:
             print(f"WARNING round {i}: rows not done {base} {b['not_done']} {head} {h['not_done']}")
     print(f"median {head}/{base} {med(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+    for k in ("client_cpu_us_per_event", "server_cpu_us_per_event"):
+        print(
+            f"median {k} {base} {med([r[base][k] for r in drains]):.1f} "
+            f"{head} {med([r[head][k] for r in drains]):.1f}"
+        )
+    for name in (base, head):
+        print(f"\n{name}: top-level statements per batch (last round; mean us)")
+        for q, per_batch, us in drains[-1][name]["statements"][:12]:
+            print(f"  {per_batch:7.2f}  {us:8.1f}  {q}")
 
 
 def decide_table(
@@ -212,6 +239,9 @@ def main() -> int:
     ap.add_argument("--decide-seconds", type=float, default=4.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument(
+        "--profile-dir", default=None, help="cProfile each drain into this folder (slows it)"
+    )
+    ap.add_argument(
         "--sdk",
         action="store_true",
         help="a third contender, head+sdk: the head with the OpenTelemetry SDK configured as "
@@ -246,6 +276,14 @@ def main() -> int:
         print(f"head+sdk: SPECTRAL_OTLP_ENDPOINT={extras['head+sdk']['SPECTRAL_OTLP_ENDPOINT']}")
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="spectral-paired-pg-")))
     url = pg.start()
+    # pg_stat_statements counts the statements (round trips) of each drain
+    with psycopg_connect(url) as conn:
+        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    pg.stop()
+    url = pg.start()
+    with psycopg_connect(url) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    pg_pid = int((pg.data / "postmaster.pid").read_text().split()[0])
     servers: dict[str, Any] = {}
     drains: list[dict[str, dict[str, Any]]] = []
     decides: list[dict[str, dict[str, Any]]] = []
@@ -271,7 +309,12 @@ def main() -> int:
             if a.only != "decide":
                 row: dict[str, dict[str, Any]] = {}
                 for name in order:
-                    row[name] = drain_once(trees[name], f"{name}-{r}", url, a.drain_n, extras[name])
+                    profile = (
+                        str(Path(a.profile_dir) / f"{name}-{r}.prof") if a.profile_dir else None
+                    )
+                    row[name] = drain_once(
+                        trees[name], f"{name}-{r}", url, a.drain_n, extras[name], pg_pid, profile
+                    )
                 drains.append(row)
                 print(
                     f"drain round {r + 1}: "

@@ -21,13 +21,15 @@ in a worker thread.
   before (those calls ran in the same iteration anyway, one per task) and I/O is polled
   between batches.
 
-* **Inline is bounded in wall time too** (ADR 0023).  Fuel counts instructions, not
-  time: a module that touches every page of its memory spends a few thousand fuel units
-  and milliseconds of page faults.  A batch stops once it has held the loop for
-  ``inline_ms`` (the rest run in the next iteration, after an I/O poll), and a module
-  whose inline call took longer than ``inline_ms`` runs in a worker thread, with its full
-  budget, for the next ``SLOW_FOR_S`` seconds (calls of it already queued included); then
-  it gets one inline call again.
+* **Inline is bounded in time too** (ADR 0023).  Fuel counts instructions, not time: a
+  module that touches every page of its memory spends a few thousand fuel units and
+  milliseconds of page faults.  A batch stops once its calls have used ``inline_ms`` (the
+  rest run in the next iteration, after an I/O poll), and a module whose inline call took
+  longer than ``inline_ms`` runs in a worker thread, with its full budget, for the next
+  ``SLOW_FOR_S`` seconds (calls of it already queued included); then it gets one inline
+  call again.  A call's time is the CPU time of the loop's thread (page faults included),
+  not wall time (ADR 0036): on a busy machine a trivial call that the OS preempted for a
+  few milliseconds is not slow, and sending its module to threads only costs more CPU.
 
 Each call runs in the context (:mod:`contextvars`) of the task that queued it.  A call whose
 waiting task was cancelled before its turn is not made.  This module uses asyncio directly
@@ -81,9 +83,10 @@ class DecisionRunner:
             every call to a worker thread.
         max_batch: Inline calls made back to back per event-loop iteration; 0 makes each
             inline call in the task that asked for it.
-        inline_ms: Wall time one inline batch may hold the event loop, and the longest
-            inline call a module may make before it is sent to threads for ``SLOW_FOR_S``.
-        clock: Monotonic clock in seconds (tests).
+        inline_ms: Time one inline batch may use, and the longest inline call a module
+            may make before it is sent to threads for ``SLOW_FOR_S`` (CPU time of the
+            event loop's thread).
+        clock: Monotonic clock in seconds, for the ``SLOW_FOR_S`` window (tests).
 
     Raises:
         ConfigError: A negative ``inline_fuel`` or ``max_batch``, a non-positive
@@ -132,11 +135,11 @@ class DecisionRunner:
                     if result is not None:
                         return result
                 else:
-                    started = self._clock()
+                    started = time.thread_time()
                     try:
                         return self.sandbox.run(compiled, input_json, small)
                     finally:
-                        self._timed(compiled, started, self._clock())
+                        self._timed(compiled, time.thread_time() - started)
             except BudgetExceeded as exc:
                 if exc.context.get("budget") not in ("fuel", "deadline"):
                     raise
@@ -152,10 +155,10 @@ class DecisionRunner:
         del self._slow[compiled.content_hash]  # its time is up: one inline call again
         return False
 
-    def _timed(self, compiled: CompiledModule, started: float, ended: float) -> None:
+    def _timed(self, compiled: CompiledModule, spent: float) -> None:
         """Send ``compiled`` to threads for a while if its inline call took too long."""
-        if ended - started > self.inline_s:
-            self._slow[compiled.content_hash] = ended + SLOW_FOR_S
+        if spent > self.inline_s:
+            self._slow[compiled.content_hash] = self._clock() + SLOW_FOR_S
             self._slow.move_to_end(compiled.content_hash)
             while len(self._slow) > _MAX_SLOW:
                 self._slow.popitem(last=False)
@@ -180,7 +183,7 @@ class DecisionRunner:
         queue.scheduled = False
         calls = queue.calls
         run = self.sandbox.run
-        clock = self._clock
+        clock = time.thread_time  # the loop thread's CPU time (ADR 0036)
         now = started = clock()
         try:
             for _ in range(min(len(calls), self.max_batch)):
@@ -201,9 +204,9 @@ class DecisionRunner:
                 else:
                     future.set_result(result)
                 now = clock()
-                self._timed(compiled, before, now)
+                self._timed(compiled, now - before)
                 if now - started > self.inline_s:
-                    break  # the loop was held long enough: the rest after an I/O poll
+                    break  # the batch used its time: the rest after an I/O poll
         finally:
             if calls and not queue.scheduled:  # the rest: next iteration, after an I/O poll
                 queue.scheduled = True

@@ -4,6 +4,10 @@ long ones move to a thread; cancelled requests cost no call (ADR 0018)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,6 +21,7 @@ from spectral_api.runner import SLOW_FOR_S, DecisionRunner
 from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap
 from spectral_core.sandbox import Budget, CompiledModule, Result
 from spectral_core.sandbox.wasm import WasmSandbox
+from spectral_core.settings import SANDBOX_INLINE_MS
 
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 BUDGET = Budget(fuel=5_000_000, deadline_ms=200)
@@ -261,6 +266,67 @@ def test_an_inline_batch_stops_at_its_time_budget(sandbox: WasmSandbox) -> None:
 
     at_once(request, (toucher, b"1"), (toucher, b"2"), (toucher, b"3"), (echo, b"[4]"))
     assert events == [("run", b"1"), ("run", b"[4]"), ("thread", b"2"), ("thread", b"3")]
+
+
+class WallTimed(Recording):
+    """:class:`Recording` that also keeps each inline call's wall time."""
+
+    def __init__(self, sandbox: WasmSandbox, events: list[tuple[str, Any]]) -> None:
+        super().__init__(sandbox, events)
+        self.walls: list[float] = []
+
+    def run(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
+        started = time.perf_counter()
+        try:
+            return super().run(compiled, input_json, budget)
+        finally:
+            self.walls.append(time.perf_counter() - started)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_call_the_os_preempted_does_not_send_its_module_to_threads(
+    sandbox: WasmSandbox,
+) -> None:
+    """On a busy machine the OS preempts the event loop's thread in the middle of calls: a
+    trivial module's call then takes milliseconds of wall time for microseconds of work.
+    Its module stays inline (ADR 0036: a call's time is its thread's CPU time); sent to
+    threads, every call would cost a thread hop for nothing.  Here the loop's thread shares
+    one CPU with a spinning process for about a second of inline calls (default budget)."""
+    events: list[tuple[str, Any]] = []
+    spy = WallTimed(sandbox, events)
+    runner = DecisionRunner(spy, inline_fuel=100_000, max_batch=32, inline_ms=SANDBOX_INLINE_MS)
+    echo = compiled(sandbox, "echo")
+    for _ in range(10):  # warm: a first call's cold caches are not what is tested here
+        sandbox.run(echo, b"[]", BUDGET)
+    cpu = min(os.sched_getaffinity(0))
+    spin = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    allowed = os.sched_getaffinity(0)
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    gc.collect()
+    gc.disable()  # a full collection of the test session's heap inside a call is real CPU
+    try:
+        os.sched_setaffinity(0, {cpu})  # this thread: the event loop's
+
+        async def main() -> None:
+            stop = time.perf_counter() + 1.0
+            while time.perf_counter() < stop:
+                async with anyio.create_task_group() as tg:
+                    for i in range(32):
+                        tg.start_soon(runner.run, echo, b"[%d]" % i, BUDGET)
+
+        anyio.run(main, backend="asyncio")
+    finally:
+        gc.enable()
+        os.sched_setaffinity(0, allowed)
+        spinner.kill()
+        spinner.wait()
+    # the setup did preempt calls (else this test could not fail) ...
+    assert max(spy.walls) > SANDBOX_INLINE_MS / 1000, "no call was preempted: no competition"
+    # ... and none of them made the module slow
+    assert "thread" not in kinds(events)
+    assert not runner.is_slow(echo)
 
 
 def test_negative_settings_are_refused(sandbox: WasmSandbox) -> None:

@@ -24,12 +24,14 @@ in a worker thread.
 * **Inline is bounded in time too** (ADR 0023).  Fuel counts instructions, not time: a
   module that touches every page of its memory spends a few thousand fuel units and
   milliseconds of page faults.  A batch stops once its calls have used ``inline_ms`` (the
-  rest run in the next iteration, after an I/O poll), and a module whose inline call took
-  longer than ``inline_ms`` runs in a worker thread, with its full budget, for the next
-  ``SLOW_FOR_S`` seconds (calls of it already queued included); then it gets one inline
-  call again.  A call's time is the CPU time of the loop's thread (page faults included),
-  not wall time (ADR 0036): on a busy machine a trivial call that the OS preempted for a
-  few milliseconds is not slow, and sending its module to threads only costs more CPU.
+  rest run in the next iteration, after an I/O poll), and a module whose last two inline
+  calls each took longer than ``inline_ms`` runs in a worker thread, with its full budget,
+  for the next ``SLOW_FOR_S`` seconds (calls of it already queued included); then it gets
+  one inline call again, which sends it back if it is long too.  A call's time is the CPU
+  time of the loop's thread (page faults included), not wall time, and one long call is
+  not enough (ADR 0036): a trivial call that the OS preempted, or inside which a full
+  garbage collection ran (about 30 ms in the API process), is not slow, and sending its
+  module to threads would only cost a thread hop per call.
 
 Each call runs in the context (:mod:`contextvars`) of the task that queued it.  A call whose
 waiting task was cancelled before its turn is not made.  This module uses asyncio directly
@@ -83,9 +85,9 @@ class DecisionRunner:
             every call to a worker thread.
         max_batch: Inline calls made back to back per event-loop iteration; 0 makes each
             inline call in the task that asked for it.
-        inline_ms: Time one inline batch may use, and the longest inline call a module
-            may make before it is sent to threads for ``SLOW_FOR_S`` (CPU time of the
-            event loop's thread).
+        inline_ms: Time one inline batch may use, and the longest a module's inline calls
+            may take (two in a row) before it is sent to threads for ``SLOW_FOR_S`` (CPU
+            time of the event loop's thread).
         clock: Monotonic clock in seconds, for the ``SLOW_FOR_S`` window (tests).
 
     Raises:
@@ -111,6 +113,8 @@ class DecisionRunner:
         self._clock = clock
         #: content hash -> clock time until which the module's calls run in threads
         self._slow: OrderedDict[str, float] = OrderedDict()
+        #: content hashes whose last inline call took longer than ``inline_ms``
+        self._long: set[str] = set()
         self._last: tuple[Budget, Budget] | None = None  # (budget, its inline budget)
         self._queue: _LoopQueue | None = None
 
@@ -156,12 +160,23 @@ class DecisionRunner:
         return False
 
     def _timed(self, compiled: CompiledModule, spent: float) -> None:
-        """Send ``compiled`` to threads for a while if its inline call took too long."""
-        if spent > self.inline_s:
-            self._slow[compiled.content_hash] = self._clock() + SLOW_FOR_S
-            self._slow.move_to_end(compiled.content_hash)
-            while len(self._slow) > _MAX_SLOW:
-                self._slow.popitem(last=False)
+        """Send ``compiled`` to threads for a while if its last two inline calls took too
+        long (one long call alone may be a garbage collection that ran inside it)."""
+        key = compiled.content_hash
+        if spent <= self.inline_s:
+            if self._long:
+                self._long.discard(key)
+            return
+        if key not in self._long:
+            if len(self._long) >= _MAX_SLOW:
+                self._long.clear()
+            self._long.add(key)
+            return
+        # kept in _long: after its time in threads, one more long call sends it back
+        self._slow[key] = self._clock() + SLOW_FOR_S
+        self._slow.move_to_end(key)
+        while len(self._slow) > _MAX_SLOW:
+            self._slow.popitem(last=False)
 
     def _queued(
         self, compiled: CompiledModule, input_json: bytes, budget: Budget

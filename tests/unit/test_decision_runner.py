@@ -226,10 +226,11 @@ def test_calls_run_in_the_context_of_the_request_that_queued_them(sandbox: WasmS
 def test_a_module_whose_inline_call_ran_long_goes_to_threads_next_time(
     sandbox: WasmSandbox,
 ) -> None:
-    """Fuel does not bound wall time: page_toucher spends ~45k fuel (under the inline
-    budget) and milliseconds of page faults.  Its first call runs inline and takes longer
+    """Fuel does not bound time: page_toucher spends ~45k fuel (under the inline budget)
+    and milliseconds of page faults.  Its first two calls run inline and each takes longer
     than ``inline_ms``; its next calls run in a thread (full budget) for ``SLOW_FOR_S``;
-    after that it gets one inline call again."""
+    after that it gets one inline call again, and as that one is long too, the calls after
+    it go back to threads (ADR 0036)."""
     events: list[tuple[str, Any]] = []
     offset = [0.0]
     runner = DecisionRunner(
@@ -243,20 +244,21 @@ def test_a_module_whose_inline_call_ran_long_goes_to_threads_next_time(
     async def request(doc: bytes) -> None:
         assert (await runner.run(toucher, doc, BUDGET)).value == {}
 
-    at_once(request, b"1")
-    at_once(request, b"2")
-    at_once(request, b"3")
-    assert events == [("run", b"1"), ("thread", b"2"), ("thread", b"3")]
+    for doc in (b"1", b"2", b"3", b"4"):
+        at_once(request, doc)
+    assert events == [("run", b"1"), ("run", b"2"), ("thread", b"3"), ("thread", b"4")]
     offset[0] = SLOW_FOR_S + 1
-    at_once(request, b"4")
-    assert events[-1] == ("run", b"4")
+    at_once(request, b"5")
+    at_once(request, b"6")
+    assert events[-2:] == [("run", b"5"), ("thread", b"6")]
 
 
 def test_an_inline_batch_stops_at_its_time_budget(sandbox: WasmSandbox) -> None:
     """Three page_toucher calls and an echo queued together: the first toucher call runs
-    inline and uses up the batch's wall time, so the batch stops there; in the next
-    iteration the two other toucher calls go to threads (their module is slow now) and the
-    echo runs inline."""
+    inline and uses up the batch's time, so the batch stops there; the second runs inline
+    in the next iteration and stops that batch too (two long calls in a row: the module is
+    slow now); in the iteration after, the third toucher call goes to a thread and the echo
+    runs inline."""
     events: list[tuple[str, Any]] = []
     runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, inline_ms=1.0)
     toucher, echo = compiled(sandbox, "page_toucher"), compiled(sandbox, "echo")
@@ -265,7 +267,47 @@ def test_an_inline_batch_stops_at_its_time_budget(sandbox: WasmSandbox) -> None:
         await runner.run(module, doc, BUDGET)
 
     at_once(request, (toucher, b"1"), (toucher, b"2"), (toucher, b"3"), (echo, b"[4]"))
-    assert events == [("run", b"1"), ("run", b"[4]"), ("thread", b"2"), ("thread", b"3")]
+    assert events == [("run", b"1"), ("run", b"2"), ("run", b"[4]"), ("thread", b"3")]
+
+
+class CollectingOnce(Recording):
+    """:class:`Recording` whose first call runs a full garbage collection of a large heap
+    inside the call, as the interpreter does when an allocation in the call crosses the
+    collection threshold."""
+
+    def __init__(self, sandbox: WasmSandbox, events: list[tuple[str, Any]]) -> None:
+        super().__init__(sandbox, events)
+        self.collected_s: float | None = None
+
+    def run(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
+        if self.collected_s is None:
+            heap = [[i] for i in range(1_000_000)]  # live while collected: it is traversed
+            started = time.thread_time()
+            gc.collect()
+            self.collected_s = time.thread_time() - started
+            del heap
+        return super().run(compiled, input_json, budget)
+
+
+def test_one_long_call_does_not_send_its_module_to_threads(sandbox: WasmSandbox) -> None:
+    """A full garbage collection of the API process's heap takes ~30 ms and can run inside
+    any call: a trivial module's call in which it ran is long once, and its module stays
+    inline (ADR 0036: only two long calls in a row make a module slow)."""
+    events: list[tuple[str, Any]] = []
+    spy = CollectingOnce(sandbox, events)
+    runner = DecisionRunner(spy, inline_fuel=100_000, inline_ms=1.0)
+    echo = compiled(sandbox, "echo")
+
+    async def request(doc: bytes) -> None:
+        await runner.run(echo, doc, BUDGET)
+
+    for i in range(5):
+        at_once(request, b"[%d]" % i)
+    assert spy.collected_s is not None and spy.collected_s > 0.001  # the call was long
+    assert kinds(events) == ["run"] * 5
+    assert not runner.is_slow(echo)
 
 
 class WallTimed(Recording):

@@ -28,6 +28,7 @@ from spectral_core.liveness import ApiRegistry, FleetView, WorkerInfo
 from spectral_core.metrics import QueueStats
 from spectral_core.metrics.exposition import QueueCollector
 from spectral_core.modules import Keyring, ModuleCache, ModuleStore
+from spectral_core.operator import OperatorSession, OperatorViews, RecentThrottles, resolve_session
 from spectral_core.ratelimit import TenantLimits
 from spectral_core.runtime import RuntimeContext
 from spectral_core.sandbox import Budget
@@ -35,9 +36,16 @@ from spectral_core.sandbox.wasm import WasmSandbox, self_test
 from spectral_core.tenants import Authenticator, Principal
 
 from .auth import PRINCIPAL_KEY, ApiAuthMiddleware, TenantLimiter
+from .console import console_routes
 from .errors import exception_handlers
 from .observe import ApiMetrics, ObserveMiddleware
-from .routes import decide_routes, health_routes, metrics_routes, module_routes
+from .routes import (
+    decide_routes,
+    health_routes,
+    metrics_routes,
+    module_routes,
+    operator_routes,
+)
 from .runner import DecisionRunner
 
 __all__ = ["Services", "build_services", "create_app"]
@@ -65,6 +73,10 @@ class Services:
     metrics: ApiMetrics
     #: the queue gauges read from PostgreSQL, cached
     queue_stats: QueueStats
+    #: the operator console's reads (ADR 0038)
+    operator: OperatorViews
+    #: this process's recent 429s per tenant (the console's tenant view)
+    throttles: RecentThrottles
 
 
 def build_services(
@@ -102,6 +114,10 @@ def build_services(
         db, cache_s=settings.metrics_cache_s, stale_after_s=settings.worker_stale_after_s
     )
     metrics.registry.register(QueueCollector(queue_stats))
+    limits = TenantLimits(
+        rate=settings.api_rate, burst=settings.api_burst, concurrency=settings.api_concurrency
+    )
+    throttles = RecentThrottles()
     return Services(
         settings=settings,
         db=db,
@@ -118,13 +134,7 @@ def build_services(
         store=store,
         cache=cache,
         authenticator=Authenticator(db, ttl_s=settings.api_auth_ttl_s),
-        limiter=TenantLimiter(
-            TenantLimits(
-                rate=settings.api_rate,
-                burst=settings.api_burst,
-                concurrency=settings.api_concurrency,
-            )
-        ),
+        limiter=TenantLimiter(limits),
         health=HealthProbe(
             settings,
             db,
@@ -135,6 +145,15 @@ def build_services(
         ),
         metrics=metrics,
         queue_stats=queue_stats,
+        operator=OperatorViews(
+            db,
+            generation=gen,
+            stale_after_s=settings.worker_stale_after_s,
+            retention_s=settings.worker_retention_s,
+            defaults=limits,
+            throttles=throttles,
+        ),
+        throttles=throttles,
     )
 
 
@@ -250,9 +269,16 @@ def create_app(
                 await registry.mark_exited(timeout_s=FINAL_WRITE_S)
                 log.info("api.stopped")
 
+    async def sessions(session_id: str) -> OperatorSession | None:
+        return await resolve_session(db, session_id)
+
     middleware = [
         Middleware(
-            ApiAuthMiddleware, authenticator=services.authenticator, limiter=services.limiter
+            ApiAuthMiddleware,
+            authenticator=services.authenticator,
+            limiter=services.limiter,
+            sessions=sessions,
+            throttles=services.throttles,
         )
     ]
     if access_log:
@@ -261,7 +287,14 @@ def create_app(
     middleware.insert(0, Middleware(ObserveMiddleware, metrics=services.metrics))
     # the hottest route first: the router tries routes in order
     app = Starlette(
-        routes=[*decide_routes(), *health_routes(), *metrics_routes(), *module_routes()],
+        routes=[
+            *decide_routes(),
+            *health_routes(),
+            *metrics_routes(),
+            *module_routes(),
+            *operator_routes(),
+            *console_routes(settings),
+        ],
         middleware=middleware,
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

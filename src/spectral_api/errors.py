@@ -25,6 +25,7 @@ from spectral_core.errors import (
     ModuleError,
     ModuleNotFound,
     ModuleTrap,
+    OperatorError,
     PinConflict,
     RateLimited,
     SandboxError,
@@ -120,6 +121,7 @@ class Forbidden(HttpProblem):
 #: base class -> (status, slug, title); the nearest class in the MRO wins
 _TABLE: Final[dict[type[BaseException], tuple[int, str, str]]] = {
     TenantError: (401, "unauthorized", "Missing or invalid API key"),
+    OperatorError: (400, "bad-operator-request", "Operator request refused"),
     ModuleNotFound: (404, "module-not-found", "Module not found"),
     PinConflict: (409, "pin-conflict", "Module key already pinned to other content"),
     ContentHashMismatch: (403, "module-tampered", "Module content does not match its address"),

@@ -86,7 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     kc.add_argument(
         "--operator",
         action="store_true",
-        help="an operator key: may also manage the module store (/api/modules)",
+        help="an operator key: may also manage the module store (/api/modules) and use the "
+        "operator console (/api/operator, /console/)",
     )
     kc.add_argument("--label", default=None)
     kc.add_argument("--json", action="store_true")

@@ -101,6 +101,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         if "api" in children:
             print(f"API: {api_url}/health")
+            # the operator console (ADR 0038): log in with an operator API key
+            # (`spectral tenants keys create ORG --operator`)
+            print(
+                f"console: {api_url}/console/ (log in with an operator API key: "
+                "`spectral tenants keys create ORG --operator`)"
+            )
         state = {
             "database_url": settings.require_database_url(),
             "generation": generation,

@@ -27,6 +27,7 @@ __all__ = [
     "MigrationError",
     "MigrationLockTimeout",
     "MissingMigration",
+    "OperatorError",
     "ModuleError",
     "ModuleNotFound",
     "ModuleTrap",
@@ -106,6 +107,10 @@ class HandlerError(OutboxError, ValueError):
 
 class TenantError(SpectralError):
     """The tenant or API key is unknown, revoked or invalid."""
+
+
+class OperatorError(SpectralError):
+    """An operator console request that cannot be carried out as asked (nothing changed)."""
 
 
 class ModuleError(SpectralError):

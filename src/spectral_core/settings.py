@@ -201,6 +201,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: longer runs in worker threads for a while (ADR 0023)
     sandbox_inline_ms: Annotated[float, Meta(gt=0, le=1000)] = SANDBOX_INLINE_MS
 
+    # the operator console (issue 18, ADR 0038): browser sessions of operator keys, and the
+    # folder of the console's static files the API serves at /console/
+    #: a console session ends this long after its login (the operator logs in again)
+    console_session_ttl_s: Annotated[float, Meta(ge=60, le=30 * 86400)] = 8 * 3600.0
+    #: mark the session cookie ``Secure`` even on a plain-http request (set it behind a
+    #: proxy that terminates TLS); an https request always gets ``Secure``
+    console_cookie_secure: bool = False
+    #: the console's built files; empty: the checkout's ``apps/console`` when present, else
+    #: the copy shipped in the wheel (``spectral_api/console``)
+    console_dir: str = ""
+
     # World Agent (spectral_core.agent): turns run off the decision path, at most
     # ``agent_concurrency`` at once per worker, each within a step and token budget
     agent_concurrency: PosInt = 4

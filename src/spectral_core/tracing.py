@@ -16,6 +16,8 @@ through :func:`use_provider`):
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -57,26 +59,42 @@ _NOOP_PROVIDERS = (ProxyTracerProvider, NoOpTracerProvider)
 #: a provider set by :func:`use_provider` (tests, embedding services): wins over the global
 _override: TracerProvider | None = None
 _cached: tuple[TracerProvider, Tracer] | None = None
+#: while no provider is installed, how long :func:`tracer` keeps answering None before it
+#: looks again (seconds)
+RECHECK_S = 1.0
+_none_until = -math.inf
 
 
 def use_provider(provider: TracerProvider | None) -> None:
     """Use ``provider`` for spectral's spans instead of the global one (None: back to the
-    global provider).  Tests use it with the SDK's in-memory exporter, since the global
-    provider can be set only once per process."""
-    global _override, _cached
+    global provider), from the next :func:`tracer` call on.  Tests use it with the SDK's
+    in-memory exporter, since the global provider can be set only once per process."""
+    global _override, _cached, _none_until
     _override = provider
     _cached = None
+    _none_until = -math.inf
 
 
 def tracer() -> Tracer | None:
-    """spectral's tracer, or None when no SDK is configured (tracing is off)."""
-    global _cached
+    """spectral's tracer, or None when no SDK is configured (tracing is off).
+
+    The answer is kept: a provider found once is used until :func:`use_provider` changes
+    it (the global provider can be set only once per process), and "none" is looked up
+    again after :data:`RECHECK_S` (``get_tracer_provider`` reads the environment while no
+    provider is set: microseconds, on every request), so a global provider installed by
+    an embedding service after start-up applies within that time.
+    """
+    global _cached, _none_until
+    cached = _cached
+    if cached is not None:
+        return cached[1]
+    now = time.monotonic()
+    if now < _none_until:
+        return None
     provider = _override or trace.get_tracer_provider()
     if isinstance(provider, _NOOP_PROVIDERS):
+        _none_until = now + RECHECK_S
         return None
-    cached = _cached
-    if cached is not None and cached[0] is provider:
-        return cached[1]
     found = provider.get_tracer("spectral", package_version())
     _cached = (provider, found)
     return found
@@ -178,5 +196,6 @@ def configure(settings: Settings, *, service_name: str) -> Callable[[], None]:
     endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
+    use_provider(_override)  # tracer() looks again now, not after RECHECK_S
     log.info("tracing.configured", service=service_name)
     return provider.shutdown

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -210,3 +212,36 @@ def test_a_malformed_otlp_endpoint_is_a_config_error_naming_the_setting() -> Non
         Settings(otlp_endpoint="tracing-host:9999")
     assert "tracing-host" not in str(info.value)
     assert Settings(otlp_endpoint="http://collector:4318").otlp_endpoint
+
+
+def test_a_global_provider_installed_after_start_up_is_used() -> None:
+    """``tracer()`` keeps its "no SDK" answer for ``RECHECK_S`` (the lookup reads the
+    environment on every call: it ran twice per decision), so a global provider that an
+    embedding service installs after start-up is used within that time; ``configure``
+    (``SPECTRAL_OTLP_ENDPOINT``) applies at once.  In fresh processes: the global provider
+    can be set only once per process."""
+    script = """
+import time
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from spectral_core import Settings, tracing
+assert tracing.tracer() is None
+if MODE == "global":
+    trace.set_tracer_provider(TracerProvider())
+    deadline = time.monotonic() + tracing.RECHECK_S + 1
+    while tracing.tracer() is None:
+        assert time.monotonic() < deadline, "the global provider was never used"
+        time.sleep(0.01)
+else:
+    tracing.configure(Settings(otlp_endpoint="http://127.0.0.1:9/"), service_name="t")
+    assert tracing.tracer() is not None
+print("ok")
+"""
+    for mode in ("global", "configure"):
+        out = subprocess.run(
+            [sys.executable, "-c", f"MODE = {mode!r}\n{script}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.stdout.strip().endswith("ok"), (mode, out.stderr[-2000:])

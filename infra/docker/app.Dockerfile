@@ -31,12 +31,14 @@ WORKDIR /opt/spectral
 # Only what the wheel needs (pyproject's readme and packages), then the entrypoint shim.
 COPY pyproject.toml README.md ./
 COPY src/ ./src/
+# the operator console's static files: the wheel ships them as spectral_api/console
+COPY apps/console/ ./apps/console/
 COPY shims/app_supervisor.py ./shims/app_supervisor.py
 # DL3013 (pin versions): this installs the project itself from the build context; its
 # dependency ranges live in pyproject.toml, and the image tag pins the result.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir '.[api,workers]' \
- && rm -rf /opt/spectral/src
+ && rm -rf /opt/spectral/src /opt/spectral/apps
 
 # Listen on every interface inside the container (the default 127.0.0.1 would be
 # unreachable through a published port). The port stays at the settings default.

@@ -51,9 +51,10 @@ def free_port() -> int:
 class ServerThread:
     """uvicorn serving create_app(...) in a thread; the pool lives on that thread's loop."""
 
-    def __init__(self, settings: Settings, keyring: Keyring) -> None:
+    def __init__(self, settings: Settings, keyring: Keyring, *, access_log: bool = False) -> None:
         self.settings = settings
         self.keyring = keyring
+        self.access_log = access_log
         self.server: uvicorn.Server | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()
@@ -68,7 +69,7 @@ class ServerThread:
 
     async def _serve(self) -> None:
         async with open_pools(self.settings) as db:
-            app = create_app(self.settings, db, keyring=self.keyring, access_log=False)
+            app = create_app(self.settings, db, keyring=self.keyring, access_log=self.access_log)
             # the production server configuration: protocol, limits and timeouts
             config = server_config(app, self.settings, host="127.0.0.1")
             self.server = uvicorn.Server(config)

@@ -528,3 +528,48 @@ async def test_audit_lists_every_action_newest_first(api: Api) -> None:
     assert entries[2]["detail"]["ids"] == [dead] and entries[2]["detail"]["redriven"] == 1
     assert all(e["at"] for e in entries)
     assert token not in json.dumps(body)
+
+
+async def test_an_action_and_its_audit_row_commit_together(api: Api) -> None:
+    """When the audit row cannot be written, the action does not happen either: the
+    dead row stays dead and the approval stays live (one transaction)."""
+    gen = api.settings.require_generation()
+    dead = _dead_row(api, gen)
+    _, aid = await api.module("decision", KEY)
+    api.sql("ALTER TABLE core.operator_audit ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+    async with api.client(await api.tenant("ops", operator=True)) as c:
+        r1 = await c.post("/api/operator/dead/redrive", json={"generation": gen, "ids": [dead]})
+        r2 = await c.post(f"/api/operator/approvals/{aid}/revoke", json={})
+    assert r1.status_code >= 500 and r2.status_code >= 500
+    assert _status(api, dead) == "dead"
+    assert api.sql("SELECT revoked_at FROM core.module_approvals")[0][0] is None
+
+
+async def test_tokens_and_session_ids_never_reach_the_logs(api_factory: Any) -> None:
+    """With the access log on, neither the operator key, nor the session id, nor the CSRF
+    token appears in any log line of a login, reads, an action and a logout."""
+    import structlog
+
+    api = api_factory()
+    api.server.stop()  # restart with the access log on
+    from .conftest import ServerThread
+
+    server = ServerThread(api.settings, api.server.keyring, access_log=True)
+    token = await api.tenant("ops", operator=True)
+    with structlog.testing.capture_logs() as logs:
+        server.start()
+        try:
+            sid, csrf, _ = await _login(api, token)
+            async with _session_client(api, sid, csrf) as c:
+                await c.get("/api/operator/overview")
+                await c.post(
+                    "/api/operator/dead/redrive",
+                    json={"generation": api.settings.generation, "all": True},
+                )
+                await c.post("/api/operator/session/logout")
+        finally:
+            server.stop()
+    text = json.dumps(logs, default=str)
+    assert "operator.redrive" in text and "api.request" in text
+    for secret in (token, sid, csrf):
+        assert secret not in text

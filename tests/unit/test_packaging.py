@@ -38,6 +38,20 @@ def test_wheel_contains_the_typing_markers(wheel: Path) -> None:
     assert {f"{pkg}/py.typed" for pkg in TYPED} <= names
 
 
+def test_wheel_ships_the_operator_console(wheel: Path) -> None:
+    """The console's static files (``apps/console``) are in the wheel as
+    ``spectral_api/console``, where an installed spectral-api serves them from
+    (``SPECTRAL_CONSOLE_DIR``'s fallback), with the Pages headers file."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {
+        "spectral_api/console/" + p.relative_to(ROOT / "apps" / "console").as_posix()
+        for p in (ROOT / "apps" / "console").rglob("*")
+        if p.is_file()
+    }
+    assert {"spectral_api/console/index.html", "spectral_api/console/_headers"} <= shipped
+    assert shipped <= names
+
+
 def test_mypy_user_of_the_installed_wheel_sees_the_types(wheel: Path, tmp_path: Path) -> None:
     """A user's strict mypy run over code importing the installed package reads
     spectral_core's annotations (a revealed ``str``), with no ``import-untyped``."""

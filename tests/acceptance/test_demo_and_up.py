@@ -80,9 +80,9 @@ def _printed_url(stdout: str) -> str:
 
 
 def test_up_prints_how_to_reach_it_and_keeps_its_port(tmp_path: Path) -> None:
-    """`spectral up` prints the database URL and the exact export lines for a second
-    terminal, and the embedded server keeps its port from one run to the next (it used to
-    change every run, so the printed URL went stale)."""
+    """`spectral up` prints the database URL, the exact export lines for a second
+    terminal and the operator console's URL, and the embedded server keeps its port from
+    one run to the next (it used to change every run, so the printed URL went stale)."""
     env = clean_env()
     runs = [
         subprocess.run(
@@ -100,6 +100,8 @@ def test_up_prints_how_to_reach_it_and_keeps_its_port(tmp_path: Path) -> None:
         assert re.search(rf"^\s*export SPECTRAL_GENERATION={n}$", run.stdout, re.M)
     first, second = (_printed_url(r.stdout.replace("  export", "export")) for r in runs)
     assert first == second and first.startswith("postgresql://")
+    # the operator console's page (issue 18), on the API's address
+    assert re.search(r"^console: http://127\.0\.0\.1:\d+/console/ ", runs[0].stdout, re.M)
 
 
 def test_env_points_a_second_shell_at_a_running_up(tmp_path: Path) -> None:

@@ -37,11 +37,12 @@ Readings per configuration and round: the CPU time of the PostgreSQL server (pos
 and every backend, exited ones included, from ``/proc``), of the processes under test
 (worker or API processes, ``/proc``) and of the load generator (drain: none; steady: the
 producer; decide: the HTTP client; each its own process's CPU minus the sampler thread's);
-WAL bytes (``pg_current_wal_insert_lsn`` difference); and what the server's active client
-backends were doing, sampled every 50 ms from ``pg_stat_activity``: running, waiting on a
-heavyweight lock or a non-WAL LWLock (``locks``), on WAL (``WALWrite``/``WALInsert``/
-``WALSync`` ...), on the client; and the whole machine's busy share (``/proc/stat``).  The
-``limit`` column names what bounds the configuration: ``locks`` or ``WAL`` when at least a
+WAL bytes (``pg_current_wal_insert_lsn`` difference); what the server's active client
+backends were doing, sampled every 50 ms from ``pg_stat_activity`` (the sampler's own
+backend CPU is taken off the server's): running, waiting on a heavyweight lock or a non-WAL
+LWLock (``locks``), on WAL (LWLock ``WALWrite``/``WALInsert``, IO ``WalSync``/``WalWrite``
+...), on the client; and the whole machine's busy share (``/proc/stat``).  The ``limit``
+column names what bounds the configuration: ``locks`` or ``WAL`` when at least a
 quarter of the backends' samples wait on it, else the busier of client CPU (processes under
 test + load generator) and server CPU; when neither reaches half the cores (and ours
 together less than three quarters), ``other load`` if the machine was 90 % busy anyway,
@@ -61,6 +62,7 @@ Figures of record need a quiet machine; on a shared box compare within a run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -148,9 +150,6 @@ def machine_cpu() -> tuple[float, float]:
     return (total - f[3] - f[4]) / TICK, total / TICK  # minus idle and iowait
 
 
-WAL_EVENTS = {"WALWrite", "WALInsert", "WALBufMapping", "WALSync", "WALInitSync", "WALInitWrite"}
-
-
 class WaitSampler(threading.Thread):
     """Samples what the active client backends wait on, every ``step`` seconds."""
 
@@ -158,8 +157,10 @@ class WaitSampler(threading.Thread):
         super().__init__(daemon=True)
         self.uri, self.step = uri, step
         self.counts = {"run": 0, "locks": 0, "wal": 0, "client": 0, "other": 0}
+        self.events: dict[str, int] = {}  # "type:event" -> backend samples (diagnosis)
         self.samples = 0
-        self.cpu = 0.0
+        self.cpu = 0.0  # this thread's CPU (the load generator's reading excludes it)
+        self.server_cpu = 0.0  # its backend's CPU (the server's reading excludes it)
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -167,6 +168,8 @@ class WaitSampler(threading.Thread):
 
         t0 = time.thread_time()
         with psycopg.connect(self.uri, autocommit=True) as c:
+            row = c.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
             while not self.halt.is_set():
                 rows = c.execute(
                     "SELECT wait_event_type, wait_event, count(*) FROM pg_stat_activity "
@@ -177,7 +180,8 @@ class WaitSampler(threading.Thread):
                 for kind, event, n in rows:
                     if kind is None:
                         key = "run"
-                    elif event in WAL_EVENTS:
+                    elif kind in ("LWLock", "IO") and event.lower().startswith("wal"):
+                        # LWLock WALWrite / WALInsert / WALBufMapping, IO WalSync / WalWrite ...
                         key = "wal"
                     elif kind in ("Lock", "LWLock"):
                         key = "locks"
@@ -186,7 +190,10 @@ class WaitSampler(threading.Thread):
                     else:
                         key = "other"
                     self.counts[key] += int(n)
+                    name = f"{kind}:{event}" if kind else "running"
+                    self.events[name] = self.events.get(name, 0) + int(n)
                 self.halt.wait(self.step)
+            self.server_cpu = proc_cpu(int(row[0]))
         self.cpu = time.thread_time() - t0
 
     def result(self) -> dict[str, Any]:
@@ -195,6 +202,7 @@ class WaitSampler(threading.Thread):
             "samples": self.samples,
             "backend_samples": total,
             "active_backends_avg": total / self.samples if self.samples else 0.0,
+            "top": dict(sorted(self.events.items(), key=lambda kv: -kv[1])[:6]),
         } | {f"{k}_share": (v / total if total else 0.0) for k, v in self.counts.items()}
 
 
@@ -237,7 +245,7 @@ class Probe:
         time.sleep(0.3)  # backends that just closed: reaped into the postmaster's totals
         return {
             "wall_s": wall,
-            "server_cpu_s": self.server.read() - self.s0,
+            "server_cpu_s": self.server.read() - self.s0 - self.sampler.server_cpu,
             "procs_cpu_s": procs,
             "loadgen_cpu_s": max(0.0, loadgen),
             "wal_bytes": wal_lsn(self.uri) - self.wal0,
@@ -297,9 +305,9 @@ def child(a: argparse.Namespace) -> None:
         finally:
             await adapter.close_producer(prod)
 
-    wal0 = wal_lsn(uri)
+    probe = Probe(uri, server).start([])
     runner(fill())
-    out: dict[str, Any] = {"fill_wal_bytes": wal_lsn(uri) - wal0}
+    out: dict[str, Any] = {"fill": probe.stop() | {"n": a.n}}
     analyze(uri)
     checkpoint(uri)
 
@@ -398,6 +406,8 @@ class Api:
                 "SPECTRAL_API_BURST": "1000000",
                 "SPECTRAL_API_CONCURRENCY": "100000",
                 "SPECTRAL_LOG_LEVEL": "warning",
+                # they stop by themselves should this script die without stopping them
+                "SPECTRAL_PARENT_PID": str(os.getpid()),
             }
         )
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -505,6 +515,9 @@ class Log:
         self.f.write(msg + "\n")
 
 
+RUNNING: list[subprocess.Popen[str]] = []  # the drain child under way (its own group)
+
+
 def run_child(a: argparse.Namespace, uri: str, contender: str, k: int, say: Log) -> dict[str, Any]:
     py = VENV / "bin" / "python"
     env = {k_: v for k_, v in os.environ.items() if not k_.startswith("SPECTRAL_")}
@@ -522,6 +535,7 @@ def run_child(a: argparse.Namespace, uri: str, contender: str, k: int, say: Log)
         text=True,
         start_new_session=True,  # its spawned workers too: killed as one group on timeout
     )
+    RUNNING.append(proc)
     try:
         out, err = proc.communicate(timeout=a.child_timeout)
     except subprocess.TimeoutExpired:
@@ -529,6 +543,8 @@ def run_child(a: argparse.Namespace, uri: str, contender: str, k: int, say: Log)
         out, err = proc.communicate()
         say(f"  !! {contender} x{k}: timed out after {a.child_timeout:.0f}s\n{err[-2000:]}")
         return {"error": "timeout"}
+    finally:
+        RUNNING.remove(proc)
     if err.strip():
         say.f.write(err)
     if proc.returncode != 0:
@@ -640,13 +656,22 @@ def summarize(res: dict[str, Any], say: Log) -> None:
         for c in CONTENDERS:
             for k in ks[1:]:
                 say(f"  {c} {k} procs / 1 proc: {_ratio_line(scale(res, c, k))}")
-        fills = [
-            r["fill_wal_bytes"] / res["drain_n"]
-            for r in res["drain"].get(f"spectral:{ks[0]}", [])
-            if "fill_wal_bytes" in r
-        ]
-        if fills:
-            say(f"  spectral publish in batches of 1,000: {_med(fills):,.0f} B of WAL per event")
+        say("publish, batches of 1,000 (the fill before every drain; one producer):")
+        for c in CONTENDERS:
+            fills = [
+                r["fill"]
+                for key, rs in res["drain"].items()
+                if key.startswith(f"{c}:")
+                for r in rs
+                if "fill" in r
+            ]
+            if fills:
+                say(
+                    f"  {c}: {_med([f['n'] / f['wall_s'] for f in fills]):,.0f} ev/s,"
+                    f" server {_med([f['server_cpu_s'] / f['n'] * 1e6 for f in fills]):.1f} us/ev,"
+                    f" producer {_med([f['loadgen_cpu_s'] / f['n'] * 1e6 for f in fills]):.1f} us/ev,"
+                    f" WAL {_med([f['wal_bytes'] / f['n'] for f in fills]):,.0f} B/ev"
+                )
     if res["decide"]:
         say("\ndecide (medians over rounds)")
         say(
@@ -844,6 +869,9 @@ def main() -> int:
 
     from spectral_core.embedded import EmbeddedPostgres
 
+    # SIGTERM (a supervisor, `timeout`): clean up as on an error (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
     tmp = Path(tempfile.mkdtemp(prefix="spectral-bench-scaling-"))
     pg = EmbeddedPostgres(tmp / "pg", durable=True)
     api: Api | None = None
@@ -882,6 +910,9 @@ def main() -> int:
                     say(f"  {k} API procs: {out['rate']:,.0f} req/s, p99 {out['p99_ms']:.1f} ms")
         del server
     finally:
+        for proc in RUNNING:  # interrupted: the drain child and its workers, by group id
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if api is not None:
             api.stop()
         pg.destroy()

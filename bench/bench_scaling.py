@@ -43,7 +43,8 @@ backend CPU is taken off the server's): running, waiting on a heavyweight lock o
 LWLock (``locks``), on WAL (LWLock ``WALWrite``/``WALInsert``, IO ``WalSync``/``WalWrite``
 ...), on the client; and the whole machine's busy share (``/proc/stat``).  The ``limit``
 column names what bounds the configuration: ``locks`` or ``WAL`` when at least a
-quarter of the backends' samples wait on it, else the busier of client CPU (processes under
+quarter of the backends' samples wait on it (and on average at least half a backend was
+active), else the busier of client CPU (processes under
 test + load generator) and server CPU; when neither reaches half the cores (and ours
 together less than three quarters), ``other load`` if the machine was 90 % busy anyway,
 else ``none saturated`` (round trips: each process waits for its answers).  Beside it: the
@@ -586,14 +587,17 @@ def derive(m: dict[str, Any], steady: bool = False) -> dict[str, Any]:
         "wal_per_event": m["wal_bytes"] / n,
     }
     w = m["waits"]
+    # waits name the limit only where the database works: on average at least half a
+    # backend active (a decide touches no table: a heartbeat's one WAL wait is not a limit)
+    db_busy = w["active_backends_avg"] >= 0.5
     client = (d["procs_cores"] + d["loadgen_cores"]) / ncpu
     server = d["server_cores"] / ncpu
     box = client + server
     if steady and m["left"] == 0 and m["rate"] >= 0.95 * m["offered"]:
         limit = "none: offered rate met"
-    elif w["locks_share"] >= 0.25 and w["locks_share"] >= w["wal_share"]:
+    elif db_busy and w["locks_share"] >= 0.25 and w["locks_share"] >= w["wal_share"]:
         limit = "locks"
-    elif w["wal_share"] >= 0.25:
+    elif db_busy and w["wal_share"] >= 0.25:
         limit = "WAL"
     elif max(client, server) < 0.5 and box < 0.75:
         # nothing of ours saturated: the machine's other load, or round trips (each

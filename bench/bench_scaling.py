@@ -22,9 +22,10 @@ What runs, on one throwaway embedded PostgreSQL 18 (fsync on, synchronous_commit
   at ``--steady-rate`` for ``--steady-seconds``: latency = the publish call's start ->
   the handler's start (same clock), p50 / p99.  Same N and the same offered rate for every
   contender.
-* **decide**: ``--api-max`` (4) real ``spectral-api`` processes (``python -m spectral_api``,
-  the binary's own boot: registry, fleet share, uvicorn with the guarded protocol; log
-  level warning, so no access-log line per request) on one database, each on its own port,
+* **decide**: as many real ``spectral-api`` processes as the largest K (4; ``python -m
+  spectral_api``, the binary's own boot: registry, fleet share, uvicorn with the guarded
+  protocol; log level warning, so no access-log line per request) on one database, each on
+  its own port,
   the tenant's limits raised to 1,000,000/s so the limiter is not what is measured.  The
   balancer is the load generator itself: its ``--concurrency`` keep-alive connections are
   spread round-robin over the K ports in use (connection i -> port i mod K); no

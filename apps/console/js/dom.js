@@ -62,7 +62,7 @@ export function syncRows(tbody, items, key, row) {
 }
 
 /** A table with a caption and column headers; returns {table, tbody}. */
-export function table(caption, columns, { empty = "Nothing to show." } = {}) {
+export function table(caption, columns, { empty = "Nothing to show.", narrow = false } = {}) {
   const tbody = h("tbody");
   const table = h(
     "table",
@@ -72,7 +72,7 @@ export function table(caption, columns, { empty = "Nothing to show." } = {}) {
     tbody,
   );
   const none = h("p", { class: "empty", hidden: true }, empty);
-  const wrap = h("div", { class: "table-wrap" }, table, none);
+  const wrap = h("div", { class: narrow ? "table-wrap narrow" : "table-wrap" }, table, none);
   return {
     wrap,
     table,
@@ -103,10 +103,11 @@ export function seconds(s) {
   return `${(v / 3600).toFixed(1)} h`;
 }
 
-export function when(iso) {
-  if (!iso) return "–";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toISOString().replace("T", " ").slice(0, 19) + "Z";
+/** A UTC time from an ISO string or from seconds since the epoch ("–" when absent). */
+export function when(value) {
+  if (value === null || value === undefined || value === "") return "–";
+  const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  return Number.isNaN(d.getTime()) ? String(value) : d.toISOString().replace("T", " ").slice(0, 19) + "Z";
 }
 
 /** Say `text` politely to screen readers (the #announce live region). */

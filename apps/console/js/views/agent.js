@@ -13,11 +13,13 @@ export function mount(root, ctx) {
   let dead = [];
   const selected = new Set();
   const picker = generationPicker("agent-generation", { onChange: (g) => ctx.setParams({ generation: g }) });
-  const statuses = table("Turns by status", ["Status", "Turns"], { empty: "No turn in this generation." });
+  const statuses = table("Turns by status", ["Status", "Turns"], { empty: "No turn in this generation.", narrow: true });
   const result = h("p", { id: "agent-result", hidden: true });
   const redriveSelected = h("button", { type: "button", id: "agent-redrive-selected", disabled: true }, "Re-drive selected");
   const redriveAll = h("button", { type: "button", id: "agent-redrive-all", class: "danger", disabled: true }, "Re-drive all");
-  const turns = table("Dead turns", ["Select", "Turn", "Reason", "Created", "Action"], { empty: "No dead turn." });
+  const turns = table("Dead turns, newest first", ["Select", "Turn", "Tenant / domain", "Attempts", "Reason", "Created", "Action"], {
+    empty: "No dead turn.",
+  });
   fill(
     root,
     h("div", { class: "toolbar" }, picker.el),
@@ -75,6 +77,8 @@ export function mount(root, ctx) {
         return h("tr", { "data-turn": t.id },
           h("td", {}, box, h("label", { for: id, class: "visually-hidden" }, `Select turn ${t.id}`)),
           h("th", { scope: "row" }, h("code", {}, String(t.id))),
+          h("td", {}, t.org ? `${t.org} / ${t.domain ?? "–"}` : "–"),
+          h("td", { class: "num" }, num(t.attempts)),
           h("td", { class: "wrap error-text" }, t.reason || "–"),
           h("td", {}, when(t.created_at)),
           h("td", {}, h("button", { type: "button", "aria-label": `Re-drive turn ${t.id}`,

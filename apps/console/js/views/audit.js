@@ -17,7 +17,7 @@ export function mount(root) {
       list.sync(data.entries || [], (e) => e.id, (e) =>
         h("tr", { "data-audit": e.id },
           h("td", {}, when(e.at)),
-          h("td", {}, h("code", {}, e.operator)),
+          h("td", {}, h("code", {}, e.operator), e.operator_label ? ` “${e.operator_label}”` : null),
           h("th", { scope: "row" }, e.action),
           h("td", {}, h("code", {}, e.target)),
           h("td", { class: "wrap" }, h("code", {}, e.detail && Object.keys(e.detail).length ? JSON.stringify(e.detail) : ""))));

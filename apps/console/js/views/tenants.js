@@ -7,7 +7,7 @@ import { badge, fill, h, num, table } from "../dom.js";
 export const title = "Tenants";
 
 export function mount(root) {
-  const list = table("Tenants", ["Tenant", "Rate / s", "Burst", "Concurrency", "Keys (prefix)", "Recent 429s"], {
+  const list = table("Tenants", ["Tenant", "Rate / s", "Burst", "Concurrency", "Keys (prefix, id, label)", "Recent 429s"], {
     empty: "No tenant exists yet.",
   });
   fill(root, list.wrap);
@@ -15,6 +15,10 @@ export function mount(root) {
     interval: 3000,
     async refresh() {
       const data = await api.get("/api/operator/tenants");
+      const span = data.recent_429_window_s;
+      list.table.querySelector("caption").textContent = span
+        ? `Tenants (429s of the last ${Math.round(span / 60)} min, as this API process saw them)`
+        : "Tenants";
       list.sync(data.tenants || [], (t) => t.org, (t) => {
         const l = t.limits || {};
         const r = t.recent_429 || { total: 0, by_kind: {} };
@@ -25,7 +29,8 @@ export function mount(root) {
           h("td", { class: "num" }, num(l.concurrency)),
           h("td", {}, (t.keys || []).length
             ? h("ul", { class: "keys" }, t.keys.map((k) => h("li", {},
-              h("code", {}, `${k.prefix}…`),
+              h("code", {}, `${k.prefix}…`), " ", h("code", {}, String(k.id)),
+              k.label ? ` “${k.label}”` : null,
               k.operator ? [" ", badge("operator", "info")] : null,
               k.revoked ? [" ", badge("revoked", "fail")] : null)))
             : h("span", { class: "muted" }, "no keys")),

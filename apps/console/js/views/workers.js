@@ -47,7 +47,8 @@ export function mount(root, ctx) {
       const lost = workers.filter((w) => w.lost);
       lostNote.hidden = lost.length === 0;
       lostNote.textContent = lost.length
-        ? `${lost.length} process${lost.length > 1 ? "es are" : " is"} lost: no heartbeat within the stale bound.`
+        ? `${lost.length} process${lost.length > 1 ? "es are" : " is"} lost: no heartbeat within the stale bound` +
+          (data.stale_after_s ? ` (${data.stale_after_s} s).` : ".")
         : "";
       for (const w of lost) {
         if (!seenLost.has(w.id)) announce(`Process ${w.id} (pid ${w.pid}) is lost.`);

@@ -208,9 +208,13 @@ def stack(db_url: str, generation: int, tmp_path: Path) -> Iterator[Stack]:
         _stop(api)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium from the system package, launched once per session."""
+    """Headless Chromium from the system package, launched once per test module.
+
+    Not once per session: Playwright's sync API keeps an asyncio loop running in the main
+    thread while it is started, and every later async test of the session (anyio) would
+    then fail with "Runner.run() cannot be called from a running event loop"."""
     path = require_tool("chromium", "/usr/bin/chromium")
     sync_api = require_module("playwright.sync_api")
     args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium refuses root otherwise

@@ -705,6 +705,59 @@ def summarize(res: dict[str, Any], say: Log) -> None:
                 say(f"  WARNING: {k} procs got non-200 answers: {bad}")
         for k in ks[1:]:
             say(f"  decide {k} procs / 1 proc (per-round ratios): {_ratio_line(dscale(res, k))}")
+    doc_tables(res, say)
+
+
+def _mid(rows: list[dict[str, Any]], steady: bool = False) -> str:
+    """The limit of the median round (by rate)."""
+    i = sorted(range(len(rows)), key=lambda j: rows[j]["rate"])[len(rows) // 2]
+    return str(derive(rows[i], steady=steady)["limit"])
+
+
+def doc_tables(res: dict[str, Any], say: Log) -> None:
+    """The tables of docs/performance.md (issue 22 part 4), filled from this run."""
+    ks = res["ks"]
+    say("\nfor docs/performance.md (medians over rounds; K / 1: median of per-round ratios):")
+    if res["drain"]:
+        say(
+            "\n| contender | worker procs | drain events/s | K / 1 | steady p50 / p99 ms | "
+            "workers / server µs per event | WAL B per event (drain / steady) | limit |"
+        )
+        say("|---|---|---|---|---|---|---|---|")
+        for c in CONTENDERS:
+            for k in ks:
+                runs = [r for r in res["drain"].get(f"{c}:{k}", []) if "drain" in r]
+                if not runs:
+                    continue
+                d = [r["drain"] for r in runs]
+                st = [r["steady"] for r in runs]
+                dd = [derive(x) for x in d]
+                ratio = "1" if k == ks[0] else f"{_med(scale(res, c, k)):.2f}"
+                say(
+                    f"| {c} | {k} | {_med([x['rate'] for x in d]):,.0f} | {ratio} |"
+                    f" {_med([x['p50_ms'] for x in st]):.1f} / {_med([x['p99_ms'] for x in st]):.1f} |"
+                    f" {_med([x['procs_us'] for x in dd]):.0f} / {_med([x['server_us'] for x in dd]):.0f} |"
+                    f" {_med([x['wal_per_event'] for x in dd]):,.0f} /"
+                    f" {_med([x['wal_bytes'] / max(1, x['n']) for x in st]):,.0f} | {_mid(d)} |"
+                )
+    if res["decide"]:
+        say(
+            "\n| API procs | requests/s | K / 1 | p50 / p99 ms | API / server µs per request | "
+            "load generator cores | limit |"
+        )
+        say("|---|---|---|---|---|---|---|")
+        for k in ks:
+            rows = res["decide"].get(str(k), [])
+            if not rows:
+                continue
+            ds = [derive(r) for r in rows]
+            ratio = "1" if k == ks[0] else f"{_med(dscale(res, k)):.2f}"
+            say(
+                f"| {k} | {_med([r['rate'] for r in rows]):,.0f} | {ratio} |"
+                f" {_med([r['p50_ms'] for r in rows]):.2f} / {_med([r['p99_ms'] for r in rows]):.2f} |"
+                f" {_med([x['procs_us'] for x in ds]):.0f} / {_med([x['server_us'] for x in ds]):.0f} |"
+                f" {_med([x['loadgen_cores'] for x in ds]):.2f} | {_mid(rows)} |"
+            )
 
 
 def pair(res: dict[str, Any], phase: str, k: int) -> list[float]:

@@ -1,7 +1,7 @@
 """A quiet tenant's latency next to a tenant whose decisions are cheap in fuel but slow in
 wall time (issue 16.11, ADR 0023).
 
-    python bench/bench_inline_wall.py                    # ~2 min
+    python bench/bench_inline_wall.py                    # ~3 min
     python bench/bench_inline_wall.py --quick            # smoke test
 
 What runs (the harness of ``bench/bench_decide.py``: embedded PostgreSQL, real
@@ -14,12 +14,18 @@ What runs (the harness of ``bench/bench_decide.py``: embedded PostgreSQL, real
   cap, but it writes one byte in every 4 KiB page of 16 MiB: milliseconds per call),
   ``--streams`` closed-loop connections.
 
-Two servers run side by side: ``bounded`` (the default ``SPECTRAL_SANDBOX_INLINE_MS``) and
-``unbounded`` (``SPECTRAL_SANDBOX_INLINE_MS=1000``: inline calls bounded by fuel only, the
-behaviour before ADR 0023).  Every round measures, in a rotated order, the quiet tenant
-alone and next to 1 and ``--streams`` noisy streams, on each server.  Reported: the quiet
-tenant's p50/p99 per case (median over rounds) and the ratio of its p99 to its own baseline
-(alone, same server) per round, median of ratios.  Target: within 2x.
+Three servers run side by side: ``lanes`` (the defaults: ``SPECTRAL_SANDBOX_INLINE_MS``
+bounds inline calls in wall time, ADR 0023, and a tenant's calls run in at most
+``SPECTRAL_SANDBOX_TENANT_THREADS`` worker threads at once, ADR 0040), ``no lanes`` (no
+per-tenant bound on worker threads: the behaviour before ADR 0040) and ``unbounded``
+(``SPECTRAL_SANDBOX_INLINE_MS=1000`` too: inline calls bounded by fuel only, the behaviour
+before ADR 0023).  ``--only NAME`` runs a subset; ``--tenant-threads N`` (repeatable)
+replaces ``lanes`` by one ``lanes=N`` server per value.  ``loop wait`` is the time the
+server's event-loop thread was runnable but waiting for a CPU (``/proc`` schedstat).  Every round measures, in a rotated
+order, the quiet tenant alone and next to 1 and ``--streams`` noisy streams, on each
+server.  Reported: the quiet tenant's p50/p99 per case (median over rounds) and the ratio
+of its p99 to its own baseline (alone, same server) per round, median of ratios, with the
+per-round ratios beside it.  Target: within 2x.
 """
 
 from __future__ import annotations
@@ -115,8 +121,18 @@ async def quiet_client(port: int, payload: bytes, interval: float, stop_at: floa
             next_at += interval
             while next_at < time.perf_counter():
                 next_at += interval
-            await anyio.sleep(next_at - time.perf_counter())
+            await anyio.sleep(max(0.0, next_at - time.perf_counter()))
     return latencies
+
+
+def loop_thread_times(pid: int) -> tuple[int, int]:
+    """``(on CPU, waiting for a CPU)`` of the server's main thread (its event loop), ns,
+    from ``/proc/<pid>/task/<pid>/schedstat``; (0, 0) where that file does not exist."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except OSError:
+        return 0, 0
+    return int(fields[0]), int(fields[1])
 
 
 async def case(
@@ -153,6 +169,16 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=8)
     p.add_argument("--interval-ms", type=float, default=20.0)
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--tenant-threads",
+        type=int,
+        action="append",
+        help="run a lanes server with this SPECTRAL_SANDBOX_TENANT_THREADS (repeatable) "
+        "instead of the default one",
+    )
+    p.add_argument(
+        "--only", action="append", help="a server to run (repeatable; default: all three)"
+    )
     args = p.parse_args()
     if args.quick:
         args.seconds, args.rounds = 1.5, 1
@@ -167,7 +193,23 @@ def main() -> int:
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
         generation, tokens, public = prepare(url)
-        for name, inline_ms in (("bounded", None), ("unbounded", "1000")):
+        lanes = {"lanes": {}}
+        if args.tenant_threads:
+            lanes = {
+                f"lanes={n}": {"SPECTRAL_SANDBOX_TENANT_THREADS": str(n)}
+                for n in args.tenant_threads
+            }
+        servers = {
+            **lanes,
+            "no lanes": {"SPECTRAL_SANDBOX_TENANT_THREADS": "256"},
+            "unbounded": {
+                "SPECTRAL_SANDBOX_TENANT_THREADS": "256",
+                "SPECTRAL_SANDBOX_INLINE_MS": "1000",
+            },
+        }
+        for name, extra in servers.items():
+            if args.only and name not in args.only:
+                continue
             port = harness.free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
             env.update(
@@ -183,8 +225,7 @@ def main() -> int:
                     "BENCH_HTTP": "auto",
                 }
             )
-            if inline_ms is not None:
-                env["SPECTRAL_SANDBOX_INLINE_MS"] = inline_ms
+            env.update(extra)
             proc = subprocess.Popen(
                 [sys.executable, harness.__file__, "--serve", str(port)], env=env
             )
@@ -196,7 +237,8 @@ def main() -> int:
         for r in range(args.rounds):
             rotated = order[r % len(order) :] + order[: r % len(order)]
             for server, c in rotated:
-                _, port = procs[server]
+                proc, port = procs[server]
+                before = loop_thread_times(proc.pid)
                 res = anyio.run(
                     case,
                     port,
@@ -206,6 +248,8 @@ def main() -> int:
                     args.interval_ms / 1000,
                     backend="asyncio",
                 )
+                after = loop_thread_times(proc.pid)
+                res["loop_wait"] = (after[1] - before[1]) / 1e6 / args.seconds
                 results.setdefault((server, c), []).append(res)
     finally:
         for proc, _ in procs.values():
@@ -220,11 +264,12 @@ def main() -> int:
     print(
         f"command: python bench/bench_inline_wall.py {' '.join(sys.argv[1:])}\n"
         f"{os.cpu_count()} CPUs, {args.rounds} round(s) x {args.seconds:g} s, quiet tenant "
-        f"one request per {args.interval_ms:g} ms; medians over rounds"
+        f"one request per {args.interval_ms:g} ms; medians over rounds; loop wait: time the\n"
+        "server's event-loop thread was runnable but waiting for a CPU, ms per second"
     )
     print(
         f"{'server':<10} {'case':<11} {'quiet p50':>9} {'quiet p99':>9} "
-        f"{'p99/alone':>9} {'noisy req/s':>11}"
+        f"{'p99/alone':>9} {'noisy req/s':>11} {'loop wait':>9}"
     )
     for server in procs:
         alone = results[(server, "alone")]
@@ -236,7 +281,9 @@ def main() -> int:
                 f"{server:<10} {c:<11} {statistics.median(x['p50'] for x in rounds):>7.2f}ms "
                 f"{statistics.median(x['p99'] for x in rounds):>7.2f}ms "
                 f"{statistics.median(ratios):>8.1f}x "
-                f"{statistics.median(x['noisy_rps'] for x in rounds):>11.0f}"
+                f"{statistics.median(x['noisy_rps'] for x in rounds):>11.0f} "
+                f"{statistics.median(x['loop_wait'] for x in rounds):>6.0f}ms/s"
+                + f"  rounds: {' '.join(f'{r:.1f}x' for r in ratios)}"
                 + (f"  ({bad} non-200)" if bad else "")
             )
     return 0

@@ -32,6 +32,7 @@ from spectral_core.operator import OperatorSession, OperatorViews, RecentThrottl
 from spectral_core.ratelimit import TenantLimits
 from spectral_core.runtime import RuntimeContext
 from spectral_core.sandbox import Budget
+from spectral_core.sandbox.lanes import TenantLanes
 from spectral_core.sandbox.wasm import WasmSandbox, self_test
 from spectral_core.tenants import Authenticator, Principal
 
@@ -129,6 +130,7 @@ def build_services(
             inline_fuel=settings.sandbox_inline_fuel,
             max_batch=settings.sandbox_inline_batch,
             inline_ms=settings.sandbox_inline_ms,
+            lanes=TenantLanes(settings.sandbox_tenant_threads),
         ),
         keyring=keyring,
         store=store,

@@ -33,6 +33,12 @@ in a worker thread.
   garbage collection ran (about 30 ms in the API process), is not slow, and sending its
   module to threads would only cost a thread hop per call.
 
+* **A tenant's thread calls go through its own lane** (ADR 0040).  At most
+  ``TenantLanes.per_tenant`` of one tenant's calls run in worker threads at once; the rest
+  wait in that tenant's FIFO queue, so a tenant with many streams of slow calls cannot
+  occupy every worker thread (and every core) next to the event loop that serves the other
+  tenants' inline calls.
+
 Each call runs in the context (:mod:`contextvars`) of the task that queued it.  A call whose
 waiting task was cancelled before its turn is not made.  This module uses asyncio directly
 (``loop.call_soon``, which anyio does not offer), so it lives in the API package rather than
@@ -52,6 +58,7 @@ import msgspec
 
 from spectral_core.errors import BudgetExceeded, ConfigError
 from spectral_core.sandbox import Budget, CompiledModule, Result, Sandbox
+from spectral_core.sandbox.lanes import TenantLanes
 from spectral_core.settings import SANDBOX_INLINE_BATCH, SANDBOX_INLINE_MS
 
 __all__ = ["SLOW_FOR_S", "DecisionRunner"]
@@ -88,6 +95,8 @@ class DecisionRunner:
         inline_ms: Time one inline batch may use, and the longest a module's inline calls
             may take (two in a row) before it is sent to threads for ``SLOW_FOR_S`` (CPU
             time of the event loop's thread).
+        lanes: Per-tenant lanes into the worker threads (ADR 0040); None: none (every
+            thread call goes straight to the sandbox's own thread limiter).
         clock: Monotonic clock in seconds, for the ``SLOW_FOR_S`` window (tests).
 
     Raises:
@@ -102,6 +111,7 @@ class DecisionRunner:
         inline_fuel: int = 200_000,
         max_batch: int = SANDBOX_INLINE_BATCH,
         inline_ms: float = SANDBOX_INLINE_MS,
+        lanes: TenantLanes | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if inline_fuel < 0 or max_batch < 0 or not inline_ms > 0:
@@ -110,6 +120,7 @@ class DecisionRunner:
         self.inline_fuel = inline_fuel
         self.max_batch = max_batch
         self.inline_s = inline_ms / 1000
+        self.lanes = lanes
         self._clock = clock
         #: content hash -> clock time until which the module's calls run in threads
         self._slow: OrderedDict[str, float] = OrderedDict()
@@ -118,8 +129,12 @@ class DecisionRunner:
         self._last: tuple[Budget, Budget] | None = None  # (budget, its inline budget)
         self._queue: _LoopQueue | None = None
 
-    async def run(self, compiled: CompiledModule, input_json: bytes, budget: Budget) -> Result:
+    async def run(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget, tenant: str = ""
+    ) -> Result:
         """Run one decision (see the module docstring for where it runs).
+
+        ``tenant`` names the lane of a call that runs in a worker thread.
 
         Raises:
             BudgetExceeded: A budget of the full run was exhausted.
@@ -147,7 +162,10 @@ class DecisionRunner:
             except BudgetExceeded as exc:
                 if exc.context.get("budget") not in ("fuel", "deadline"):
                     raise
-        return await self.sandbox.run_async(compiled, input_json, budget)
+        if self.lanes is None:
+            return await self.sandbox.run_async(compiled, input_json, budget)
+        async with self.lanes.lane(tenant):
+            return await self.sandbox.run_async(compiled, input_json, budget)
 
     def is_slow(self, compiled: CompiledModule) -> bool:
         """Whether ``compiled`` runs in threads for now (an inline call of it ran long)."""

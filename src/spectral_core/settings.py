@@ -200,6 +200,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: wall time an inline batch may hold the event loop; a module whose inline call took
     #: longer runs in worker threads for a while (ADR 0023)
     sandbox_inline_ms: Annotated[float, Meta(gt=0, le=1000)] = SANDBOX_INLINE_MS
+    #: worker threads one tenant's decisions may run in at once (the rest wait in the
+    #: tenant's own queue, ADR 0040); ``api_sandbox_threads`` or more: no per-tenant bound
+    sandbox_tenant_threads: Annotated[int, Meta(ge=1, le=256)] = 1
 
     # the operator console (issue 18, ADR 0038): browser sessions of operator keys, and the
     # folder of the console's static files the API serves at /console/

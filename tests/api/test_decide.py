@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
 import pytest
@@ -204,6 +206,49 @@ async def test_concurrent_decisions_each_get_their_own_tenant_and_input(
         else:  # beta: its own input back
             assert decision == {"id": i, "risk": "low"}, i
     assert len(answers) == 60
+
+
+async def test_a_tenants_slow_decisions_wait_in_its_own_lane(api_factory: Any) -> None:
+    """ADR 0040 through the route: with two sandbox threads and one per tenant, a noisy
+    tenant's four decisions that run in threads until their deadline (300 ms each) hold one
+    thread and queue for it, first in first out; another tenant's decision, sent while
+    three of them wait, runs on the other thread and is answered while the noisy tenant
+    still has at least two decisions to go.  (Without the route naming the tenant, or
+    without lanes, it waits behind all four.)"""
+    api = api_factory(
+        api_sandbox_threads=2,
+        sandbox_tenant_threads=1,
+        sandbox_inline_fuel=0,  # every decision in a worker thread
+        sandbox_fuel=10**12,  # the loops end at their deadline
+        sandbox_deadline_ms=300,
+    )
+    lanes = api.server.server.config.app.state.services.runner.lanes  # type: ignore[union-attr]
+    await api.module("decision", KEY)
+    loop = ModuleKey(org="noisy", domain="credit", action="loop", world_model_version="v1")
+    await api.module("infinite_loop", loop)
+    done: list[str] = []
+
+    async with (
+        api.client(await api.tenant("acme")) as acme,
+        api.client(await api.tenant("noisy")) as noisy,
+    ):
+
+        async def slow() -> None:
+            resp = await noisy.post("/api/decide", json=decide_body(loop))
+            assert resp.status_code == 422, resp.text  # stopped at its deadline
+            done.append("noisy")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(slow)
+            with anyio.fail_after(10):
+                while not (lanes.in_lane("noisy") == 1 and lanes.waiting("noisy") == 3):
+                    await anyio.sleep(0.005)
+            resp = await acme.post("/api/decide", json=decide_body())
+            assert resp.status_code == 200, resp.text
+            done.append("acme")
+    assert done.index("acme") <= 1, done
+    assert done.count("noisy") == 4
 
 
 async def test_upload_refuses_modules_the_sandbox_refuses(api: Api) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import wasmtime
 from spectral_api.runner import SLOW_FOR_S, DecisionRunner
 from spectral_core.errors import BudgetExceeded, ConfigError, ModuleTrap
 from spectral_core.sandbox import Budget, CompiledModule, Result
+from spectral_core.sandbox.lanes import TenantLanes
 from spectral_core.sandbox.wasm import WasmSandbox
 from spectral_core.settings import SANDBOX_INLINE_MS
 
@@ -369,6 +371,84 @@ def test_a_call_the_os_preempted_does_not_send_its_module_to_threads(
     # ... and none of them made the module slow
     assert "thread" not in kinds(events)
     assert not runner.is_slow(echo)
+
+
+class Occupancy:
+    """The real sandbox; records the order in which worker-thread calls start and the most
+    thread calls in flight at once per tenant (each input is ``["tenant", n]``)."""
+
+    def __init__(self, sandbox: WasmSandbox) -> None:
+        self._sandbox = sandbox
+        self.started: list[tuple[str, int]] = []
+        self.in_flight: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+
+    def run(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
+        return self._sandbox.run(compiled, input_json, budget)
+
+    async def run_async(
+        self, compiled: CompiledModule, input_json: bytes, budget: Budget | None = None
+    ) -> Result:
+        tenant, n = json.loads(input_json)
+        self.started.append((tenant, n))
+        self.in_flight[tenant] = self.in_flight.get(tenant, 0) + 1
+        self.most[tenant] = max(self.most.get(tenant, 0), self.in_flight[tenant])
+        try:
+            return await self._sandbox.run_async(compiled, input_json, budget)
+        finally:
+            self.in_flight[tenant] -= 1
+
+
+def test_one_tenant_never_holds_more_than_its_lane_of_worker_threads(
+    sandbox: WasmSandbox,
+) -> None:
+    """ADR 0040: a tenant with eight slow calls at once (page_toucher, in worker threads)
+    has at most ``per_tenant`` (here 2) of them in threads at a time, the others waiting in
+    its own queue, first in first out; another tenant's thread call, queued after all
+    eight, starts at once instead of waiting behind them.  (Without lanes all eight start
+    together, on as many threads, and the quiet tenant's call starts last.)"""
+    sb = Occupancy(sandbox)
+    lanes = TenantLanes(2)
+    runner = DecisionRunner(sb, inline_fuel=0, lanes=lanes)  # type: ignore[arg-type]
+    toucher, echo = compiled(sandbox, "page_toucher"), compiled(sandbox, "echo")
+
+    async def request(tenant: str, module: CompiledModule, n: int) -> None:
+        doc = json.dumps([tenant, n]).encode()
+        assert (await runner.run(module, doc, BUDGET, tenant)).usage.fuel_consumed > 0
+
+    at_once(request, *(("noisy", toucher, n) for n in range(8)), ("quiet", echo, 0))
+    assert sb.most == {"noisy": 2, "quiet": 1}
+    assert sb.started[:3] == [("noisy", 0), ("noisy", 1), ("quiet", 0)]
+    assert [n for tenant, n in sb.started if tenant == "noisy"] == list(range(8))
+    assert len(lanes) == 0  # no lane outlives its calls
+
+
+def test_a_tenants_lane_has_no_effect_on_inline_calls(sandbox: WasmSandbox) -> None:
+    """Lanes bound worker-thread calls only: a quiet tenant's inline calls, queued after a
+    noisy tenant's eight thread calls (its module is slow, ADR 0023 and 0036), run in
+    the next batch, before seven of those, which wait for the noisy tenant's lane."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(
+        Recording(sandbox, events), inline_fuel=100_000, inline_ms=1.0, lanes=TenantLanes(1)
+    )
+    toucher, echo = compiled(sandbox, "page_toucher"), compiled(sandbox, "echo")
+
+    async def request(tenant: str, module: CompiledModule, doc: bytes) -> None:
+        await runner.run(module, doc, BUDGET, tenant)
+
+    for doc in (b"a", b"b"):  # two long inline calls: slow from now on (ADR 0036)
+        at_once(request, ("noisy", toucher, doc))
+    at_once(
+        request,
+        *(("noisy", toucher, b"%d" % n) for n in range(1, 9)),
+        ("quiet", echo, b"[1]"),
+        ("quiet", echo, b"[2]"),
+    )
+    assert events[:2] == [("run", b"a"), ("run", b"b")]
+    assert events[2:5] == [("thread", b"1"), ("run", b"[1]"), ("run", b"[2]")]
+    assert kinds(events[5:]) == ["thread"] * 7
 
 
 def test_negative_settings_are_refused(sandbox: WasmSandbox) -> None:

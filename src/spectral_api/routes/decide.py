@@ -96,14 +96,14 @@ class DecideEndpoint:
         spans = tracer()
         if spans is None:
             result = await services.runner.run(
-                compiled, _encoder.encode(req.input), services.budget
+                compiled, _encoder.encode(req.input), services.budget, who.org
             )
         else:
             with spans.start_as_current_span(
                 "sandbox.run", attributes={"spectral.content_hash": compiled.content_hash}
             ):
                 result = await services.runner.run(
-                    compiled, _encoder.encode(req.input), services.budget
+                    compiled, _encoder.encode(req.input), services.budget, who.org
                 )
         usage = result.usage
         services.metrics.sandbox_usage(usage.fuel_consumed, usage.wall_time_us)

@@ -4,7 +4,9 @@
 real :class:`~spectral_core.Consumer` (the settings' lanes and batch, LISTEN on, one no-op
 handler) and a heartbeat, while a producer publishes single events (one transaction each,
 the real :class:`~spectral_core.Publisher`) at ``rate`` per second for ``seconds``.  The
-latency of an event is its publisher's call start -> its handler start.  An optional
+latency of an event is its publisher's call start -> its handler start.  The producer is
+an open loop with its own pools (one task per event on schedule, as independent requests
+publish), so a slow publish on a loaded machine does not lower the rate.  An optional
 ``beside`` coroutine (the disturbance: a pruner, a partition drop) starts once the consumer
 listens and is cancelled when the traffic has been handled.
 
@@ -14,6 +16,7 @@ a run reports the WAL bytes written during it (the live traffic's own and the di
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,9 +51,12 @@ class LiveRun:
     in ms), the events never handled, and the WAL bytes written from start to end."""
 
     samples: list[tuple[float, float]] = field(default_factory=list)
+    published: int = 0
     lost: int = 0
     wal_bytes: int = 0
     seconds: float = 0.0
+    #: the machine's 1-minute load average when the run ended (a loaded box's runs vary)
+    load_avg: float = 0.0
 
     def stats(self, start: float = 0.0, end: float = float("inf")) -> dict[str, Any]:
         """p50/p99 of the events published in [start, end) (seconds after the start)."""
@@ -125,20 +131,29 @@ async def live_run(
         )
         publisher = Publisher(generation)
 
-        async def produce() -> None:
-            n = int(rate * seconds)
-            for i in range(n):
-                if stop is not None and stop.is_set():
-                    break
-                delay = t_start + i / rate - time.monotonic()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                key = f"{key_prefix}-{uuid.uuid4().hex[:12]}-{i}"
-                started[key] = time.monotonic()
-                async with db.pool.connection() as conn, conn.transaction():
-                    await publisher.publish_async(conn, TOPIC, {"i": i}, idempotency_key=key)
+        async def publish(i: int) -> None:
+            run.published += 1
+            key = f"{key_prefix}-{uuid.uuid4().hex[:12]}-{i}"
+            started[key] = time.monotonic()
+            async with producers.connection() as conn, conn.transaction():
+                await publisher.publish_async(conn, TOPIC, {"i": i}, idempotency_key=key)
 
-        async with heartbeat:
+        async def produce() -> None:
+            # open loop, as independent requests publish: one task per event on schedule, so
+            # a slow publish delays neither the next one nor the rate
+            n = int(rate * seconds)
+            async with anyio.create_task_group() as pubs:
+                for i in range(n):
+                    if stop is not None and stop.is_set():
+                        break
+                    delay = t_start + i / rate - time.monotonic()
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                    pubs.start_soon(publish, i)
+
+        # the publishers' own pools (an API process's, in production), not the consumer's
+        async with open_pools(settings) as api_db, heartbeat:
+            producers = api_db.pool
             await heartbeat.register()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(consumer.run)
@@ -156,4 +171,5 @@ async def live_run(
                 consumer.stop()
                 tg.cancel_scope.cancel()
     run.lost = len(started)
+    run.load_avg = round(os.getloadavg()[0], 2)
     return run

@@ -220,6 +220,7 @@ def main() -> int:
                     "while_pruning": runs[mode].stats(w0, w1),
                     "lost": runs[mode].lost,
                     "wal_bytes": runs[mode].wal_bytes,
+                    "load_avg_1m_at_end": runs[mode].load_avg,
                 }
             row["prune"].update(plog.as_dict())
             row["p99_ratio"] = ratio(row["prune"]["all"]["p99_ms"], row["none"]["all"]["p99_ms"])
@@ -240,7 +241,8 @@ def main() -> int:
                 f"{p['deleted_ledger']:,} ledger rows in {p['prune_s']} s "
                 f"({p['rows_per_s']} rows/s); WAL none {n['wal_bytes']:,} / prune "
                 f"{p['wal_bytes']:,} B (pruner's window {p['prune_wal_bytes']}); "
-                f"lost {n['lost']}/{p['lost']}; fill {fills}",
+                f"lost {n['lost']}/{p['lost']}; fill {fills}; load average at the ends "
+                f"{n['load_avg_1m_at_end']} / {p['load_avg_1m_at_end']}",
                 flush=True,
             )
         summary = {

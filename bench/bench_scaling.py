@@ -85,7 +85,7 @@ from typing import Any
 # import this file with the harness venv's python)
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PEERS = Path(os.environ.get("PEERS", str(ROOT.parent.parent / "shared" / "bench-peers")))
+PEERS = Path(os.environ.get("PEERS", str(ROOT.parent / "shared" / "bench-peers")))
 if not PEERS.is_dir():
     PEERS = Path("/work/shared/bench-peers")
 VENV = Path(os.environ.get("VENV", str(Path.home() / ".cache" / "bench-peers-venv")))
@@ -247,7 +247,9 @@ class Probe:
         time.sleep(0.3)  # backends that just closed: reaped into the postmaster's totals
         return {
             "wall_s": wall,
-            "server_cpu_s": self.server.read() - self.s0 - self.sampler.server_cpu,
+            # /proc counts in clock ticks (10 ms): the difference can dip below 0 on an idle
+            # server
+            "server_cpu_s": max(0.0, self.server.read() - self.s0 - self.sampler.server_cpu),
             "procs_cpu_s": procs,
             "loadgen_cpu_s": max(0.0, loadgen),
             "wal_bytes": wal_lsn(self.uri) - self.wal0,
@@ -901,6 +903,19 @@ def main() -> int:
         a.decide_seconds, a.warmup, a.procs = 1.5, 0.5, "1,2"
     ks = [int(x) for x in a.procs.split(",")]
     only = set(a.only.split(","))
+    if "drain" in only:
+        check_venv()
+    if "decide" in only:
+        import importlib.util
+
+        missing = [
+            m for m in ("uvicorn", "wasmtime", "starlette") if not importlib.util.find_spec(m)
+        ]
+        if missing:
+            raise SystemExit(
+                f"decide needs spectral's API dependencies in this interpreter ({sys.executable}"
+                f" lacks {', '.join(missing)}): run it with the project's python, or --only drain"
+            )
     ts = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     results_dir = HERE / "results"
     results_dir.mkdir(exist_ok=True)
@@ -922,8 +937,6 @@ def main() -> int:
         "drain": {},
         "decide": {},
     }
-    if "drain" in only:
-        check_venv()
 
     from spectral_core.embedded import EmbeddedPostgres
 

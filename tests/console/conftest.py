@@ -217,7 +217,8 @@ def browser() -> Iterator[Any]:
     then fail with "Runner.run() cannot be called from a running event loop"."""
     path = require_tool("chromium", "/usr/bin/chromium")
     sync_api = require_module("playwright.sync_api")
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium refuses root otherwise
+    # small /dev/shm in containers crashes tabs; as root Chromium refuses to start sandboxed
+    args = ["--disable-dev-shm-usage"] + (["--no-sandbox"] if os.geteuid() == 0 else [])
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=path, headless=True, args=args)
         try:

@@ -86,7 +86,8 @@ def test_login_overview_and_keyboard(stack: Stack, page: Any, tmp_path: Path) ->
     """An operator signs in with the keyboard alone; the session is an HttpOnly cookie and
     nothing is kept in Web Storage; the nav is reachable by Tab with a visible focus and
     Enter opens a view; Overview shows the running version, generation and health checks;
-    every view passes axe-core (WCAG 2.1 A/AA) with data on it."""
+    every view passes axe-core (WCAG 2.1 A/AA) with data on it; a session that ends brings
+    the sign-in form back, and signing out ends the session on the server."""
     stack.start_workers()
     page.goto(stack.console())
     key = page.get_by_label("Operator API key")
@@ -143,6 +144,12 @@ def test_login_overview_and_keyboard(stack: Stack, page: Any, tmp_path: Path) ->
     assert stack.seeded.tenant_token not in page.content()  # prefix only, never the token
     screenshot(page, "tenants", tmp_path)
 
+    # the session ends (here: its cookie is gone): the next poll brings the sign-in form back
+    page.context.clear_cookies()
+    expect(page.get_by_label("Operator API key")).to_be_visible()
+    expect(page.locator("#login-message")).to_contain_text("session ended")
+    expect(page.locator("#nav")).to_be_hidden()
+    login(page, stack)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Operator API key")).to_be_visible()
     status, _ = http("GET", f"{stack.base}/api/operator/overview")
@@ -217,8 +224,8 @@ def test_sigkilled_worker_shows_as_lost(stack: Stack, page: Any, tmp_path: Path)
 def test_poison_row_is_redriven_after_heal(stack: Stack, page: Any, tmp_path: Path) -> None:
     """A poison row goes dead and shows with its topic, attempts and last error; selecting
     it with the keyboard and cancelling the confirmation changes nothing; after the handler
-    is healed, re-driving the selection (confirmed) sends it back and it ends done; the
-    action is in the audit list."""
+    is healed and the page reloaded (the session survives it), re-driving the selection
+    (confirmed) sends it back and it ends done; the action is in the audit list."""
     heal = tmp_path / "healed"
     publish(stack.db_url, stack.generation, "console.poison", 1, {"heal": str(heal)})
     stack.start_workers(**POISON)
@@ -250,6 +257,12 @@ def test_poison_row_is_redriven_after_heal(stack: Stack, page: Any, tmp_path: Pa
     assert stack.scalar("SELECT status FROM core.outbox WHERE id = %s", (row_id,)) == "dead"
 
     heal.touch()
+    # a reload keeps the session (cookie) and gets the CSRF token back from the API: the
+    # page held it in memory only
+    page.reload()
+    expect(page.locator("#who")).to_contain_text("signed in as")
+    box = page.get_by_label(f"Select row {row_id}")
+    box.check()
     selected.click()
     with page.expect_response(lambda r: r.url.endswith("/api/operator/dead/redrive")) as resp:
         dialog.get_by_role("button", name="Re-drive").click()

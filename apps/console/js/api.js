@@ -35,6 +35,11 @@ async function call(method, path, body) {
     throw new ApiError(0, "the API is unreachable");
   }
   const data = await parse(response).catch(() => null);
+  if (response.status === 401 && path !== "/api/operator/session") {
+    csrf = null;
+    // the session expired or was logged out elsewhere: the shell shows the sign-in form
+    window.dispatchEvent(new CustomEvent("spectral:session-ended"));
+  }
   if (!response.ok) {
     const detail = data && (data.detail || data.title);
     throw new ApiError(response.status, detail);

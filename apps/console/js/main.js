@@ -47,12 +47,7 @@ async function tick(entry) {
     stamp();
     entry.failing = false;
   } catch (err) {
-    if (err.status === 401) {
-      signedIn = false;
-      announce("Your session ended; sign in again.");
-      showLogin("Your session ended; sign in again.");
-      return;
-    }
+    if (err.status === 401) return; // api.js announced "spectral:session-ended"
     if (!entry.failing) announce(`Update failed: ${err.message}`);
     entry.failing = true;
     entry.handle.error?.(err);
@@ -138,6 +133,12 @@ document.getElementById("logout").addEventListener("click", async () => {
 });
 
 window.addEventListener("hashchange", () => route());
+window.addEventListener("spectral:session-ended", () => {
+  if (!signedIn) return;
+  signedIn = false;
+  announce("Your session ended; sign in again.");
+  showLogin("Your session ended; sign in again.");
+});
 
 async function boot() {
   let s = null;

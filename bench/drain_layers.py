@@ -79,10 +79,11 @@ class Meter:
         return self.client / k * 1e6, self.server / k * 1e6
 
 
-async def db_layers(url: str, batches: int, batch: int) -> dict[str, tuple[float, float]]:
+async def db_layers(
+    url: str, batches: int, batch: int, prepare_threshold: int | None
+) -> dict[str, tuple[float, float]]:
     import psycopg
 
-    from spectral_core.db.pools import connect_kwargs
     from spectral_core.generations import allocate_generation
     from spectral_core.outbox import EventIn, Publisher
     from spectral_core.outbox.claim import Claimer
@@ -94,7 +95,7 @@ async def db_layers(url: str, batches: int, batch: int) -> dict[str, tuple[float
     claimer = Claimer(gen, uuid.uuid4())
     routes = (("bench.layers", "bench.layers.noop"),)
     async with await psycopg.AsyncConnection.connect(
-        url, **connect_kwargs(transaction_pooler=False)
+        url, autocommit=True, prepare_threshold=prepare_threshold
     ) as conn:
         row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
         assert row is not None
@@ -224,6 +225,14 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--prepare",
+        choices=["none", "1", "both"],
+        default="none",
+        help="psycopg's prepare_threshold on the measured connection: none (spectral's "
+        "connections, ADR 0041), 1 (prepared from the second execution, before it), or both "
+        "in alternating rounds",
+    )
     a = ap.parse_args()
     import psycopg
 
@@ -238,7 +247,12 @@ def main() -> int:
     try:
         with psycopg.connect(url, autocommit=True) as c:
             run_migrations(c)
-        rounds = [asyncio.run(db_layers(url, a.batches, a.batch)) for _ in range(a.rounds)]
+        modes: dict[str, int | None] = {"none": None, "1": 1}
+        wanted = list(modes) if a.prepare == "both" else [a.prepare]
+        rounds: dict[str, list[dict[str, tuple[float, float]]]] = {m: [] for m in wanted}
+        for r in range(a.rounds):
+            for m in wanted if r % 2 == 0 else wanted[::-1]:  # the order rotated per round
+                rounds[m].append(asyncio.run(db_layers(url, a.batches, a.batch, modes[m])))
         py = asyncio.run(python_layers(url, 20000))
         pool = asyncio.run(pool_checkout(url, 5000))
     finally:
@@ -246,12 +260,16 @@ def main() -> int:
             pg.destroy()
     print(f"command: python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}")
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, batch {a.batch}")
-    print("\n| per batch | client CPU us | server CPU us | server us/event |")
-    print("|---|---|---|---|")
-    for k in rounds[0]:
-        client = statistics.median(r[k][0] for r in rounds)
-        server = statistics.median(r[k][1] for r in rounds)
-        print(f"| {k} | {client:.0f} | {server:.0f} | {server / a.batch:.2f} |")
+    print(
+        "\n| per batch (median of rounds) | prepare_threshold | client CPU us | server CPU us "
+        "| server us/event |"
+    )
+    print("|---|---|---|---|---|")
+    for k in rounds[wanted[0]][0]:
+        for m in wanted:
+            client = statistics.median(r[k][0] for r in rounds[m])
+            server = statistics.median(r[k][1] for r in rounds[m])
+            print(f"| {k} | {m} | {client:.0f} | {server:.0f} | {server / a.batch:.2f} |")
     print("\n| in the process | client CPU us per call |")
     print("|---|---|")
     for k, v in py.items():

@@ -34,7 +34,7 @@ def resolve_url(settings: Settings) -> str:
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     url = resolve_url(settings)
-    kwargs = connect_kwargs(transaction_pooler=settings.database_transaction_pooler)
+    kwargs = connect_kwargs()
     try:
         return psycopg.connect(
             url, connect_timeout=int(settings.database_connect_timeout_s), **kwargs

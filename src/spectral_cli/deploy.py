@@ -172,13 +172,10 @@ def print_connections(c: dict[str, Any]) -> None:
         f" + LISTEN {w['listen']} + checkpointer pool {w['checkpointer']}"
     )
     print(f"  live fleet: {c['formula']}")
-    where = (
-        "clients of the transaction pooler on SPECTRAL_DATABASE_URL (the server sees the "
-        "pooler's own pool)"
-        if c["transaction_pooler"]
-        else "server connections"
+    print(
+        f"  total {c['total']} (server connections; through a transaction pooler those on "
+        "SPECTRAL_DATABASE_URL are its clients, and the server sees the pooler's own pool)"
     )
-    print(f"  total {c['total']} ({where})")
     print(
         f"  server: max_connections {srv['max_connections']} "
         f"({srv['superuser_reserved']} reserved for superusers), {srv['in_use']} in use now"

@@ -36,7 +36,7 @@ def run_with_connection(
 
     async def go() -> T:
         url = resolve_url(settings)
-        kwargs = connect_kwargs(transaction_pooler=settings.database_transaction_pooler)
+        kwargs = connect_kwargs()
         with wrap_errors():
             conn = await psycopg.AsyncConnection.connect(
                 url, connect_timeout=max(1, int(settings.database_connect_timeout_s)), **kwargs

@@ -50,6 +50,13 @@ async def booted(
         # before any connection: a process over its connection budget never opens one
         needs = check_budget(settings, "api" if process == "api" else "workers")
         log.debug("database.connections", **needs.as_dict())
+    if settings.database_transaction_pooler:
+        log.warning(
+            "settings.deprecated",
+            setting="SPECTRAL_DATABASE_TRANSACTION_POOLER",
+            detail="ignored: spectral works unchanged directly and through a transaction "
+            "pooler (no prepared statements; a pooled connection is detected); remove it",
+        )
     for field in multi_host_urls_without_read_write(settings):
         log.warning(
             "database.url_may_pick_a_standby",

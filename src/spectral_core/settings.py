@@ -84,8 +84,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     database_url: str | None = None
     database_session_url: str | None = None
-    #: Set when ``database_url`` points at a transaction pooler (PgBouncer/Supavisor in
-    #: transaction mode): no server-side prepared statements, no session state.
+    #: Deprecated and ignored (ADR 0041): the same configuration works directly and
+    #: through a transaction pooler; accepted so existing deployments boot (with a warning).
     database_transaction_pooler: bool = False
     database_pool_min: Annotated[int, Meta(ge=0)] = 1
     database_pool_max: PosInt = 10

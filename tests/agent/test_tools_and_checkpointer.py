@@ -142,7 +142,7 @@ async def test_saver_works_against_the_migrated_schema(
 ) -> None:
     """AsyncPostgresSaver on the agent pool (autocommit, dict rows, search_path=agent):
     setup() is a no-op and a checkpoint round-trips; nothing lands in public."""
-    assert checkpointer_kwargs(transaction_pooler=True)["prepare_threshold"] is None
+    assert checkpointer_kwargs()["prepare_threshold"] is None
     s = agent_settings(settings)
     async with open_checkpointer_pool(s) as pool:
         saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]

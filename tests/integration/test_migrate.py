@@ -639,7 +639,7 @@ def test_spectrals_own_migrations_pass_the_gate_on_a_deployed_schema(
 def test_lock_timeout_retry_and_blocker_report_through_a_transaction_pooler(
     empty_db_url: str, tmp_path: Path
 ) -> None:
-    """Behind PgBouncer in transaction mode (SPECTRAL_DATABASE_TRANSACTION_POOLER) the lock
+    """Behind PgBouncer in transaction mode (no pooler setting, ADR 0041) the lock
     timeout is transaction-scoped and the runner's backend pid is read inside the file's
     transaction, so the retries work and the report names the real blocking backend."""
     from .test_transaction_pooler import run_pgbouncer
@@ -656,7 +656,6 @@ def test_lock_timeout_retry_and_blocker_report_through_a_transaction_pooler(
             text=True,
             env=clean_env(
                 SPECTRAL_DATABASE_URL=pooled,
-                SPECTRAL_DATABASE_TRANSACTION_POOLER="true",
                 SPECTRAL_MIGRATION_LOCK_TIMEOUT_S="0.5",
                 SPECTRAL_MIGRATION_LOCK_RETRIES="30",
             ),

@@ -1,6 +1,8 @@
-"""Everything works through a transaction pooler (PgBouncer, pool_mode=transaction):
+"""Everything works through a transaction pooler (PgBouncer, pool_mode=transaction), with
+the configuration of a direct connection and no setting that says so (ADR 0041):
 migrations, generation allocation, publish, claim/handle via the consumer, the reaper and
-the heartbeat.  LISTEN goes over the session URL (direct), as SPEC §2 prescribes."""
+the heartbeat.  LISTEN goes over the session URL (direct) when one is set, as SPEC §2
+prescribes; without one the consumer sees the pooler and polls."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from spectral_core import (
     WorkerInfo,
     open_pools,
 )
+from spectral_core.db import connect_kwargs
 from spectral_core.generations import allocate_generation
 from spectral_core.migrate import run_migrations
 from tests.acceptance.procs import scalar, start_workers, wait_for
@@ -121,9 +124,9 @@ def pooler_url(pgbouncer: str, empty_db_url: str) -> Iterator[str]:
 async def test_outbox_round_trip_through_transaction_pooler(
     pooler_url: str, empty_db_url: str
 ) -> None:
-    """With SPECTRAL_DATABASE_TRANSACTION_POOLER, no statement relies on session state or
-    server-side prepared statements: the full publish -> consume -> done cycle, migrations,
-    heartbeat and reaper all run through PgBouncer in transaction mode."""
+    """No statement relies on session state or server-side prepared statements, with no
+    pooler setting: the full publish -> consume -> done cycle, migrations, heartbeat and
+    reaper all run through PgBouncer in transaction mode."""
     with psycopg.connect(pooler_url, autocommit=True, prepare_threshold=None) as conn:
         run_migrations(conn)
         gen = allocate_generation(conn, "pooled")
@@ -135,7 +138,6 @@ async def test_outbox_round_trip_through_transaction_pooler(
     settings = Settings(
         database_url=pooler_url,
         database_session_url=empty_db_url,
-        database_transaction_pooler=True,
         generation=gen,
         database_pool_max=6,
     )
@@ -187,29 +189,76 @@ def _publish(url: str, gen: int, n: int, prefix: str) -> None:
             Publisher(gen).publish(conn, "platform.record", {}, idempotency_key=f"{prefix}{i}")
 
 
+def _outcome(url: str, gen: int, prefix: str) -> dict[str, Any]:
+    """Rows by (status, attempts) and ledger/log counts of the events named ``prefix*``."""
+    with psycopg.connect(url, autocommit=True) as c:
+        rows = c.execute(
+            "SELECT status, attempts, count(*) FROM core.outbox "
+            "WHERE generation = %s AND idempotency_key LIKE %s GROUP BY 1, 2 ORDER BY 1, 2",
+            (gen, prefix + "%"),
+        ).fetchall()
+        logged = c.execute(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM core.event_log "
+            "WHERE idempotency_key LIKE %s",
+            (prefix + "%",),
+        ).fetchone()
+        sessions = c.execute(
+            "SELECT count(*) FROM core.worker_sessions AS s JOIN core.workers AS w "
+            "ON w.id = s.worker_id WHERE w.generation = %s",
+            (gen,),
+        ).fetchone()
+    assert logged is not None and sessions is not None
+    return {"rows": rows, "logged": tuple(logged), "sessions": sessions[0]}
+
+
 @pytest.mark.slow
-def test_missing_pooler_setting_names_it(
+def test_worker_and_publisher_through_pgbouncer_with_no_setting(
     pgbouncer: str, db_url: str, generation: int, tmp_path: Path
 ) -> None:
-    """Through a transaction pooler without SPECTRAL_DATABASE_TRANSACTION_POOLER the
-    server-side prepared statements get lost (`prepared statement "_pg3_0" does not
-    exist`): the error the worker reports names the setting to change."""
-    _publish(db_url, generation, 200, "p")
+    """Issue 20 / ADR 0041: a publisher and a worker process (4 lanes, heartbeat, reaper)
+    both through PgBouncer 1.18 in transaction mode on 3 server connections, configured as
+    on a direct connection: no SPECTRAL_DATABASE_TRANSACTION_POOLER, no session URL.  Every
+    event is handled exactly once on its first attempt (0 retries, 0 lost, 0 duplicates),
+    no handler fails, no server session is recorded for the reaper (the backends are
+    shared), and the consumer polls instead of listening through the pooler.  (With
+    psycopg's prepared statements, the configuration of a direct connection before ADR
+    0038, this run had handler failures and retries.)"""
     with run_pgbouncer(pgbouncer, db_url, default_pool_size="3") as url:
         w = start_workers(
             url,
             generation,
             tmp_path / "w.log",
-            SPECTRAL_DATABASE_SESSION_URL=db_url,
+            # the checkpointer's search_path goes in the `options` startup parameter, which
+            # PgBouncer refuses (test_pooler_refusing_options_names_the_fix)
             SPECTRAL_AGENT_DATABASE_URL=db_url,
         )
         try:
-            wait_for(lambda: '"_pg3_' in w.output(), 30, "a prepared-statement error")
-            time.sleep(1)
-            lines = [ln for ln in w.output().splitlines() if '"_pg3_' in ln]
-            assert lines and all("SPECTRAL_DATABASE_TRANSACTION_POOLER=true" in ln for ln in lines)
+            with psycopg.connect(url, **connect_kwargs()) as conn:
+                for batch in range(30):  # while the worker consumes, 10 per transaction
+                    with conn.transaction():
+                        for i in range(10):
+                            Publisher(generation).publish(
+                                conn, "platform.record", {"i": i}, idempotency_key=f"n{batch}-{i}"
+                            )
+                    time.sleep(0.02)
+            wait_for(
+                lambda: _outcome(db_url, generation, "n")["logged"][0] >= 300,
+                60,
+                "300 events handled through the pooler",
+            )
+            time.sleep(1)  # a late duplicate or retry would show now
+            running = _outcome(db_url, generation, "n")  # sessions: while the worker runs
+            w.signal(15)
+            assert w.wait(30) == 0, w.output()[-3000:]
         finally:
             w.kill()
+    out = w.output()
+    assert running == {"rows": [("done", 1, 300)], "logged": (300, 300), "sessions": 0}, out[-3000:]
+    assert _outcome(db_url, generation, "n")["logged"] == (300, 300)
+    for bad in ("consumer.db_error", "outbox.handler_failed", "outbox.failed", '"_pg3_'):
+        assert bad not in out, out[-3000:]
+    assert "consumer.polling_only" in out
+    assert "worker.sessions_not_recorded" in out
 
 
 @pytest.mark.slow
@@ -224,7 +273,6 @@ def test_pooler_refusing_options_names_the_fix(
             url,
             generation,
             tmp_path / "w.log",
-            SPECTRAL_DATABASE_TRANSACTION_POOLER="true",
             SPECTRAL_DATABASE_SESSION_URL=db_url,
         )
         assert w.wait(60) == 1
@@ -249,7 +297,6 @@ def test_documented_config_recovers_from_a_postgres_restart(
             url,
             generation,
             tmp_path / "w.log",
-            SPECTRAL_DATABASE_TRANSACTION_POOLER="true",
             SPECTRAL_DATABASE_SESSION_URL=db_url,
             SPECTRAL_AGENT_DATABASE_URL=db_url,
             SPECTRAL_RECONNECT_BACKOFF_CAP_S="1",
@@ -287,9 +334,8 @@ async def test_lanes_sharing_two_server_connections_claim_and_settle_cleanly(
 ) -> None:
     """Issue 20.1 (ADR 0034): the one claim path holds no session state, so four lanes whose
     transactions PgBouncer runs on only two server connections claim and settle every row
-    once, with no handler failure, retry or database error.  (Without
-    SPECTRAL_DATABASE_TRANSACTION_POOLER psycopg's own prepared statements fail there on
-    PgBouncer before 1.21: the setting stays for them, not for the claim.)"""
+    once, with no handler failure, retry or database error, and with no pooler setting
+    (ADR 0041: no connection prepares statements)."""
     with run_pgbouncer(pgbouncer, empty_db_url, default_pool_size="2") as url:
         with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
             run_migrations(conn)
@@ -299,7 +345,6 @@ async def test_lanes_sharing_two_server_connections_claim_and_settle_cleanly(
         settings = Settings(
             database_url=url,
             database_session_url=empty_db_url,
-            database_transaction_pooler=True,
             generation=gen,
             database_pool_max=6,
         )
@@ -332,3 +377,22 @@ async def test_lanes_sharing_two_server_connections_claim_and_settle_cleanly(
         assert c.execute(
             "SELECT status, attempts, count(*) FROM core.outbox GROUP BY 1, 2"
         ).fetchall() == [("done", 1, 200)]
+
+
+@pytest.mark.anyio
+async def test_deprecated_pooler_setting_is_accepted_and_warned(settings: Settings) -> None:
+    """ADR 0041: SPECTRAL_DATABASE_TRANSACTION_POOLER is still accepted, so a deployment
+    that sets it starts, and the start-up warns that it is ignored (and names it)."""
+    from spectral_core.boot import booted
+
+    s = Settings.from_env(
+        {"SPECTRAL_DATABASE_TRANSACTION_POOLER": "true"},
+        database_url=settings.database_url,
+        generation=settings.generation,
+    )
+    with capture_logs() as logs:
+        async with booted(s, process="workers"):
+            pass
+    warned = [e for e in logs if e["event"] == "settings.deprecated"]
+    assert [e["setting"] for e in warned] == ["SPECTRAL_DATABASE_TRANSACTION_POOLER"]
+    assert warned[0]["log_level"] == "warning"

@@ -5,8 +5,8 @@ connections, in autocommit, so each checkpoint is durable the moment it is writt
 outbox batch transaction is ever held open by a turn.  Its connections use
 
 - ``autocommit=True`` and ``row_factory=dict_row``, as the saver expects;
-- ``prepare_threshold=None`` when ``SPECTRAL_DATABASE_TRANSACTION_POOLER`` is set (no
-  server-side prepared statements through a transaction pooler), ``0`` otherwise;
+- ``prepare_threshold=None``: no server-side prepared statements, so the same pool works
+  directly and through a transaction pooler (ADR 0041);
 - ``options=-c search_path=agent``: the saver's SQL names its tables unqualified; they live
   in schema ``agent``, created by migration ``0005_world_agent.sql`` (never by
   ``setup()``).  A pooler that drops startup options needs
@@ -38,12 +38,12 @@ CHECKPOINT_SCHEMA = "agent"
 CheckpointPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
-def checkpointer_kwargs(*, transaction_pooler: bool) -> dict[str, Any]:
+def checkpointer_kwargs() -> dict[str, Any]:
     """psycopg connection options of the checkpointer pool."""
     return {
         "autocommit": True,
         "row_factory": dict_row,
-        "prepare_threshold": None if transaction_pooler else 0,
+        "prepare_threshold": None,
         "options": f"-c search_path={CHECKPOINT_SCHEMA}",
     }
 
@@ -59,7 +59,7 @@ async def open_checkpointer_pool(settings: Settings) -> AsyncIterator[Checkpoint
     pool: CheckpointPool = open_pool(
         url,
         settings,
-        kwargs=checkpointer_kwargs(transaction_pooler=settings.database_transaction_pooler),
+        kwargs=checkpointer_kwargs(),
         min_size=1,
         max_size=max(2, min(settings.agent_concurrency, settings.database_pool_max) + 1),
         name="spectral-agent",

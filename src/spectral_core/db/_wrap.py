@@ -35,9 +35,11 @@ _READ_ONLY = "25006"
 #: psycopg's server-side prepared statements, lost or doubled behind a transaction pooler
 _PREPARED = ("26000", "42P05")
 
+#: spectral's connections never prepare statements (ADR 0041): only a handler's own
+#: ``prepare=True`` does
 POOLER_SETTING_HINT = (
-    "behind a transaction pooler such as PgBouncer in transaction mode, set "
-    "SPECTRAL_DATABASE_TRANSACTION_POOLER=true"
+    "a statement was prepared (`prepare=True`) on a connection that goes through a "
+    "transaction pooler such as PgBouncer in transaction mode: do not prepare statements there"
 )
 OPTIONS_HINT = (
     "the server or pooler refused the `options` startup parameter: the checkpointer sets "

@@ -144,6 +144,5 @@ def fleet_connections(settings: Settings, *, api: int, workers: int) -> dict[str
         "session_url": session,
         "agent_url": agent,
         "total": main + session + agent,
-        "transaction_pooler": settings.database_transaction_pooler,
         "formula": formula,
     }

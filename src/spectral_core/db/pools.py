@@ -47,6 +47,7 @@ __all__ = [
     "Database",
     "connect_kwargs",
     "connect_session",
+    "is_pooled",
     "is_read_only",
     "open_pool",
     "open_pools",
@@ -80,18 +81,16 @@ def tcp_options(tcp_timeout_s: float = DEFAULT_TCP_TIMEOUT_S) -> dict[str, Any]:
     }
 
 
-def connect_kwargs(
-    *, transaction_pooler: bool, tcp_timeout_s: float = DEFAULT_TCP_TIMEOUT_S
-) -> dict[str, Any]:
+def connect_kwargs(*, tcp_timeout_s: float = DEFAULT_TCP_TIMEOUT_S) -> dict[str, Any]:
     """psycopg connection options for the main URL.
 
-    Through a transaction pooler no server-side prepared statement may be created
-    (``prepare_threshold=None``); on a direct connection hot statements are prepared
-    after their first execution.
+    No server-side prepared statements (``prepare_threshold=None``), on a direct connection
+    as behind a transaction pooler: one configuration that works both ways (ADR 0041; the
+    hot statements are calls of SQL functions, whose plans the server caches anyway).
     """
     return {
         "autocommit": True,
-        "prepare_threshold": None if transaction_pooler else 1,
+        "prepare_threshold": None,
         **tcp_options(tcp_timeout_s),
     }
 
@@ -109,6 +108,19 @@ def _reported_read_only(conn: psycopg.AsyncConnection[Any]) -> bool | None:
     if standby is None and read_only is None:
         return None
     return standby == "on" or read_only == "on"
+
+
+async def is_pooled(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """True when ``conn`` goes through a pooler: the backend running its statements is not
+    the process the server announced at connect (a pooler announces its own id, ADR 0041).
+
+    Raises:
+        DatabaseError: the query failed.
+    """
+    with wrap_errors():
+        cur = await conn.execute(query("backend_pid"))
+        row = await cur.fetchone()
+    return row is None or int(row[0]) != conn.info.backend_pid
 
 
 async def is_read_only(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -305,7 +317,6 @@ async def open_pools(settings: Settings, *, wait: bool = True) -> AsyncIterator[
         url,
         settings,
         kwargs=connect_kwargs(
-            transaction_pooler=settings.database_transaction_pooler,
             tcp_timeout_s=settings.database_tcp_timeout_s,
         ),
         min_size=max(settings.database_pool_min, 1 if wait else 0),

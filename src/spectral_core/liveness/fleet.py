@@ -90,10 +90,7 @@ class ApiRegistry:
                 self._conn = await psycopg.AsyncConnection.connect(
                     settings.require_database_url(),
                     connect_timeout=max(1, int(settings.database_connect_timeout_s)),
-                    **connect_kwargs(
-                        transaction_pooler=settings.database_transaction_pooler,
-                        tcp_timeout_s=settings.database_tcp_timeout_s,
-                    ),
+                    **connect_kwargs(tcp_timeout_s=settings.database_tcp_timeout_s),
                 )
         return self._conn
 

@@ -6,6 +6,9 @@ on the generation's channel wakes it or ``poll_interval_s`` passes, so a lost
 notification costs at most one poll interval.  A lane that claimed a full batch wakes
 another lane, so a backlog is drained by every lane at once.
 
+Without ``SPECTRAL_DATABASE_SESSION_URL``, LISTEN goes over the main URL unless that is a
+pooler (:func:`~spectral_core.db.pools.is_pooled`): then the lanes poll only.
+
 When the listener or a pool connection drops, :attr:`Consumer.state` becomes
 ``reconnecting``; lanes keep polling through the pool if it still works, the listener
 reconnects with bounded exponential backoff and jitter, and the consumer catches up from
@@ -30,6 +33,7 @@ from psycopg import sql
 from ..db import Database
 from ..db._shielded import release_shielded
 from ..db._wrap import is_connection_error, translate
+from ..db.pools import is_pooled
 from ..errors import ConfigError, ConnectionLost, DatabaseError
 from ..liveness import SessionRecorder
 from ..metrics.worker import WorkerStats
@@ -79,11 +83,6 @@ class ConsumerConfig:
             "poll_interval_s": settings.poll_interval_s,
             "reconnect_backoff_cap_s": settings.reconnect_backoff_cap_s,
             "outage_limit_s": settings.outage_limit_s,
-            # LISTEN needs a session: behind a transaction pooler without a session URL
-            # notifications would be silently lost, so rely on polling alone
-            "listen": not (
-                settings.database_transaction_pooler and not settings.database_session_url
-            ),
             "retry": RetryPolicy(
                 settings.outbox_max_attempts,
                 settings.outbox_backoff_base_s,
@@ -139,10 +138,8 @@ class Consumer:
         self._claiming = 0  # claims under way (claimed, not yet recorded in _inflight)
         self._no_claims: anyio.Event | None = None
         #: the backends the lanes work on, for a peer's reaper should we be declared lost
-        #: (ADR 0027); not behind a transaction pooler (no backend of our own there)
-        self.sessions = SessionRecorder(
-            worker_id, enabled=not db.settings.database_transaction_pooler
-        )
+        #: (ADR 0027); it records nothing behind a pooler (no backend of our own there)
+        self.sessions = SessionRecorder(worker_id)
         #: called whenever :attr:`state` changes (the worker beats at once)
         self.on_state_change: Callable[[], None] = lambda: None
 
@@ -337,6 +334,19 @@ class Consumer:
             try:
                 conn = await self.db.connect_session()
                 try:
+                    if not self.db.settings.database_session_url and await is_pooled(conn):
+                        # LISTEN needs a session of its own: through a transaction pooler
+                        # the notifications would be silently lost
+                        log.warning(
+                            "consumer.polling_only",
+                            reason="SPECTRAL_DATABASE_URL goes through a pooler and "
+                            "SPECTRAL_DATABASE_SESSION_URL is not set",
+                            fix="set SPECTRAL_DATABASE_SESSION_URL to a direct or "
+                            "session-mode URL for prompt wake-ups",
+                            poll_interval_s=self.config.poll_interval_s,
+                        )
+                        self._listening.set()
+                        return
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     was_ok = self._listener_ok
                     self._listener_ok = True

@@ -13,6 +13,11 @@ SELECT
      WHERE generation = %(generation)s AND state IN ('running', 'reconnecting')
        AND last_seen > now() - make_interval(secs => %(stale_after_s)s)) AS live_api
 
+-- name: backend_pid
+-- description: the backend running this statement (against the process id the server
+-- announced at connect: a pooler announces its own, ADR 0041)
+SELECT pg_backend_pid()
+
 -- name: read_only_session
 -- description: the session cannot write: a standby in recovery or a read-only default
 SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'

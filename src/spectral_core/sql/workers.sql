@@ -21,16 +21,22 @@ UPDATE core.workers SET state = 'exited', last_seen = now(), exited_at = now() W
 
 -- name: record_session
 -- description: the backend of a connection the worker uses (pid and start time, ADR 0027),
--- and forget the worker's sessions that ended
+-- and forget the worker's sessions that ended.  Only when the backend is the one the
+-- connection was opened on (`pid`: the process id the server announced at connect): behind
+-- a pooler the announced id is the pooler's, the backend a shared one, and nothing is
+-- recorded (ADR 0041).  Returns whether the backend is the connection's own.
 WITH gone AS (
     DELETE FROM core.worker_sessions AS s
     WHERE s.worker_id = %(worker_id)s
       AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
                       WHERE a.pid = s.pid AND a.backend_start = s.backend_start)
+), ins AS (
+    INSERT INTO core.worker_sessions (worker_id, pid, backend_start)
+    SELECT %(worker_id)s, pid, backend_start FROM pg_stat_activity
+    WHERE pid = pg_backend_pid() AND pid = %(pid)s
+    ON CONFLICT DO NOTHING
 )
-INSERT INTO core.worker_sessions (worker_id, pid, backend_start)
-SELECT %(worker_id)s, pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
-ON CONFLICT DO NOTHING
+SELECT pg_backend_pid() = %(pid)s
 
 -- name: workers_by_generation
 -- description: rows of workers seen within the retention; `lost`: not exited, heartbeat

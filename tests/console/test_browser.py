@@ -216,6 +216,9 @@ def test_sigkilled_worker_shows_as_lost(stack: Stack, page: Any, tmp_path: Path)
     expect(victim_row).to_have_class(re.compile(r"\blost\b"))
     expect(rows.first).to_have_class(re.compile(r"\blost\b"))  # lost ones first
     expect(page.locator("#workers-lost")).to_contain_text("lost")
+    expect(page.locator("#announce[aria-live='polite']")).to_contain_text(
+        f"(pid {victim.p.pid}) is lost"
+    )
     expect(keep_row.locator(".state")).not_to_contain_text("LOST")
     no_axe_violations(page, "workers with a lost one")
     screenshot(page, "workers", tmp_path)
@@ -268,6 +271,10 @@ def test_poison_row_is_redriven_after_heal(stack: Stack, page: Any, tmp_path: Pa
         dialog.get_by_role("button", name="Re-drive").click()
     assert resp.value.status == 200
     expect(page.locator("#dead-result")).to_have_text(
+        f"Re-drove 1 row of generation {stack.generation}."
+    )
+    # and said politely to screen readers (the live region)
+    expect(page.locator("#announce[aria-live='polite']")).to_have_text(
         f"Re-drove 1 row of generation {stack.generation}."
     )
     expect(page.get_by_text("No dead rows in this generation.")).to_be_visible()

@@ -377,8 +377,8 @@ async def test_tenants_show_keys_limits_and_recent_429s(api_factory: Any) -> Non
     api = api_factory()
     token = await api.tenant("slow", limits=TenantLimits(rate=1.0, burst=1, concurrency=4))
     async with api.client(token) as c:
-        codes = [(await c.post("/api/decide", json=decide_body())).status_code for _ in range(4)]
-    assert codes.count(429) >= 2
+        codes = [(await c.post("/api/decide", json=decide_body())).status_code for _ in range(10)]
+    assert codes.count(429) >= 1  # burst 1 at 1/s: ten requests cannot all pass
     body = await _both_ways(api, "/api/operator/tenants")
     tenants = {t["org"]: t for t in body["tenants"]}
     slow = tenants["slow"]

@@ -356,6 +356,7 @@ async def test_modules_show_approvals_and_the_approve_command(api: Api) -> None:
     h2, _ = await api.module("decision", other, approve=False)
     body = await _both_ways(api, "/api/operator/modules")
     pins = {p["action"]: p for p in body["pins"]}
+    assert body["truncated"] is False
     approved = pins["approve"]
     assert approved["hash"] == h and approved["approve_command"] is None
     assert approved["approvals"][0]["id"] == aid
@@ -381,6 +382,7 @@ async def test_tenants_show_keys_limits_and_recent_429s(api_factory: Any) -> Non
     assert codes.count(429) >= 1  # burst 1 at 1/s: ten requests cannot all pass
     body = await _both_ways(api, "/api/operator/tenants")
     tenants = {t["org"]: t for t in body["tenants"]}
+    assert body["truncated"] is False
     slow = tenants["slow"]
     assert slow["limits"] == {"rate_per_s": 1.0, "burst": 1, "concurrency": 4, "overridden": True}
     assert slow["recent_429"]["by_kind"]["rate"] == codes.count(429)
@@ -573,3 +575,22 @@ async def test_tokens_and_session_ids_never_reach_the_logs(api_factory: Any) -> 
     assert "operator.redrive" in text and "api.request" in text
     for secret in (token, sid, csrf):
         assert secret not in text
+
+
+async def test_modules_listing_is_bounded_per_pin(api: Api) -> None:
+    """A pin approved many times over shows only its 20 newest approvals (bounded reads),
+    newest included."""
+    import psycopg
+
+    from spectral_core.modules import add_approval, sign_approval
+
+    h, first = await api.module("decision", KEY)
+    async with await psycopg.AsyncConnection.connect(api.db_url, autocommit=True) as c:
+        ids = [
+            await add_approval(c, sign_approval(api.operator, h, KEY, int(time.time()) + 600 + n))
+            for n in range(24)
+        ]
+    async with api.client(await api.tenant("ops", operator=True)) as c:
+        (pin,) = (await c.get("/api/operator/modules")).json()["pins"]
+    shown = [a["id"] for a in pin["approvals"]]
+    assert len(shown) == 20 and max(ids) in shown and first not in shown

@@ -24,10 +24,8 @@ from typing import Any, Final
 from ..db import Database, wrap_errors
 from ..errors import DatabaseError, OperatorError
 from ..metrics.queue import QueueSnapshot, QueueStats
-from ..modules.store import list_approvals, list_modules
 from ..ratelimit import TenantLimits
 from ..sql import query
-from ..tenants import list_api_keys, list_tenants
 from .throttles import RecentThrottles
 
 __all__ = ["LIMIT_MAX", "PREVIEW_CHARS", "OperatorViews", "check_limit", "deploy_verdict"]
@@ -40,6 +38,12 @@ PREVIEW_CHARS: Final = 200
 GENERATIONS_SHOWN: Final = 50
 #: the window of the handled rate
 RATE_WINDOW_S: Final = 20.0
+#: pins listed (by key), and the newest approvals shown per pin
+PINS_SHOWN: Final = 500
+APPROVALS_PER_PIN: Final = 20
+#: tenants listed (by name), and their keys at most
+TENANTS_SHOWN: Final = 500
+KEYS_SHOWN: Final = 5000
 
 
 def check_limit(limit: int) -> int:
@@ -268,109 +272,121 @@ class OperatorViews:
         }
 
     async def modules(self) -> dict[str, Any]:
-        """Pins with their approvals (state, signer, expiry) and, for a pin with no active
-        approval, the exact ``spectral modules approve`` command."""
-        with wrap_errors():
-            async with self.db.pool.connection() as conn:
-                pins = await list_modules(conn)
-                approvals = await list_approvals(conn)
+        """Pins (the first :data:`PINS_SHOWN` by key) with the newest approvals of their
+        content (state, signer, expiry) and, for a pin with no active approval, the exact
+        ``spectral modules approve`` command."""
+        pins = await self._all("operator_pins", {"limit": PINS_SHOWN + 1})
+        truncated = len(pins) > PINS_SHOWN
+        pins = pins[:PINS_SHOWN]
+        approvals = await self._all(
+            "operator_pin_approvals",
+            {
+                "orgs": [p[0] for p in pins],
+                "domains": [p[1] for p in pins],
+                "actions": [p[2] for p in pins],
+                "wmvs": [p[3] for p in pins],
+                "hashes": [p[4] for p in pins],
+                "per_pin": APPROVALS_PER_PIN,
+            },
+        )
         now = time.time()
         by_pin: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for a in approvals:
-            k = (a["org"], a["domain"], a["action"], a["world_model_version"], a["content_hash"])
+        for (
+            aid,
+            signer,
+            org,
+            domain,
+            action,
+            wmv,
+            h,
+            expires_at,
+            created_at,
+            revoked_at,
+        ) in approvals:
             state = (
                 "revoked"
-                if a["revoked_at"] is not None
+                if revoked_at is not None
                 else "expired"
-                if a["expires_at"] <= now
+                if expires_at <= now
                 else "active"
             )
-            by_pin.setdefault(k, []).append(
+            by_pin.setdefault((org, domain, action, wmv, h), []).append(
                 {
-                    "id": a["id"],
-                    "signer": a["key_id"],
-                    "expires_at": datetime.fromtimestamp(a["expires_at"], UTC),
-                    "created_at": a["created_at"],
-                    "revoked_at": a["revoked_at"],
+                    "id": aid,
+                    "signer": signer,
+                    "expires_at": datetime.fromtimestamp(expires_at, UTC),
+                    "created_at": created_at,
+                    "revoked_at": revoked_at,
                     "state": state,
                 }
             )
         out = []
-        for p in pins:
-            key = p.key
-            found = by_pin.get(
-                (key.org, key.domain, key.action, key.world_model_version, p.content_hash), []
-            )
+        for org, domain, action, wmv, h, size, created_at in pins:
+            found = by_pin.get((org, domain, action, wmv, h), [])
             command = None
             if not any(a["state"] == "active" for a in found):
                 command = shlex.join(
-                    [
-                        "spectral",
-                        "modules",
-                        "approve",
-                        "--org",
-                        key.org,
-                        "--domain",
-                        key.domain,
-                        "--action",
-                        key.action,
-                        "--world-model-version",
-                        key.world_model_version,
-                        p.content_hash,
-                    ]
+                    ["spectral", "modules", "approve", "--org", org, "--domain", domain]
+                    + ["--action", action, "--world-model-version", wmv, h]
                 )
             out.append(
                 {
-                    "org": key.org,
-                    "domain": key.domain,
-                    "action": key.action,
-                    "world_model_version": key.world_model_version,
-                    "hash": p.content_hash,
-                    "size": p.size,
-                    "created_at": p.created_at,
+                    "org": org,
+                    "domain": domain,
+                    "action": action,
+                    "world_model_version": wmv,
+                    "hash": h,
+                    "size": size,
+                    "created_at": created_at,
                     "approvals": found,
                     "approve_command": command,
                 }
             )
-        return {"pins": out}
+        return {"pins": out, "truncated": truncated}
 
     async def tenants(self) -> dict[str, Any]:
-        """Tenants with their effective limits, keys (ids, never tokens) and this
-        process's 429s of the last window."""
-        with wrap_errors():
-            async with self.db.pool.connection() as conn:
-                tenants = await list_tenants(conn)
-                keys = await list_api_keys(conn)
+        """Tenants (the first :data:`TENANTS_SHOWN` by name) with their effective limits,
+        keys (ids, never tokens) and this process's 429s of the last window."""
+        tenants = await self._all("operator_tenants", {"limit": TENANTS_SHOWN + 1})
+        truncated = len(tenants) > TENANTS_SHOWN
+        tenants = tenants[:TENANTS_SHOWN]
+        keys = await self._all(
+            "operator_api_keys", {"orgs": [t[0] for t in tenants], "limit": KEYS_SHOWN}
+        )
         by_org: dict[str, list[dict[str, Any]]] = {}
-        for k in keys:
-            by_org.setdefault(k.org, []).append(
+        for key_id, org, operator, label, created_at, revoked_at in keys:
+            by_org.setdefault(org, []).append(
                 {
-                    "id": k.id,
-                    "prefix": f"sk_{k.org}_",
-                    "label": k.label,
-                    "operator": k.operator,
-                    "created_at": k.created_at,
-                    "revoked": k.revoked_at is not None,
+                    "id": key_id,
+                    "prefix": f"sk_{org}_",
+                    "label": label,
+                    "operator": operator,
+                    "created_at": created_at,
+                    "revoked": revoked_at is not None,
                 }
             )
         out = []
         d = self.defaults
-        for t in tenants:
-            counts = self.throttles.counts(t.org)
+        for org, rate, burst, concurrency in tenants:
+            counts = self.throttles.counts(org)
             out.append(
                 {
-                    "org": t.org,
+                    "org": org,
                     "limits": {
-                        "rate_per_s": t.rate or d.rate,
-                        "burst": t.burst or d.burst,
-                        "concurrency": t.concurrency or d.concurrency,
-                        "overridden": any(v is not None for v in (t.rate, t.burst, t.concurrency)),
+                        "rate_per_s": rate or d.rate,
+                        "burst": burst or d.burst,
+                        "concurrency": concurrency or d.concurrency,
+                        "overridden": any(v is not None for v in (rate, burst, concurrency)),
                     },
-                    "keys": by_org.get(t.org, []),
+                    "keys": by_org.get(org, []),
                     "recent_429": {"total": sum(counts.values()), "by_kind": counts},
                 }
             )
-        return {"tenants": out, "recent_429_window_s": self.throttles.window_s}
+        return {
+            "tenants": out,
+            "truncated": truncated or len(keys) >= KEYS_SHOWN,
+            "recent_429_window_s": self.throttles.window_s,
+        }
 
     async def agent(self, generation: int | None, limit: int = 100) -> dict[str, Any]:
         """World Agent turns of one generation (default: this process's) by status, and

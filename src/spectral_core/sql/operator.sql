@@ -90,3 +90,43 @@ FROM agent.turns
 WHERE generation = %(generation)s AND status = 'dead'
 ORDER BY created_at DESC
 LIMIT %(limit)s
+
+-- name: operator_tenants
+-- description: tenants by name, bounded (one more than shown: the caller tells "truncated")
+SELECT org, rate, burst, concurrency
+FROM core.tenants
+ORDER BY org
+LIMIT %(limit)s
+
+-- name: operator_api_keys
+-- description: the keys of the listed tenants (api_keys_org_v1), never their hashes
+SELECT id, org, operator, label, created_at, revoked_at
+FROM core.api_keys
+WHERE org = ANY(%(orgs)s::text[])
+ORDER BY org, created_at, id
+LIMIT %(limit)s
+
+-- name: operator_pins
+-- description: pins by key, bounded; the blob's size only (its bytes are not read)
+SELECT p.org, p.domain, p.action, p.world_model_version, p.content_hash, b.size, p.created_at
+FROM core.module_pins AS p
+JOIN core.module_blobs AS b ON b.content_hash = p.content_hash
+ORDER BY p.org, p.domain, p.action, p.world_model_version
+LIMIT %(limit)s
+
+-- name: operator_pin_approvals
+-- description: the newest approvals of each listed pin's content (module_approvals_key_v1),
+-- at most %(per_pin)s per pin
+SELECT a.id, a.key_id, k.org, k.domain, k.action, k.wmv, k.hash, a.expires_at, a.created_at,
+       a.revoked_at
+FROM unnest(%(orgs)s::text[], %(domains)s::text[], %(actions)s::text[], %(wmvs)s::text[],
+            %(hashes)s::text[]) AS k (org, domain, action, wmv, hash)
+CROSS JOIN LATERAL (
+    SELECT id, key_id, expires_at, created_at, revoked_at
+    FROM core.module_approvals AS m
+    WHERE m.org = k.org AND m.domain = k.domain AND m.action = k.action
+      AND m.world_model_version = k.wmv AND m.content_hash = k.hash
+    ORDER BY m.id DESC
+    LIMIT %(per_pin)s
+) AS a
+ORDER BY a.id

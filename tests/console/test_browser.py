@@ -92,6 +92,8 @@ def test_login_overview_and_keyboard(stack: Stack, page: Any, tmp_path: Path) ->
     page.goto(stack.console())
     key = page.get_by_label("Operator API key")
     expect(key).to_be_focused()
+    expect(page.locator("#who")).to_be_hidden()  # no "signed in as" before signing in
+    expect(page.get_by_role("navigation")).to_be_hidden()
     no_axe_violations(page, "login form")
     screenshot(page, "login", tmp_path)
     page.keyboard.type(stack.seeded.operator_token)
@@ -152,6 +154,7 @@ def test_login_overview_and_keyboard(stack: Stack, page: Any, tmp_path: Path) ->
     login(page, stack)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Operator API key")).to_be_visible()
+    expect(page.locator("#who")).to_be_hidden()
     status, _ = http("GET", f"{stack.base}/api/operator/overview")
     assert status == 401
 

@@ -26,8 +26,9 @@ export function mount(root, { note, onSignedIn }) {
     h(
       "p",
       { id: "operator-key-help", class: "help" },
-      "An operator key from `spectral tenants keys create ORG --operator`. It is sent once to " +
-        "start a session and is not stored by this page; tenant keys are refused.",
+      "An operator key from ",
+      h("code", {}, "spectral tenants keys create ORG --operator"),
+      ". It is sent once to start a session and is not stored by this page; tenant keys are refused.",
     ),
     button,
     status,

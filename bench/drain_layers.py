@@ -233,8 +233,22 @@ def main() -> int:
         "connections, ADR 0041), 1 (prepared from the second execution, before it), or both "
         "in alternating rounds",
     )
+    ap.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop (spectral-workers runs on uvloop when it is installed)",
+    )
     a = ap.parse_args()
     import psycopg
+
+    def run(coro: Any) -> Any:
+        if a.loop == "uvloop":
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(coro)
+        return asyncio.run(coro)
 
     from spectral_core.embedded import EmbeddedPostgres
     from spectral_core.migrate import run_migrations
@@ -252,14 +266,14 @@ def main() -> int:
         rounds: dict[str, list[dict[str, tuple[float, float]]]] = {m: [] for m in wanted}
         for r in range(a.rounds):
             for m in wanted if r % 2 == 0 else wanted[::-1]:  # the order rotated per round
-                rounds[m].append(asyncio.run(db_layers(url, a.batches, a.batch, modes[m])))
-        py = asyncio.run(python_layers(url, 20000))
-        pool = asyncio.run(pool_checkout(url, 5000))
+                rounds[m].append(run(db_layers(url, a.batches, a.batch, modes[m])))
+        py = run(python_layers(url, 20000))
+        pool = run(pool_checkout(url, 5000))
     finally:
         if pg is not None:
             pg.destroy()
     print(f"command: python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}")
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, batch {a.batch}")
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, batch {a.batch}, {a.loop}")
     print(
         "\n| per batch (median of rounds) | prepare_threshold | client CPU us | server CPU us "
         "| server us/event |"

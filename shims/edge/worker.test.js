@@ -117,6 +117,28 @@ describe("edge worker", () => {
     assert.equal(got.headers.host, new URL(origin.url).host, "Host is the origin's own");
   });
 
+  test("the console's calls on its own domain reach the origin with the session cookie and CSRF header", async () => {
+    // the operator console (apps/console, a Pages project) routes console.example.com/api/*
+    // to this Worker: same origin for the page, so the cookie is SameSite=Strict
+    const res = await worker.fetch(new Request("https://console.example.com/api/operator/dead/redrive", {
+      method: "POST",
+      body: "{\"generation\":3,\"all\":true}",
+      headers: {
+        "content-type": "application/json",
+        cookie: "spectral_session=opaque-id",
+        "x-csrf-token": "csrf-value",
+      },
+    }), env, ctx);
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get("set-cookie"), "a=1; HttpOnly", "the session cookie comes back as set");
+    const got = origin.seen.at(-1);
+    assert.equal(got.url, "/api/operator/dead/redrive");
+    assert.equal(got.headers.cookie, "spectral_session=opaque-id");
+    assert.equal(got.headers["x-csrf-token"], "csrf-value");
+    assert.equal(got.headers["x-forwarded-host"], "console.example.com");
+    assert.equal(got.headers["x-forwarded-proto"], "https");
+  });
+
   test("forwards other methods with and without a body", async () => {
     for (const [method, body] of [["PUT", "put-body"], ["PATCH", "{}"], ["DELETE", undefined], ["GET", undefined]]) {
       const res = await call("/api/modules/x", { method, body }, env);

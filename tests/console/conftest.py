@@ -41,7 +41,7 @@ MODULE_KEY = ("acme", "credit", "approve_loan", "wm-1")
 UI_TIMEOUT_MS = 20_000
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -183,7 +183,7 @@ def stack(db_url: str, generation: int, tmp_path: Path) -> Iterator[Stack]:
     # in a thread: Playwright's sync API keeps an event loop running in this one
     with ThreadPoolExecutor(1) as pool:
         seeded = pool.submit(anyio.run, _seed, db_url).result()
-    port = _free_port()
+    port = free_port()
     api = start_api(
         db_url,
         generation,

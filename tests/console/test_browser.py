@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 
 from spectral_core import Publisher
 from spectral_core.generations import allocate_generation
 from spectral_core.outbox import EventIn
+from tests.acceptance.procs import Proc, clean_env, wait_for
 
 from .conftest import (
     MODULE_KEY,
     Stack,
     axe_violations,
+    free_port,
     http,
     login,
     screenshot,
@@ -400,3 +405,45 @@ def test_dead_agent_turn_is_redriven(stack: Stack, page: Any, tmp_path: Path) ->
     expect(page.get_by_text("No dead turn.")).to_be_visible()
     status = "SELECT status FROM agent.turns WHERE thread_id = 'turn-console-1'"
     assert stack.scalar(status) == "pending"
+
+
+def test_spectral_up_serves_the_console(db_url: str, page: Any, tmp_path: Path) -> None:
+    """The README's first command brings up a page to open: `spectral up` prints the
+    console's URL, and an operator signs in there and sees the generation it allocated."""
+    port = free_port()
+    env = clean_env(
+        SPECTRAL_DATABASE_URL=db_url,
+        SPECTRAL_HOME_DIR=str(tmp_path / ".spectral"),
+        SPECTRAL_API_PORT=str(port),
+    )
+    up = Proc([sys.executable, "-m", "spectral_cli", "up"], env, tmp_path / "up.log")
+    try:
+        printed = wait_for(
+            lambda: re.search(r"console: (http://\S+/console/)", up.output()), 120, "the URL"
+        )
+        generation = re.search(r"^generation: (\d+)", up.output(), re.M)
+        assert generation, up.output()[-2000:]
+        url = printed.group(1)
+        wait_for(lambda: http("GET", url)[0] == 200, 60, "the console served")
+        with ThreadPoolExecutor(1) as pool:
+            token = pool.submit(anyio.run, _operator_key, db_url).result()
+        page.goto(url)
+        page.get_by_label("Operator API key").fill(token)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#overview-generation")).to_have_text(generation.group(1))
+        expect(page.get_by_role("table", name="Health checks")).to_contain_text("workers:live")
+    finally:
+        up.signal(signal.SIGINT)
+        try:
+            up.wait(60)
+        finally:
+            up.kill()
+
+
+async def _operator_key(url: str) -> str:
+    from spectral_core.tenants import create_api_key, create_tenant
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_tenant(conn, "ops")
+        _info, token = await create_api_key(conn, "ops", operator=True, label="up test")
+    return token

@@ -12,10 +12,11 @@ const pinKey = (p) => [p.org, p.domain, p.action, p.world_model_version].join("/
 
 export function mount(root) {
   const result = h("p", { id: "modules-result", hidden: true });
+  const cut = h("p", { class: "help", hidden: true }, "Only the first 500 pins (by key) and the 20 newest approvals of each are listed; `spectral modules list` shows them all.");
   const list = table("Pinned modules", ["Pin (org / domain / action / world model)", "Content hash", "Approvals", "To approve"], {
     empty: "No module is pinned.",
   });
-  fill(root, result, list.wrap);
+  fill(root, result, cut, list.wrap);
 
   async function revoke(pin, approval) {
     const ok = await confirmAction(
@@ -78,6 +79,7 @@ export function mount(root) {
     interval: 3000,
     async refresh() {
       const data = await api.get("/api/operator/modules");
+      cut.hidden = !data.truncated;
       list.sync(data.pins || [], (p) => `${pinKey(p)}@${p.hash}`, (p) =>
         h("tr", { "data-pin": pinKey(p) },
           h("th", { scope: "row" }, h("code", {}, pinKey(p))),

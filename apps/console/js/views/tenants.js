@@ -10,11 +10,13 @@ export function mount(root) {
   const list = table("Tenants", ["Tenant", "Rate / s", "Burst", "Concurrency", "Keys (prefix, id, label)", "Recent 429s"], {
     empty: "No tenant exists yet.",
   });
-  fill(root, list.wrap);
+  const cut = h("p", { class: "help", hidden: true }, "Only the first 500 tenants (by name) and 5,000 keys are listed; `spectral tenants list` and `spectral tenants keys list` show them all.");
+  fill(root, cut, list.wrap);
   return {
     interval: 3000,
     async refresh() {
       const data = await api.get("/api/operator/tenants");
+      cut.hidden = !data.truncated;
       const span = data.recent_429_window_s;
       list.table.querySelector("caption").textContent = span
         ? `Tenants (429s of the last ${Math.round(span / 60)} min, as this API process saw them)`

@@ -660,9 +660,26 @@ def test_lock_timeout_retry_and_blocker_report_through_a_transaction_pooler(
                 SPECTRAL_MIGRATION_LOCK_RETRIES="30",
             ),
         )
-        time.sleep(3.0)
+        # the reader goes away only once the runner has reported a timed-out attempt (a
+        # fixed sleep lost the race on a loaded box: the reader was gone before the runner
+        # had even connected)
+        lines: list[str] = []
+        stderr = proc.stderr
+        assert stderr is not None
+        pump = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+        pump.start()
+        deadline = time.monotonic() + 90
+        while not any("blocked by pid" in x for x in lines) and proc.poll() is None:
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
         reader.close()
-        out, err = proc.communicate(timeout=120)
+        out = proc.stdout.read() if proc.stdout else ""
+        proc.wait(timeout=120)
+        pump.join(10)
+        for pipe in (proc.stdout, stderr):
+            if pipe is not None:
+                pipe.close()
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert f"blocked by pid {reader_pid}, idle in transaction" in err
     assert "applied  shop/0002_x.sql" in out

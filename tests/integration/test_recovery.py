@@ -317,6 +317,55 @@ async def test_a_lost_worker_loses_its_recorded_sessions_and_its_locked_claims(
             await c.close()
 
 
+async def test_the_reaper_terminates_only_backends_that_still_carry_the_lost_workers_name(
+    db: Database, conn: psycopg.Connection[Any], generation: int, db_url: str
+) -> None:
+    """Issue 16.1 / ADR 0041: the reaper terminates a recorded backend only while it is
+    still the lost worker's own session: pid, start time *and* the worker's unique
+    application_name (which the recorder gives the session) must all match.  A recorded
+    backend that now carries another client's application_name (a pooler that passed a
+    real server pid through, its shared backend now serving someone else) and a recorded
+    pid whose start time matches no live backend are left alone; the lost worker's
+    untouched session is terminated in the same pass."""
+    from spectral_core.liveness import SessionRecorder, session_application_name
+
+    lost, judge = add_worker(conn, generation, age="1 hour"), add_worker(conn, generation)
+    own = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    shared = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    bystander = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    try:
+        recorder = SessionRecorder(lost)
+        await recorder.note(own)
+        await recorder.note(shared)
+        name = session_application_name(lost)
+        recorded = conn.execute(
+            "SELECT a.application_name FROM core.worker_sessions AS s "
+            "JOIN pg_stat_activity AS a ON a.pid = s.pid AND a.backend_start = s.backend_start "
+            "WHERE s.worker_id = %s",
+            (lost,),
+        ).fetchall()
+        assert recorded == [(name,), (name,)]
+        # the shared backend now serves another client (its name is that client's)
+        await shared.execute("SET application_name = 'another-client'")
+        # a record naming a live backend's pid with the worker's name but another start
+        conn.execute(
+            "INSERT INTO core.worker_sessions (worker_id, pid, backend_start, application_name)"
+            " VALUES (%s, %s, now() - interval '1 day', %s)",
+            (lost, bystander.info.backend_pid, name),
+        )
+        await bystander.execute("SELECT set_config('application_name', %s, false)", (name,))
+        async with db.pool.connection() as c:
+            with anyio.fail_after(10):
+                await Reaper(generation, stale_after_s=30, max_attempts=5, worker_id=judge).reap(c)
+        with pytest.raises(psycopg.OperationalError):
+            await own.execute("SELECT 1")
+        for survivor in (shared, bystander):
+            assert await (await survivor.execute("SELECT 1")).fetchone() == (1,)
+    finally:
+        for c in (own, shared, bystander):
+            await c.close()
+
+
 async def test_a_worker_never_reaps_its_own_claims_nor_judges_while_it_is_stale(
     db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:

@@ -1,8 +1,10 @@
 """The server sessions a worker uses (``core.worker_sessions``, ADR 0027).
 
 A worker records the backend (pid and start time) behind each connection it works on, once
-per connection.  When the worker is declared lost, a peer's reaper terminates those
-backends, so the lost worker's open transactions roll back and its row locks are released.
+per connection, and gives that session its unique ``application_name``
+(:func:`session_application_name`).  When the worker is declared lost, a peer's reaper
+terminates those backends while pid, start time and name still all match (ADR 0043), so
+the lost worker's open transactions roll back and its row locks are released.
 
 Behind a pooler a connection has no backend of its own (each transaction may run on
 another server connection, shared with other clients), so nothing is recorded there: the
@@ -24,9 +26,16 @@ import structlog
 from ..db._wrap import wrap_errors
 from ..sql import query
 
-__all__ = ["SessionRecorder"]
+__all__ = ["SessionRecorder", "session_application_name"]
 
 log = structlog.get_logger("spectral.worker")
+
+
+def session_application_name(worker_id: uuid.UUID) -> str:
+    """The ``application_name`` a worker gives the sessions it records (unique per worker,
+    under PostgreSQL's 63-byte limit): the reaper terminates a recorded backend only while
+    it still carries it (ADR 0043)."""
+    return f"spectral-worker {worker_id}"
 
 
 class SessionRecorder:
@@ -46,7 +55,11 @@ class SessionRecorder:
         with wrap_errors():
             cur = await conn.execute(
                 query("record_session"),
-                {"worker_id": self.worker_id, "pid": conn.info.backend_pid},
+                {
+                    "worker_id": self.worker_id,
+                    "pid": conn.info.backend_pid,
+                    "application_name": session_application_name(self.worker_id),
+                },
             )
             row = await cur.fetchone()
         if row is None or not row[0]:

@@ -24,19 +24,23 @@ UPDATE core.workers SET state = 'exited', last_seen = now(), exited_at = now() W
 -- and forget the worker's sessions that ended.  Only when the backend is the one the
 -- connection was opened on (`pid`: the process id the server announced at connect): behind
 -- a pooler the announced id is the pooler's, the backend a shared one, and nothing is
--- recorded (ADR 0041).  Returns whether the backend is the connection's own.
+-- recorded (ADR 0041).  The session is then given the worker's unique application_name,
+-- recorded too: the reaper terminates only a backend that still carries it (ADR 0043).
+-- Returns whether the backend is the connection's own.
 WITH gone AS (
     DELETE FROM core.worker_sessions AS s
     WHERE s.worker_id = %(worker_id)s
       AND NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
                       WHERE a.pid = s.pid AND a.backend_start = s.backend_start)
 ), ins AS (
-    INSERT INTO core.worker_sessions (worker_id, pid, backend_start)
-    SELECT %(worker_id)s, pid, backend_start FROM pg_stat_activity
+    INSERT INTO core.worker_sessions (worker_id, pid, backend_start, application_name)
+    SELECT %(worker_id)s, pid, backend_start, %(application_name)s FROM pg_stat_activity
     WHERE pid = pg_backend_pid() AND pid = %(pid)s
     ON CONFLICT DO NOTHING
 )
-SELECT pg_backend_pid() = %(pid)s
+SELECT CASE WHEN pg_backend_pid() = %(pid)s
+            THEN set_config('application_name', %(application_name)s, false) IS NOT NULL
+            ELSE false END
 
 -- name: workers_by_generation
 -- description: rows of workers seen within the retention; `lost`: not exited, heartbeat
@@ -60,13 +64,15 @@ WHERE generation = %(generation)s AND status = 'in_flight' AND claimed_by = %(wo
 -- name: terminate_lost_sessions
 -- description: the reaper (ADR 0027): end the recorded server sessions of the workers of its
 -- generation that are lost (heartbeat older than the stale bound) or exited, never its
--- own, waiting up to %(wait_ms)s ms for each to end.  A session counts only while its pid
--- and start time both match a live backend (a reused pid is never hit).  Judges nobody
+-- own, waiting up to %(wait_ms)s ms for each to end.  A session counts only while its pid,
+-- start time and the worker's application_name all match a live backend (a reused pid is
+-- never hit, nor a backend that now serves another client, ADR 0043).  Judges nobody
 -- unless the judge's own heartbeat is fresh (ADR 0027: after an outage it renews first).
 SELECT s.worker_id, s.pid, pg_terminate_backend(a.pid, %(wait_ms)s) AS ended
 FROM core.workers AS w
 JOIN core.worker_sessions AS s ON s.worker_id = w.id
 JOIN pg_stat_activity AS a ON a.pid = s.pid AND a.backend_start = s.backend_start
+  AND a.application_name = s.application_name
 WHERE w.generation = %(generation)s
   AND w.id IS DISTINCT FROM %(me)s::uuid
   AND (w.state = 'exited' OR w.last_seen < now() - make_interval(secs => %(stale_after_s)s))

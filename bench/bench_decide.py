@@ -76,7 +76,7 @@ def serve(port: int) -> None:
 
     from spectral_api import create_app
     from spectral_core import Settings, open_pools
-    from spectral_core.boot import event_loop_options
+    from spectral_core.boot import event_loop_options, freeze_startup_heap
 
     settings = Settings.from_env(os.environ)
     loop = event_loop_options(settings)  # the event loop spectral-api would run on
@@ -102,6 +102,7 @@ def serve(port: int) -> None:
         async with open_pools(settings) as db:
             app = create_app(settings, db, access_log=access_log)
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
+            freeze_startup_heap()  # as spectral-api does once its app is built (ADR 0039)
             http = os.environ.get("BENCH_HTTP", "auto")
             if http == "auto":  # as spectral-api serves: its guarded protocol and limits
                 from spectral_api.server import server_config

@@ -19,7 +19,7 @@ import structlog
 import uvicorn
 
 from spectral_core import Settings
-from spectral_core.boot import booted, event_loop_options, run_process
+from spectral_core.boot import booted, event_loop_options, freeze_startup_heap, run_process
 from spectral_core.lifetime import LINGER_S, ShutdownPlan, arm_hard_exit, watch_parent
 from spectral_core.modules import Keyring
 
@@ -42,6 +42,7 @@ async def run(settings: Settings, keyring: Keyring) -> int:
         # uvicorn only passes it to asyncio.timeout, so a float is fine
         config = server_config(app, settings, timeout_graceful_shutdown=plan.work_s)
         server = _Server(config, plan, settings.parent_pid)
+        freeze_startup_heap()  # what exists now lives as long as the process (ADR 0039)
         # uvicorn handles SIGTERM gracefully, then re-raises it against the handler that
         # was installed before it: make that one a no-op so a clean stop exits 0.
         signal.signal(signal.SIGTERM, _ignore_after_shutdown)

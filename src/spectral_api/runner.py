@@ -24,10 +24,11 @@ in a worker thread.
 * **Inline is bounded in time too** (ADR 0023).  Fuel counts instructions, not time: a
   module that touches every page of its memory spends a few thousand fuel units and
   milliseconds of page faults.  A batch stops once its calls have used ``inline_ms`` (the
-  rest run in the next iteration, after an I/O poll), and a module whose last two inline
-  calls each took longer than ``inline_ms`` runs in a worker thread, with its full budget,
+  rest run in the next iteration, after an I/O poll), and a module two of whose last eight
+  inline calls each took longer than ``inline_ms`` runs in a worker thread, with its full budget,
   for the next ``SLOW_FOR_S`` seconds (calls of it already queued included); then it gets
-  one inline call again, which sends it back if it is long too.  A call's time is the CPU
+  one inline call again, which sends it back if it is long too.  Short calls between long
+  ones (a module whose cost depends on its input) do not keep it inline.  A call's time is the CPU
   time of the loop's thread (page faults included), not wall time, and one long call is
   not enough (ADR 0036): a trivial call that the OS preempted, or inside which a full
   garbage collection ran (about 30 ms in the API process), is not slow, and sending its
@@ -67,6 +68,10 @@ __all__ = ["SLOW_FOR_S", "DecisionRunner"]
 SLOW_FOR_S: Final = 10.0
 #: Modules remembered as slow (oldest forgotten first: they just get one inline call again).
 _MAX_SLOW: Final = 4096
+#: A module is slow when two of its last ``_RECENT`` inline calls were long (ADR 0036): a
+#: garbage collection inside a call (every few thousand requests) is long once, a module
+#: whose cost depends on its input is long again among its next calls.
+_RECENT: Final = 8
 
 #: a queued call's future: its result, or None for "run it in a thread" (a slow module)
 _Call = tuple["asyncio.Future[Result | None]", contextvars.Context, CompiledModule, bytes, Budget]
@@ -93,7 +98,7 @@ class DecisionRunner:
         max_batch: Inline calls made back to back per event-loop iteration; 0 makes each
             inline call in the task that asked for it.
         inline_ms: Time one inline batch may use, and the longest a module's inline calls
-            may take (two in a row) before it is sent to threads for ``SLOW_FOR_S`` (CPU
+            may take (two of its last eight) before it is sent to threads for ``SLOW_FOR_S`` (CPU
             time of the event loop's thread).
         lanes: Per-tenant lanes into the worker threads (ADR 0040); None: none (every
             thread call goes straight to the sandbox's own thread limiter).
@@ -124,8 +129,8 @@ class DecisionRunner:
         self._clock = clock
         #: content hash -> clock time until which the module's calls run in threads
         self._slow: OrderedDict[str, float] = OrderedDict()
-        #: content hashes whose last inline call took longer than ``inline_ms``
-        self._long: set[str] = set()
+        #: content hash -> its last ``_RECENT`` inline calls, one bit each (1: long)
+        self._recent: dict[str, int] = {}
         self._last: tuple[Budget, Budget] | None = None  # (budget, its inline budget)
         self._queue: _LoopQueue | None = None
 
@@ -178,19 +183,27 @@ class DecisionRunner:
         return False
 
     def _timed(self, compiled: CompiledModule, spent: float) -> None:
-        """Send ``compiled`` to threads for a while if its last two inline calls took too
-        long (one long call alone may be a garbage collection that ran inside it)."""
+        """Send ``compiled`` to threads for a while if two of its last ``_RECENT`` inline
+        calls took too long (one long call alone may be a garbage collection that ran
+        inside it; a short call in between does not make the long ones fast)."""
         key = compiled.content_hash
+        recent = self._recent.get(key, 0)
         if spent <= self.inline_s:
-            if self._long:
-                self._long.discard(key)
+            if recent:
+                recent = (recent << 1) & ((1 << _RECENT) - 1)
+                if recent:
+                    self._recent[key] = recent
+                else:
+                    del self._recent[key]
             return
-        if key not in self._long:
-            if len(self._long) >= _MAX_SLOW:
-                self._long.clear()
-            self._long.add(key)
+        recent = ((recent << 1) | 1) & ((1 << _RECENT) - 1)
+        if recent == 1:  # the only long call among its recent ones
+            if key not in self._recent and len(self._recent) >= _MAX_SLOW:
+                self._recent.clear()
+            self._recent[key] = recent
             return
-        # kept in _long: after its time in threads, one more long call sends it back
+        self._recent[key] = recent
+        # its bits are kept: after its time in threads, one more long call sends it back
         self._slow[key] = self._clock() + SLOW_FOR_S
         self._slow.move_to_end(key)
         while len(self._slow) > _MAX_SLOW:

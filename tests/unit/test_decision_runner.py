@@ -312,6 +312,26 @@ def test_one_long_call_does_not_send_its_module_to_threads(sandbox: WasmSandbox)
     assert not runner.is_slow(echo)
 
 
+def test_long_calls_between_short_ones_still_send_their_module_to_threads(
+    sandbox: WasmSandbox,
+) -> None:
+    """A module whose cost depends on its input: its calls alternate long (16 MiB of page
+    faults) and trivial.  Two long calls among its last few inline calls send it to threads
+    (ADR 0036 amended): "two long calls in a row" alone let every other call hold the event
+    loop for milliseconds, for ever, as long as a short call came in between."""
+    events: list[tuple[str, Any]] = []
+    runner = DecisionRunner(Recording(sandbox, events), inline_fuel=100_000, inline_ms=1.0)
+    module = compiled(sandbox, "page_toucher_if_long")
+
+    async def request(doc: bytes) -> None:
+        assert (await runner.run(module, doc, BUDGET)).value == {}
+
+    for doc in (b"11111", b"1", b"11111", b"1", b"11111", b"1"):
+        at_once(request, doc)
+    assert kinds(events) == ["run", "run", "run", "thread", "thread", "thread"]
+    assert runner.is_slow(module)
+
+
 class WallTimed(Recording):
     """:class:`Recording` that also keeps each inline call's wall time."""
 

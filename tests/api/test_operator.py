@@ -238,6 +238,42 @@ async def test_post_with_cookie_needs_the_csrf_header(api: Api) -> None:
     assert ok.status_code == 200 and ok.json()["redriven"] == 1
 
 
+async def test_a_csrf_token_works_only_for_its_own_session(api: Api) -> None:
+    """The CSRF token is bound to its session: two sessions of the same operator key have
+    different tokens, and one session's token with the other's cookie is 403 and changes
+    nothing (no re-drive, no audit row)."""
+    gen = api.settings.require_generation()
+    dead = _dead_row(api, gen)
+    token = await api.tenant("ops", operator=True)
+    sid_a, csrf_a, _ = await _login(api, token)
+    sid_b, csrf_b, _ = await _login(api, token)
+    assert sid_a != sid_b and csrf_a != csrf_b
+    async with _session_client(api, sid_b, csrf_a) as c:
+        r = await c.post("/api/operator/dead/redrive", json={"generation": gen, "ids": [dead]})
+    assert r.status_code == 403
+    assert _status(api, dead) == "dead" and _audit_count(api) == 0
+
+
+async def test_login_never_adopts_the_session_id_the_browser_sent(api: Api) -> None:
+    """Session fixation: a login that arrives with a session cookie (one planted by
+    someone else, or the browser's previous session) gets a new random id; the planted
+    id is no credential."""
+    token = await api.tenant("ops", operator=True)
+    old_sid, _, _ = await _login(api, token)
+    for planted in ("A" * 43, old_sid):
+        async with api.client() as c:
+            r = await c.post(
+                "/api/operator/session",
+                json={"token": token},
+                headers={"Cookie": f"spectral_session={planted}"},
+            )
+        assert r.status_code == 200
+        found = re.match(r"spectral_session=([A-Za-z0-9_-]+);", r.headers["set-cookie"])
+        assert found and found.group(1) not in (planted, old_sid)
+    async with _session_client(api, "A" * 43) as c:
+        assert (await c.get("/api/operator/session")).status_code == 401
+
+
 # -- reads ------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@
     python bench/paired_commits.py --base v1 --head v2 --rounds 6
     python bench/paired_commits.py --base bd89f0d --only drain
     python bench/paired_commits.py --base bd89f0d --sdk          # + head with the SDK on
+    python bench/paired_commits.py --base bd89f0d --sdk --sdk-always  # + every span exported
 
 What runs (the "no measurable regression" check of a change):
 
@@ -27,9 +28,14 @@ SDK configured the way ``docs/reference/metrics.md`` tells users to (``SPECTRAL_
 ``spectral_core.tracing.configure`` installs a ``TracerProvider`` with a
 ``BatchSpanProcessor`` and the OTLP/HTTP exporter; the drain child also pushes the worker
 counters with ``push_worker_metrics``), exporting to ``bench/_otlp_sink.py``, a local sink in
-its own process that answers 200 and drops everything.  It takes its turn in the same
-rotated rounds (its own server for decide) and is reported separately: head+sdk/base and
-head+sdk/head beside the plain head/base (metrics and tracing on, no SDK).  The sink's
+its own process that answers 200 and drops everything, with the sampler the docs recommend
+for production (``OTEL_TRACES_SAMPLER=parentbased_traceidratio``,
+``OTEL_TRACES_SAMPLER_ARG=0.1``: :data:`SDK_SAMPLER`, ADR 0043).  With ``--sdk-always`` a
+fourth, ``head+sdk-all``, is the same with the SDK's default sampler (every trace recorded
+and exported: ``parentbased_always_on``).  They take their turn in the same rotated rounds
+(their own servers for decide) and are reported separately: head+sdk/base and
+head+sdk/head (and head+sdk-all/...) beside the plain head/base (metrics and tracing on, no
+SDK).  The sink's
 request and byte counts are printed at the end: the proof that spans were exported.
 
 The summary prints every round and the median of the per-round ratios head/base (never the
@@ -57,6 +63,11 @@ sys.path.insert(0, str(HERE))
 
 import bench_decide as bd  # noqa: E402  (the load generator and the setup are shared)
 
+#: the sampler docs/reference/metrics.md recommends for production (``--sdk``)
+SDK_SAMPLER = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+#: the SDK's default: every trace (``--sdk-always``)
+SDK_ALWAYS = {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+
 
 def worktree(rev: str) -> Path:
     """A detached checkout of ``rev`` (reused when it already exists)."""
@@ -73,7 +84,7 @@ def worktree(rev: str) -> Path:
 
 
 def tree_env(tree: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRAL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPECTRAL_", "OTEL_"))}
     env["PYTHONPATH"] = str(tree / "src")
     env.update(extra or {})
     return env
@@ -246,7 +257,14 @@ def main() -> int:
         action="store_true",
         help="a third contender, head+sdk: the head with the OpenTelemetry SDK configured as "
         "the docs tell users (SPECTRAL_OTLP_ENDPOINT: BatchSpanProcessor + OTLP/HTTP exporter, "
-        "and the workers' counters pushed), exporting to a local sink that drops everything",
+        "and the workers' counters pushed), exporting to a local sink that drops everything; "
+        "the recommended sampler: parentbased_traceidratio 0.1",
+    )
+    ap.add_argument(
+        "--sdk-always",
+        action="store_true",
+        help="with --sdk: a fourth contender, head+sdk-all, with the SDK's default sampler "
+        "(every span recorded and exported)",
     )
     a = ap.parse_args()
 
@@ -257,7 +275,10 @@ def main() -> int:
     if a.sdk:
         endpoint, sink = start_sink()
         trees["head+sdk"] = head_tree
-        extras["head+sdk"] = {"SPECTRAL_OTLP_ENDPOINT": endpoint}
+        extras["head+sdk"] = {"SPECTRAL_OTLP_ENDPOINT": endpoint, **SDK_SAMPLER}
+        if a.sdk_always:
+            trees["head+sdk-all"] = head_tree
+            extras["head+sdk-all"] = {"SPECTRAL_OTLP_ENDPOINT": endpoint, **SDK_ALWAYS}
     names = list(trees)
     # this process migrates and seeds with the head's code, whatever the environment's
     # installed copy of spectral is
@@ -272,8 +293,9 @@ def main() -> int:
     }
     print(f"command: python {shlex.join(['bench/paired_commits.py', *sys.argv[1:]])}")
     print(", ".join(f"{k} {shas[k]} ({trees[k]})" for k in names))
-    if a.sdk:
-        print(f"head+sdk: SPECTRAL_OTLP_ENDPOINT={extras['head+sdk']['SPECTRAL_OTLP_ENDPOINT']}")
+    for name in ("head+sdk", "head+sdk-all"):
+        if name in extras:
+            print(f"{name}: " + " ".join(f"{k}={v}" for k, v in extras[name].items()))
     pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="spectral-paired-pg-")))
     url = pg.start()
     # pg_stat_statements counts the statements (round trips) of each drain
@@ -354,14 +376,17 @@ def main() -> int:
         pg.destroy()
 
     print(f"\n{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} CPUs")
-    pairs = [("head", "base")] + ([("head+sdk", "base"), ("head+sdk", "head")] if a.sdk else [])
+    pairs = [("head", "base")]
+    for name in ("head+sdk", "head+sdk-all"):
+        if name in trees:
+            pairs += [(name, "base"), (name, "head")]
     for head, base in pairs:
         if drains:
             drain_table(drains, head, base, a.drain_n)
         if decides:
             decide_table(decides, head, base, a)
     if a.sdk:
-        print(f"\nOTLP sink received (head+sdk exported): {json.dumps(exported)}")
+        print(f"\nOTLP sink received (head+sdk and head+sdk-all exported): {json.dumps(exported)}")
         if not exported.get("/v1/traces", {}).get("requests"):
             print("WARNING: the sink received no traces: head+sdk did not export")
     return 0

@@ -17,6 +17,7 @@ through :func:`use_provider`):
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -124,21 +125,28 @@ def context_from_headers(headers: Mapping[str, str]) -> Context:
 
 def handler_span(spans: Tracer, handler: str, event: Any) -> AbstractContextManager[Span]:
     """The span of one handler call: a child of the span that published the event (its
-    stored ``traceparent``), or the root of a new trace when none was stored."""
-    return spans.start_as_current_span(
-        f"handle {handler}",
-        context=context_from(event.trace_parent),
-        kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "spectral.outbox",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": event.topic,
-            "messaging.message.id": str(event.id),
-            "spectral.handler": handler,
-            "spectral.generation": event.generation,
-            "spectral.attempt": event.attempts,
-        },
+    stored ``traceparent``), or the root of a new trace when none was stored.
+
+    The span is made current either way, so a row the handler publishes carries the
+    sampling decision on (W3C ``traceparent`` flags); its attributes are built only when
+    the sampler recorded it (ADR 0043: a sampled-out span costs its creation and nothing
+    more)."""
+    span = spans.start_span(
+        f"handle {handler}", context=context_from(event.trace_parent), kind=SpanKind.CONSUMER
     )
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "messaging.system": "spectral.outbox",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": event.topic,
+                "messaging.message.id": str(event.id),
+                "spectral.handler": handler,
+                "spectral.generation": event.generation,
+                "spectral.attempt": event.attempts,
+            }
+        )
+    return trace.use_span(span, end_on_exit=True)
 
 
 def maybe_span(
@@ -157,12 +165,34 @@ def maybe_span(
 
 
 def add_trace_id(logger: Any, name: str, event_dict: Any) -> Any:
-    """structlog processor: ``trace_id`` (and ``span_id``) of the active span, if any."""
-    ctx = trace.get_current_span().get_span_context()
-    if ctx.is_valid:
+    """structlog processor: ``trace_id`` (and ``span_id``) of the active span, if it is
+    recorded (a sampled-out span's id names no trace the collector will ever have)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        ctx = span.get_span_context()
         event_dict["trace_id"] = format(ctx.trace_id, "032x")
         event_dict["span_id"] = format(ctx.span_id, "016x")
     return event_dict
+
+
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+
+
+def _check_sampler_arg(environ: Mapping[str, str]) -> None:
+    """Refuse a ratio sampler's ``OTEL_TRACES_SAMPLER_ARG`` that is not a number in [0, 1]."""
+    name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    arg = environ.get("OTEL_TRACES_SAMPLER_ARG")
+    if name not in _RATIO_SAMPLERS or arg is None:
+        return
+    try:
+        ratio = float(arg)
+    except ValueError:
+        ratio = math.nan
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(
+            f"OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1 for {name}",
+            field="OTEL_TRACES_SAMPLER_ARG",
+        )
 
 
 def configure(settings: Settings, *, service_name: str) -> Callable[[], None]:
@@ -170,11 +200,19 @@ def configure(settings: Settings, *, service_name: str) -> Callable[[], None]:
     return the shutdown function (flushes the spans still queued).  Without an endpoint
     nothing is installed and tracing stays a no-op.
 
+    The SDK's own environment variables apply (ADR 0043): the sampler from
+    ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default ``parentbased_always_on``:
+    every trace; production: ``parentbased_traceidratio``) and the batch processor's
+    ``OTEL_BSP_*`` sizes.
+
     Raises:
-        ConfigError: an endpoint is set but the ``otel`` extra is not installed.
+        ConfigError: an endpoint is set but the ``otel`` extra is not installed, or a
+            ratio sampler's ``OTEL_TRACES_SAMPLER_ARG`` is not a number in [0, 1] (the SDK
+            would warn and record every trace).
     """
     if not settings.otlp_endpoint:
         return lambda: None
+    _check_sampler_arg(os.environ)
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -197,5 +235,5 @@ def configure(settings: Settings, *, service_name: str) -> Callable[[], None]:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
     use_provider(_override)  # tracer() looks again now, not after RECHECK_S
-    log.info("tracing.configured", service=service_name)
+    log.info("tracing.configured", service=service_name, sampler=provider.sampler.get_description())
     return provider.shutdown

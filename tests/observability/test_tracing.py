@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 import psycopg
@@ -24,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -31,7 +35,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from spectral_api.observe import ApiMetrics, ObserveMiddleware
-from spectral_core import Publisher, Settings, tracing
+from spectral_core import (
+    Consumer,
+    ConsumerConfig,
+    Event,
+    HandlerRegistry,
+    Publisher,
+    Settings,
+    tracing,
+)
 from spectral_core.db import Database
 from spectral_core.errors import ConfigError
 from spectral_core.logging import configure_logging
@@ -245,3 +257,137 @@ print("ok")
             timeout=60,
         )
         assert out.stdout.strip().endswith("ok"), (mode, out.stderr[-2000:])
+
+
+class _DropAll(Sampler):
+    """A sampler that records nothing (as ``OTEL_TRACES_SAMPLER=always_off`` or a ratio's
+    sampled-out share) and notes what each span offered it."""
+
+    def __init__(self) -> None:
+        self.offered: list[tuple[str, Any, int | None]] = []
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        self.offered.append((name, attributes, parent.trace_id if parent.is_valid else None))
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "DropAll"
+
+
+async def test_a_sampled_out_handler_span_builds_no_attributes_and_logs_no_trace_id(
+    settings: Settings, db: Database, conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    """With a sampler that drops everything (ADR 0043): the rows published inside a
+    sampled-out span carry its traceparent with the not-sampled flag (the decision travels
+    on); the consumer's handler spans are offered to the sampler with that parent and with
+    no attributes (they are built only for a recorded span), the exporter receives
+    nothing, and the handler's log lines carry no trace_id (it names no trace)."""
+    sampler = _DropAll()
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.use_provider(provider)
+    out = io.StringIO()
+    buffer = io.BytesIO()
+    out.buffer = buffer  # type: ignore[misc]
+    generation = settings.generation or 0
+    handled: list[int] = []
+    try:
+        configure_logging(fmt="json", level="info", stream=out)
+        log = structlog.get_logger("test.sampled_out")
+        tracer = tracing.tracer()
+        assert tracer is not None
+        pub = Publisher(generation)
+        with tracer.start_as_current_span("request") as request:
+            assert not request.is_recording()
+            parented = [pub.publish(conn, "t.sampled", {"i": i}) for i in range(3)]
+        pub.publish(conn, "t.sampled", {"i": 3})
+        request_trace = request.get_span_context().trace_id
+        stored = rows(
+            db_url,
+            "SELECT trace_parent FROM core.outbox WHERE id = ANY(%s) ORDER BY id",
+            (parented,),
+        )
+        prefix = f"00-{request_trace:032x}-{request.get_span_context().span_id:016x}-"
+        assert [r[0][: len(prefix)] for r in stored] == [prefix] * 3
+        assert all(int(r[0][len(prefix) :], 16) & 0x01 == 0 for r in stored)  # not sampled
+
+        async def handler(event: Event, c: Any) -> None:
+            log.info("handled", event_id=event.id)
+            handled.append(event.id)
+
+        registry = HandlerRegistry()
+        registry.register("test.sampled_out", "t.sampled", handler)
+        consumer = Consumer(
+            db,
+            generation=generation,
+            worker_id=uuid.uuid4(),
+            registry=registry,
+            config=ConsumerConfig(batch_size=10, lanes=1, poll_interval_s=0.05),
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.run)
+            await wait_for(lambda: len(handled) == 4)
+            consumer.stop()
+        lines = [msgspec.json.decode(line) for line in buffer.getvalue().splitlines()]
+        mine = [line for line in lines if line.get("event") == "handled"]
+        assert len(mine) == 4
+        assert all("trace_id" not in line and "span_id" not in line for line in mine), mine
+    finally:
+        structlog.reset_defaults()
+        root = logging.getLogger()
+        for h in [h for h in root.handlers if getattr(h, "_spectral", False)]:
+            root.removeHandler(h)
+        tracing.use_provider(None)
+        provider.shutdown()
+    offered = [o for o in sampler.offered if o[0] == "handle test.sampled_out"]
+    assert len(offered) == 4
+    assert all(not attributes for _, attributes, _ in offered), offered
+    assert sorted(p is not None for _, _, p in offered) == [False, True, True, True]
+    assert {p for _, _, p in offered if p is not None} == {request_trace}
+    assert spans.get_finished_spans() == ()
+
+
+def test_configure_takes_the_sampler_from_the_otel_environment_variables() -> None:
+    """``configure`` (SPECTRAL_OTLP_ENDPOINT) installs the sampler that the standard
+    OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG name (the production recommendation of
+    docs/reference/metrics.md, ADR 0043), and refuses a ratio outside [0, 1] with a
+    ConfigError naming the variable (the SDK would warn and record every trace).  In fresh
+    processes: the global provider can be set only once per process."""
+    script = """
+from opentelemetry import trace
+from spectral_core import Settings, tracing
+from spectral_core.errors import ConfigError
+try:
+    tracing.configure(Settings(otlp_endpoint="http://127.0.0.1:9/"), service_name="t")
+except ConfigError as exc:
+    print("refused:", exc)
+else:
+    print("sampler:", trace.get_tracer_provider().sampler.get_description())
+"""
+    cases = {
+        "0.25": "sampler: ParentBased{root:TraceIdRatioBased{0.25}",
+        "2": "refused: OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1",
+        "one-in-ten": "refused: OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1",
+    }
+    for arg, expected in cases.items():
+        env = {
+            **os.environ,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": arg,
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+        )
+        last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        assert last.startswith(expected), (arg, out.stdout, out.stderr[-2000:])

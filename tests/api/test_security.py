@@ -144,6 +144,21 @@ async def test_revocation_stops_execution_within_one_second(
     assert elapsed < 1.0
 
 
+async def test_revocation_through_the_script_route_is_audited(api: Api) -> None:
+    """A revoke made with an operator Bearer key on ``/api/modules/approvals/{id}/revoke``
+    (the scripts' route) is audited like the console's: one ``core.operator_audit`` row
+    naming the key, in the revoke's transaction; a refused revoke (no such approval)
+    writes none."""
+    _, aid = await api.module("decision", KEY)
+    async with api.client(await api.tenant("ops", operator=True)) as ops:
+        problem(await ops.post("/api/modules/approvals/999999/revoke"), 404)
+        assert api.sql("SELECT count(*) FROM core.operator_audit")[0][0] == 0
+        resp = await ops.post(f"/api/modules/approvals/{aid}/revoke", json={"reason": "leak"})
+        assert resp.status_code == 200 and resp.json()["already_revoked"] is False
+    rows = api.sql("SELECT action, target, detail->>'reason' FROM core.operator_audit")
+    assert rows == [("approval.revoke", f"approval {aid}", "leak")]
+
+
 async def test_revocation_reaches_every_process(api_factory, settings) -> None:  # type: ignore[no-untyped-def]
     """Two API processes on one database: a revocation made through one stops the cached
     module on the other within 1 s too."""

@@ -14,6 +14,7 @@ from spectral_api.auth import require_operator
 from spectral_api.errors import BadRequest
 from spectral_core.errors import ModuleNotFound
 from spectral_core.modules import Approval, ModuleKey
+from spectral_core.operator import revoke_approval
 
 from ._body import KeyField, check_key_fields, decode, read_body, require_json
 
@@ -95,7 +96,8 @@ async def approve(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
-    require_operator(request)
+    """Revoke an approval, audited in the revoke's transaction (as the console's route)."""
+    who = require_operator(request)
     services = request.app.state.services
     raw = request.path_params["approval_id"]
     # ASCII digits only: str.isdigit() also accepts "١" (which int() reads as 1) and "²"
@@ -107,7 +109,9 @@ async def revoke(request: Request) -> Response:
         req = decode(body, RevokeRequest)
     else:
         req = RevokeRequest()
-    revoked = await services.store.revoke_approval(int(raw), req.reason)
+    revoked = await revoke_approval(
+        services.db, key_id=who.key_id, approval_id=int(raw), reason=req.reason
+    )
     return _json({"id": int(raw), "revoked": True, "already_revoked": not revoked})
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "context_from_headers",
     "current_traceparent",
     "handler_span",
+    "leaf_tracer",
     "maybe_span",
     "tracer",
     "use_provider",
@@ -99,6 +100,16 @@ def tracer() -> Tracer | None:
     found = provider.get_tracer("spectral", package_version())
     _cached = (provider, found)
     return found
+
+
+def leaf_tracer() -> Tracer | None:
+    """spectral's tracer for a leaf span (one that publishes nothing under it, such as the
+    sandbox call), or None when tracing is off or the current span is not recorded: a
+    parent-based sampler would drop the leaf too, so it is not started at all (ADR 0044)."""
+    spans = tracer()
+    if spans is None or not trace.get_current_span().is_recording():
+        return None
+    return spans
 
 
 def current_traceparent() -> str | None:

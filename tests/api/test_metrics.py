@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 
@@ -213,3 +214,50 @@ async def test_decide_is_a_server_span_with_the_sandbox_call_inside(
     assert sandbox.parent is not None and sandbox.parent.span_id == server.context.span_id
     assert "GET /health" in by_name
     assert len(spans.get_finished_spans()) == 3
+
+
+async def test_a_sampled_out_decide_starts_no_sandbox_span(
+    api: Api, acme: httpx.AsyncClient
+) -> None:
+    """With the parent-based sampler the docs recommend (ADR 0044) and a caller whose
+    traceparent says "not sampled", the request's span is not recorded and the sandbox
+    call opens no span at all (the sampler is never asked for one: it would drop it);
+    nothing is exported.  A sampled caller on the same provider still gets both spans."""
+    await api.module("decision", KEY)
+    offered: list[str] = []
+
+    class Noting(ParentBased):
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *a: Any, **k: Any
+        ) -> Any:
+            offered.append(name)
+            return super().should_sample(parent_context, trace_id, name, *a, **k)
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider(sampler=Noting(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.use_provider(provider)
+    try:
+        caller = "0af7651916cd43dd8448eb211c80319c"
+        resp = await acme.post(
+            "/api/decide",
+            json=decide_body(),
+            headers={"traceparent": f"00-{caller}-b7ad6b7169203331-00"},
+        )
+        assert resp.status_code == 200
+        await anyio.sleep(0.2)
+        assert offered == ["POST /api/decide"]
+        assert spans.get_finished_spans() == ()
+        resp = await acme.post(
+            "/api/decide",
+            json=decide_body(),
+            headers={"traceparent": f"00-{caller}-b7ad6b7169203331-01"},
+        )
+        assert resp.status_code == 200
+        deadline = time.monotonic() + 5
+        while len(spans.get_finished_spans()) < 2 and time.monotonic() < deadline:
+            await anyio.sleep(0.02)
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
+    assert sorted(s.name for s in spans.get_finished_spans()) == ["POST /api/decide", "sandbox.run"]

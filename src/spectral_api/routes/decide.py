@@ -15,7 +15,7 @@ from spectral_core.errors import ModuleNotFound, TenantError
 from spectral_core.modules import ModuleKey
 from spectral_core.sandbox.depth import exceeds_depth, may_exceed_depth
 from spectral_core.tenants import Principal
-from spectral_core.tracing import tracer
+from spectral_core.tracing import leaf_tracer
 
 from ._body import KeyField, check_key_fields, decode, is_key_text, read_asgi_body, require_json
 
@@ -92,8 +92,9 @@ class DecideEndpoint:
             world_model_version=req.world_model_version,
         )
         compiled = await services.cache.resolve(key)
-        # inline and batched with the other requests' calls when short, else in a thread
-        spans = tracer()
+        # inline and batched with the other requests' calls when short, else in a thread;
+        # a span only under a recorded request span (ADR 0044)
+        spans = leaf_tracer()
         if spans is None:
             result = await services.runner.run(
                 compiled, _encoder.encode(req.input), services.budget, who.org

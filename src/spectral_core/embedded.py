@@ -75,7 +75,10 @@ def _free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Free for PostgreSQL, which binds with SO_REUSEADDR: connections of its last run
+    lingering in TIME_WAIT do not make the port taken (a listener does)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -615,7 +615,12 @@ def main() -> int:
         flood = Flood(token, a.offered * a.rate)
         for k in ks:
             say(f"== K = {k}")
-            res["runs"].append(run_k(k, fleet, flood, a, admin, say))
+            try:
+                res["runs"].append(run_k(k, fleet, flood, a, admin, say))
+            except (Exception, SystemExit) as exc:  # keep what was measured: report it
+                say(f"  !! K={k} stopped: {type(exc).__name__}: {exc}")
+                res["error"] = f"K={k}: {exc}"
+                break
     finally:
         if fleet is not None:
             fleet.close()

@@ -222,7 +222,7 @@ async def aconnect(uri: str):
     from spectral_core.db.pools import connect_kwargs
 
     # the library's own connection options: autocommit, prepare_threshold=1
-    return await psycopg.AsyncConnection.connect(uri, **connect_kwargs(transaction_pooler=False))
+    return await psycopg.AsyncConnection.connect(uri, **connect_kwargs())
 
 
 # ------------------------------------------------------------------------- (a)/(b) publish

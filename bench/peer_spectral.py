@@ -76,7 +76,7 @@ async def open_producer(uri: str, cfg):
 
     from spectral_core.db.pools import connect_kwargs
 
-    conn = await psycopg.AsyncConnection.connect(uri, **connect_kwargs(transaction_pooler=False))
+    conn = await psycopg.AsyncConnection.connect(uri, **connect_kwargs())
     return _Prod(conn, cfg.get("publish", "autocommit") == "txn")
 
 

@@ -16,7 +16,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .netns import Forwarder, namespace
-from .procs import Proc, clean_env, start_workers, wait_for
+from .procs import Proc, clean_env, scalar, start_workers, wait_for
 from .test_frozen_worker import held_by, worker_id
 from .test_workers_faults import SLOW, counts, exactly_once, publish
 
@@ -34,7 +34,8 @@ def test_rows_held_by_a_partitioned_worker_leave_in_flight_and_end_done(
     peer's reaper terminates the lost worker's sessions, so the held rows leave
     `in_flight` within 15 s of the cut although the server never sees the worker go (the
     reaper used to wait on their row locks for the whole cut); every row ends `done`,
-    handled exactly once, with no operator action."""
+    handled exactly once, with no operator action; after the heal the cut-off worker is
+    `running` and handling events again within 30 s, by itself."""
     params = conninfo_to_dict(db_url)
     publish(conn, generation, 20, topic="drill.slow", payload={"sleep_s": 1.0})
     one_lane = {"SPECTRAL_OUTBOX_BATCH_SIZE": "5", "SPECTRAL_OUTBOX_LANES": "1", **SLOW}
@@ -62,13 +63,38 @@ def test_rows_held_by_a_partitioned_worker_leave_in_flight_and_end_done(
             wait_for(lambda: counts(db_url) == {"done": 20}, 90, "every row done")
             assert cut_off.p.poll() is None  # still cut off, and nobody acted by hand
             ns.heal()
+            healed = time.monotonic()
             time.sleep(1)
             exactly_once(db_url, 20)
             print(f"partition: held rows released {released_s:.2f}s after the cut")
             assert "reaper.session_terminated" in peer.output()
             peer.signal(signal.SIGTERM)
             assert peer.wait(30) == 0
+            # the cut-off worker, whose sessions the reaper terminated, comes back by itself:
+            # `running` with a fresh heartbeat and handling events (it is the only worker
+            # left) within 30 s of the heal (issue 16.1's target)
+            publish(conn, generation, 5, "drill.slow", {"sleep_s": 0.0}, prefix="after")
+            wait_for(lambda: counts(db_url) == {"done": 25}, 60, "handling after the heal")
+            wait_for(lambda: running_fresh(db_url, cut_id), 60, "running after the heal")
+            back_s = time.monotonic() - healed
+            print(
+                f"partition: the cut-off worker running and handling {back_s:.2f}s after the heal"
+            )
+            assert back_s < 30, cut_off.output()[-3000:]
+            exactly_once(db_url, 25)
         finally:
             for p in (cut_off, peer):
                 p.kill()
             fwd.close()
+
+
+def running_fresh(url: str, wid: Any) -> bool:
+    """The worker's registry row says `running` with a heartbeat under 5 s old."""
+    return bool(
+        scalar(
+            url,
+            "SELECT state = 'running' AND now() - last_seen < interval '5 seconds' "
+            "FROM core.workers WHERE id = %s",
+            (wid,),
+        )
+    )

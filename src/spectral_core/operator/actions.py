@@ -10,6 +10,7 @@ counted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import psycopg
@@ -53,6 +54,31 @@ async def _require_generation(conn: psycopg.AsyncConnection[Any], generation: in
         raise OperatorError(f"generation {generation} was never allocated", field="generation")
 
 
+async def _audit_redrive(
+    conn: psycopg.AsyncConnection[Any],
+    key_id: str,
+    action: str,
+    generation: int,
+    ids: Sequence[object] | None,
+    all_rows: bool,
+    done: Sequence[object],
+) -> None:
+    """The audit row of a re-drive (rows or turns), in the re-drive's transaction."""
+    await audit.record(
+        conn,
+        key_id=key_id,
+        action=action,
+        target=f"generation {generation}",
+        detail={
+            "generation": generation,
+            "selection": "all" if all_rows else "ids",
+            "requested": len(ids) if ids is not None else None,
+            "redriven": len(done),
+            "ids": list(done[:100]),
+        },
+    )
+
+
 async def redrive_dead_rows(
     db: Database, *, key_id: str, generation: int, ids: list[int] | None, all_rows: bool = False
 ) -> list[int]:
@@ -74,19 +100,7 @@ async def redrive_dead_rows(
                 {"generation": generation, "ids": sorted(set(ids)) if ids is not None else None},
             )
             done = sorted(int(r[0]) for r in await cur.fetchall())
-            await audit.record(
-                conn,
-                key_id=key_id,
-                action="outbox.redrive",
-                target=f"generation {generation}",
-                detail={
-                    "generation": generation,
-                    "selection": "all" if all_rows else "ids",
-                    "requested": len(ids) if ids is not None else None,
-                    "redriven": len(done),
-                    "ids": done[:100],
-                },
-            )
+            await _audit_redrive(conn, key_id, "outbox.redrive", generation, ids, all_rows, done)
             # the generation's workers claim at once instead of at their next poll
             await conn.execute(query("notify_channel"), {"channel": channel_for(generation)})
     log.warning("operator.redrive", key_id=key_id, generation=generation, redriven=len(done))
@@ -117,19 +131,7 @@ async def redrive_dead_turns(
                 },
             )
             done = sorted(str(r[0]) for r in await cur.fetchall())
-            await audit.record(
-                conn,
-                key_id=key_id,
-                action="agent.redrive",
-                target=f"generation {generation}",
-                detail={
-                    "generation": generation,
-                    "selection": "all" if all_rows else "ids",
-                    "requested": len(ids) if ids is not None else None,
-                    "redriven": len(done),
-                    "ids": done[:100],
-                },
-            )
+            await _audit_redrive(conn, key_id, "agent.redrive", generation, ids, all_rows, done)
     log.warning("operator.agent_redrive", key_id=key_id, generation=generation, redriven=len(done))
     return done
 

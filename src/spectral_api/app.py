@@ -41,6 +41,8 @@ from .console import console_routes
 from .errors import exception_handlers
 from .observe import ApiMetrics, ObserveMiddleware
 from .routes import (
+    DecideEndpoint,
+    DecideShortcut,
     decide_routes,
     health_routes,
     metrics_routes,
@@ -274,6 +276,7 @@ def create_app(
     async def sessions(session_id: str) -> OperatorSession | None:
         return await resolve_session(db, session_id)
 
+    decide = DecideEndpoint()
     middleware = [
         Middleware(
             ApiAuthMiddleware,
@@ -281,16 +284,18 @@ def create_app(
             limiter=services.limiter,
             sessions=sessions,
             throttles=services.throttles,
-        )
+        ),
+        # innermost: POST /api/decide past Starlette's exception middleware and router
+        Middleware(DecideShortcut, endpoint=decide),
     ]
     if access_log:
         middleware.insert(0, Middleware(AccessLog))
     # outermost: it sees every answer, the 429s of the auth middleware included
     middleware.insert(0, Middleware(ObserveMiddleware, metrics=services.metrics))
-    # the hottest route first: the router tries routes in order
+    # the hottest route first: the router tries routes in order (its other methods: 405)
     app = Starlette(
         routes=[
-            *decide_routes(),
+            *decide_routes(decide),
             *health_routes(),
             *metrics_routes(),
             *module_routes(),

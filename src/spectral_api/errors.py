@@ -47,6 +47,7 @@ __all__ = [
     "TooManyConnections",
     "UnsupportedMediaType",
     "exception_handlers",
+    "handle_exception",
     "problem_for",
     "problem_response",
 ]
@@ -237,7 +238,8 @@ def problem_response(exc: BaseException) -> Response:
     )
 
 
-async def _handle(request: Request, exc: Exception) -> Response:
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    """The app's exception handler: ``exc`` as a problem response (5xx logged)."""
     status, _, _ = problem_for(exc)
     if status >= 500:
         log.error(
@@ -253,8 +255,8 @@ async def _handle(request: Request, exc: Exception) -> Response:
 def exception_handlers() -> dict[Any, Any]:
     """The Starlette exception-handler table."""
     return {
-        HTTPException: _handle,
-        HttpProblem: _handle,
-        SpectralError: _handle,
-        Exception: _handle,
+        HTTPException: handle_exception,
+        HttpProblem: handle_exception,
+        SpectralError: handle_exception,
+        Exception: handle_exception,
     }

@@ -1,7 +1,7 @@
 """Automatic retention under live traffic (issue 17.3, ADR 0030), side by side.
 
-    python bench/bench_retention.py                 # 1,000,000 done rows, 2 rounds, < 6 min
-    python bench/bench_retention.py --rows 200000 --seconds 20      # ~2 min on 2 cores
+    python bench/bench_retention.py                 # 1,000,000 done rows, 2 rounds, ~20 min
+    python bench/bench_retention.py --rows 200000   # ~6 min on 2 cores
     python bench/bench_retention.py --rows 20000 --seconds 5 --rounds 2   # smoke test
 
 The claim measured (issue 17.3): with ``--rows`` ``done`` rows to prune while a steady
@@ -20,13 +20,18 @@ second for ``--seconds``; the latency of an event is its publisher's call start 
 handler start.
 
 Two contenders, same rate, same duration: ``none`` (no pruning) and ``prune`` (the workers'
-:class:`~spectral_core.retention.Pruner`, default pacing, passes back to back from the
-traffic's start until a pass finds nothing left).  Paired rounds, the order rotated per
+:class:`~spectral_core.retention.Pruner` at ``--rows-per-s`` and ``--batch``, by default the
+settings' defaults, passes back to back from the traffic's start until a pass finds nothing
+left).  By default a run lasts long enough for the pruner to finish at its pace
+(``2 * rows / rows_per_s + 30`` s, at least 60 s).  Paired rounds, the order rotated per
 round (none/prune, prune/none, ...), after an uncounted ``--warmup`` run.  Per round: p50
 and p99 of both runs and their ratios; the same over the events published while the pruner
 was deleting (the same offsets in the run without pruning); the prune time and rows/s
 (outbox + ledger rows); the WAL bytes of each run (``pg_current_wal_lsn()`` at the
-traffic's start and end) and their difference.  The summary gives the median of each
+traffic's start and end) and their difference; the checkpoints the server started during
+each run (``pg_stat_checkpointer``, requested / timed); what the server's processes were
+waiting on during each run (``pg_stat_activity`` sampled every 20 ms: the live statements,
+the pruner, autovacuum, the WAL writer, ...).  The summary gives the median of each
 per-round ratio (never the best round).  If the pruner did not finish within a run the
 summary says so: raise ``--seconds``.  Figures of record need a quiet machine: on the
 shared 2-vCPU development box runs vary by 10-30 %.
@@ -37,8 +42,10 @@ Writes ``bench/results/retention-<UTC>.json``.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
+import multiprocessing
 import os
 import shlex
 import statistics
@@ -63,6 +70,8 @@ from spectral_core.generations import allocate_generation  # noqa: E402
 from spectral_core.logging import configure_logging  # noqa: E402
 from spectral_core.migrate import run_migrations  # noqa: E402
 from spectral_core.retention import Pruner, RetentionConfig  # noqa: E402
+
+_DEFAULTS = Settings.from_env({})
 
 
 def fill(url: str, rows: int) -> None:
@@ -122,7 +131,7 @@ class PruneLog:
 
 
 def pruner_beside(settings: Settings, plog: PruneLog, expected: int) -> Any:
-    """The workers' pruner (default pacing: it pauses as long as each batch took), passes
+    """The workers' pruner (paced by the settings' rows per second), passes
     back to back from the start of the traffic until the ``expected`` rows are deleted (or a
     pass finds nothing left): the end of that pass is the prune time."""
     pruner = Pruner(RetentionConfig.from_settings(settings))
@@ -156,15 +165,84 @@ def med(xs: list[float | None]) -> float | None:
     return round(statistics.median(vals), 3) if vals else None
 
 
+def checkpoints(url: str) -> tuple[int, int]:
+    """Checkpoints the server started so far: (requested, timed)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.info.server_version >= 170000:
+            sql = "SELECT num_requested, num_timed FROM pg_stat_checkpointer"
+        else:
+            sql = "SELECT checkpoints_req, checkpoints_timed FROM pg_stat_bgwriter"
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+class WaitSampler:
+    """Samples ``pg_stat_activity`` every ``every_s`` from a process of its own (not to share
+    the live loop's interpreter) during a run: per (who, wait event) the number of samples in
+    which a backend was active and waiting on it.  ``who`` is ``live`` (the traffic's
+    statements), ``pruner``, or the server process's type (autovacuum worker, walwriter,
+    checkpointer, ...); ``CPU`` when active and not waiting."""
+
+    SQL = """
+        SELECT CASE WHEN backend_type <> 'client backend' THEN backend_type
+                    WHEN query LIKE '%%WITH win AS%%' THEN 'pruner'
+                    ELSE 'live' END,
+               coalesce(wait_event_type || ':' || wait_event, 'CPU')
+        FROM pg_stat_activity
+        WHERE pid <> pg_backend_pid()
+          AND (backend_type <> 'client backend' OR state = 'active')
+          AND wait_event_type IS DISTINCT FROM 'Activity'
+          AND wait_event_type IS DISTINCT FROM 'Client'
+          AND query NOT LIKE 'LISTEN%%'
+    """
+
+    def __init__(self, url: str, every_s: float = 0.02) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._stop = ctx.Event()
+        self._out: Any = ctx.Queue()
+        self._proc = ctx.Process(target=self._run, args=(url, every_s), daemon=True)
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+
+    def _run(self, url: str, every_s: float) -> None:
+        counts: collections.Counter[str] = collections.Counter()
+        samples = 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not self._stop.wait(every_s):
+                samples += 1
+                for who, wait in conn.execute(self.SQL).fetchall():
+                    counts[f"{who} {wait}"] += 1
+        self._out.put((samples, dict(counts)))
+
+    def __enter__(self) -> WaitSampler:
+        self._proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.samples, self.counts = self._out.get(timeout=30)
+        self._proc.join(10)
+
+    def top(self, n: int = 8) -> dict[str, float]:
+        """The ``n`` most frequent, as the share of samples (%)."""
+        ranked = sorted(self.counts.items(), key=lambda kv: -kv[1])[:n]
+        return {k: round(100.0 * v / max(self.samples, 1), 1) for k, v in ranked}
+
+
 def one_run(
     settings: Settings, mode: str, rate: float, seconds: float, rows: int
-) -> tuple[LiveRun, PruneLog]:
+) -> tuple[LiveRun, PruneLog, tuple[int, int], dict[str, float]]:
     plog = PruneLog()
     beside = pruner_beside(settings, plog, 2 * rows) if mode == "prune" else None
-    run = anyio.run(
-        lambda: live_run(settings, rate=rate, seconds=seconds, beside=beside, key_prefix=mode)
-    )
-    return run, plog
+    assert settings.database_url is not None
+    c0 = checkpoints(settings.database_url)
+    with WaitSampler(settings.database_url) as waits:
+        run = anyio.run(
+            lambda: live_run(settings, rate=rate, seconds=seconds, beside=beside, key_prefix=mode)
+        )
+    c1 = checkpoints(settings.database_url)
+    return run, plog, (c1[0] - c0[0], c1[1] - c0[1]), waits.top()
 
 
 def main() -> int:
@@ -172,12 +250,37 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="done rows to prune")
     ap.add_argument("--rate", type=float, default=100.0, help="live events per second")
-    ap.add_argument("--seconds", type=float, default=60.0, help="length of one run")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="length of one run (default: 2 * rows / rows-per-s + 30, at least 60)",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="paired rounds (order rotated)")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of an uncounted first run")
-    ap.add_argument("--batch", type=int, default=1000, help="SPECTRAL_RETENTION_BATCH_SIZE")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=_DEFAULTS.retention_batch_size,
+        help="SPECTRAL_RETENTION_BATCH_SIZE (default: the setting's default)",
+    )
+    ap.add_argument(
+        "--rows-per-s",
+        type=float,
+        default=_DEFAULTS.retention_rows_per_s,
+        help="SPECTRAL_RETENTION_ROWS_PER_S, the pruner's pace (default: the setting's default)",
+    )
     args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = max(60.0, round(2 * args.rows / args.rows_per_s + 30))
     print("$ python " + " ".join(shlex.quote(a) for a in sys.argv), flush=True)
+    print(
+        f"pacing: SPECTRAL_RETENTION_ROWS_PER_S={args.rows_per_s:g} "
+        f"SPECTRAL_RETENTION_BATCH_SIZE={args.batch}; {args.rows:,} outbox + {args.rows:,} "
+        f"ledger rows to prune, {args.rate:g} events/s, {args.seconds:g} s runs, "
+        f"{args.rounds} rounds",
+        flush=True,
+    )
     # the workers' production logging (JSON, level info), written to /dev/null
     configure_logging(fmt="json", level="info", stream=open(os.devnull, "w"))  # noqa: SIM115
     root = Path(tempfile.mkdtemp(prefix="spectral-bench-retention-"))
@@ -193,6 +296,7 @@ def main() -> int:
             database_url=url,
             generation=2,
             retention_batch_size=args.batch,
+            retention_rows_per_s=args.rows_per_s,
         )
         if args.warmup > 0:  # imports, first plans, the pools: not counted
             one_run(settings, "none", args.rate, args.warmup, 0)
@@ -202,11 +306,15 @@ def main() -> int:
             runs: dict[str, LiveRun] = {}
             plog = PruneLog()
             fills: dict[str, float] = {}
+            ckpts: dict[str, tuple[int, int]] = {}
+            waits: dict[str, dict[str, float]] = {}
             for mode in order:
                 t0 = time.monotonic()
                 fill(url, args.rows)
                 fills[mode] = round(time.monotonic() - t0, 1)
-                runs[mode], log_ = one_run(settings, mode, args.rate, args.seconds, args.rows)
+                runs[mode], log_, ckpts[mode], waits[mode] = one_run(
+                    settings, mode, args.rate, args.seconds, args.rows
+                )
                 if mode == "prune":
                     plog = log_
             # whole runs, and the events published while the pruner was deleting (the same
@@ -221,6 +329,8 @@ def main() -> int:
                     "lost": runs[mode].lost,
                     "wal_bytes": runs[mode].wal_bytes,
                     "load_avg_1m_at_end": runs[mode].load_avg,
+                    "checkpoints_req_timed": list(ckpts[mode]),
+                    "waits_pct_of_samples": waits[mode],
                 }
             row["prune"].update(plog.as_dict())
             row["p99_ratio"] = ratio(row["prune"]["all"]["p99_ms"], row["none"]["all"]["p99_ms"])
@@ -241,16 +351,23 @@ def main() -> int:
                 f"{p['deleted_ledger']:,} ledger rows in {p['prune_s']} s "
                 f"({p['rows_per_s']} rows/s); WAL none {n['wal_bytes']:,} / prune "
                 f"{p['wal_bytes']:,} B (pruner's window {p['prune_wal_bytes']}); "
+                f"checkpoints (requested, timed) none {n['checkpoints_req_timed']} / prune "
+                f"{p['checkpoints_req_timed']}; "
                 f"lost {n['lost']}/{p['lost']}; fill {fills}; load average at the ends "
                 f"{n['load_avg_1m_at_end']} / {p['load_avg_1m_at_end']}",
                 flush=True,
             )
+            for mode in ("none", "prune"):
+                print(f"  waits ({mode}, % of 20 ms samples): {waits[mode]}", flush=True)
         summary = {
             "rows": args.rows,
             "rate": args.rate,
             "seconds": args.seconds,
             "rounds": args.rounds,
             "batch": args.batch,
+            "rows_per_s_budget": args.rows_per_s,
+            "p99_ratio_per_round": [x["p99_ratio"] for x in rounds],
+            "p99_ratio_while_pruning_per_round": [x["p99_ratio_while_pruning"] for x in rounds],
             "median_p99_ratio": med([x["p99_ratio"] for x in rounds]),
             "median_p50_ratio": med([x["p50_ratio"] for x in rounds]),
             "median_p99_ratio_while_pruning": med([x["p99_ratio_while_pruning"] for x in rounds]),

@@ -21,9 +21,14 @@ Each batch is one short transaction that first takes a transaction-level advisor
 try-lock: at most one pruner deletes at a time in a database, nobody waits for it, and a
 batch that does not get the lock ends the pass (another worker is pruning).  A batch
 examines at most ``SPECTRAL_RETENTION_BATCH_SIZE`` rows (a keyset walk on the table's
-primary key), so its cost is bounded whatever the table's size, and it pauses as long as
-the batch took before the next one, so pruning uses at most about half of one
-connection's time.
+primary key), so its cost is bounded whatever the table's size.
+
+The pruner is paced by work, not by time share: it examines at most
+``SPECTRAL_RETENTION_ROWS_PER_S`` rows per second.  After a batch of ``n`` rows it sleeps
+so that the batch and its pause last ``n / rows_per_s`` seconds (a slow batch is not made
+up for by a burst afterwards).  Its transactions commit with ``synchronous_commit = off``:
+a prune lost in a crash is redone by the next pass, and any transaction that relied on it
+and committed durably flushed it too (the WAL is one sequence).
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class RetentionConfig:
     turns_s: float
     batch: int = 1000
     interval_s: float = 60.0
+    #: rows examined per second, over every table (the pace)
+    rows_per_s: float = 10000.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionConfig:
@@ -68,6 +75,7 @@ class RetentionConfig:
             turns_s=settings.agent_turn_retention_s,
             batch=settings.retention_batch_size,
             interval_s=settings.retention_interval_s,
+            rows_per_s=settings.retention_rows_per_s,
         )
 
 
@@ -102,19 +110,23 @@ class Pruner:
     ) -> tuple[Any, ...]:
         with wrap_errors():
             async with conn.transaction():
-                cur = await conn.execute(query("retention_try_lock"))
+                # the lock, and this transaction's lock_timeout and synchronous_commit = off
+                cur = await conn.execute(
+                    query("retention_try_lock"), {"lock_timeout_ms": LOCK_TIMEOUT_MS}
+                )
                 got = await cur.fetchone()
                 if not (got and got[0]):
                     raise _Contended
-                await conn.execute(f"SET LOCAL lock_timeout = {int(LOCK_TIMEOUT_MS)}")
                 cur = await conn.execute(query(name), params)
                 row = await cur.fetchone()
         assert row is not None
         return tuple(row)
 
-    async def _pause(self, started: float) -> None:
-        # as long as the batch took: the pruner's share of a connection stays about half
-        await anyio.sleep(max(anyio.current_time() - started, 0.0))
+    async def _pause(self, started: float, seen: int) -> None:
+        # the batch and its pause last seen / rows_per_s: the pace, whatever a batch costs;
+        # a batch slower than its share is not made up for afterwards (no burst)
+        due = started + seen / self.config.rows_per_s
+        await anyio.sleep(max(due - anyio.current_time(), 0.0))
 
     async def prune(self, conn: psycopg.AsyncConnection[Any], *, pause: bool = True) -> PassResult:
         """One full pass over the outbox, the ledger and the turns.
@@ -143,11 +155,11 @@ class Pruner:
                 )
                 result.batches += 1
                 result.outbox += gone
+                if pause:
+                    await self._pause(t0, seen)
                 if seen < cfg.batch or young or last is None:
                     break
                 after = last
-                if pause:
-                    await self._pause(t0)
             handler, key = "", ""
             while True:
                 t0 = anyio.current_time()
@@ -163,11 +175,11 @@ class Pruner:
                 )
                 result.batches += 1
                 result.ledger += gone
+                if pause:
+                    await self._pause(t0, seen)
                 if seen < cfg.batch or h is None:
                     break
                 handler, key = h, k
-                if pause:
-                    await self._pause(t0)
             thread = ""
             while True:
                 t0 = anyio.current_time()
@@ -178,11 +190,11 @@ class Pruner:
                 )
                 result.batches += 1
                 result.turns += gone
+                if pause:
+                    await self._pause(t0, seen)
                 if seen < cfg.batch or last is None:
                     break
                 thread = last
-                if pause:
-                    await self._pause(t0)
         except _Contended:
             result.contended = True
         if result.deleted:

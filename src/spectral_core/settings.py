@@ -35,6 +35,8 @@ SANDBOX_INLINE_BATCH = 32
 SANDBOX_INLINE_MS = 2.0
 #: upper bound of a pruning batch (rows examined per transaction)
 RETENTION_BATCH_MAX = 100_000
+#: upper bound of the pruner's pace (rows examined per second)
+RETENTION_ROWS_PER_S_MAX = 1_000_000
 
 
 def package_version() -> str:
@@ -145,6 +147,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retention_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 60.0
     #: rows one pruning batch examines (one short transaction each)
     retention_batch_size: Annotated[int, Meta(ge=1, le=RETENTION_BATCH_MAX)] = 1000
+    #: the pruner's pace: rows it examines (and at most deletes) per second, over every
+    #: table; each batch is followed by a pause so that it and its pause last
+    #: batch rows / this (ADR 0030)
+    retention_rows_per_s: Annotated[float, Meta(ge=1, le=RETENTION_ROWS_PER_S_MAX)] = 10000.0
     #: ``done`` outbox rows finished longer ago than this are deleted
     outbox_retention_s: PosFloat = 7 * 86400.0
     #: the deduplication window promised to publishers: a publish repeating an
@@ -271,6 +277,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(
                 "SPECTRAL_WORKER_RETENTION_S must be larger than SPECTRAL_WORKER_STALE_AFTER_S",
                 field="worker_retention_s",
+            )
+        if self.retention_batch_size > self.retention_rows_per_s:
+            raise ConfigError(
+                "SPECTRAL_RETENTION_BATCH_SIZE must not exceed SPECTRAL_RETENTION_ROWS_PER_S "
+                "(a pruning batch is deleted in one burst: at most one second of the pace)",
+                field="retention_batch_size",
             )
         if self.ledger_retention_s < self.dedup_window_s:
             raise ConfigError(

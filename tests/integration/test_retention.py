@@ -206,6 +206,60 @@ async def test_one_pruner_at_a_time_and_never_waiting(
     assert result.outbox == 1 and not result.contended
 
 
+async def test_the_pace_is_honoured(conn: psycopg.Connection[Any], db_url: str) -> None:
+    """A pass examines at most ``rows_per_s`` rows per second over every table: 300 old
+    done outbox rows and 300 old ledger rows at 200 rows/s take at least 3 s to prune
+    (generous upper bound: it does finish), and the pending, in-flight and dead rows
+    examined on the way stay."""
+    g = allocate_generation(conn, "v1")
+    conn.execute(
+        "INSERT INTO core.outbox (generation, topic, payload, idempotency_key, status, "
+        "created_at, finished_at) SELECT %s, 't', '{}', 'o' || i, 'done', "
+        "now() - interval '3 days', now() - interval '3 days' FROM generate_series(1, 300) i",
+        (g,),
+    )
+    for status in ("pending", "in_flight", "dead"):
+        _row(conn, g, status, 3 * DAY, f"old-{status}")
+    conn.execute(
+        "INSERT INTO core.event_handled (handler_name, idempotency_key, outbox_id, "
+        "generation, handled_at) SELECT 'h', 'l' || i, NULL, %s, now() - interval '3 days' "
+        "FROM generate_series(1, 300) i",
+        (g,),
+    )
+    config = RetentionConfig(outbox_s=DAY, ledger_s=2 * DAY, turns_s=DAY, batch=50, rows_per_s=200)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        t0 = anyio.current_time()
+        result = await Pruner(config).prune(aconn)
+        took = anyio.current_time() - t0
+    assert (result.outbox, result.ledger) == (300, 300)
+    assert took >= 0.95 * 603 / 200, took  # 303 outbox + 300 ledger rows examined at 200/s
+    assert took < 60, took
+    assert sorted(_statuses(conn)) == ["old-dead", "old-in_flight", "old-pending"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SPECTRAL_RETENTION_ROWS_PER_S": "0"}, "SPECTRAL_RETENTION_ROWS_PER_S"),
+        ({"SPECTRAL_RETENTION_ROWS_PER_S": "fast"}, "SPECTRAL_RETENTION_ROWS_PER_S"),
+        ({"SPECTRAL_RETENTION_ROWS_PER_S": "2000000"}, "SPECTRAL_RETENTION_ROWS_PER_S"),
+        (
+            {"SPECTRAL_RETENTION_ROWS_PER_S": "100", "SPECTRAL_RETENTION_BATCH_SIZE": "500"},
+            "SPECTRAL_RETENTION_BATCH_SIZE must not exceed SPECTRAL_RETENTION_ROWS_PER_S",
+        ),
+    ],
+)
+def test_a_bad_pace_is_refused(env: dict[str, str], message: str) -> None:
+    """A pace that is not a positive number within bounds, or a batch larger than one
+    second of the pace (a burst), is refused with an error naming the variable."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+    ok = Settings.from_env(
+        {"SPECTRAL_RETENTION_ROWS_PER_S": "500", "SPECTRAL_RETENTION_BATCH_SIZE": "500"}
+    )
+    assert (ok.retention_rows_per_s, ok.retention_batch_size) == (500, 500)
+
+
 def test_ledger_retention_must_cover_the_dedup_window() -> None:
     """A ledger retention shorter than the deduplication window is refused (it would let a
     repeated publish run its handlers again inside the window)."""

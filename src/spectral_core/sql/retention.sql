@@ -9,8 +9,14 @@
 -- dead turns, are never deleted.
 
 -- name: retention_try_lock
--- description: one pruner per database at a time; never waits (false: someone else prunes)
-SELECT pg_try_advisory_xact_lock(7262551240391537017)
+-- description: one pruner per database at a time; never waits (false: someone else prunes).
+-- Also sets, for this transaction only, the batch's lock timeout (`lock_timeout_ms`: done
+-- rows are not locked by the hot path, so a wait means something unusual: skip the batch)
+-- and `synchronous_commit = off` (a prune lost in a crash is redone by the next pass; a
+-- transaction that relied on it and committed durably flushed it too: ADR 0030).
+SELECT pg_try_advisory_xact_lock(7262551240391537017),
+       set_config('lock_timeout', %(lock_timeout_ms)s::int::text, true),
+       set_config('synchronous_commit', 'off', true)
 
 -- name: prunable_generations
 -- description: the generations whose finished rows may be pruned: the newest allocated one

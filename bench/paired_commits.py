@@ -209,9 +209,14 @@ def decide_table(
     )
     print("|---|---|---|---|---|---|---|")
     ratios, bare_ratios = [], []
+    cpu_b: list[float] = []
+    cpu_h: list[float] = []
     for i, d in enumerate(decides, 1):
         b, h = d[f"{base}:decide"], d[f"{head}:decide"]
         ratios.append(h["rps"] / b["rps"])
+        if b["cpu_us"] and h["cpu_us"]:
+            cpu_b.append(b["cpu_us"])
+            cpu_h.append(h["cpu_us"])
         bare_ratios.append(d[f"{head}:bare"]["rps"] / d[f"{base}:bare"]["rps"])
         print(
             f"| {i} | {b['rps']:,.0f} | {h['rps']:,.0f} | {ratios[-1]:.3f} | "
@@ -236,6 +241,13 @@ def decide_table(
         f"median decide {head}/{base} {med(ratios):.3f} (min {min(ratios):.3f}, "
         f"max {max(ratios):.3f}); bare {head}/{base} {med(bare_ratios):.3f}"
     )
+    if cpu_b:  # the reading least exposed to the box's other load
+        diffs = [h - b for b, h in zip(cpu_b, cpu_h, strict=True)]
+        print(
+            f"server CPU us/decide: median {base} {med(cpu_b):.0f}, {head} {med(cpu_h):.0f}; "
+            f"median of per-round {head} - {base} {med(diffs):+.1f} "
+            f"(min {min(diffs):+.1f}, max {max(diffs):+.1f})"
+        )
 
 
 def main() -> int:

@@ -131,6 +131,35 @@ HOSTILE = [
 ]
 
 
+async def test_decide_refusals_are_the_app_handlers_answers_with_the_rate_headers(
+    api: Api, acme: httpx.AsyncClient
+) -> None:
+    """POST /api/decide goes from the auth middleware straight to its endpoint, past
+    Starlette's exception middleware and router (ADR 0046): its refusals are still the app
+    handler's problem answers and carry the tenant's RateLimit headers like its 200s (the
+    auth middleware sees them); the route's other methods are still 405 with Allow."""
+    await api.module("decision", KEY)
+    for resp, status, slug in (
+        (
+            await acme.post("/api/decide", content=b"{}", headers={"content-type": "text/plain"}),
+            415,
+            "unsupported-media-type",
+        ),
+        (await acme.post("/api/decide", json=decide_body(org="globex")), 404, "module-not-found"),
+        (
+            await acme.post("/api/decide", content=b"{not json", headers=JSON),
+            400,
+            "malformed-request",
+        ),
+    ):
+        body = problem(resp, status)
+        assert body["type"] == f"urn:spectral:problem:{slug}", body
+        assert "ratelimit" in resp.headers and "ratelimit-policy" in resp.headers, resp.headers
+    resp = await acme.get("/api/decide")
+    problem(resp, 405)
+    assert resp.headers["allow"] == "POST"
+
+
 @pytest.mark.parametrize(
     ("name", "status", "slug", "budgets"), HOSTILE, ids=[h[0] for h in HOSTILE]
 )

@@ -255,8 +255,11 @@ def child(repeats: int, n: int) -> None:
                     layer = app.middleware_stack
                     while layer is not None and type(layer).__name__ != "Router":
                         levels.append((type(layer).__name__, layer))
+                        if what == "decide" and type(layer).__name__ == "DecideShortcut":
+                            break  # from here straight to its endpoint (ADR 0046)
                         layer = getattr(layer, "app", None)
-                    levels.append(("Router", app.router))
+                    else:
+                        levels.append(("Router", app.router))
                     route = next(r for r in app.router.routes if getattr(r, "path", "") == path)
                     levels.append(("endpoint", route.app))
                     for name, call in levels:

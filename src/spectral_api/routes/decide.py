@@ -159,10 +159,9 @@ class DecideShortcut:
     """``POST /api/decide`` straight to its endpoint; everything else to the app.
 
     The innermost of the app's middleware: the hottest route skips Starlette's
-    ``ExceptionMiddleware`` (a ``Request`` and a send wrapper per request) and the router,
-    about 10 us of CPU per decision (ADR 0046).  The endpoint maps its own errors with the
-    same handler, and the route stays in the router, which still answers the other methods
-    (405) and paths.
+    ``ExceptionMiddleware`` (a ``Request`` and a send wrapper per request) and the router
+    (ADR 0046).  The endpoint maps its own errors with the same handler, and the route stays
+    in the router, which still answers the other methods (405) and paths.
 
     Args:
         app: The rest of the application (the exception middleware and the router).

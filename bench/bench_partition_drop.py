@@ -1,6 +1,6 @@
 """DELETE-based pruning versus dropping a partition, under live traffic (ADR 0031, issue 17.3).
 
-    python bench/bench_partition_drop.py                    # 10,000,000 rows, ~20 min on 2 cores
+    python bench/bench_partition_drop.py                    # 10,000,000 rows, ~35 min on 2 cores
     python bench/bench_partition_drop.py --rows 1000000     # ~2-3 min
 
 What ADR 0031's "What measurement would decide it" asks, on one throwaway embedded
@@ -17,7 +17,7 @@ PostgreSQL (``durable=True``: fsync and synchronous commit on):
 * **delete** variant, on ``core.outbox`` itself: a run without pruning (the baseline,
   ``--baseline-seconds``), then a run with the workers' real
   :class:`~spectral_core.retention.Pruner` (``--batch`` and ``--rows-per-s``, by default the
-  settings' defaults: 9 M rows take 15 min at 10,000 rows/s) passing until the old rows are gone (the traffic stops a few seconds after); then a timed ``VACUUM`` of the
+  settings' defaults: 9 M rows take 30 min at 5,000 rows/s) passing until the old rows are gone (the traffic stops a few seconds after); then a timed ``VACUUM`` of the
   outbox (what autovacuum would have to do after it).  Ledger rows are not loaded: the
   comparison is of the outbox's rows only (a partitioned outbox would not change the
   ledger);

@@ -1,7 +1,7 @@
 """Automatic retention under live traffic (issue 17.3, ADR 0030), side by side.
 
-    python bench/bench_retention.py                 # 1,000,000 done rows, 2 rounds, ~20 min
-    python bench/bench_retention.py --rows 200000   # ~6 min on 2 cores
+    python bench/bench_retention.py                 # 1,000,000 done rows, 2 rounds, ~30 min
+    python bench/bench_retention.py --rows 200000   # ~8 min on 2 cores
     python bench/bench_retention.py --rows 20000 --seconds 5 --rounds 2   # smoke test
 
 The claim measured (issue 17.3): with ``--rows`` ``done`` rows to prune while a steady

@@ -65,7 +65,7 @@ class RetentionConfig:
     batch: int = 1000
     interval_s: float = 60.0
     #: rows examined per second, over every table (the pace)
-    rows_per_s: float = 10000.0
+    rows_per_s: float = 5000.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionConfig:

@@ -150,7 +150,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: the pruner's pace: rows it examines (and at most deletes) per second, over every
     #: table; each batch is followed by a pause so that it and its pause last
     #: batch rows / this (ADR 0030)
-    retention_rows_per_s: Annotated[float, Meta(ge=1, le=RETENTION_ROWS_PER_S_MAX)] = 10000.0
+    retention_rows_per_s: Annotated[float, Meta(ge=1, le=RETENTION_ROWS_PER_S_MAX)] = 5000.0
     #: ``done`` outbox rows finished longer ago than this are deleted
     outbox_retention_s: PosFloat = 7 * 86400.0
     #: the deduplication window promised to publishers: a publish repeating an

@@ -37,7 +37,6 @@ from spectral_core import (
     open_pools,
 )
 from spectral_core.db import connect_kwargs
-from spectral_core.db.pools import DIRECT_PREPARE_THRESHOLD
 from spectral_core.generations import allocate_generation
 from spectral_core.migrate import run_migrations
 from tests.acceptance.procs import scalar, start_workers, wait_for
@@ -336,7 +335,7 @@ async def test_lanes_sharing_two_server_connections_claim_and_settle_cleanly(
     """Issue 20.1 (ADR 0034): the one claim path holds no session state, so four lanes whose
     transactions PgBouncer runs on only two server connections claim and settle every row
     once, with no handler failure, retry or database error, and with no pooler setting
-    (ADR 0041, 0045: a pooled connection prepares no statements)."""
+    (ADR 0041: no connection prepares statements)."""
     with run_pgbouncer(pgbouncer, empty_db_url, default_pool_size="2") as url:
         with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
             run_migrations(conn)
@@ -397,30 +396,3 @@ async def test_deprecated_pooler_setting_is_accepted_and_warned(settings: Settin
     warned = [e for e in logs if e["event"] == "settings.deprecated"]
     assert [e["setting"] for e in warned] == ["SPECTRAL_DATABASE_TRANSACTION_POOLER"]
     assert warned[0]["log_level"] == "warning"
-
-
-@pytest.mark.anyio
-async def test_pool_prepares_statements_on_a_direct_connection_only(
-    pgbouncer: str, settings: Settings
-) -> None:
-    """ADR 0045: a pool connection that reaches the server directly prepares the hot
-    statements (psycopg's default threshold), one through PgBouncer in transaction mode
-    prepares nothing (a prepared statement would be lost or doubled across server
-    connections), with no setting either way."""
-    claimer_sql = "SELECT * FROM core.outbox_claim_v1(%s, %s, %s)"
-    worker = uuid.uuid4()
-    async with open_pools(settings) as db, db.pool.connection() as conn:
-        assert conn.prepare_threshold == DIRECT_PREPARE_THRESHOLD
-        for _ in range(DIRECT_PREPARE_THRESHOLD + 1):
-            await conn.execute(claimer_sql, (settings.generation, worker, 10))
-        cur = await conn.execute(
-            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-            ("%outbox_claim_v1%",),
-        )
-        assert await cur.fetchone() == (1,)
-    with run_pgbouncer(pgbouncer, settings.require_database_url()) as url:
-        pooled = Settings(database_url=url, generation=settings.generation)
-        async with open_pools(pooled) as db, db.pool.connection() as conn:
-            assert conn.prepare_threshold is None
-            for _ in range(DIRECT_PREPARE_THRESHOLD + 1):
-                await conn.execute(claimer_sql, (settings.generation, worker, 10))

@@ -35,8 +35,8 @@ _READ_ONLY = "25006"
 #: psycopg's server-side prepared statements, lost or doubled behind a transaction pooler
 _PREPARED = ("26000", "42P05")
 
-#: spectral prepares statements only on connections it found direct (ADR 0041, 0045):
-#: through a pooler only a handler's own ``prepare=True`` does
+#: spectral's connections never prepare statements (ADR 0041): only a handler's own
+#: ``prepare=True`` does
 POOLER_SETTING_HINT = (
     "a statement was prepared (`prepare=True`) on a connection that goes through a "
     "transaction pooler such as PgBouncer in transaction mode: do not prepare statements there"

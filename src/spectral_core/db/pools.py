@@ -43,7 +43,6 @@ from ._wrap import ReadOnlySession, explain_connect_error, wrap_errors
 
 __all__ = [
     "DEFAULT_TCP_TIMEOUT_S",
-    "DIRECT_PREPARE_THRESHOLD",
     "POOL_CLOSE_TIMEOUT_S",
     "Database",
     "connect_kwargs",
@@ -82,17 +81,12 @@ def tcp_options(tcp_timeout_s: float = DEFAULT_TCP_TIMEOUT_S) -> dict[str, Any]:
     }
 
 
-#: ``prepare_threshold`` of a pool connection found to be direct: psycopg's own default
-#: (a statement is prepared on its fifth execution; ADR 0045)
-DIRECT_PREPARE_THRESHOLD = 5
-
-
 def connect_kwargs(*, tcp_timeout_s: float = DEFAULT_TCP_TIMEOUT_S) -> dict[str, Any]:
     """psycopg connection options for the main URL.
 
-    No server-side prepared statements (``prepare_threshold=None``): the options work
-    directly and behind a transaction pooler alike (ADR 0041).  The pool of
-    :func:`open_pools` turns preparation on for each connection it finds direct (ADR 0045).
+    No server-side prepared statements (``prepare_threshold=None``), on a direct connection
+    as behind a transaction pooler: one configuration that works both ways (ADR 0041; the
+    hot statements are calls of SQL functions, whose plans the server caches anyway).
     """
     return {
         "autocommit": True,
@@ -328,7 +322,7 @@ async def open_pools(settings: Settings, *, wait: bool = True) -> AsyncIterator[
         min_size=max(settings.database_pool_min, 1 if wait else 0),
         max_size=max(settings.database_pool_max, settings.database_pool_min, 1),
         name="spectral",
-        configure=_configure_pool_conn,
+        configure=_configure_json_async,
     )
     await pool.open(wait=False)
     try:
@@ -339,10 +333,5 @@ async def open_pools(settings: Settings, *, wait: bool = True) -> AsyncIterator[
         await pool.close(timeout=POOL_CLOSE_TIMEOUT_S)
 
 
-async def _configure_pool_conn(conn: psycopg.AsyncConnection[Any]) -> None:
-    """A new pool connection: msgspec for JSON, and prepared statements when it reaches
-    the server directly (behind a transaction pooler a prepared statement would be lost or
-    doubled across server connections: ADR 0041, 0045)."""
+async def _configure_json_async(conn: psycopg.AsyncConnection[Any]) -> None:
     _configure_json(conn)
-    if not await is_pooled(conn):
-        conn.prepare_threshold = DIRECT_PREPARE_THRESHOLD

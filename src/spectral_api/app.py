@@ -268,10 +268,12 @@ def create_app(
             finally:
                 tg.cancel_scope.cancel()
                 services.sandbox.stop()
-                # the last write before the "stopped" line, bounded: with the database
-                # gone it gives up and the row goes lost (ADR 0022: nothing after "stopped")
-                await registry.mark_exited(timeout_s=FINAL_WRITE_S)
-                log.info("api.stopped")
+        # the heartbeat has ended (the task group joined it): a beat cancelled in flight
+        # may have closed the registry's connection, never while the final write uses it.
+        # The last write before the "stopped" line, bounded: with the database gone it
+        # gives up and the row goes lost (ADR 0022: nothing after "stopped")
+        await registry.mark_exited(timeout_s=FINAL_WRITE_S)
+        log.info("api.stopped")
 
     async def sessions(session_id: str) -> OperatorSession | None:
         return await resolve_session(db, session_id)

@@ -178,9 +178,10 @@ class ApiRegistry:
                 await self._drop_connection()
 
     async def mark_exited(self, timeout_s: float = 3.0) -> None:
-        """Record a clean exit (shielded, bounded) and close the connection."""
+        """Record a clean exit (shielded, bounded) and close the connection.  Call it once
+        :meth:`run` has ended: they share the registry's connection."""
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(timeout_s):
+            with anyio.move_on_after(timeout_s) as bound:
                 try:
                     conn = await self._connection()
                     with wrap_errors():
@@ -188,4 +189,6 @@ class ApiRegistry:
                     log.info("api.exited")
                 except Exception as exc:  # noqa: BLE001 - the row goes stale instead
                     log.warning("api.mark_exited_failed", error_type=type(exc).__name__)
+            if bound.cancelled_caught:
+                log.warning("api.mark_exited_failed", error_type="TimeoutError")
         await self._drop_connection()

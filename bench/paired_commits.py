@@ -23,6 +23,17 @@ What runs (the "no measurable regression" check of a change):
   load generator of ``bench/bench_decide.py``, with the server's CPU per request read from
   ``/proc`` and a warning for rounds where the load generator used about a whole core.
 
+* **publish** (only with ``--only publish``): per round, for 1 and 4 producers
+  (``--publish-producers``) and for the caller's connection as psycopg makes it (statements
+  prepared after 5 uses) and as behind a transaction pooler (nothing prepared), each commit
+  in turn (order rotated) runs ``bench/_paired_publish_child.py``: ``--publish-n``
+  single-event transactions per producer in a fresh generation, with the client's and the
+  server's CPU per event.
+
+* **sandbox** (only with ``--only sandbox``): per round each commit in turn runs
+  ``bench/_paired_sandbox_child.py``: its ``WasmSandbox`` (default binding) calling the
+  self-test module ``--sandbox-calls`` times on one thread, wall p50 / mean and CPU per call.
+
 With ``--sdk`` a third contender, ``head+sdk``, runs the head's tree with the OpenTelemetry
 SDK configured the way ``docs/reference/metrics.md`` tells users to (``SPECTRAL_OTLP_ENDPOINT``:
 ``spectral_core.tracing.configure`` installs a ``TracerProvider`` with a
@@ -114,6 +125,42 @@ def drain_once(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def publish_once(
+    tree: Path,
+    label: str,
+    uri: str,
+    n: int,
+    producers: int,
+    prepare: str,
+    pg_pid: int = 0,
+) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "_paired_publish_child.py"), "--uri", uri, "--label", label]
+        + ["--n", str(n), "--producers", str(producers), "--prepare", prepare]
+        + ["--pg-pid", str(pg_pid)],
+        env=tree_env(tree),
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(
+            f"publish {label} in {tree} failed ({out.returncode}):\n{out.stderr[-3000:]}"
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sandbox_once(tree: Path, calls: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "_paired_sandbox_child.py"), "--calls", str(calls)],
+        env=tree_env(tree),
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"sandbox in {tree} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def start_server(
     tree: Path, url: str, generation: int, public: str, extra: dict[str, str] | None = None
 ) -> tuple[int, Any]:
@@ -196,6 +243,49 @@ def drain_table(drains: list[dict[str, dict[str, Any]]], head: str, base: str, n
             print(f"  {per_batch:7.2f}  {us:8.1f}  {q}")
 
 
+def publish_table(publishes: list[dict[str, dict[str, Any]]], head: str, base: str, n: int) -> None:
+    configs = sorted({k.split("|", 1)[1] for k in publishes[0]})
+    print(f"\npublish {head} vs {base}, {n:,} single-event transactions per producer (events/s)")
+    print(
+        f"| configuration | {base} | {head} | {head}/{base} (min-max) | client CPU us/event "
+        f"{base} / {head} | server CPU us/event {base} / {head} |"
+    )
+    print("|---|---|---|---|---|---|")
+    for c in configs:
+        b = [row[f"{base}|{c}"] for row in publishes]
+        h = [row[f"{head}|{c}"] for row in publishes]
+        ratios = [y["rate"] / x["rate"] for x, y in zip(b, h, strict=True)]
+        print(
+            f"| {c} | {med([x['rate'] for x in b]):,.0f} | {med([y['rate'] for y in h]):,.0f} | "
+            f"{med(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) | "
+            f"{med([x['client_cpu_us_per_event'] for x in b]):.1f} / "
+            f"{med([y['client_cpu_us_per_event'] for y in h]):.1f} | "
+            f"{med([x['server_cpu_us_per_event'] for x in b]):.1f} / "
+            f"{med([y['server_cpu_us_per_event'] for y in h]):.1f} |"
+        )
+
+
+def sandbox_table(
+    sandboxes: list[dict[str, dict[str, Any]]], head: str, base: str, calls: int
+) -> None:
+    print(f"\nsandbox {head} vs {base}, {calls:,} calls of the self-test module per round (us)")
+    print(f"| round | p50 {base} / {head} | mean {base} / {head} | CPU per call {base} / {head} |")
+    print("|---|---|---|---|")
+    for i, row in enumerate(sandboxes, 1):
+        b, h = row[base], row[head]
+        print(
+            f"| {i} | {b['p50_us']:.1f} / {h['p50_us']:.1f} | {b['mean_us']:.1f} / "
+            f"{h['mean_us']:.1f} | {b['cpu_us']:.1f} / {h['cpu_us']:.1f} |"
+        )
+    for k in ("p50_us", "mean_us", "cpu_us"):
+        diffs = [row[head][k] - row[base][k] for row in sandboxes]
+        print(
+            f"median {k} {base} {med([r[base][k] for r in sandboxes]):.1f}, "
+            f"{head} {med([r[head][k] for r in sandboxes]):.1f}; median of per-round "
+            f"{head} - {base} {med(diffs):+.1f} (min {min(diffs):+.1f}, max {max(diffs):+.1f})"
+        )
+
+
 def decide_table(
     decides: list[dict[str, dict[str, Any]]], head: str, base: str, a: argparse.Namespace
 ) -> None:
@@ -257,9 +347,17 @@ def main() -> int:
     ap.add_argument("--base", required=True, help="the commit to compare against")
     ap.add_argument("--head", default=None, help="default: this checkout as it is")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--only", choices=["drain", "decide"], default=None)
+    ap.add_argument(
+        "--only",
+        choices=["drain", "decide", "publish", "sandbox"],
+        default=None,
+        help="default: drain and decide (publish and sandbox run only when asked)",
+    )
     ap.add_argument("--drain-n", type=int, default=40000)
     ap.add_argument("--decide-seconds", type=float, default=4.0)
+    ap.add_argument("--publish-n", type=int, default=2000, help="events per producer")
+    ap.add_argument("--sandbox-calls", type=int, default=5000, help="calls per round")
+    ap.add_argument("--publish-producers", default="1,4", help="producer counts, comma separated")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument(
         "--profile-dir", default=None, help="cProfile each drain into this folder (slows it)"
@@ -318,16 +416,20 @@ def main() -> int:
     with psycopg_connect(url) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     pg_pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+    run_drain, run_decide = a.only in (None, "drain"), a.only in (None, "decide")
+    run_publish, run_sandbox = a.only == "publish", a.only == "sandbox"
     servers: dict[str, Any] = {}
     drains: list[dict[str, dict[str, Any]]] = []
+    publishes: list[dict[str, dict[str, Any]]] = []
+    sandboxes: list[dict[str, dict[str, Any]]] = []
     decides: list[dict[str, dict[str, Any]]] = []
     exported: dict[str, Any] = {}
     try:
         generation, token, public = bd.prepare(url)  # head's migrations, tenant, module
-        if a.only != "decide":
+        if run_drain:
             for name in names:  # warm-up (imports, first plans), not counted
                 drain_once(trees[name], f"warm-{name}", url, 2000, extras[name])
-        if a.only != "drain":
+        if run_decide:
             for name in names:
                 servers[name] = start_server(trees[name], url, generation, public, extras[name])
             payloads = {
@@ -340,7 +442,29 @@ def main() -> int:
         for r in range(a.rounds):
             k = r % len(names)  # rotated: every contender goes first in turn
             order = names[k:] + names[:k]
-            if a.only != "decide":
+            if run_sandbox:
+                sandboxes.append(
+                    {name: sandbox_once(trees[name], a.sandbox_calls) for name in order}
+                )
+                print(f"sandbox round {r + 1} done", flush=True)
+            if run_publish:
+                prow: dict[str, dict[str, Any]] = {}
+                for producers in (int(x) for x in a.publish_producers.split(",")):
+                    for prepare in ("default", "none"):
+                        config = f"{producers} producer(s), prepare {prepare}"
+                        for name in order:
+                            prow[f"{name}|{config}"] = publish_once(
+                                trees[name],
+                                f"{name}-{r}",
+                                url,
+                                a.publish_n,
+                                producers,
+                                prepare,
+                                pg_pid,
+                            )
+                publishes.append(prow)
+                print(f"publish round {r + 1} done", flush=True)
+            if run_drain:
                 row: dict[str, dict[str, Any]] = {}
                 for name in order:
                     profile = (
@@ -355,7 +479,7 @@ def main() -> int:
                     + ", ".join(f"{k} {row[k]['rate']:,.0f}/s" for k in order),
                     flush=True,
                 )
-            if a.only != "drain":
+            if run_decide:
                 drow: dict[str, dict[str, Any]] = {}
                 for name in order:
                     port, proc = servers[name]
@@ -395,6 +519,10 @@ def main() -> int:
     for head, base in pairs:
         if drains:
             drain_table(drains, head, base, a.drain_n)
+        if publishes:
+            publish_table(publishes, head, base, a.publish_n)
+        if sandboxes:
+            sandbox_table(sandboxes, head, base, a.sandbox_calls)
         if decides:
             decide_table(decides, head, base, a)
     if a.sdk:

@@ -577,6 +577,11 @@ async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
         consumer = Consumer(
             db, generation=GEN, worker_id=uuid.uuid4(), registry=registry, config=config
         )
+        steps = _trace_steps(consumer) if cfg.get("steps") else None
+        if _freezes_heap(cfg.get("gc_freeze", "auto")):
+            from spectral_core.boot import freeze_startup_heap
+
+            freeze_startup_heap()  # as spectral-workers does once booted (ADR 0047)
         watch = await psycopg.AsyncConnection.connect(uri, autocommit=True, options=WATCH_OPTIONS)
         cpu0 = cpu_self()
 
@@ -617,7 +622,75 @@ async def _worker_async(uri: str, cfg: dict[str, Any], go, stop, out) -> None:
             side.cancel()
             await watch.close()
         cpu = cpu_self() - cpu0
-    out.put(("done", {"seen": seen, "cpu": cpu, "handled": consumer.handled}))
+    done: dict[str, Any] = {"seen": seen, "cpu": cpu, "handled": consumer.handled}
+    if steps is not None:
+        done["steps"] = steps
+    out.put(("done", done))
+
+
+def _freezes_heap(mode: str) -> bool:
+    """``--gc-freeze``: ``auto`` does what this tree's ``spectral-workers`` does (it imports
+    ``freeze_startup_heap`` when it calls it once booted)."""
+    if mode != "auto":
+        return mode == "on"
+    import spectral_workers.main
+
+    return hasattr(spectral_workers.main, "freeze_startup_heap")
+
+
+def _trace_steps(consumer) -> dict[str, Any]:
+    """``--steps``: time each step of the consumer's path, in the consumer process only
+    (the instance's methods wrapped here; production code untouched).  Per claim: sent and
+    returned, with the events' ``s``; per batch: the start statement returned and the
+    COMMIT acknowledged; every notification the listener passes on, with the number of
+    idle lanes then; every collection of the cyclic GC, with its duration."""
+    import gc
+
+    tr: dict[str, Any] = {"claims": [], "starts": [], "ends": [], "wakes": [], "gc": []}
+    processor, ids_s = consumer.processor, {}
+    process = processor.process
+    # the listener's per-notification call: _notified since ADR 0047, _wake_one before
+    notify_name = "_notified" if hasattr(consumer, "_notified") else "_wake_one"
+    on_notify = getattr(consumer, notify_name)
+
+    class Traced(type(consumer.claimer)):  # Claimer has __slots__: wrap by subclassing
+        async def claim(self, conn, limit):
+            t0 = time.monotonic()
+            events = await super().claim(conn, limit)
+            t1 = time.monotonic()
+            ss = [e.payload.get("s", -1) for e in events]
+            ids_s.update((e.id, x) for e, x in zip(events, ss, strict=True))
+            tr["claims"].append((t0, t1, ss, id(conn)))
+            return events
+
+        async def start_batch(self, conn, ids, routes):
+            t0 = time.monotonic()
+            res = await super().start_batch(conn, ids, routes)
+            tr["starts"].append((t0, time.monotonic(), [ids_s.get(i, -1) for i in ids]))
+            return res
+
+    async def t_process(conn, events):
+        await process(conn, events)
+        tr["ends"].append((time.monotonic(), [e.payload.get("s", -1) for e in events]))
+
+    def t_notified():
+        tr["wakes"].append((time.monotonic(), len(consumer._idle)))
+        on_notify()
+
+    gc_t0 = [0.0]
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_t0[0] = time.monotonic()
+        else:
+            tr["gc"].append((gc_t0[0], time.monotonic() - gc_t0[0], info["generation"]))
+
+    traced = Traced(consumer.claimer.generation, consumer.claimer.worker_id)
+    consumer.claimer = processor.claimer = traced
+    processor.process = t_process
+    setattr(consumer, notify_name, t_notified)
+    gc.callbacks.append(on_gc)
+    return tr
 
 
 class Workers:
@@ -956,6 +1029,8 @@ def latency_once(
             "loop": a.loop,
             "fused": cycle != "general",
             "profile": a.profile_consumer,
+            "steps": a.steps,
+            "gc_freeze": a.gc_freeze,
         },
     )
     # one producer connection per 100 events/s: each waits for its own durable COMMIT
@@ -1001,7 +1076,143 @@ def latency_once(
             v = pct(xs, p)
             res[f"{name}_p{p}_ms"] = None if v is None else v * 1000
         res[f"{name}_max_ms"] = max(xs) * 1000 if xs else None
+    if "steps" in done:
+        res["steps"] = step_attribution(done["steps"], commits, seen, a.steady_lanes)
     return res
+
+
+STEPS = (
+    ("ack_to_claim_sent", "COMMIT ack -> claim sent"),
+    ("claim", "claim round trip (core.outbox_claim_v1)"),
+    ("begin", "claim returned -> start sent (BEGIN round trip)"),
+    ("start", "start round trip (core.outbox_start_v2)"),
+    ("to_handler", "start returned -> handler start"),
+    ("from_ack", "total: COMMIT ack -> handler start"),
+)
+
+
+def step_attribution(
+    tr: dict[str, Any],
+    commits: dict[int, tuple[float, float, float]],
+    seen: dict[int, float],
+    lanes: int,
+) -> dict[str, Any]:
+    """``--steps``: each event's path split at the consumer's steps (see
+    :func:`_trace_steps`), p50/p99 per step, and what the slowest 1 % waited on."""
+    import bisect
+
+    claim_of: dict[int, tuple[float, float]] = {}
+    for t0, t1, ss, _ in tr["claims"]:
+        for x in ss:
+            claim_of[x] = (t0, t1)
+    start_of = {x: (t0, t1) for t0, t1, ss in tr["starts"] for x in ss}
+    # a lane is busy from its claim sent to its batch settled (or the empty claim returned)
+    ends = sorted(tr["ends"])
+    busy: list[tuple[float, float]] = []
+    for t0, t1, ss, _ in tr["claims"]:
+        if not ss:
+            busy.append((t0, t1))
+            continue
+        i = bisect.bisect_left(ends, (t1,))
+        end = next((t for t, es in ends[i:] if es and es[0] == ss[0]), t1)
+        busy.append((t0, end))
+    wakes = sorted(tr["wakes"])
+    wake_t = [w[0] for w in wakes]
+    # the collections of the steady phase only (not start-up's, nor freeze_startup_heap's)
+    first = min((c[0] for c in commits.values()), default=0.0)
+    last = max(seen.values(), default=0.0)
+    gcs = [g for g in tr["gc"] if first <= g[0] <= last]
+    per: dict[str, list[float]] = {k: [] for k, _ in STEPS}
+    rows: list[dict[str, float]] = []
+    for x, t_h in seen.items():
+        if x not in commits or x not in claim_of or x not in start_of:
+            continue
+        ack = commits[x][2]
+        c0, c1 = claim_of[x]
+        s0, s1 = start_of[x]
+        r = {
+            "ack_to_claim_sent": c0 - ack,
+            "claim": c1 - c0,
+            "begin": s0 - c1,
+            "start": s1 - s0,
+            "to_handler": t_h - s1,
+            "from_ack": t_h - ack,
+            "busy_at_ack": sum(1 for b0, b1 in busy if b0 <= ack < b1),
+            "gc_ms": sum(d for g0, d, _ in gcs if g0 < t_h and g0 + d > commits[x][0]) * 1000,
+        }
+        # the wake-up that preceded the claim (the listener's or a lane's), if any
+        k = bisect.bisect_right(wake_t, c0) - 1
+        r["wake_to_claim"] = c0 - wake_t[k] if k >= 0 and wake_t[k] >= ack - 0.05 else float("nan")
+        rows.append(r)
+        for key, _ in STEPS:
+            per[key].append(r[key])
+    out: dict[str, Any] = {"events": len(rows)}
+    for key, label in STEPS:
+        out[key] = {
+            "label": label,
+            "p50_ms": (pct(per[key], 50) or 0) * 1000,
+            "p99_ms": (pct(per[key], 99) or 0) * 1000,
+        }
+    cut = pct(per["from_ack"], 99) or 0
+    tail = [r for r in rows if r["from_ack"] >= cut]
+    out["tail"] = {
+        "n": len(tail),
+        "from_ack_ms_at_least": cut * 1000,
+        "mean_ms": {k: statistics.fmean(r[k] for r in tail) * 1000 for k, _ in STEPS}
+        if tail
+        else {},
+        "all_lanes_busy_at_ack": sum(1 for r in tail if r["busy_at_ack"] >= lanes),
+        "with_gc": sum(1 for r in tail if r["gc_ms"] >= 5),
+        "gc_ms_mean": statistics.fmean(r["gc_ms"] for r in tail) if tail else 0.0,
+    }
+    out["all_lanes_busy_at_ack"] = sum(1 for r in rows if r["busy_at_ack"] >= lanes)
+    out["claims"] = len(tr["claims"])
+    out["empty_claims"] = sum(1 for c in tr["claims"] if not c[2])
+    sizes = [len(c[2]) for c in tr["claims"] if c[2]]
+    out["batch_p50"] = pct(sizes, 50)
+    out["batch_max"] = max(sizes) if sizes else None
+    out["wakes"] = len(wakes)
+    out["wakes_no_idle_lane"] = sum(1 for _, idle in wakes if idle == 0)
+    out["gc"] = {
+        "collections": len(gcs),
+        "by_generation": {g: sum(1 for *_, gg in gcs if gg == g) for g in (0, 1, 2)},
+        "max_ms_by_generation": {
+            g: round(max((d for _, d, gg in gcs if gg == g), default=0) * 1000, 2)
+            for g in (0, 1, 2)
+        },
+        "total_ms": sum(d for _, d, _ in gcs) * 1000,
+    }
+    # per step (and per-claim wake -> claim sent), p50/p99
+    wk = [r["wake_to_claim"] for r in rows if r["wake_to_claim"] == r["wake_to_claim"]]
+    out["wake_to_claim"] = {
+        "p50_ms": (pct(wk, 50) or 0) * 1000,
+        "p99_ms": (pct(wk, 99) or 0) * 1000,
+    }
+    return out
+
+
+def step_lines(r: dict[str, Any]) -> list[str]:
+    st = r["steps"]
+    lines = [
+        f"    steps ({st['events']} events; claims {st['claims']}, empty {st['empty_claims']}, "
+        f"batch p50 {st['batch_p50']} max {st['batch_max']}; wake-ups {st['wakes']}, "
+        f"{st['wakes_no_idle_lane']} with no idle lane; all {r.get('lanes', '?')} lanes busy at "
+        f"the ack for {st['all_lanes_busy_at_ack']} events; GC {st['gc']}):"
+    ]
+    for key, label in STEPS:
+        lines.append(
+            f"      {label:50s} p50 {st[key]['p50_ms']:6.2f}  p99 {st[key]['p99_ms']:6.2f} ms"
+            f"   slowest 1 %: mean {st['tail']['mean_ms'].get(key, 0):6.2f}"
+        )
+    lines.append(
+        f"      wake-up -> claim sent p50 {st['wake_to_claim']['p50_ms']:.2f} p99 "
+        f"{st['wake_to_claim']['p99_ms']:.2f} ms; slowest 1 % ({st['tail']['n']} events, "
+        f">= {st['tail']['from_ack_ms_at_least']:.2f} ms): all lanes busy at the ack for "
+        f"{st['tail']['all_lanes_busy_at_ack']}, collections of >= 5 ms in flight for "
+        f"{st['tail']['with_gc']} (mean {st['tail']['gc_ms_mean']:.1f} ms of collection in "
+        "flight)"
+    )
+    return lines
 
 
 # The floor of issue 20 for the steady phase, read from the publisher's call (its commit
@@ -1031,7 +1242,7 @@ def latency_verdict(r: dict[str, Any]) -> str:
 def bench_latency(uri: str, a) -> list[dict[str, Any]]:
     rows = []
     for state in a.outboxes:
-        for listen in (True, False):
+        for listen in (True,) if a.no_poll else (True, False):
             for rate in a.rates:
                 runs = list(a.cycles if listen else a.cycles[:1])
                 if listen and not a.no_ceiling:
@@ -1050,6 +1261,10 @@ def bench_latency(uri: str, a) -> list[dict[str, Any]]:
                         f"p50 {r['from_commit_ack_p50_ms']:.2f} p99 {r['from_commit_ack_p99_ms']:.2f})  "
                         f"consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev  handled {r['handled']}/{r['n']}"
                     )
+                    if "steps" in r:
+                        r["lanes"] = a.steady_lanes
+                        for line in step_lines(r):
+                            say(line)
     latency_table(rows)
     return rows
 
@@ -1249,6 +1464,24 @@ def main() -> None:
         choices=["auto", "asyncio", "uvloop"],
         help="the consumer process's event loop (auto: uvloop when installed, as "
         "spectral-workers with SPECTRAL_EVENT_LOOP=auto)",
+    )
+    ap.add_argument(
+        "--gc-freeze",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="(c)-(f) the consumer process freezes its start-up heap (boot.freeze_startup_heap) "
+        "once its consumer is built; auto: as this tree's spectral-workers does",
+    )
+    ap.add_argument(
+        "--no-poll",
+        action="store_true",
+        help="(d) skip the runs without LISTEN (ConsumerConfig(listen=False))",
+    )
+    ap.add_argument(
+        "--steps",
+        action="store_true",
+        help="(d) time each step of the consumer's path per event (claim, BEGIN, start, "
+        "handler; wake-ups, lanes busy, GC pauses) and print the attribution",
     )
     ap.add_argument(
         "--profile-consumer",

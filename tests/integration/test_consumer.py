@@ -79,6 +79,39 @@ async def test_notify_wakes_consumer_long_before_the_poll_interval(
         consumer.stop()
 
 
+async def test_notifications_arriving_together_wake_one_lane(
+    db: Database, generation: int, conn: psycopg.Connection[Any]
+) -> None:
+    """Notifications that reach the listener together, while every lane is idle, wake one
+    lane: its claim sees all their rows (ADR 0047), so no other lane is woken to send a
+    claim that finds nothing or to split the rows into batches of their own."""
+    seen: dict[str, float] = {}
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=timing_registry(seen),
+        config=ConsumerConfig(lanes=4, poll_interval_s=10.0),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await consumer.wait_listening()
+        await anyio.sleep(0.3)  # every lane has claimed nothing and is idle now
+        before = db.pool.get_stats().get("requests_num", 0)
+        # five commits, five notifications, while the event loop is blocked (synchronous
+        # calls): the listener reads them in one go when the loop runs again
+        publisher = Publisher(generation)
+        for i in range(5):
+            publisher.publish(conn, "t.x", {}, idempotency_key=f"burst-{i}")
+        time.sleep(0.2)
+        await wait_until(lambda: len(seen) == 5, timeout=5)
+        await anyio.sleep(0.2)  # a lane woken for nothing would have claimed by now
+        claims = db.pool.get_stats().get("requests_num", 0) - before
+        consumer.stop()
+    assert claims == 1  # one lane took one connection and claimed the five rows at once
+    assert consumer.stats.claims.snapshot()["sum"] == 5
+
+
 async def test_poll_fallback_without_listen(db: Database, generation: int, db_url: str) -> None:
     """With notifications disabled, an event is still handled within about one poll interval."""
     seen: dict[str, float] = {}

@@ -6,6 +6,11 @@ on the generation's channel wakes it or ``poll_interval_s`` passes, so a lost
 notification costs at most one poll interval.  A lane that claimed a full batch wakes
 another lane, so a backlog is drained by every lane at once.
 
+A notification wakes one idle lane, unless a lane it woke has not sent its claim yet:
+that claim will see the notified row (PostgreSQL delivers a notification once the
+sender's commit is visible), so waking a second lane would only send a claim that finds
+nothing, or split a handful of rows into two batches each with its own commit (ADR 0047).
+
 Without ``SPECTRAL_DATABASE_SESSION_URL``, LISTEN goes over the main URL unless that is a
 pooler (:func:`~spectral_core.db.pools.is_pooled`): then the lanes poll only.
 
@@ -128,6 +133,10 @@ class Consumer:
         self._stopping = anyio.Event()
         self._idle: list[anyio.Event] = []
         self._missed_wake = False
+        # lanes a notification woke that have not sent their claim yet (ADR 0047): the
+        # events in _owed were set by _notified, not by a timeout or _wake_all
+        self._owed: set[anyio.Event] = set()
+        self._wake_pending = 0
         self._inflight: set[int] = set()
         self._orphans = False
         self._listener_ok = True  # until the first failure: booting is not reconnecting
@@ -197,6 +206,7 @@ class Consumer:
     async def _lane(self, lane: int) -> None:
         batch = self.config.batch_size
         attempt = 0
+        owed = False  # woken by a notification, claim not sent yet
         while not self._stopping.is_set():
             n = 0
             try:
@@ -213,6 +223,9 @@ class Consumer:
                             await self.claimer.release_orphans(conn, list(self._inflight))
                         self._claiming += 1
                     try:
+                        if owed:  # notifications from now on need a claim of their own
+                            owed = False
+                            self._wake_pending -= 1
                         events = await self.claimer.claim(conn, batch)
                         ids = [e.id for e in events]
                         self._inflight.update(ids)
@@ -236,6 +249,10 @@ class Consumer:
                 self._set_pool_ok()
                 attempt = 0
             except Exception as exc:
+                if owed:  # failed before its claim: pass the wake-up on
+                    owed = False
+                    self._wake_pending -= 1
+                    self._notified()
                 if not is_connection_error(exc):
                     if not isinstance(exc, DatabaseError):
                         raise
@@ -259,7 +276,7 @@ class Consumer:
                 attempt += 1
                 continue
             if n < batch:
-                await self._wait_for_work()
+                owed = await self._wait_for_work()
 
     async def _claims_recorded(self) -> None:
         """Wait until no claim is under way (called with the claim lock held)."""
@@ -272,12 +289,14 @@ class Consumer:
         with anyio.move_on_after(seconds):
             await self._stopping.wait()
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self) -> bool:
+        """Wait for a wake-up or the poll interval; True if a notification woke this lane
+        (it then owes a claim, see :meth:`_notified`)."""
         if self._stopping.is_set():
-            return
+            return False
         if self._missed_wake:
             self._missed_wake = False
-            return
+            return False
         ev = anyio.Event()
         self._idle.append(ev)
         try:
@@ -286,6 +305,23 @@ class Consumer:
         finally:
             if ev in self._idle:
                 self._idle.remove(ev)
+        if ev in self._owed:
+            self._owed.discard(ev)
+            return True
+        return False
+
+    def _notified(self) -> None:
+        """A notification arrived: wake one idle lane, unless a lane woken by an earlier
+        one has not sent its claim yet (that claim sees this notification's row)."""
+        if self._wake_pending:
+            return
+        if self._idle:
+            ev = self._idle.pop()
+            self._owed.add(ev)
+            self._wake_pending += 1
+            ev.set()
+        else:
+            self._missed_wake = True
 
     def _wake_one(self) -> None:
         if self._idle:
@@ -387,7 +423,7 @@ class Consumer:
             got = False
             async for _ in conn.notifies(timeout=check_every):
                 got = True
-                self._wake_one()
+                self._notified()
             if not got:  # quiet period: make sure the connection is still alive
                 with anyio.move_on_after(answer_within) as probe:
                     await conn.execute("SELECT 1")

@@ -5,6 +5,9 @@
     python bench/paired_commits.py --base bd89f0d --only drain
     python bench/paired_commits.py --base bd89f0d --sdk          # + head with the SDK on
     python bench/paired_commits.py --base bd89f0d --sdk --sdk-always  # + every span exported
+    python bench/paired_commits.py --base HEAD --head HEAD --only drain \
+        --base-sql "ALTER TABLE core.outbox SET (fillfactor = 100)" \
+        --head-sql "ALTER TABLE core.outbox SET (fillfactor = 70)"   # one tree, two settings
 
 What runs (the "no measurable regression" check of a change):
 
@@ -376,6 +379,13 @@ def main() -> int:
         help="with --sdk: a fourth contender, head+sdk-all, with the SDK's default sampler "
         "(every span recorded and exported)",
     )
+    ap.add_argument(
+        "--base-sql",
+        default="",
+        help="SQL run on the server before each of the base's drains (a storage setting to "
+        "compare on one tree, say)",
+    )
+    ap.add_argument("--head-sql", default="", help="the same, before each of the head's drains")
     a = ap.parse_args()
 
     head_tree = worktree(a.head) if a.head else ROOT
@@ -403,6 +413,9 @@ def main() -> int:
     }
     print(f"command: python {shlex.join(['bench/paired_commits.py', *sys.argv[1:]])}")
     print(", ".join(f"{k} {shas[k]} ({trees[k]})" for k in names))
+    for name, sql in (("base", a.base_sql), ("head", a.head_sql)):
+        if sql:
+            print(f"{name} before each drain: {sql}")
     for name in ("head+sdk", "head+sdk-all"):
         if name in extras:
             print(f"{name}: " + " ".join(f"{k}={v}" for k, v in extras[name].items()))
@@ -470,6 +483,10 @@ def main() -> int:
                     profile = (
                         str(Path(a.profile_dir) / f"{name}-{r}.prof") if a.profile_dir else None
                     )
+                    setup = {"base": a.base_sql, "head": a.head_sql}.get(name)
+                    if setup:
+                        with psycopg_connect(url) as conn:
+                            conn.execute(setup)
                     row[name] = drain_once(
                         trees[name], f"{name}-{r}", url, a.drain_n, extras[name], pg_pid, profile
                     )

@@ -17,10 +17,11 @@ alike), and reports per row:
 
 Phases: ``ceiling`` is the peer harness's cycle (``/work/shared/bench-peers/ceiling.py``,
 ``synchronous_commit`` off, prepared statements); ``ours`` is the consumer's statements as it
-sends them (``core.outbox_claim_v1``, ``BEGIN``, ``core.outbox_start_v2``, ``COMMIT``;
+sends them (``core.outbox_claim_v2``, ``BEGIN``, ``core.outbox_start_v2``, ``COMMIT``;
 unprepared, ADR 0041).  ``--variants`` adds candidate forms of our statements, created as
 functions in a ``bench`` schema of the benchmark database only (see ``VARIANTS``); the
-order of the phases rotates every round.  Figures are medians over rounds.
+order of the phases rotates every round.  Figures are medians over rounds.  (The logs of
+session 9 before migration 0019 name the v1 claim "ours" and the ctid form "claim_ctid".)
 """
 
 from __future__ import annotations
@@ -72,21 +73,25 @@ START = (
 # candidate forms, each (claim function, start function); the bodies are in BENCH_DDL
 # candidate forms: (claim function, start function, the outbox's fillfactor)
 VARIANTS: dict[str, tuple[str, str, int]] = {
-    "ours": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
-    "start_sql": ("core.outbox_claim_v1", "bench.start_sql", 100),
-    "start_nosort": ("core.outbox_claim_v1", "bench.start_nosort", 100),
+    "ours": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
+    "start_sql": ("core.outbox_claim_v2", "bench.start_sql", 100),
+    "start_nosort": ("core.outbox_claim_v2", "bench.start_nosort", 100),
     "claim_sql": ("bench.claim_sql", "core.outbox_start_v2", 100),
+    # the claim before migration 0019: its UPDATE finds the locked rows by primary key
+    "claim_v1": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
     "both_sql": ("bench.claim_sql", "bench.start_sql", 100),
-    "ff90": ("core.outbox_claim_v1", "core.outbox_start_v2", 90),
-    "ff80": ("core.outbox_claim_v1", "core.outbox_start_v2", 80),
-    "ff70": ("core.outbox_claim_v1", "core.outbox_start_v2", 70),
-    "ff50": ("core.outbox_claim_v1", "core.outbox_start_v2", 50),
+    "ff90": ("core.outbox_claim_v2", "core.outbox_start_v2", 90),
+    "ff80": ("core.outbox_claim_v2", "core.outbox_start_v2", 80),
+    "ff70": ("core.outbox_claim_v2", "core.outbox_start_v2", 70),
+    "ff50": ("core.outbox_claim_v2", "core.outbox_start_v2", 50),
     # attribution only: the start's two writes as statements of their own; our statements
     # prepared (psycopg prepare_threshold=0; none of our connections prepares, ADR 0041);
     # the claim without outbox_in_flight_v2 to write (dropped for the phase)
-    "split": ("core.outbox_claim_v1", "split", 100),
-    "prepared": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
-    "no_inflight_idx": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
+    "split": ("core.outbox_claim_v2", "split", 100),
+    "prepared": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
+    "no_inflight_idx": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
+    # attribution only: the handler transaction committed without waiting for its flush
+    "async_commit": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
 }
 SPLIT_DONE = """
 UPDATE core.outbox AS o
@@ -148,7 +153,8 @@ RETURNS TABLE (
     id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
     attempts integer, created_at timestamptz, trace_parent text
 )
-LANGUAGE sql SET enable_seqscan = off SET synchronous_commit = off AS $$
+LANGUAGE sql SET enable_seqscan = off AS $$
+    SELECT set_config('synchronous_commit', 'off', true);
     WITH c AS (
         SELECT o.id FROM core.outbox AS o
         WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
@@ -383,7 +389,7 @@ def main() -> int:
             for r in range(a.rounds):
                 order = phases[r % len(phases) :] + phases[: r % len(phases)]
                 for p in order:
-                    opts = "-c synchronous_commit=off" if p == "ceiling" else ""
+                    opts = "-c synchronous_commit=off" if p in ("ceiling", "async_commit") else ""
                     if p == "no_inflight_idx":
                         side.execute("DROP INDEX core.outbox_in_flight_v2")
                     prep = 0 if p == "prepared" else None

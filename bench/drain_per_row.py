@@ -79,6 +79,10 @@ VARIANTS: dict[str, tuple[str, str, int]] = {
     "claim_sql": ("bench.claim_sql", "core.outbox_start_v2", 100),
     # the claim before migration 0019: its UPDATE finds the locked rows by primary key
     "claim_v1": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
+    # attribution only: v2 without its `SET enable_seqscan = off` (the GUC saved and
+    # restored on every call); the done update leaving claimed_by and last_error as they are
+    "claim_noguc": ("bench.claim_noguc", "core.outbox_start_v2", 100),
+    "start_keep": ("core.outbox_claim_v2", "bench.start_keep", 100),
     "both_sql": ("bench.claim_sql", "bench.start_sql", 100),
     "ff90": ("core.outbox_claim_v2", "core.outbox_start_v2", 90),
     "ff80": ("core.outbox_claim_v2", "core.outbox_start_v2", 80),
@@ -113,7 +117,7 @@ RETURNING h.handler_name, h.outbox_id
 START_BODY = """
     WITH done AS (
         UPDATE core.outbox AS o
-        SET status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL
+        SET {done_set}
         WHERE o.id = ANY(p_ids) AND o.generation = p_generation
           AND o.status = 'in_flight' AND o.claimed_by = p_worker_id
           AND o.topic = ANY(p_topics)
@@ -134,17 +138,53 @@ START_SIG = """(
     p_generation bigint, p_worker_id uuid, p_ids bigint[], p_topics text[], p_handlers text[]
 ) RETURNS TABLE (held bigint[], handler_name text, outbox_id bigint)"""
 
+ORDER = "ORDER BY r.h, d.idempotency_key, d.id"
+DONE_SET = "status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL"
 BENCH_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS bench;
+CREATE OR REPLACE FUNCTION bench.start_keep{START_SIG}
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY {START_BODY.format(order=ORDER, done_set="status = 'done', finished_at = now()")};
+END
+$$;
+CREATE OR REPLACE FUNCTION bench.claim_noguc(p_generation bigint, p_worker_id uuid,
+                                             p_limit integer)
+RETURNS TABLE (
+    id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
+    attempts integer, created_at timestamptz, trace_parent text
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    WITH c AS (
+        SELECT o.ctid AS row_version FROM core.outbox AS o
+        WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
+        ORDER BY o.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE core.outbox AS o
+    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(),
+        claimed_by = p_worker_id
+    FROM c
+    WHERE o.ctid = c.row_version
+    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
+              o.created_at, o.trace_parent;
+END
+$$;
 CREATE OR REPLACE FUNCTION bench.start_sql{START_SIG}
 LANGUAGE sql SET enable_seqscan = off AS $$
-{START_BODY.format(order="ORDER BY r.h, d.idempotency_key, d.id")}
+{START_BODY.format(order=ORDER, done_set=DONE_SET)}
 $$;
 CREATE OR REPLACE FUNCTION bench.start_nosort{START_SIG}
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 #variable_conflict use_column
 BEGIN
-    RETURN QUERY {START_BODY.format(order="")};
+    RETURN QUERY {START_BODY.format(order="", done_set=DONE_SET)};
 END
 $$;
 CREATE OR REPLACE FUNCTION bench.claim_sql(p_generation bigint, p_worker_id uuid,

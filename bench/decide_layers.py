@@ -10,7 +10,8 @@ not wall time (on a shared box mostly waiting for a core):
 
 * each tree's app is built by its own code (``create_app`` of ``<tree>/src``, in a child
   process, on one embedded PostgreSQL with the tenant, key and approved module of
-  ``bench_decide.py``), with ``/bench/bare`` appended as there;
+  ``bench_decide.py``), with ``/bench/bare`` appended as there; beside it the bench's
+  minimal Starlette app (one route, no middleware of ours), measured the same way;
 * **layers**: the request is sent, 32 at a time (``asyncio.gather``, so the decision runner
   batches as under load), to each level of the app's middleware stack in turn: the whole
   app, ``ServerErrorMiddleware``, each of our middlewares, Starlette's
@@ -26,7 +27,11 @@ not wall time (on a shared box mostly waiting for a core):
   printed (the reading least disturbed by the box's other load); trees alternate per round.
 
 Also printed per tree: the decisions that took the thread path (``Sandbox.run_async``) and
-the full garbage collections seen (ADR 0036).
+the full garbage collections seen (ADR 0036).  Each tree's child freezes its start-up heap
+and sets the young-generation threshold as ``spectral-api`` does (``freeze_startup_heap``,
+ADR 0039 and 0046): at CPython's default threshold every allocation costs a share of young
+collections that walk the requests in flight, which made each layer look 1-3 us dearer
+than in the server.
 """
 
 from __future__ import annotations
@@ -231,6 +236,12 @@ def child(repeats: int, n: int) -> None:
                 )
 
             app.router.routes.append(Route("/bench/bare", bare, methods=["GET", "POST"]))
+            try:  # as spectral-api (and bench_decide.py's server) does once its app is built
+                from spectral_core.boot import freeze_startup_heap
+
+                freeze_startup_heap()
+            except ImportError:  # a tree before ADR 0039
+                pass
             services = app.state.services
             threaded = services.sandbox.run_async
 
@@ -269,6 +280,27 @@ def child(repeats: int, n: int) -> None:
                             return await _per_request(lambda: call(dict(scope), _receive, sink), n)
 
                         jobs.append((f"{what}: {name}", level))
+                # the bench's minimal Starlette app (bench_decide.py --serve-bare): one route,
+                # no middleware of ours; its levels as the app's
+                from starlette.applications import Starlette
+
+                minimal = Starlette(routes=[Route("/bench/bare", bare, methods=["GET", "POST"])])
+                first = _scope("/bench/bare", None)
+                filled = dict(first)
+                await minimal(filled, _receive, sink)
+                for name, call in (
+                    ("app", minimal),
+                    ("ServerErrorMiddleware", minimal.middleware_stack),
+                    ("ExceptionMiddleware", minimal.middleware_stack.app),  # type: ignore[union-attr]
+                    ("Router", minimal.router),
+                    ("endpoint", minimal.router.routes[0].app),  # type: ignore[attr-defined]
+                ):
+                    scope = first if name == "app" else filled
+
+                    async def level(call: Any = call, scope: Any = scope) -> float:
+                        return await _per_request(lambda: call(dict(scope), _receive, sink), n)
+
+                    jobs.append((f"minimal: {name}", level))
                 module = ModuleKey(
                     org="bench", domain="credit", action="approve", world_model_version="v1"
                 )
@@ -414,7 +446,7 @@ def main() -> int:
     def own(name: str, level: str) -> str:
         """The level minus the next one inside it in this tree (layers only)."""
         group = level.split(":")[0]
-        if group not in ("decide", "bare") or level not in order[name]:
+        if group not in ("decide", "bare", "minimal") or level not in order[name]:
             return ""
         mine = order[name]
         inner = mine[mine.index(level) + 1 :]

@@ -17,11 +17,13 @@ alike), and reports per row:
 
 Phases: ``ceiling`` is the peer harness's cycle (``/work/shared/bench-peers/ceiling.py``,
 ``synchronous_commit`` off, prepared statements); ``ours`` is the consumer's statements as it
-sends them (``core.outbox_claim_v2``, ``BEGIN``, ``core.outbox_start_v2``, ``COMMIT``;
+sends them (``core.outbox_claim_v1``, ``BEGIN``, ``core.outbox_start_v2``, ``COMMIT``;
 unprepared, ADR 0041).  ``--variants`` adds candidate forms of our statements, created as
 functions in a ``bench`` schema of the benchmark database only (see ``VARIANTS``); the
-order of the phases rotates every round.  Figures are medians over rounds.  (The logs of
-session 9 before migration 0019 name the v1 claim "ours" and the ctid form "claim_ctid".)
+order of the phases rotates every round.  Figures are medians over rounds.  (Session 9's
+logs taken while the ctid claim was ``core.outbox_claim_v2`` name it "ours" and the claim
+by primary key "claim_v1"; it was withdrawn, ADR 0048: here it is the variant
+"claim_ctid".)
 """
 
 from __future__ import annotations
@@ -73,29 +75,30 @@ START = (
 # candidate forms, each (claim function, start function); the bodies are in BENCH_DDL
 # candidate forms: (claim function, start function, the outbox's fillfactor)
 VARIANTS: dict[str, tuple[str, str, int]] = {
-    "ours": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
-    "start_sql": ("core.outbox_claim_v2", "bench.start_sql", 100),
-    "start_nosort": ("core.outbox_claim_v2", "bench.start_nosort", 100),
+    "ours": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
+    "start_sql": ("core.outbox_claim_v1", "bench.start_sql", 100),
+    "start_nosort": ("core.outbox_claim_v1", "bench.start_nosort", 100),
     "claim_sql": ("bench.claim_sql", "core.outbox_start_v2", 100),
-    # the claim before migration 0019: its UPDATE finds the locked rows by primary key
-    "claim_v1": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
-    # attribution only: v2 without its `SET enable_seqscan = off` (the GUC saved and
+    # the claim's UPDATE reaching the rows its CTE locked by ctid, not by primary key
+    # (measured and withdrawn, ADR 0048)
+    "claim_ctid": ("bench.claim_ctid", "core.outbox_start_v2", 100),
+    # attribution only: the claim without its `SET enable_seqscan = off` (the GUC saved and
     # restored on every call); the done update leaving claimed_by and last_error as they are
     "claim_noguc": ("bench.claim_noguc", "core.outbox_start_v2", 100),
-    "start_keep": ("core.outbox_claim_v2", "bench.start_keep", 100),
+    "start_keep": ("core.outbox_claim_v1", "bench.start_keep", 100),
     "both_sql": ("bench.claim_sql", "bench.start_sql", 100),
-    "ff90": ("core.outbox_claim_v2", "core.outbox_start_v2", 90),
-    "ff80": ("core.outbox_claim_v2", "core.outbox_start_v2", 80),
-    "ff70": ("core.outbox_claim_v2", "core.outbox_start_v2", 70),
-    "ff50": ("core.outbox_claim_v2", "core.outbox_start_v2", 50),
+    "ff90": ("core.outbox_claim_v1", "core.outbox_start_v2", 90),
+    "ff80": ("core.outbox_claim_v1", "core.outbox_start_v2", 80),
+    "ff70": ("core.outbox_claim_v1", "core.outbox_start_v2", 70),
+    "ff50": ("core.outbox_claim_v1", "core.outbox_start_v2", 50),
     # attribution only: the start's two writes as statements of their own; our statements
     # prepared (psycopg prepare_threshold=0; none of our connections prepares, ADR 0041);
     # the claim without outbox_in_flight_v2 to write (dropped for the phase)
-    "split": ("core.outbox_claim_v2", "split", 100),
-    "prepared": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
-    "no_inflight_idx": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
+    "split": ("core.outbox_claim_v1", "split", 100),
+    "prepared": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
+    "no_inflight_idx": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
     # attribution only: the handler transaction committed without waiting for its flush
-    "async_commit": ("core.outbox_claim_v2", "core.outbox_start_v2", 100),
+    "async_commit": ("core.outbox_claim_v1", "core.outbox_start_v2", 100),
 }
 SPLIT_DONE = """
 UPDATE core.outbox AS o
@@ -156,6 +159,32 @@ RETURNS TABLE (
     attempts integer, created_at timestamptz, trace_parent text
 )
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    WITH c AS (
+        SELECT o.id FROM core.outbox AS o
+        WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
+        ORDER BY o.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE core.outbox AS o
+    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(),
+        claimed_by = p_worker_id
+    FROM c
+    WHERE o.id = c.id
+    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
+              o.created_at, o.trace_parent;
+END
+$$;
+CREATE OR REPLACE FUNCTION bench.claim_ctid(p_generation bigint, p_worker_id uuid, p_limit integer)
+RETURNS TABLE (
+    id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
+    attempts integer, created_at timestamptz, trace_parent text
+)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 #variable_conflict use_column
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);

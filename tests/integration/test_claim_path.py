@@ -1,4 +1,4 @@
-"""The one claim path (ADR 0034): ``core.outbox_claim_v2`` and ``core.outbox_start_v2``,
+"""The one claim path (ADR 0034): ``core.outbox_claim_v1`` and ``core.outbox_start_v2``,
 called the same way everywhere.  What the start re-checks, how a failing start and lanes
 claiming side by side are handled, and the plans the functions run with: on statistics
 that no longer describe the table (taken while everything was pending, or while the outbox
@@ -204,13 +204,10 @@ def nested_plans(conn: psycopg.Connection[Any]) -> Iterator[list[Any]]:
 
 
 def outbox_scans(plan: Any) -> set[str]:
-    """How a plan reads core.outbox: index names, "tid scan", or "seq scan"."""
+    """How a plan reads core.outbox: index names, or "seq scan"."""
     found = set()
     if plan.get("Relation Name") == "outbox" and "Scan" in plan["Node Type"]:
-        if plan["Node Type"] == "Tid Scan":
-            found.add("tid scan")
-        else:
-            found.add(plan.get("Index Name", "seq scan"))
+        found.add(plan.get("Index Name", "seq scan"))
     for child in plan.get("Plans", []):
         found |= outbox_scans(child)
     return found
@@ -369,31 +366,3 @@ def test_the_start_finds_its_rows_by_id_whatever_index_the_statistics_pick(
         {"generation": generation, "worker_id": me, "ids": batch},
     ).fetchone()[0][0]["Plan"]
     assert bounded_by_ids(complete), outbox_scans(complete)
-
-
-def test_the_claim_updates_the_rows_it_locked_by_their_tid_whatever_the_statistics(
-    conn: psycopg.Connection[Any], generation: int
-) -> None:
-    """ADR 0047: the claim's UPDATE reaches the rows its CTE has just locked by their ctid
-    (a TID scan), not by a primary-key probe per row, with plans made while the outbox was
-    empty and past the switch to a generic plan; and it still claims the oldest pending
-    rows of the generation, each once, attempts counted."""
-    conn.execute("ANALYZE core.outbox")
-    for _ in range(7):  # plans made, and cached, while the outbox is empty
-        conn.execute(
-            query("claim_batch"),
-            {"generation": generation, "worker_id": uuid.uuid4(), "limit": 10},
-        ).fetchall()
-    fill(conn, generation, 2000)
-    plans = claim_plans(conn, generation)  # 7 claims of 10
-    assert len(plans) == 7
-    for plan in plans:
-        scans = outbox_scans(plan)
-        assert "tid scan" in scans, scans
-        assert scans <= {"tid scan", "outbox_pending_id_v1", "outbox_pending_v1"}, scans
-    first = [r[0] for r in conn.execute("SELECT id FROM core.outbox ORDER BY id LIMIT 70")]
-    claimed = conn.execute(
-        "SELECT id, attempts FROM core.outbox WHERE status = 'in_flight' ORDER BY id"
-    ).fetchall()
-    assert [r[0] for r in claimed] == first
-    assert {r[1] for r in claimed} == {1}

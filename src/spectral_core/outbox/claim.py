@@ -4,7 +4,7 @@
 parameter anywhere that lets a caller claim, complete, fail, release or re-pend a row of
 another generation: every statement it runs filters on the bound generation
 (``generation = g``).  The claim and the start of a batch are the versioned functions
-``core.outbox_claim_v2`` and ``core.outbox_start_v2`` (migrations 0019 and 0016), called
+``core.outbox_claim_v1`` and ``core.outbox_start_v2`` (migrations 0013 and 0016), called
 the same way on a direct connection and behind a transaction pooler: no session state.
 """
 
@@ -59,7 +59,7 @@ class Claimer:
 
     async def claim(self, conn: psycopg.AsyncConnection[Any], limit: int) -> list[Event]:
         """Claim up to ``limit`` pending, available rows of the bound generation, oldest
-        first (``core.outbox_claim_v2``; its own transaction, committed asynchronously: call
+        first (``core.outbox_claim_v1``; its own transaction, committed asynchronously: call
         it outside any transaction)."""
         with wrap_errors():
             cur = await conn.execute(query("claim_batch"), {**self._base, "limit": limit})

@@ -30,11 +30,11 @@ SELECT ids.ids, CASE WHEN ids.ids IS NOT NULL THEN pg_notify(%(channel)s, '') EN
 FROM ids
 
 -- name: claim_batch
--- description: the only claim path (ADR 0034): core.outbox_claim_v2 (migration 0019) claims
+-- description: the only claim path (ADR 0034): core.outbox_claim_v1 (migration 0013) claims
 -- up to `limit` pending, available rows of the bound generation, oldest first, and commits
 -- asynchronously.  Run it as a statement of its own (autocommit), never inside the handler
 -- transaction.
-SELECT * FROM core.outbox_claim_v2(%(generation)s, %(worker_id)s, %(limit)s)
+SELECT * FROM core.outbox_claim_v1(%(generation)s, %(worker_id)s, %(limit)s)
 
 -- name: start_batch
 -- description: first statement of a batch's handler transaction (core.outbox_start_v2,

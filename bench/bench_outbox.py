@@ -1036,6 +1036,7 @@ def latency_once(
     # one producer connection per 100 events/s: each waits for its own durable COMMIT
     # (about 1.5-2 ms here), so four at 1,000/s could not offer the rate
     producers = max(1, int(rate // 100))
+    fsyncs0 = wal_fsyncs(uri)
     try:
         w.start()
         w.go.set()  # the consumer's CPU clock starts here
@@ -1049,6 +1050,7 @@ def latency_once(
         done = w.get_all("done", 30)[0]
     finally:
         w.join()
+    fsyncs1 = wal_fsyncs(uri)
     seen = {s: t for s, t in done["seen"] if s >= 0}
     from_call = [seen[s] - commits[s][0] for s in commits if s in seen]
     from_commit_sent = [seen[s] - commits[s][1] for s in commits if s in seen]
@@ -1076,9 +1078,31 @@ def latency_once(
             v = pct(xs, p)
             res[f"{name}_p{p}_ms"] = None if v is None else v * 1000
         res[f"{name}_max_ms"] = max(xs) * 1000 if xs else None
+    # the publisher's own COMMIT (sent -> acknowledged): it waits for the WAL flush, and a
+    # notifying commit holds PostgreSQL's notify lock while it does
+    pub_commit = [c[2] - c[1] for c in commits.values()]
+    res["publisher_commit_p50_ms"] = (pct(pub_commit, 50) or 0) * 1000
+    res["publisher_commit_p99_ms"] = (pct(pub_commit, 99) or 0) * 1000
+    if fsyncs0 is not None and fsyncs1 is not None:
+        # WAL flushes of the whole cluster over the run (publishers, consumer, start-up)
+        res["wal_fsyncs_per_event"] = (fsyncs1 - fsyncs0) / max(1, len(commits))
     if "steps" in done:
         res["steps"] = step_attribution(done["steps"], commits, seen, a.steady_lanes)
     return res
+
+
+def wal_fsyncs(uri: str) -> int | None:
+    """The cluster's WAL fsyncs so far (``pg_stat_io``, PostgreSQL 16+), or None."""
+    import psycopg
+
+    try:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(fsyncs), 0)::bigint FROM pg_stat_io WHERE object = 'wal'"
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
 
 
 STEPS = (
@@ -1260,6 +1284,11 @@ def bench_latency(uri: str, a) -> list[dict[str, Any]]:
                         f"{r['from_call_p99_ms']:7.2f} max {r['from_call_max_ms']:7.2f} (from COMMIT ack: "
                         f"p50 {r['from_commit_ack_p50_ms']:.2f} p99 {r['from_commit_ack_p99_ms']:.2f})  "
                         f"consumer CPU {r['consumer_cpu_us_per_event']:.0f} us/ev  handled {r['handled']}/{r['n']}"
+                    )
+                    say(
+                        f"    publisher's COMMIT (sent -> ack) p50 {r['publisher_commit_p50_ms']:.2f} "
+                        f"p99 {r['publisher_commit_p99_ms']:.2f} ms; WAL fsyncs per event "
+                        f"{r.get('wal_fsyncs_per_event', float('nan')):.2f}"
                     )
                     if "steps" in r:
                         r["lanes"] = a.steady_lanes

@@ -37,6 +37,11 @@ latency   (d) a consumer process idles on an empty queue; producers in this proc
           marks them done in one statement per wake-up (no committed claim before the
           handler, no ledger): what this machine allows any LISTEN-woken queue
           (``--no-ceiling`` skips it).  One producer connection per 100 events/s.
+          Every run also prints the publisher's own COMMIT (sent -> ack), the cluster's WAL
+          fsyncs and CPU per event.  ``--steps`` times each event's path in the consumer
+          (claim sent and returned, the ``BEGIN`` and start round trips, the handler; the
+          notifications, the lanes busy at each ack, the GC's collections) and prints what
+          the slowest 1 % waited on (ADR 0047); ``--no-poll`` skips the polling runs.
 procs     (e) drain with K consumer processes (``--procs``, default 2) x lanes 4 x batch 100.
 burst     (f) a consumer idles on the outbox (``--steady-lanes`` x ``--steady-batch``, LISTEN
           on); then ``--burst-n`` events (default 20,000) are published in calls of 1,000
@@ -1036,7 +1041,7 @@ def latency_once(
     # one producer connection per 100 events/s: each waits for its own durable COMMIT
     # (about 1.5-2 ms here), so four at 1,000/s could not offer the rate
     producers = max(1, int(rate // 100))
-    fsyncs0 = wal_fsyncs(uri)
+    fsyncs0, server0 = wal_fsyncs(uri), server_cpu(uri)
     try:
         w.start()
         w.go.set()  # the consumer's CPU clock starts here
@@ -1050,7 +1055,7 @@ def latency_once(
         done = w.get_all("done", 30)[0]
     finally:
         w.join()
-    fsyncs1 = wal_fsyncs(uri)
+    fsyncs1, server1 = wal_fsyncs(uri), server_cpu(uri)
     seen = {s: t for s, t in done["seen"] if s >= 0}
     from_call = [seen[s] - commits[s][0] for s in commits if s in seen]
     from_commit_sent = [seen[s] - commits[s][1] for s in commits if s in seen]
@@ -1086,6 +1091,9 @@ def latency_once(
     if fsyncs0 is not None and fsyncs1 is not None:
         # WAL flushes of the whole cluster over the run (publishers, consumer, start-up)
         res["wal_fsyncs_per_event"] = (fsyncs1 - fsyncs0) / max(1, len(commits))
+    if server0 is not None and server1 is not None:
+        # the cluster's CPU over the run (the consumer's start-up and wind-down included)
+        res["server_cpu_us_per_event"] = (server1 - server0) / max(1, len(commits)) * 1e6
     if "steps" in done:
         res["steps"] = step_attribution(done["steps"], commits, seen, a.steady_lanes)
     return res
@@ -1288,7 +1296,8 @@ def bench_latency(uri: str, a) -> list[dict[str, Any]]:
                     say(
                         f"    publisher's COMMIT (sent -> ack) p50 {r['publisher_commit_p50_ms']:.2f} "
                         f"p99 {r['publisher_commit_p99_ms']:.2f} ms; WAL fsyncs per event "
-                        f"{r.get('wal_fsyncs_per_event', float('nan')):.2f}"
+                        f"{r.get('wal_fsyncs_per_event', float('nan')):.2f}; server CPU per event "
+                        f"{r.get('server_cpu_us_per_event', float('nan')):.0f} us"
                     )
                     if "steps" in r:
                         r["lanes"] = a.steady_lanes

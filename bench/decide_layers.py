@@ -452,6 +452,8 @@ def main() -> int:
         inner = mine[mine.index(level) + 1 :]
         if not inner or inner[0].split(":")[0] != group:
             return ""
+        if name not in best[level] or name not in best[inner[0]]:
+            return ""  # a level this tree measured in some runs only
         return f"{best[level][name] - best[inner[0]][name]:.1f}"
 
     print(f"\nCPU us per request (minimum of {a.rounds} x {a.repeats} readings of {a.requests})")

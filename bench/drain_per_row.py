@@ -45,6 +45,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from _paired_drain_child import _server_cpu_s  # noqa: E402  (the cluster's CPU, one reading)
 
 CEILING_DDL = """
 CREATE TABLE IF NOT EXISTS ceil_outbox (
@@ -141,6 +144,33 @@ START_SIG = """(
     p_generation bigint, p_worker_id uuid, p_ids bigint[], p_topics text[], p_handlers text[]
 ) RETURNS TABLE (held bigint[], handler_name text, outbox_id bigint)"""
 
+CLAIM_SIG = """(p_generation bigint, p_worker_id uuid, p_limit integer)
+RETURNS TABLE (
+    id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
+    attempts integer, created_at timestamptz, trace_parent text
+)"""
+# core.outbox_claim_v1's body (migration 0013) with the CTE's output and the UPDATE's join
+# as parameters: by primary key (v1's) or by the locked versions' ctid
+CLAIM_BODY = """#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    WITH c AS (
+        SELECT {pick} FROM core.outbox AS o
+        WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
+        ORDER BY o.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE core.outbox AS o
+    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(),
+        claimed_by = p_worker_id
+    FROM c
+    WHERE {join}
+    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
+              o.created_at, o.trace_parent;
+END"""
+
 ORDER = "ORDER BY r.h, d.idempotency_key, d.id"
 DONE_SET = "status = 'done', finished_at = now(), claimed_by = NULL, last_error = NULL"
 BENCH_DDL = f"""
@@ -152,58 +182,11 @@ BEGIN
     RETURN QUERY {START_BODY.format(order=ORDER, done_set="status = 'done', finished_at = now()")};
 END
 $$;
-CREATE OR REPLACE FUNCTION bench.claim_noguc(p_generation bigint, p_worker_id uuid,
-                                             p_limit integer)
-RETURNS TABLE (
-    id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
-    attempts integer, created_at timestamptz, trace_parent text
-)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    WITH c AS (
-        SELECT o.id FROM core.outbox AS o
-        WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
-        ORDER BY o.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE core.outbox AS o
-    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(),
-        claimed_by = p_worker_id
-    FROM c
-    WHERE o.id = c.id
-    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
-              o.created_at, o.trace_parent;
-END
+CREATE OR REPLACE FUNCTION bench.claim_noguc{CLAIM_SIG} LANGUAGE plpgsql AS $$
+{CLAIM_BODY.format(pick="o.id", join="o.id = c.id")}
 $$;
-CREATE OR REPLACE FUNCTION bench.claim_ctid(p_generation bigint, p_worker_id uuid, p_limit integer)
-RETURNS TABLE (
-    id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
-    attempts integer, created_at timestamptz, trace_parent text
-)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
-#variable_conflict use_column
-BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    WITH c AS (
-        SELECT o.ctid AS row_version FROM core.outbox AS o
-        WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
-        ORDER BY o.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE core.outbox AS o
-    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(),
-        claimed_by = p_worker_id
-    FROM c
-    WHERE o.ctid = c.row_version
-    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
-              o.created_at, o.trace_parent;
-END
+CREATE OR REPLACE FUNCTION bench.claim_ctid{CLAIM_SIG} LANGUAGE plpgsql SET enable_seqscan = off AS $$
+{CLAIM_BODY.format(pick="o.ctid AS row_version", join="o.ctid = c.row_version")}
 $$;
 CREATE OR REPLACE FUNCTION bench.start_sql{START_SIG}
 LANGUAGE sql SET enable_seqscan = off AS $$
@@ -249,21 +232,7 @@ def backend_ns(pid: int) -> int:
 
 def cluster_s(pm: int) -> float:
     """CPU seconds of the cluster so far: the postmaster, its reaped and live children."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(d) == pm:
-            total += sum(int(x) for x in fields[11:15])
-        elif int(fields[1]) == pm:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return _server_cpu_s(pm)
 
 
 WALDUMP_LINE = re.compile(r"^(\S+/\S+)\s+(\d+)\s+\(\s*[\d.]+\)\s+(\d+)\s+\(\s*[\d.]+\)\s+(\d+)")

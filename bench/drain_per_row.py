@@ -149,13 +149,9 @@ RETURNS TABLE (
     id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
     attempts integer, created_at timestamptz, trace_parent text
 )"""
-# core.outbox_claim_v1's body (migration 0013) with the CTE's output and the UPDATE's join
-# as parameters: by primary key (v1's) or by the locked versions' ctid
-CLAIM_BODY = """#variable_conflict use_column
-BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    WITH c AS (
+# core.outbox_claim_v1's statement (migration 0013) with the CTE's output and the UPDATE's
+# join as parameters: by primary key (v1's, BY_ID) or by the locked versions' ctid
+CLAIM_STATEMENT = """WITH c AS (
         SELECT {pick} FROM core.outbox AS o
         WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
         ORDER BY o.id
@@ -168,7 +164,13 @@ BEGIN
     FROM c
     WHERE {join}
     RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
-              o.created_at, o.trace_parent;
+              o.created_at, o.trace_parent"""
+BY_ID = {"pick": "o.id", "join": "o.id = c.id"}
+CLAIM_BODY = """#variable_conflict use_column
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
+    {statement};
 END"""
 
 ORDER = "ORDER BY r.h, d.idempotency_key, d.id"
@@ -183,10 +185,10 @@ BEGIN
 END
 $$;
 CREATE OR REPLACE FUNCTION bench.claim_noguc{CLAIM_SIG} LANGUAGE plpgsql AS $$
-{CLAIM_BODY.format(pick="o.id", join="o.id = c.id")}
+{CLAIM_BODY.format(statement=CLAIM_STATEMENT.format(**BY_ID))}
 $$;
 CREATE OR REPLACE FUNCTION bench.claim_ctid{CLAIM_SIG} LANGUAGE plpgsql SET enable_seqscan = off AS $$
-{CLAIM_BODY.format(pick="o.ctid AS row_version", join="o.ctid = c.row_version")}
+{CLAIM_BODY.format(statement=CLAIM_STATEMENT.format(pick="o.ctid AS row_version", join="o.ctid = c.row_version"))}
 $$;
 CREATE OR REPLACE FUNCTION bench.start_sql{START_SIG}
 LANGUAGE sql SET enable_seqscan = off AS $$
@@ -199,28 +201,10 @@ BEGIN
     RETURN QUERY {START_BODY.format(order="", done_set=DONE_SET)};
 END
 $$;
-CREATE OR REPLACE FUNCTION bench.claim_sql(p_generation bigint, p_worker_id uuid,
-                                           p_limit integer)
-RETURNS TABLE (
-    id bigint, generation bigint, topic text, payload jsonb, idempotency_key text,
-    attempts integer, created_at timestamptz, trace_parent text
-)
+CREATE OR REPLACE FUNCTION bench.claim_sql{CLAIM_SIG}
 LANGUAGE sql SET enable_seqscan = off AS $$
     SELECT set_config('synchronous_commit', 'off', true);
-    WITH c AS (
-        SELECT o.id FROM core.outbox AS o
-        WHERE o.generation = p_generation AND o.status = 'pending' AND o.available_at <= now()
-        ORDER BY o.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE core.outbox AS o
-    SET status = 'in_flight', attempts = o.attempts + 1, claimed_at = now(),
-        claimed_by = p_worker_id
-    FROM c
-    WHERE o.id = c.id
-    RETURNING o.id, o.generation, o.topic, o.payload, o.idempotency_key, o.attempts,
-              o.created_at, o.trace_parent
+    {CLAIM_STATEMENT.format(**BY_ID)}
 $$;
 """
 

@@ -104,6 +104,16 @@ def tree_env(tree: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_child(script: str, args: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run ``bench/<script>`` with ``args`` and ``env``; its last stdout line, as JSON."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / script), *args], env=env, capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{what} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def drain_once(
     tree: Path,
     label: str,
@@ -113,19 +123,11 @@ def drain_once(
     pg_pid: int = 0,
     profile: str | None = None,
 ) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(HERE / "_paired_drain_child.py"), "--uri", uri, "--label", label]
-        + ["--n", str(n), "--pg-pid", str(pg_pid)]
-        + (["--profile", profile] if profile else []),
-        env=tree_env(tree, extra),
-        capture_output=True,
-        text=True,
+    args = ["--uri", uri, "--label", label, "--n", str(n), "--pg-pid", str(pg_pid)]
+    args += ["--profile", profile] if profile else []
+    return run_child(
+        "_paired_drain_child.py", args, tree_env(tree, extra), f"drain {label} in {tree}"
     )
-    if out.returncode != 0:
-        raise SystemExit(
-            f"drain {label} in {tree} failed ({out.returncode}):\n{out.stderr[-3000:]}"
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def publish_once(
@@ -137,31 +139,15 @@ def publish_once(
     prepare: str,
     pg_pid: int = 0,
 ) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(HERE / "_paired_publish_child.py"), "--uri", uri, "--label", label]
-        + ["--n", str(n), "--producers", str(producers), "--prepare", prepare]
-        + ["--pg-pid", str(pg_pid)],
-        env=tree_env(tree),
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise SystemExit(
-            f"publish {label} in {tree} failed ({out.returncode}):\n{out.stderr[-3000:]}"
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ["--uri", uri, "--label", label, "--n", str(n), "--producers", str(producers)]
+    args += ["--prepare", prepare, "--pg-pid", str(pg_pid)]
+    return run_child("_paired_publish_child.py", args, tree_env(tree), f"publish {label} in {tree}")
 
 
 def sandbox_once(tree: Path, calls: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, str(HERE / "_paired_sandbox_child.py"), "--calls", str(calls)],
-        env=tree_env(tree),
-        capture_output=True,
-        text=True,
+    return run_child(
+        "_paired_sandbox_child.py", ["--calls", str(calls)], tree_env(tree), f"sandbox in {tree}"
     )
-    if out.returncode != 0:
-        raise SystemExit(f"sandbox in {tree} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def start_server(

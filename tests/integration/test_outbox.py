@@ -457,6 +457,53 @@ async def test_handler_swallowing_a_db_error_is_a_failure_not_a_silent_done(
     assert conn.execute("SELECT count(*) FROM core.event_handled").fetchone() == (0,)
 
 
+@pytest.mark.parametrize("ending", ["commit", "rollback"])
+async def test_a_handler_cannot_end_the_batchs_transaction(
+    db: Database, conn: psycopg.Connection[Any], generation: int, ending: str
+) -> None:
+    """The batch's first statement marks every row done and writes every ledger row, so a
+    handler that committed the transaction half-way would settle the rows whose handlers
+    had not run yet: they would be lost.  psycopg refuses ``commit()`` and ``rollback()``
+    inside its transaction block, which is why the batch opens it with
+    ``conn.transaction()`` and pays its ``BEGIN`` round trip (ADR 0049): the call fails,
+    the batch rolls back, every other event is handled once and the culprit is retried."""
+    effect_table(conn)
+    pub = Publisher(generation)
+    for key in ("before", "culprit", "after"):
+        pub.publish(conn, "t.x", {}, idempotency_key=key)
+    reg = HandlerRegistry()
+
+    async def handler(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+        await c.execute(
+            "INSERT INTO public.effects VALUES ('h', %s, %s, %s)",
+            (ev.idempotency_key, ev.generation, ev.generation),
+        )
+        if ev.idempotency_key == "culprit":
+            await (c.commit() if ending == "commit" else c.rollback())
+
+    reg.register("workers.test.ends", "t.x", handler)
+    claimer = Claimer(generation, uuid.uuid4())
+    async with db.pool.connection() as c:
+        await BatchProcessor(claimer, reg, RetryPolicy(max_attempts=5)).process(
+            c, await claimer.claim(c, 10)
+        )
+    by_key = {
+        k: (status, error)
+        for k, status, error in conn.execute(
+            "SELECT idempotency_key, status, last_error FROM core.outbox"
+        ).fetchall()
+    }
+    assert by_key["before"][0] == by_key["after"][0] == "done"
+    assert by_key["culprit"][0] == "pending" and "ProgrammingError" in by_key["culprit"][1]
+    assert conn.execute(
+        "SELECT key, count(*) FROM public.effects GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [("after", 1), ("before", 1)]
+    assert conn.execute("SELECT idempotency_key FROM core.event_handled ORDER BY 1").fetchall() == [
+        ("after",),
+        ("before",),
+    ]
+
+
 async def test_one_info_line_per_batch_and_debug_lines_per_event_without_payload(
     db: Database, conn: psycopg.Connection[Any], generation: int
 ) -> None:

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 
 GENERATION = 1
 
@@ -153,25 +153,12 @@ def main() -> int:
     ap.add_argument("--gap-ms", type=float, default=10.0, help="idle time before each cycle")
     ap.add_argument("--trace", help="write libpq's protocol trace of one cycle per form here")
     a = ap.parse_args()
-    import psycopg
+    from _server import migrated_server
 
-    from spectral_core.embedded import EmbeddedPostgres
-    from spectral_core.migrate import run_migrations
-
-    pg = None
-    url = a.url
-    if url is None:
-        pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="spectral-begin-start-pg-")))
-        url = pg.start()
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            run_migrations(c)
+    with migrated_server(a.url, "spectral-begin-start-pg-") as url:
         print(f"command: python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}")
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
         asyncio.run(measure(url, a.cycles, a.batch, a.gap_ms / 1000, a.trace))
-    finally:
-        if pg is not None:
-            pg.destroy()
     return 0
 
 

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 
 INLINE_CLAIM = """
 WITH c AS (
@@ -240,7 +240,6 @@ def main() -> int:
         help="the event loop (spectral-workers runs on uvloop when it is installed)",
     )
     a = ap.parse_args()
-    import psycopg
 
     def run(coro: Any) -> Any:
         if a.loop == "uvloop":
@@ -250,17 +249,9 @@ def main() -> int:
                 return runner.run(coro)
         return asyncio.run(coro)
 
-    from spectral_core.embedded import EmbeddedPostgres
-    from spectral_core.migrate import run_migrations
+    from _server import migrated_server
 
-    pg = None
-    url = a.url
-    if url is None:
-        pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="spectral-layers-pg-")))
-        url = pg.start()
-    try:
-        with psycopg.connect(url, autocommit=True) as c:
-            run_migrations(c)
+    with migrated_server(a.url, "spectral-layers-pg-") as url:
         modes: dict[str, int | None] = {"none": None, "1": 1}
         wanted = list(modes) if a.prepare == "both" else [a.prepare]
         rounds: dict[str, list[dict[str, tuple[float, float]]]] = {m: [] for m in wanted}
@@ -269,9 +260,6 @@ def main() -> int:
                 rounds[m].append(run(db_layers(url, a.batches, a.batch, modes[m])))
         py = run(python_layers(url, 20000))
         pool = run(pool_checkout(url, 5000))
-    finally:
-        if pg is not None:
-            pg.destroy()
     print(f"command: python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}")
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, batch {a.batch}, {a.loop}")
     print(

@@ -110,6 +110,7 @@ def _public_bindir(bindir: Path, system_dir: Path) -> Path:
     install = bindir.parent  # <site-packages>/<package>/pginstall
     package = install.parent
     libs = package.parent / f"{package.name}.libs"
+    # ":2": this layout; a copy made before it (bin/ at the top) is not reused
     dest = system_dir / f"pginstall-{_digest(f'{install}:{install.stat().st_mtime_ns}:2')}"
     copied = dest / package.name / install.name
     if not (copied / "bin" / "pg_ctl").exists():

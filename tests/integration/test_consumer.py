@@ -217,3 +217,122 @@ async def test_pool_connections_terminated_nothing_lost(
             300,
         )
     assert set(count) == {f"k{i}" for i in range(300)}
+
+
+def first_chance_consumer(db: Database, generation: int) -> Consumer:
+    return Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=timing_registry({}),
+        config=ConsumerConfig(lanes=2, poll_interval_s=10.0),
+    )
+
+
+async def test_frequent_notifications_go_first_to_the_lane_at_work(
+    db: Database, generation: int
+) -> None:
+    """When notifications come faster than a batch takes and a lane is at work with quick
+    batches, no idle lane is woken at once: the lane at work re-claims when its batch is
+    settled (ADR 0050).  If no claim was sent within about one recent batch's time, an
+    idle lane is woken then; if one was, none is."""
+    consumer = first_chance_consumer(db, generation)
+    idle = anyio.Event()
+    consumer._idle.append(idle)
+    consumer._working = 1  # one lane in its batch ...
+    consumer._batch_s = 0.004  # ... and batches lately took 4 ms
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer._deferred_wakes)
+        consumer._notified()  # the first of a quick succession: an idle lane, as before
+        assert idle.is_set()
+        consumer._owed.clear()
+        consumer._wake_pending = 0
+        idle2 = anyio.Event()
+        consumer._idle.append(idle2)
+        consumer._notified()  # the next one, within a batch's time: the lane at work first
+        assert not idle2.is_set()
+        assert consumer._missed_wake  # it re-claims as soon as its batch is settled
+        with anyio.fail_after(2):  # no claim was sent since: an idle lane after all
+            await idle2.wait()
+        assert idle2 in consumer._owed and not consumer._missed_wake
+
+        consumer._owed.clear()
+        consumer._wake_pending = 0
+        idle3 = anyio.Event()
+        consumer._idle.append(idle3)
+        consumer._last_notified = time.monotonic()  # the previous notification just came
+        consumer._notified()
+        assert not idle3.is_set()
+        consumer._claim_sent = time.monotonic()  # the lane at work re-claimed ...
+        consumer._missed_wake = False  # ... taking the missed wake-up (_wait_for_work)
+        await anyio.sleep(0.1)
+        assert not idle3.is_set()  # no idle lane is woken for a row already claimed
+        tg.cancel_scope.cancel()
+
+
+async def test_slow_batches_or_sparse_notifications_wake_an_idle_lane_at_once(
+    db: Database, generation: int
+) -> None:
+    """Batches that lately took longer than the first-chance bound (slow handlers), or a
+    notification long after the last one, wake an idle lane at once, as before ADR 0050:
+    the lane at work is not waited for."""
+    consumer = first_chance_consumer(db, generation)
+    consumer._working = 1
+    consumer._batch_s = 0.05  # slow batches
+    first, second = anyio.Event(), anyio.Event()
+    consumer._idle.extend([second, first])
+    consumer._notified()
+    consumer._wake_pending = 0
+    consumer._notified()  # quick succession, but the batches are slow
+    assert first.is_set() and second.is_set()
+
+    consumer._batch_s = 0.004
+    consumer._wake_pending = 0
+    sparse = anyio.Event()
+    consumer._idle.append(sparse)
+    await anyio.sleep(0.05)  # the last notification was long ago
+    consumer._notified()
+    assert sparse.is_set()
+
+
+async def test_a_lane_stuck_in_a_slow_handler_does_not_hold_back_the_next_event(
+    db: Database, generation: int, db_url: str
+) -> None:
+    """Events published while the busy lane sits in a slow handler are handled by the
+    other lane, not after the slow one: the first chance a lane at work gets at a
+    notification lasts about one recent batch's time (ADR 0050)."""
+    release, stuck = anyio.Event(), anyio.Event()
+    seen: dict[str, float] = {}
+    reg = HandlerRegistry()
+
+    async def fn(ev: Event, c: psycopg.AsyncConnection[Any]) -> None:
+        if ev.idempotency_key == "slow":
+            stuck.set()
+            await release.wait()
+        seen[ev.idempotency_key] = time.monotonic()
+
+    reg.register("workers.test.seen", "t.x", fn)
+    consumer = Consumer(
+        db,
+        generation=generation,
+        worker_id=uuid.uuid4(),
+        registry=reg,
+        config=ConsumerConfig(lanes=2, poll_interval_s=10.0),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await consumer.wait_listening()
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
+            publisher = Publisher(generation)
+            for i in range(20):  # quick batches: the recent batch time drops
+                await publisher.publish_async(c, "t.x", {}, idempotency_key=f"warm-{i}")
+                await wait_until(lambda i=i: f"warm-{i}" in seen)
+            await publisher.publish_async(c, "t.x", {}, idempotency_key="slow")
+            await stuck.wait()  # its lane claimed it alone and sits in the handler
+            for i in range(3):  # in quick succession while the slow handler runs
+                await publisher.publish_async(c, "t.x", {}, idempotency_key=f"next-{i}")
+            await wait_until(lambda: all(f"next-{i}" in seen for i in range(3)), timeout=5)
+        assert "slow" not in seen
+        release.set()
+        await wait_until(lambda: "slow" in seen)
+        consumer.stop()

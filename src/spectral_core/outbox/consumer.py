@@ -10,6 +10,9 @@ A notification wakes one idle lane, unless a lane it woke has not sent its claim
 that claim will see the notified row (PostgreSQL delivers a notification once the
 sender's commit is visible), so waking a second lane would only send a claim that finds
 nothing, or split a handful of rows into two batches each with its own commit (ADR 0047).
+When notifications come faster than a batch takes, a lane at work gets the first chance at
+them: it takes them in its next batch unless no claim was sent within about one recent
+batch's time (ADR 0050).
 
 Without ``SPECTRAL_DATABASE_SESSION_URL``, LISTEN goes over the main URL unless that is a
 pooler (:func:`~spectral_core.db.pools.is_pooled`): then the lanes poll only.
@@ -26,7 +29,8 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +58,10 @@ __all__ = ["Consumer", "ConsumerConfig"]
 log = structlog.get_logger("spectral.consumer")
 
 State = Literal["running", "reconnecting"]
+
+#: a lane at work gets the first chance at a notification only while its batches have
+#: lately taken less than this; with slower batches an idle lane is woken at once (ADR 0050)
+_FIRST_CHANCE_MAX_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,14 @@ class Consumer:
         # events in _owed were set by _notified, not by a timeout or _wake_all
         self._owed: set[anyio.Event] = set()
         self._wake_pending = 0
+        # ADR 0050: lanes at work (woken, batch not settled), how long a batch has taken
+        # lately, when the last claim was sent, and the notification deferred to them
+        self._working = 0
+        self._batch_s = _FIRST_CHANCE_MAX_S
+        self._claim_sent = 0.0
+        self._last_notified = 0.0
+        self._deferred: float | None = None
+        self._defer_wake = anyio.Event()
         self._inflight: set[int] = set()
         self._orphans = False
         self._listener_ok = True  # until the first failure: booting is not reconnecting
@@ -190,6 +206,7 @@ class Consumer:
         async with anyio.create_task_group() as tg:
             if self.config.listen:
                 tg.start_soon(self._listen_loop)
+                tg.start_soon(self._deferred_wakes)
             async with anyio.create_task_group() as lanes:
                 for i in range(self.config.lanes):
                     lanes.start_soon(self._lane, i)
@@ -210,42 +227,45 @@ class Consumer:
         while not self._stopping.is_set():
             n = 0
             try:
-                async with self.db.pool.connection() as conn:
-                    await self.sessions.note(conn)
-                    # claims and orphan releases never interleave: an orphan release must
-                    # not re-pend rows another lane has claimed but not yet recorded.  Claims
-                    # run side by side; a release takes the lock, so no claim starts, and
-                    # waits for the claims under way to record theirs.
-                    async with self._claim_lock:
-                        if self._orphans:
-                            self._orphans = False
-                            await self._claims_recorded()
-                            await self.claimer.release_orphans(conn, list(self._inflight))
-                        self._claiming += 1
-                    try:
-                        if owed:  # notifications from now on need a claim of their own
-                            owed = False
-                            self._wake_pending -= 1
-                        events = await self.claimer.claim(conn, batch)
-                        ids = [e.id for e in events]
-                        self._inflight.update(ids)
-                    finally:
-                        self._claiming -= 1
-                        if not self._claiming and self._no_claims is not None:
-                            self._no_claims.set()
-                    n = len(events)
-                    if n:
-                        self.stats.claims.observe(n)
-                        if n == batch:
-                            self._wake_one()
+                with self._at_work() as began:
+                    async with self.db.pool.connection() as conn:
+                        await self.sessions.note(conn)
+                        # claims and orphan releases never interleave: an orphan release must
+                        # not re-pend rows another lane has claimed but not yet recorded.  Claims
+                        # run side by side; a release takes the lock, so no claim starts, and
+                        # waits for the claims under way to record theirs.
+                        async with self._claim_lock:
+                            if self._orphans:
+                                self._orphans = False
+                                await self._claims_recorded()
+                                await self.claimer.release_orphans(conn, list(self._inflight))
+                            self._claiming += 1
                         try:
-                            await self.processor.process(conn, events)
-                            self.handled += n
-                        except BaseException:
-                            self._orphans = True
-                            raise
+                            if owed:  # notifications from now on need a claim of their own
+                                owed = False
+                                self._wake_pending -= 1
+                            self._claim_sent = time.monotonic()
+                            events = await self.claimer.claim(conn, batch)
+                            ids = [e.id for e in events]
+                            self._inflight.update(ids)
                         finally:
-                            self._inflight.difference_update(ids)
+                            self._claiming -= 1
+                            if not self._claiming and self._no_claims is not None:
+                                self._no_claims.set()
+                        n = len(events)
+                        if n:
+                            self.stats.claims.observe(n)
+                            if n == batch:
+                                self._wake_one()
+                            try:
+                                await self.processor.process(conn, events)
+                                self.handled += n
+                                self._batch_s += (time.monotonic() - began - self._batch_s) / 8
+                            except BaseException:
+                                self._orphans = True
+                                raise
+                            finally:
+                                self._inflight.difference_update(ids)
                 self._set_pool_ok()
                 attempt = 0
             except Exception as exc:
@@ -277,6 +297,15 @@ class Consumer:
                 continue
             if n < batch:
                 owed = await self._wait_for_work()
+
+    @contextmanager
+    def _at_work(self) -> Iterator[float]:
+        """Count this lane at work from its wake-up to its batch's end; yields the start."""
+        self._working += 1
+        try:
+            yield time.monotonic()
+        finally:
+            self._working -= 1
 
     async def _claims_recorded(self) -> None:
         """Wait until no claim is under way (called with the claim lock held)."""
@@ -312,16 +341,55 @@ class Consumer:
 
     def _notified(self) -> None:
         """A notification arrived: wake one idle lane, unless a lane woken by an earlier
-        one has not sent its claim yet (that claim sees this notification's row)."""
+        one has not sent its claim yet (that claim sees this notification's row).
+
+        When notifications come faster than a batch takes, a lane is at work and batches
+        have lately been quick (under ``_FIRST_CHANCE_MAX_S``), the lane at work gets the
+        first chance (ADR 0050): it re-claims as soon as its batch is settled
+        (``_missed_wake``) and takes the row with whatever else arrived meanwhile; an idle
+        lane is woken only if no claim was sent within about one recent batch's time.  At
+        a steady rate a few lanes then take bigger batches, each paying its round trips and
+        its commit once, instead of every lane taking an event or two.
+        """
+        now = time.monotonic()
+        # events arriving faster than a batch takes: one lane's next batch takes several
+        frequent = now - self._last_notified < self._batch_s
+        self._last_notified = now
         if self._wake_pending:
             return
-        if self._idle:
-            ev = self._idle.pop()
-            self._owed.add(ev)
-            self._wake_pending += 1
-            ev.set()
-        else:
+        if not self._idle:
             self._missed_wake = True
+        elif frequent and self._working and self._batch_s < _FIRST_CHANCE_MAX_S:
+            self._missed_wake = True
+            if self._deferred is None:
+                self._deferred = now
+                self._defer_wake.set()
+        else:
+            self._wake_owed()
+
+    def _wake_owed(self) -> None:
+        """Wake an idle lane, which then owes a claim (see :meth:`_notified`)."""
+        ev = self._idle.pop()
+        self._owed.add(ev)
+        self._wake_pending += 1
+        ev.set()
+
+    async def _deferred_wakes(self) -> None:
+        """Wake an idle lane for a deferred notification that no claim sent since took up
+        within about one recent batch's time (the lanes at work are slower than lately)."""
+        while True:
+            await self._defer_wake.wait()
+            self._defer_wake = anyio.Event()
+            await anyio.sleep(self._batch_s)
+            since, self._deferred = self._deferred, None
+            if since is None or not self._missed_wake or not self._idle or self._wake_pending:
+                continue  # nothing owed, or a lane will claim anyway
+            if self._claim_sent < since:
+                self._missed_wake = False
+                self._wake_owed()
+            else:  # a claim took that row; a notification that came after it is owed one
+                self._deferred = time.monotonic()
+                self._defer_wake.set()
 
     def _wake_one(self) -> None:
         if self._idle:

@@ -81,6 +81,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# this tree's code, not whatever spectral_core is installed: a paired run of two trees
+# measures each tree (spawned consumer processes run this module's top level too)
+sys.path.insert(0, str(ROOT / "src"))
 TOPIC = "bench.noop"
 GEN = 1
 # Rows still to handle, counted through the partial indexes (one count per status, each

@@ -219,12 +219,13 @@ async def test_pool_connections_terminated_nothing_lost(
     assert set(count) == {f"k{i}" for i in range(300)}
 
 
-def first_chance_consumer(db: Database, generation: int) -> Consumer:
+def two_lanes(db: Database, generation: int, registry: HandlerRegistry | None = None) -> Consumer:
+    """A consumer with two lanes that polls only every 10 s (wake-ups come from LISTEN)."""
     return Consumer(
         db,
         generation=generation,
         worker_id=uuid.uuid4(),
-        registry=timing_registry({}),
+        registry=registry or timing_registry({}),
         config=ConsumerConfig(lanes=2, poll_interval_s=10.0),
     )
 
@@ -236,7 +237,7 @@ async def test_frequent_notifications_go_first_to_the_lane_at_work(
     batches, no idle lane is woken at once: the lane at work re-claims when its batch is
     settled (ADR 0050).  If no claim was sent within about one recent batch's time, an
     idle lane is woken then; if one was, none is."""
-    consumer = first_chance_consumer(db, generation)
+    consumer = two_lanes(db, generation)
     idle = anyio.Event()
     consumer._idle.append(idle)
     consumer._working = 1  # one lane in its batch ...
@@ -276,7 +277,7 @@ async def test_slow_batches_or_sparse_notifications_wake_an_idle_lane_at_once(
     """Batches that lately took longer than the first-chance bound (slow handlers), or a
     notification long after the last one, wake an idle lane at once, as before ADR 0050:
     the lane at work is not waited for."""
-    consumer = first_chance_consumer(db, generation)
+    consumer = two_lanes(db, generation)
     consumer._working = 1
     consumer._batch_s = 0.05  # slow batches
     first, second = anyio.Event(), anyio.Event()
@@ -312,13 +313,7 @@ async def test_a_lane_stuck_in_a_slow_handler_does_not_hold_back_the_next_event(
         seen[ev.idempotency_key] = time.monotonic()
 
     reg.register("workers.test.seen", "t.x", fn)
-    consumer = Consumer(
-        db,
-        generation=generation,
-        worker_id=uuid.uuid4(),
-        registry=reg,
-        config=ConsumerConfig(lanes=2, poll_interval_s=10.0),
-    )
+    consumer = two_lanes(db, generation, reg)
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)
         await consumer.wait_listening()

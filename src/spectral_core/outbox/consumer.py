@@ -384,7 +384,7 @@ class Consumer:
             since, self._deferred = self._deferred, None
             if since is None or not self._missed_wake or not self._idle or self._wake_pending:
                 continue  # nothing owed, or a lane will claim anyway
-            if self._claim_sent < since:
+            if self._claim_sent <= since:  # no claim sent after it (ties: wake, to be safe)
                 self._missed_wake = False
                 self._wake_owed()
             else:  # a claim took that row; a notification that came after it is owed one

@@ -240,8 +240,7 @@ async def test_frequent_notifications_go_first_to_the_lane_at_work(
     consumer = two_lanes(db, generation)
     idle = anyio.Event()
     consumer._idle.append(idle)
-    consumer._working = 1  # one lane in its batch ...
-    consumer._batch_s = 0.004  # ... and batches lately took 4 ms
+    consumer._batch_s = 0.004  # batches lately took 4 ms; the other lane is at work
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer._deferred_wakes)
         consumer._notified()  # the first of a quick succession: an idle lane, as before
@@ -278,7 +277,6 @@ async def test_slow_batches_or_sparse_notifications_wake_an_idle_lane_at_once(
     notification long after the last one, wake an idle lane at once, as before ADR 0050:
     the lane at work is not waited for."""
     consumer = two_lanes(db, generation)
-    consumer._working = 1
     consumer._batch_s = 0.05  # slow batches
     first, second = anyio.Event(), anyio.Event()
     consumer._idle.extend([second, first])

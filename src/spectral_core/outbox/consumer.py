@@ -29,8 +29,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -145,9 +144,8 @@ class Consumer:
         # events in _owed were set by _notified, not by a timeout or _wake_all
         self._owed: set[anyio.Event] = set()
         self._wake_pending = 0
-        # ADR 0050: lanes at work (woken, batch not settled), how long a batch has taken
-        # lately, when the last claim was sent, and the notification deferred to them
-        self._working = 0
+        # ADR 0050: how long a batch has taken lately, when the last claim was sent, when
+        # the last notification came, and the notification deferred to the lanes at work
         self._batch_s = _FIRST_CHANCE_MAX_S
         self._claim_sent = 0.0
         self._last_notified = 0.0
@@ -226,46 +224,46 @@ class Consumer:
         owed = False  # woken by a notification, claim not sent yet
         while not self._stopping.is_set():
             n = 0
+            began = time.monotonic()
             try:
-                with self._at_work() as began:
-                    async with self.db.pool.connection() as conn:
-                        await self.sessions.note(conn)
-                        # claims and orphan releases never interleave: an orphan release must
-                        # not re-pend rows another lane has claimed but not yet recorded.  Claims
-                        # run side by side; a release takes the lock, so no claim starts, and
-                        # waits for the claims under way to record theirs.
-                        async with self._claim_lock:
-                            if self._orphans:
-                                self._orphans = False
-                                await self._claims_recorded()
-                                await self.claimer.release_orphans(conn, list(self._inflight))
-                            self._claiming += 1
+                async with self.db.pool.connection() as conn:
+                    await self.sessions.note(conn)
+                    # claims and orphan releases never interleave: an orphan release must
+                    # not re-pend rows another lane has claimed but not yet recorded.  Claims
+                    # run side by side; a release takes the lock, so no claim starts, and
+                    # waits for the claims under way to record theirs.
+                    async with self._claim_lock:
+                        if self._orphans:
+                            self._orphans = False
+                            await self._claims_recorded()
+                            await self.claimer.release_orphans(conn, list(self._inflight))
+                        self._claiming += 1
+                    try:
+                        if owed:  # notifications from now on need a claim of their own
+                            owed = False
+                            self._wake_pending -= 1
+                        self._claim_sent = time.monotonic()
+                        events = await self.claimer.claim(conn, batch)
+                        ids = [e.id for e in events]
+                        self._inflight.update(ids)
+                    finally:
+                        self._claiming -= 1
+                        if not self._claiming and self._no_claims is not None:
+                            self._no_claims.set()
+                    n = len(events)
+                    if n:
+                        self.stats.claims.observe(n)
+                        if n == batch:
+                            self._wake_one()
                         try:
-                            if owed:  # notifications from now on need a claim of their own
-                                owed = False
-                                self._wake_pending -= 1
-                            self._claim_sent = time.monotonic()
-                            events = await self.claimer.claim(conn, batch)
-                            ids = [e.id for e in events]
-                            self._inflight.update(ids)
+                            await self.processor.process(conn, events)
+                            self.handled += n
+                            self._batch_s += (time.monotonic() - began - self._batch_s) / 8
+                        except BaseException:
+                            self._orphans = True
+                            raise
                         finally:
-                            self._claiming -= 1
-                            if not self._claiming and self._no_claims is not None:
-                                self._no_claims.set()
-                        n = len(events)
-                        if n:
-                            self.stats.claims.observe(n)
-                            if n == batch:
-                                self._wake_one()
-                            try:
-                                await self.processor.process(conn, events)
-                                self.handled += n
-                                self._batch_s += (time.monotonic() - began - self._batch_s) / 8
-                            except BaseException:
-                                self._orphans = True
-                                raise
-                            finally:
-                                self._inflight.difference_update(ids)
+                            self._inflight.difference_update(ids)
                 self._set_pool_ok()
                 attempt = 0
             except Exception as exc:
@@ -297,15 +295,6 @@ class Consumer:
                 continue
             if n < batch:
                 owed = await self._wait_for_work()
-
-    @contextmanager
-    def _at_work(self) -> Iterator[float]:
-        """Count this lane at work from its wake-up to its batch's end; yields the start."""
-        self._working += 1
-        try:
-            yield time.monotonic()
-        finally:
-            self._working -= 1
 
     async def _claims_recorded(self) -> None:
         """Wait until no claim is under way (called with the claim lock held)."""
@@ -359,7 +348,11 @@ class Consumer:
             return
         if not self._idle:
             self._missed_wake = True
-        elif frequent and self._working and self._batch_s < _FIRST_CHANCE_MAX_S:
+        elif (
+            frequent
+            and len(self._idle) < self.config.lanes  # a lane is at work (or backing off)
+            and self._batch_s < _FIRST_CHANCE_MAX_S
+        ):
             self._missed_wake = True
             if self._deferred is None:
                 self._deferred = now
